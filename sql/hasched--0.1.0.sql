@@ -424,7 +424,9 @@ GRANT SELECT ON hasched.job, hasched.job_run, hasched.quota_use, hasched.tenant,
 	hasched.queue, hasched.tier, hasched.state, hasched.epoch, hasched.event,
 	hasched.jobs, hasched.queues, hasched.tenants
 	TO hasched_submitter, hasched_worker;
-GRANT ALL ON ALL TABLES IN SCHEMA hasched TO hasched_admin;
+-- not TRIGGER or REFERENCES: the API writes these tables as the extension
+-- owner, and a trigger of an admin's would run with the owner's rights
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA hasched TO hasched_admin;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA hasched TO hasched_admin;
 
 GRANT EXECUTE ON FUNCTION

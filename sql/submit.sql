@@ -79,3 +79,7 @@ SELECT state FROM hasched.job WHERE id = :j1;
 -- the views
 SELECT name, transport, pending, scheduled, retrying, running, oldest_pending_age IS NOT NULL AS has_age
   FROM hasched.queues WHERE name = 'mail';
+
+-- names in hints are quoted, so a hint can be copied and run safely
+SELECT try($$SELECT hasched.submit('x''); DROP TABLE hasched.job; --', '{}')$$);
+SELECT try($$SELECT hasched.submit('mail', '{}', tenant => 'x"; DROP ROLE hasched_admin; --')$$);

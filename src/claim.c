@@ -361,8 +361,8 @@ unknown_queue(const char *queue)
 	ereport(ERROR,
 			(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
 			 errmsg("queue \"%s\" does not exist", queue),
-			 errhint("Create it with INSERT INTO hasched.queue (name) VALUES ('%s'), or list the queues with SELECT name FROM hasched.queue.",
-					 queue)));
+			 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
+					 quote_literal_cstr(queue))));
 }
 
 /* How many jobs the queue's concurrency limit still allows. */
@@ -656,24 +656,22 @@ lease_params(const Lease *lease, Datum *values)
 #define LEASE_MATCH \
 	" id = $1 AND state = 'running' AND epoch = $2 AND attempt = $3 AND lease_id = $4"
 
-/* Called when a report matched no row: say why, and change nothing. */
+/*
+ * Called when a report matched no row: say why, and change nothing.  The
+ * current lease token is not shown: it is what would let another worker
+ * report for the job.
+ */
 static void
 stale_lease(const Lease *lease, const char *what)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	char	   *state;
-	char	   *current;
-	bool		isnull;
 
 	if (plan == NULL)
 	{
 		Oid			types[1] = {INT8OID};
 
-		plan = hs_prepare("SELECT state::text, epoch, attempt, lease_id"
-						  " FROM hasched.job WHERE id = $1", 1, types);
+		plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1", 1, types);
 	}
 	values[0] = Int64GetDatum(lease->job_id);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -682,19 +680,11 @@ stale_lease(const Lease *lease, const char *what)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_UNKNOWN_JOB),
 				 errmsg("job %lld does not exist", (long long) lease->job_id)));
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	state = SPI_getvalue(tup, desc, 1);
-	(void) SPI_getbinval(tup, desc, 4, &isnull);
-	current = isnull ? "none" :
-		hs_format_token(DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull)),
-						DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull)),
-						DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull)));
 	ereport(ERROR,
 			(errcode(HS_ERRCODE_STALE_LEASE),
 			 errmsg("stale lease token %s for job %lld", lease->token, (long long) lease->job_id),
-			 errdetail("The job is %s and its current lease is %s; the %s was not recorded.",
-					   state, current, what),
+			 errdetail("The job is %s and that token is not its current lease; the %s was not recorded.",
+					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), what),
 			 errhint("The lease expired, or the job was cancelled or given to another worker: drop this attempt's result.")));
 }
 

@@ -161,14 +161,15 @@ read_submit_args(FunctionCallInfo fcinfo, SubmitArgs *a)
 				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
 				 errmsg("tenant \"%s\" does not exist", a->tenant),
 				 errdetail("A tenant is a role; its members see and cancel its jobs."),
-				 errhint("Create it with CREATE ROLE \"%s\" NOLOGIN and grant it to the roles that submit for it.",
-						 a->tenant)));
+				 errhint("Create it with CREATE ROLE %s NOLOGIN and grant it to the roles that submit for it.",
+						 quote_identifier(a->tenant))));
 	if (!hs_role_visible(caller, a->tenant))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to submit jobs for tenant \"%s\"", a->tenant),
-				 errhint("Ask an administrator to GRANT \"%s\" TO \"%s\".",
-						 a->tenant, GetUserNameFromId(caller, false))));
+				 errhint("Ask an administrator to GRANT %s TO %s.",
+						 quote_identifier(a->tenant),
+						 quote_identifier(GetUserNameFromId(caller, false)))));
 	a->owner = GetUserNameFromId(caller, false);
 }
 
@@ -206,8 +207,8 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
 				 errmsg("queue \"%s\" does not exist", a->queue),
-				 errhint("Create it with INSERT INTO hasched.queue (name) VALUES ('%s'), or list the queues with SELECT name FROM hasched.queue.",
-						 a->queue)));
+				 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
+						 quote_literal_cstr(a->queue))));
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 

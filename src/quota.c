@@ -195,7 +195,7 @@ hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 	used = count_day(tenant, day, njobs);
 	if (has_day_limit && used > jobs_per_day)
 	{
-		TimestampTz reset = (TimestampTz) (day + 1 + POSTGRES_EPOCH_JDATE - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY;
+		TimestampTz reset = (TimestampTz) (day + 1) * USECS_PER_DAY;
 
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_QUOTA_EXCEEDED),
@@ -203,7 +203,7 @@ hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 						tenant, (long long) jobs_per_day),
 				 errdetail("Tier \"%s\" allows %lld jobs per UTC day; this submit would make it %lld.",
 						   tier, (long long) jobs_per_day, (long long) used),
-				 errhint("The quota resets at %s. A larger tier raises it: UPDATE hasched.tenant SET tier = 'pro' WHERE name = '%s'.",
-						 timestamptz_to_str(reset), tenant)));
+				 errhint("The quota resets at %s. A larger tier raises it: UPDATE hasched.tenant SET tier = 'pro' WHERE name = %s.",
+						 timestamptz_to_str(reset), quote_literal_cstr(tenant))));
 	}
 }
