@@ -265,7 +265,7 @@ key_cmp(TimestampTz t1, int64 i1, TimestampTz t2, int64 i2)
  * claim()
  * ------------------------------------------------------------------------ */
 
-#define CLAIM_FIXED_ARGS 5
+#define CLAIM_FIXED_ARGS 6
 
 static SPIPlanPtr
 claim_plan(void)
@@ -282,6 +282,7 @@ claim_plan(void)
 	types[2] = INT4OID;			/* limit */
 	types[3] = INTERVALOID;		/* lease */
 	types[4] = TEXTOID;			/* worker */
+	types[5] = BOOLOID;			/* lease also covers the job's timeout */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "WITH c AS MATERIALIZED (");
 	for (int p = 0; p < HS_NUM_PRIORITIES; p++)
@@ -305,11 +306,12 @@ claim_plan(void)
 						   " SET state = 'running', attempt = j.attempt + 1,"
 						   " epoch = (SELECT max(e.epoch) FROM hasched.epoch e),"
 						   " lease_id = nextval('hasched.lease_id_seq'),"
-						   " lease_until = $2 + $4, worker = $5, started_at = $2,"
+						   " lease_until = $2 + $4 + CASE WHEN $6 THEN j.timeout ELSE interval '0' END,"
+						   " worker = $5, started_at = $2,"
 						   " finished_at = NULL"
 						   " WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))"
 						   " RETURNING j.id, j.epoch, j.attempt, j.lease_id, j.payload,"
-						   " j.priority, j.tenant, j.timeout, j.lease_until, j.run_at)"
+						   " j.priority, j.tenant, j.timeout, j.lease_until, j.run_at, j.owner)"
 						   " SELECT * FROM u ORDER BY priority, run_at, id");
 	plan = hs_prepare(sql.data, CLAIM_FIXED_ARGS + 2 * HS_NUM_PRIORITIES, types);
 	pfree(sql.data);
@@ -392,15 +394,19 @@ concurrency_room(const char *queue, int32 concurrency)
 	return running >= concurrency ? 0 : (int) (concurrency - running);
 }
 
-Datum
-hasched_claim(PG_FUNCTION_ARGS)
+/*
+ * Lease up to max_jobs due jobs of queue to worker; the caller is connected
+ * to SPI and runs as the extension owner.  The claimed rows are left in
+ * SPI_tuptable, in claim order (columns: see claim_plan's RETURNING), and
+ * their number is returned.  A queue whose transport is not `transport` is
+ * refused; in paused mode nothing is claimed.  lease NULL: the queue's.
+ * With lease_plus_timeout each lease also covers the job's timeout (the
+ * executors run SQL jobs without heartbeats).
+ */
+uint64
+hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
+			  Interval *lease, const char *transport, bool lease_plus_timeout)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *queue;
-	char	   *worker;
-	int32		max_jobs;
-	Interval   *lease = NULL;
-	HsPrivileged priv;
 	QueueInfo	qi;
 	int			n;
 	TimestampTz t0;
@@ -418,47 +424,18 @@ hasched_claim(PG_FUNCTION_ARGS)
 	int			rc;
 	uint64		total;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("queue, worker and max_jobs must not be null")));
-	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	max_jobs = PG_GETARG_INT32(2);
-	hs_check_text_arg("worker", worker, 200);
-	if (max_jobs < 1 || max_jobs > MAX_CLAIM_BATCH)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("max_jobs must be between 1 and %d, not %d", MAX_CLAIM_BATCH, max_jobs)));
-	if (!PG_ARGISNULL(3))
-	{
-		lease = PG_GETARG_INTERVAL_P(3);
-		if (hs_interval_usec(lease) <= 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("lease must be positive")));
-	}
-	hs_require_primary("claim jobs");
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-
 	if (!load_queue(queue, &qi))
 		unknown_queue(queue);
-	if (strcmp(qi.transport, "pull") != 0)
+	if (strcmp(qi.transport, transport) != 0)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_WRONG_TRANSPORT),
-				 errmsg("queue \"%s\" is not a pull queue", queue),
-				 errdetail("Its transport is %s; its jobs are handed out by hasched itself.", qi.transport),
-				 errhint("Claim from a queue whose transport is pull.")));
+				 errmsg("queue \"%s\" is not a %s queue", queue, transport),
+				 errdetail("Its transport is %s.", qi.transport),
+				 strcmp(transport, "pull") == 0 ?
+				 errhint("Claim from a queue whose transport is pull; jobs of %s queues are handed out by hasched itself.",
+						 qi.transport) : 0));
 	if (strcmp(qi.mode, "paused") == 0)
-	{
-		SPI_finish();
-		hs_privileged_leave(&priv);
-		return (Datum) 0;
-	}
+		return 0;
 	if (lease == NULL)
 		lease = qi.lease;
 
@@ -466,14 +443,9 @@ hasched_claim(PG_FUNCTION_ARGS)
 	if (qi.concurrency > 0)
 		n = Min(n, concurrency_room(queue, qi.concurrency));
 	if (n <= 0)
-	{
-		SPI_finish();
-		hs_privileged_leave(&priv);
-		return (Datum) 0;
-	}
+		return 0;
 
 	hs_claim_note_locked(queue);
-
 	/* clock, then registry, then (in SPI_execute_plan) the snapshot */
 	t0 = GetCurrentTimestamp();
 	bound = writer_bound(t0);
@@ -511,6 +483,7 @@ hasched_claim(PG_FUNCTION_ARGS)
 	values[2] = Int32GetDatum(n);
 	values[3] = IntervalPGetDatum(lease);
 	values[4] = CStringGetTextDatum(worker);
+	values[5] = BoolGetDatum(lease_plus_timeout);
 	for (int p = 0; p < HS_NUM_PRIORITIES; p++)
 	{
 		values[CLAIM_FIXED_ARGS + 2 * p] = TimestampTzGetDatum(start_t[p]);
@@ -527,25 +500,10 @@ hasched_claim(PG_FUNCTION_ARGS)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		Datum		out[8];
-		bool		nulls[8] = {false};
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		int32		epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		int32		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		int64		lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 		int			p = DatumGetInt16(SPI_getbinval(tup, desc, 6, &isnull)) - HS_PRIORITY_MIN;
 		TimestampTz run_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 10, &isnull));
-
-		out[0] = Int64GetDatum(id);
-		out[1] = CStringGetTextDatum(hs_format_token(epoch, attempt, lease_id));
-		out[2] = SPI_getbinval(tup, desc, 5, &isnull);
-		out[3] = Int32GetDatum(attempt);
-		out[4] = SPI_getbinval(tup, desc, 6, &isnull);
-		out[5] = SPI_getbinval(tup, desc, 7, &isnull);
-		out[6] = SPI_getbinval(tup, desc, 8, &isnull);
-		out[7] = SPI_getbinval(tup, desc, 9, &isnull);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 
 		if (claimed[p] == 0 || key_cmp(run_at, id, max_t[p], max_id[p]) > 0)
 		{
@@ -610,6 +568,70 @@ hasched_claim(PG_FUNCTION_ARGS)
 		LWLockRelease(hs_shared->cursor_lock);
 	}
 
+	return total;
+}
+
+Datum
+hasched_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *queue;
+	char	   *worker;
+	int32		max_jobs;
+	Interval   *lease = NULL;
+	HsPrivileged priv;
+	uint64		total;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("queue, worker and max_jobs must not be null")));
+	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	max_jobs = PG_GETARG_INT32(2);
+	hs_check_text_arg("worker", worker, 200);
+	if (max_jobs < 1 || max_jobs > MAX_CLAIM_BATCH)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("max_jobs must be between 1 and %d, not %d", MAX_CLAIM_BATCH, max_jobs)));
+	if (!PG_ARGISNULL(3))
+	{
+		lease = PG_GETARG_INTERVAL_P(3);
+		if (hs_interval_usec(lease) <= 0)
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("lease must be positive")));
+	}
+	hs_require_primary("claim jobs");
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+
+	total = hs_claim_jobs(queue, worker, max_jobs, lease, "pull", false);
+	for (uint64 i = 0; i < total; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		out[8];
+		bool		nulls[8] = {false};
+		bool		isnull;
+		int32		epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		int32		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		int64		lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+
+		out[0] = SPI_getbinval(tup, desc, 1, &isnull);
+		out[1] = CStringGetTextDatum(hs_format_token(epoch, attempt, lease_id));
+		out[2] = SPI_getbinval(tup, desc, 5, &isnull);
+		out[3] = Int32GetDatum(attempt);
+		out[4] = SPI_getbinval(tup, desc, 6, &isnull);
+		out[5] = SPI_getbinval(tup, desc, 7, &isnull);
+		out[6] = SPI_getbinval(tup, desc, 8, &isnull);
+		out[7] = SPI_getbinval(tup, desc, 9, &isnull);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	return (Datum) 0;
@@ -619,17 +641,9 @@ hasched_claim(PG_FUNCTION_ARGS)
  * Reports from workers: heartbeat, complete, fail
  * ------------------------------------------------------------------------ */
 
-typedef struct Lease
-{
-	int64		job_id;
-	int32		epoch;
-	int32		attempt;
-	int64		lease_id;
-	char	   *token;
-} Lease;
 
 static void
-read_lease(FunctionCallInfo fcinfo, Lease *lease)
+read_lease(FunctionCallInfo fcinfo, HsLease *lease)
 {
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -645,7 +659,7 @@ read_lease(FunctionCallInfo fcinfo, Lease *lease)
 }
 
 static void
-lease_params(const Lease *lease, Datum *values)
+lease_params(const HsLease *lease, Datum *values)
 {
 	values[0] = Int64GetDatum(lease->job_id);
 	values[1] = Int32GetDatum(lease->epoch);
@@ -662,7 +676,7 @@ lease_params(const Lease *lease, Datum *values)
  * report for the job.
  */
 static void
-stale_lease(const Lease *lease, const char *what)
+stale_lease(const HsLease *lease, const char *what)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
@@ -692,7 +706,7 @@ Datum
 hasched_heartbeat(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
-	Lease		lease;
+	HsLease		lease;
 	HsPrivileged priv;
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -736,20 +750,17 @@ hasched_heartbeat(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(until);
 }
 
-Datum
-hasched_complete(PG_FUNCTION_ARGS)
+/*
+ * Record the success of the lease's attempt; false when the lease is not
+ * the job's current one (nothing changed).  Inside SPI, as the owner.
+ */
+bool
+hs_report_complete(const HsLease *lease, Datum result, bool result_null)
 {
 	static SPIPlanPtr plan = NULL;
-	Lease		lease;
-	HsPrivileged priv;
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
-	read_lease(fcinfo, &lease);
-	hs_require_primary("complete a job");
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
 	if (plan == NULL)
 	{
 		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, JSONBOID};
@@ -764,17 +775,28 @@ hasched_complete(PG_FUNCTION_ARGS)
 						  " SELECT id, attempt, epoch, lease_id, worker, started_at, finished_at,"
 						  " 'succeeded' FROM u", 5, types);
 	}
-	lease_params(&lease, values);
-	if (PG_ARGISNULL(2))
-	{
-		values[4] = (Datum) 0;
+	lease_params(lease, values);
+	values[4] = result;
+	if (result_null)
 		nulls[4] = 'n';
-	}
-	else
-		values[4] = PG_GETARG_DATUM(2);
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "hasched: complete failed");
-	if (SPI_processed == 0)
+	return SPI_processed > 0;
+}
+
+Datum
+hasched_complete(PG_FUNCTION_ARGS)
+{
+	HsLease		lease;
+	HsPrivileged priv;
+
+	read_lease(fcinfo, &lease);
+	hs_require_primary("complete a job");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	if (!hs_report_complete(&lease, PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+							PG_ARGISNULL(2)))
 		stale_lease(&lease, "completion");
 	SPI_finish();
 	hs_privileged_leave(&priv);
@@ -812,17 +834,45 @@ end_attempt_sql(const char *filter, const char *retry, const char *error,
 					retry, retry, retry, error, filter, outcome);
 }
 
+/*
+ * Record a failed attempt of the lease: retried after backoff (when retry
+ * and attempts remain) or dead.  Returns the new state (an enum Datum), or
+ * (Datum) 0 when the lease is not the job's current one.
+ */
+Datum
+hs_report_fail(const HsLease *lease, const char *error, bool retry)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[6];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[6] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID, BOOLOID};
+
+		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state = 'running' AND j.epoch = $2"
+										  " AND j.attempt = $3 AND j.lease_id = $4",
+										  "$6", "$5", "failed"),
+						  6, types);
+	}
+	lease_params(lease, values);
+	values[4] = CStringGetTextDatum(error);
+	values[5] = BoolGetDatum(retry);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: fail failed");
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
 Datum
 hasched_fail(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	Lease		lease;
+	HsLease		lease;
 	HsPrivileged priv;
-	Datum		values[6];
 	char	   *error;
 	bool		retry;
 	Datum		state;
-	bool		isnull;
 
 	read_lease(fcinfo, &lease);
 	if (PG_ARGISNULL(2))
@@ -836,23 +886,9 @@ hasched_fail(PG_FUNCTION_ARGS)
 
 	hs_privileged_enter(&priv);
 	SPI_connect();
-	if (plan == NULL)
-	{
-		Oid			types[6] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID, BOOLOID};
-
-		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state = 'running' AND j.epoch = $2"
-										  " AND j.attempt = $3 AND j.lease_id = $4",
-										  "$6", "$5", "failed"),
-						  6, types);
-	}
-	lease_params(&lease, values);
-	values[4] = CStringGetTextDatum(error);
-	values[5] = BoolGetDatum(retry);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "hasched: fail failed");
-	if (SPI_processed == 0)
+	state = hs_report_fail(&lease, error, retry);
+	if (state == (Datum) 0)
 		stale_lease(&lease, "failure");
-	state = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	PG_RETURN_DATUM(state);

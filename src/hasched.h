@@ -120,6 +120,22 @@ extern bool hs_role_visible(Oid roleid, const char *tenant);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
 
+/* claim.c: the claim path and worker reports, shared with the executors */
+typedef struct HsLease
+{
+	int64		job_id;
+	int32		epoch;
+	int32		attempt;
+	int64		lease_id;
+	char	   *token;
+} HsLease;
+
+extern uint64 hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
+							Interval *lease, const char *transport,
+							bool lease_plus_timeout);
+extern bool hs_report_complete(const HsLease *lease, Datum result, bool result_null);
+extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
+
 /* claim.c: cursors and the writer registry */
 extern void hs_writer_note(void);
 extern void hs_claim_note_locked(const char *queue);
