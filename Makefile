@@ -9,7 +9,7 @@
 # make bench                benchmarks (bench/run.sh); prints tables, asserts nothing
 
 MODULE_big = hasched
-OBJS = src/hasched.o src/job.o src/claim.o src/quota.o src/util.o
+OBJS = src/hasched.o src/job.o src/claim.o src/quota.o src/util.o src/cron.o src/schedule.o src/scheduler.o src/executor.o
 
 EXTENSION = hasched
 DATA = sql/hasched--0.1.0.sql

@@ -76,6 +76,32 @@ COMMENT ON TABLE hasched.queue IS
 
 INSERT INTO hasched.queue (name) VALUES ('default');
 
+/* Periodic jobs: cron (optional seconds field) or @every, per time zone. */
+CREATE TABLE hasched.schedule (
+	name			text PRIMARY KEY
+		CHECK (name ~ '^[A-Za-z0-9_.:-]{1,63}$'),
+	spec			text NOT NULL,
+	timezone		text NOT NULL DEFAULT 'UTC',
+	queue			text NOT NULL,
+	payload			jsonb NOT NULL DEFAULT '{}',
+	priority		smallint NOT NULL DEFAULT 5 CHECK (priority BETWEEN 0 AND 9),
+	tenant			name NOT NULL,
+	owner			name NOT NULL,
+	misfire			text NOT NULL DEFAULT 'run_once'
+		CHECK (misfire IN ('skip', 'run_once')),
+	overlap			text NOT NULL DEFAULT 'skip'
+		CHECK (overlap IN ('skip', 'queue', 'allow')),
+	active			boolean NOT NULL DEFAULT true,
+	next_run_at		timestamptz,
+	last_run_at		timestamptz,
+	last_job_id		bigint,
+	queued_fires	integer NOT NULL DEFAULT 0,
+	created_at		timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE hasched.schedule IS
+	'Periodic jobs. misfire: what to do with runs missed while no primary was up (skip them, or run_once now). overlap: when the previous run has not finished (skip this run, queue one run for after it, or allow it in parallel). Create with hasched.schedule().';
+CREATE INDEX schedule_next_idx ON hasched.schedule (next_run_at) WHERE active;
+
 /* Cluster-wide scheduler state: one row. */
 CREATE TABLE hasched.state (
 	one				boolean PRIMARY KEY DEFAULT true CHECK (one),
@@ -136,6 +162,8 @@ CREATE TABLE hasched.job (
 	finished_at		timestamptz,
 	last_error		text,
 	result			jsonb,
+	schedule		text,
+	fire_at			timestamptz,
 	payload			jsonb NOT NULL
 );
 COMMENT ON TABLE hasched.job IS
@@ -311,6 +339,46 @@ RETURNS TABLE (queue text, priority smallint, run_at timestamptz, job_id bigint,
 COMMENT ON FUNCTION hasched.claim_cursors() IS
 	'Diagnostics: the claim cursors in this server''s shared memory.';
 
+CREATE FUNCTION hasched.schedule(
+	name text,
+	spec text,
+	queue text DEFAULT 'default',
+	payload jsonb DEFAULT '{}',
+	priority text DEFAULT 'medium',
+	timezone text DEFAULT 'UTC',
+	misfire text DEFAULT 'run_once',
+	overlap text DEFAULT 'skip',
+	tenant name DEFAULT NULL,
+	replace boolean DEFAULT false)
+RETURNS timestamptz
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_schedule';
+COMMENT ON FUNCTION hasched.schedule(text, text, text, jsonb, text, text, text, text, name, boolean) IS
+	'Create (or, with replace, change) a periodic job; returns its next run. spec: cron with 5 fields, or 6 with seconds first, or @every <n> <unit>, or @hourly, @daily, ... Runs go through the same path as submit().';
+
+CREATE FUNCTION hasched.unschedule(name text)
+RETURNS void
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_unschedule';
+COMMENT ON FUNCTION hasched.unschedule(text) IS
+	'Remove a periodic job; jobs it already created are kept.';
+
+CREATE FUNCTION hasched.schedule_next(spec text, timezone text, after timestamptz)
+RETURNS timestamptz
+	LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'hasched_schedule_next';
+COMMENT ON FUNCTION hasched.schedule_next(text, text, timestamptz) IS
+	'The first time after `after` at which spec fires in timezone (NULL when never).';
+
+CREATE FUNCTION hasched.health()
+RETURNS TABLE (component text, status text, detail text)
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_health';
+COMMENT ON FUNCTION hasched.health() IS
+	'Health of each component of this server, from shared memory: works on standbys too.';
+
+CREATE FUNCTION hasched.executors()
+RETURNS TABLE (slot integer, pid integer, state text, job_id bigint, since timestamptz)
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_executors';
+COMMENT ON FUNCTION hasched.executors() IS
+	'The executor slots of this server: which background worker runs which job.';
+
 /* ------------------------------------------------------------------------
  * SQL functions
  * ------------------------------------------------------------------------ */
@@ -326,8 +394,9 @@ BEGIN
 				  HINT = 'Use normal, read_only or paused.';
 	END IF;
 	IF pg_is_in_recovery() THEN
-		RAISE EXCEPTION 'hasched is read-only on a standby'
+		RAISE EXCEPTION 'cannot set the mode on a standby'
 			USING ERRCODE = 'JQ004',
+				  DETAIL = 'This server is in recovery; hasched accepts writes only on the primary.',
 				  HINT = 'Connect to the primary, for example with target_session_attrs=read-write.';
 	END IF;
 	UPDATE hasched.state
@@ -396,6 +465,20 @@ SELECT r.rolname AS tenant,
 COMMENT ON VIEW hasched.tenants IS
 	'Tenants you may see with their tier, limits and jobs used today (UTC).';
 
+CREATE VIEW hasched.schedules WITH (security_invoker = true) AS
+SELECT s.name, s.spec, s.timezone, s.queue, s.tenant, s.active,
+	   s.next_run_at, s.last_run_at, s.misfire, s.overlap,
+	   j.id AS last_job_id, j.state AS last_job_state, s.queued_fires
+  FROM hasched.schedule s
+  LEFT JOIN hasched.job j ON j.id = s.last_job_id;
+COMMENT ON VIEW hasched.schedules IS
+	'Periodic jobs you may see, with their next run and the state of their last job.';
+
+CREATE VIEW hasched.workers WITH (security_invoker = true) AS
+SELECT e.slot, e.pid, e.state, e.job_id, e.since FROM hasched.executors() e;
+COMMENT ON VIEW hasched.workers IS
+	'The in-database executors of this server.';
+
 /* ------------------------------------------------------------------------
  * Security
  * ------------------------------------------------------------------------ */
@@ -408,6 +491,10 @@ CREATE POLICY job_run_tenant ON hasched.job_run FOR SELECT
 ALTER TABLE hasched.quota_use ENABLE ROW LEVEL SECURITY;
 CREATE POLICY quota_use_tenant ON hasched.quota_use FOR SELECT
 	USING (hasched.tenant_visible(tenant));
+ALTER TABLE hasched.schedule ENABLE ROW LEVEL SECURITY;
+CREATE POLICY schedule_tenant ON hasched.schedule FOR SELECT
+	USING (hasched.tenant_visible(tenant));
+CREATE POLICY admin_all ON hasched.schedule TO hasched_admin USING (true) WITH CHECK (true);
 ALTER TABLE hasched.tenant ENABLE ROW LEVEL SECURITY;
 CREATE POLICY tenant_tenant ON hasched.tenant FOR SELECT
 	USING (hasched.tenant_visible(name));
@@ -422,7 +509,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA hasched FROM PUBLIC;
 
 GRANT SELECT ON hasched.job, hasched.job_run, hasched.quota_use, hasched.tenant,
 	hasched.queue, hasched.tier, hasched.state, hasched.epoch, hasched.event,
-	hasched.jobs, hasched.queues, hasched.tenants
+	hasched.schedule, hasched.jobs, hasched.queues, hasched.tenants, hasched.schedules
 	TO hasched_submitter, hasched_worker;
 -- not TRIGGER or REFERENCES: the API writes these tables as the extension
 -- owner, and a trigger of an admin's would run with the owner's rights
@@ -433,7 +520,9 @@ GRANT EXECUTE ON FUNCTION
 	hasched.submit(text, jsonb, text, timestamptz, text, integer, interval, name),
 	hasched.submit_many(text, jsonb[], text, timestamptz, text[], integer, interval, name),
 	hasched.cancel(bigint),
-	hasched.retry(bigint)
+	hasched.retry(bigint),
+	hasched.schedule(text, text, text, jsonb, text, text, text, text, name, boolean),
+	hasched.unschedule(text)
 	TO hasched_submitter;
 GRANT EXECUTE ON FUNCTION
 	hasched.claim(text, text, integer, interval),
@@ -444,13 +533,17 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
 	hasched.requeue_expired(),
 	hasched.set_mode(text, text),
-	hasched.claim_cursors()
+	hasched.claim_cursors(),
+	hasched.executors()
 	TO hasched_admin;
+GRANT SELECT ON hasched.workers TO hasched_admin;
 GRANT EXECUTE ON FUNCTION
 	hasched.tenant_visible(name),
 	hasched.priority_value(text),
 	hasched.priority_name(smallint),
-	hasched.backoff_delay(integer, interval, interval, double precision)
+	hasched.backoff_delay(integer, interval, interval, double precision),
+	hasched.schedule_next(text, text, timestamptz),
+	hasched.health()
 	TO PUBLIC;
 
 /* pg_dump keeps the rows users add to the configuration tables. */
@@ -458,6 +551,7 @@ SELECT pg_catalog.pg_extension_config_dump('hasched.tier', 'WHERE name NOT IN ('
 SELECT pg_catalog.pg_extension_config_dump('hasched.tenant', '');
 SELECT pg_catalog.pg_extension_config_dump('hasched.queue', 'WHERE name <> ''default''');
 SELECT pg_catalog.pg_extension_config_dump('hasched.job', '');
+SELECT pg_catalog.pg_extension_config_dump('hasched.schedule', '');
 SELECT pg_catalog.pg_extension_config_dump('hasched.job_run', '');
 SELECT pg_catalog.pg_extension_config_dump('hasched.event', '');
 SELECT pg_catalog.pg_extension_config_dump('hasched.epoch', 'WHERE epoch > 1');

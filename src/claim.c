@@ -206,9 +206,15 @@ claim_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			reset_noted_queues();
-			/* FALLTHROUGH */
+			hs_wake_after_commit(false);
+			writer_clear();
+			n_noted_queues = 0;
+			noted_overflow = false;
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			hs_wake_after_commit(true);
+			/* FALLTHROUGH */
 		case XACT_EVENT_PREPARE:
 			writer_clear();
 			n_noted_queues = 0;
@@ -367,30 +373,38 @@ unknown_queue(const char *queue)
 					 quote_literal_cstr(queue))));
 }
 
-/* How many jobs the queue's concurrency limit still allows. */
+/*
+ * How many jobs the queue's concurrency limit still allows.  Claims on a
+ * limited queue serialise on an advisory lock held to the end of their
+ * transaction; the count is a separate statement, so that its snapshot is
+ * taken after the lock and sees the jobs the previous holder claimed.
+ */
 static int
 concurrency_room(const char *queue, int32 concurrency)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr count_plan = NULL;
 	Datum		values[1];
 	bool		isnull;
 	int64		running;
 
-	if (plan == NULL)
+	if (lock_plan == NULL)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		/* serialise claims on a limited queue so the count stays true */
-		plan = hs_prepare("SELECT pg_advisory_xact_lock(1212374856, hashtext($1)),"
-						  " (SELECT count(*) FROM hasched.job"
-						  "   WHERE queue = $1 AND state IN ('running', 'dispatched'))",
-						  1, types);
+		lock_plan = hs_prepare("SELECT pg_advisory_xact_lock(1212374856, hashtext($1))",
+							   1, types);
+		count_plan = hs_prepare("SELECT count(*) FROM hasched.job"
+								" WHERE queue = $1 AND state IN ('running', 'dispatched')",
+								1, types);
 	}
 	values[0] = CStringGetTextDatum(queue);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: locking queue \"%s\" failed", queue);
+	if (SPI_execute_plan(count_plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: counting running jobs failed");
 	running = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 2, &isnull));
+										  SPI_tuptable->tupdesc, 1, &isnull));
 	return running >= concurrency ? 0 : (int) (concurrency - running);
 }
 

@@ -362,7 +362,7 @@ parse_field(const CronField *f, const char *p, size_t len, uint64_t *bits,
 				if (!parse_value(f, p, len, &pos, &hi, &hi_is_name, err, errlen))
 					return false;
 				/* "fri-sun": a range may end at SUN, meaning 7 */
-				if (hi_is_name && f->max_value > f->max && hi == f->min)
+				if (hi_is_name && f->max_value > f->max && hi == f->min && lo > hi)
 					hi = f->max_value;
 				if (lo > hi)
 					return cron_error(err, errlen,

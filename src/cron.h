@@ -16,11 +16,12 @@
  * Each field is a comma-separated list of items; an item is "*", a number
  * "n" or a range "a-b", optionally followed by a step "/s": "*" or "a-b"
  * then take every s-th value, and "a/s" means a, a+s, ... up to the
- * field's maximum.  "?" is the same as
- * "*" in the two day fields.  Months may be named JAN-DEC and days SUN-SAT
- * (any case); in the day-of-week field both 0 and 7 mean Sunday.  As in
- * classic cron, when both day fields are restricted (neither is "*" nor "?")
- * a day matches if either of them matches; otherwise both must.
+ * field's maximum.  "?" is the same as "*" in the two day fields.  Months
+ * may be named JAN-DEC and days SUN-SAT (any case); in the day-of-week
+ * field both 0 and 7 mean Sunday, and a range may end at SUN ("fri-sun").
+ * Ranges do not wrap around: "22-2" is an error.  As in classic cron, when
+ * both day fields are restricted (neither is exactly "*" nor "?") a day
+ * matches if either of them matches; otherwise both must.
  *
  * Macros: @yearly (@annually), @monthly, @weekly, @daily (@midnight) and
  * @hourly, all firing at second 0, and "@every <n> <unit>" with unit one of
@@ -41,6 +42,9 @@
 
 /* Longest spec cron_parse accepts, in bytes (not counting the NUL). */
 #define CRON_MAX_SPEC_LEN	1000
+
+/* An error buffer of this size holds any cron_parse message whole. */
+#define CRON_ERRLEN			512
 
 /*
  * cron_next looks no further than the end of the year this many years after
@@ -81,8 +85,9 @@ typedef struct CronTime
 
 /*
  * Parse spec into *out.  On failure return false and write a lower-case,
- * NUL-terminated message into err (truncated to errlen bytes; err may be
- * NULL when errlen is 0), e.g. "minute field \"61\" is out of range 0-59".
+ * NUL-terminated message into err (truncated to errlen bytes, of which
+ * CRON_ERRLEN are always enough; err may be NULL when errlen is 0), e.g.
+ * "minute field \"61\" is out of range 0-59".
  * *out is zeroed first, also on failure.
  */
 extern bool cron_parse(const char *spec, CronSpec *out, char *err, size_t errlen);

@@ -43,6 +43,13 @@ int			hs_max_queues = 1024;
 int			hs_max_tenants = 4096;
 int			hs_claim_rewind_interval = 1000;
 int			hs_quota_shards = 16;
+char	   *hs_database = NULL;
+int			hs_max_executors = 2;
+int			hs_min_executors = 1;
+int			hs_executor_idle_timeout = 60000;
+int			hs_scheduler_naptime = 1000;
+int			hs_misfire_threshold = 5000;
+int			hs_history_retention = 7 * 24 * 3600;
 
 HaschedShared *hs_shared = NULL;
 
@@ -79,7 +86,8 @@ hasched_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 
-	RequestAddinShmemSpace(add_size(shared_struct_size(),
+	RequestAddinShmemSpace(add_size(add_size(shared_struct_size(),
+											 hs_executor_shmem_size()),
 									add_size(hs_cursor_shmem_size(),
 											 hs_bucket_shmem_size())));
 	RequestNamedLWLockTranche("hasched", 2);
@@ -102,6 +110,8 @@ hasched_shmem_startup(void)
 
 		hs_shared->cursor_lock = &locks[0].lock;
 		hs_shared->bucket_lock = &locks[1].lock;
+		SpinLockInit(&hs_shared->mutex);
+		hs_shared->scheduler_role = HS_ROLE_DOWN;
 		hs_shared->n_writer_slots = writer_slot_count();
 		for (int i = 0; i < hs_shared->n_writer_slots; i++)
 			pg_atomic_init_u64(&hs_shared->writer_since[i], 0);
@@ -109,6 +119,7 @@ hasched_shmem_startup(void)
 
 	hs_cursor_shmem_init();
 	hs_bucket_shmem_init();
+	hs_executor_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -176,6 +187,48 @@ _PG_init(void)
 							&hs_quota_shards, 16, 1, 1024,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 
+	DefineCustomStringVariable("hasched.database",
+							   "Database whose hasched schema the scheduler and executors serve.",
+							   "hasched must be installed there (CREATE EXTENSION hasched); until it is, the scheduler waits.",
+							   &hs_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hasched.max_executors",
+							"Most executors (background workers that run SQL jobs) at once.",
+							"Each is a background worker: max_worker_processes must leave room for them and the scheduler.",
+							&hs_max_executors, 2, 0, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hasched.min_executors",
+							"Executors kept running while any sql queue exists, idle or not.",
+							"Keeping one ready avoids starting a worker for the first job after a quiet spell.",
+							&hs_min_executors, 1, 0, 64,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hasched.executor_idle_timeout",
+							"How long an executor beyond hasched.min_executors stays without work before it exits.",
+							NULL,
+							&hs_executor_idle_timeout, 60000, 0, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hasched.scheduler_naptime",
+							"Longest sleep of the scheduler between two rounds.",
+							"It wakes earlier for due schedules and delayed jobs, and when woken by a submit.",
+							&hs_scheduler_naptime, 1000, 10, 60000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hasched.misfire_threshold",
+							"How late a schedule's run may be before it counts as missed.",
+							"Missed runs follow the schedule's misfire policy (skip, or run once).",
+							&hs_misfire_threshold, 5000, 100, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("hasched.history_retention",
+							"How long finished jobs, run history and events are kept.",
+							"The scheduler deletes older ones every minute, in batches.",
+							&hs_history_retention, 7 * 24 * 3600, 60, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("hasched");
 
 	prev_shmem_request_hook = shmem_request_hook;
@@ -184,6 +237,7 @@ _PG_init(void)
 	shmem_startup_hook = hasched_shmem_startup;
 
 	hs_claim_xact_callback_init();
+	hs_register_scheduler();
 }
 
 /*

@@ -17,7 +17,9 @@
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "port/atomics.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/spin.h"
 #include "utils/timestamp.h"
 
 /*
@@ -37,6 +39,12 @@
 #define HS_ERRCODE_UNKNOWN_JOB			MAKE_SQLSTATE('J','Q','0','1','4')
 #define HS_ERRCODE_UNKNOWN_TENANT		MAKE_SQLSTATE('J','Q','0','1','5')
 #define HS_ERRCODE_WRONG_TRANSPORT		MAKE_SQLSTATE('J','Q','0','1','6')
+#define HS_ERRCODE_UNKNOWN_MODE			MAKE_SQLSTATE('J','Q','0','1','7')
+#define HS_ERRCODE_INVALID_SQL			MAKE_SQLSTATE('J','Q','0','1','8')
+#define HS_ERRCODE_INVALID_SCHEDULE		MAKE_SQLSTATE('J','Q','0','1','9')
+#define HS_ERRCODE_UNKNOWN_TIMEZONE		MAKE_SQLSTATE('J','Q','0','2','0')
+#define HS_ERRCODE_DUPLICATE_SCHEDULE	MAKE_SQLSTATE('J','Q','0','2','1')
+#define HS_ERRCODE_UNKNOWN_SCHEDULE		MAKE_SQLSTATE('J','Q','0','2','2')
 
 /* Priorities: 0 is the most urgent. */
 #define HS_PRIORITY_MIN		0
@@ -72,6 +80,41 @@ extern int	hs_max_queues;
 extern int	hs_max_tenants;
 extern int	hs_claim_rewind_interval;
 extern int	hs_quota_shards;
+extern char *hs_database;
+extern int	hs_max_executors;
+extern int	hs_min_executors;
+extern int	hs_executor_idle_timeout;
+extern int	hs_scheduler_naptime;
+extern int	hs_misfire_threshold;
+extern int	hs_history_retention;
+
+/* The scheduler's view of its server. */
+#define HS_ROLE_DOWN		0
+#define HS_ROLE_STARTING	1
+#define HS_ROLE_STANDBY		2
+#define HS_ROLE_PRIMARY		3
+
+/* One executor slot per possible executor (hasched.max_executors). */
+typedef enum HsExecState
+{
+	HS_EXEC_FREE = 0,
+	HS_EXEC_STARTING,			/* registered, not attached yet */
+	HS_EXEC_IDLE,				/* waiting on its latch */
+	HS_EXEC_WOKEN,				/* latch set by a committing submit */
+	HS_EXEC_BUSY				/* claiming or running a job */
+} HsExecState;
+
+typedef struct HsExecutorSlot
+{
+	pid_t		pid;
+	Latch	   *latch;
+	HsExecState state;
+	int64		job_id;			/* the job being run, when busy */
+	int64		cancel_job_id;	/* cancel() asked to stop this job */
+	TimestampTz since;
+} HsExecutorSlot;
+
+extern HsExecutorSlot *hs_executors;
 
 /*
  * Shared memory: one struct, initialised by hasched.c.  The claim cursor
@@ -81,6 +124,17 @@ typedef struct HaschedShared
 {
 	LWLock	   *cursor_lock;	/* guards the claim cursor hash table */
 	LWLock	   *bucket_lock;	/* guards the rate-limit bucket hash table */
+
+	/* the scheduler and executor fields, under mutex */
+	slock_t		mutex;
+	pid_t		scheduler_pid;
+	Latch	   *scheduler_latch;
+	int			scheduler_role; /* HS_ROLE_* */
+	TimestampTz role_since;
+	int32		epoch;
+	TimestampTz last_tick;
+	TimestampTz scheduler_next_wake;
+
 	int			n_writer_slots;
 
 	/*
@@ -142,6 +196,34 @@ extern void hs_claim_note_locked(const char *queue);
 extern void hs_claim_xact_callback_init(void);
 extern Size hs_cursor_shmem_size(void);
 extern void hs_cursor_shmem_init(void);
+
+/* job.c: the submit path, shared with the scheduler's schedule runs */
+typedef struct HsSubmit
+{
+	char	   *queue;
+	int16		priority;
+	TimestampTz run_at;
+	int32		max_attempts;	/* 0: the queue's default */
+	Interval   *timeout;		/* NULL: the queue's default */
+	char	   *tenant;
+	char	   *owner;
+	const char *schedule;		/* the schedule of a scheduled run, else NULL */
+	TimestampTz fire_at;		/* when that run was due */
+} HsSubmit;
+
+extern int64 hs_submit_one(const HsSubmit *a, Datum payload, const char *key);
+
+extern void hs_check_schedule_target(const char *queue, Datum payload);
+
+/* scheduler.c, executor.c, schedule.c */
+extern Size hs_executor_shmem_size(void);
+extern void hs_executor_shmem_init(void);
+extern void hs_register_scheduler(void);
+extern void hs_note_claimable(TimestampTz run_at);
+extern void hs_wake_scheduler_at_commit(void);
+extern void hs_wake_after_commit(bool committed);
+extern void hs_executor_cancel(int64 job_id);
+extern TimestampTz hs_fire_due_schedules(TimestampTz now);
 
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);

@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "parser/parser.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -39,21 +40,12 @@ PG_FUNCTION_INFO_V1(hasched_retry);
 #define MAX_KEY_BYTES		255
 #define MAX_SUBMIT_BATCH	100000
 
-/* Arguments common to submit and submit_many, validated. */
-typedef struct SubmitArgs
-{
-	char	   *queue;
-	int16		priority;
-	TimestampTz run_at;
-	int32		max_attempts;	/* 0: the queue's default */
-	Interval   *timeout;		/* NULL: the queue's default */
-	char	   *tenant;
-	char	   *owner;
-} SubmitArgs;
+typedef HsSubmit SubmitArgs;
 
 /* The queue, mode and tenant limits that apply to a submit. */
 typedef struct SubmitContext
 {
+	char	   *transport;
 	Interval   *default_timeout;
 	int32		default_max_attempts;
 	char	   *tier;
@@ -171,6 +163,8 @@ read_submit_args(FunctionCallInfo fcinfo, SubmitArgs *a)
 						 quote_identifier(a->tenant),
 						 quote_identifier(GetUserNameFromId(caller, false)))));
 	a->owner = GetUserNameFromId(caller, false);
+	a->schedule = NULL;
+	a->fire_at = 0;
 }
 
 /* Load queue defaults, the mode and the tenant's limits; refuse if needed. */
@@ -192,7 +186,7 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 						  " coalesce(t.tier, $3), r.name IS NOT NULL,"
 						  " coalesce(t.jobs_per_day, r.jobs_per_day),"
 						  " coalesce(t.rate_per_second, r.rate_per_second),"
-						  " coalesce(t.burst, r.burst), s.reason"
+						  " coalesce(t.burst, r.burst), s.reason, q.transport"
 						  " FROM hasched.queue q CROSS JOIN hasched.state s"
 						  " LEFT JOIN hasched.tenant t ON t.name = $2"
 						  " LEFT JOIN hasched.tier r ON r.name = coalesce(t.tier, $3)"
@@ -224,6 +218,7 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 				 errhint("Retry later. Claims and reports still work, so the backlog drains; an administrator ends the mode with SELECT hasched.set_mode('normal').")));
 	}
 
+	ctx->transport = SPI_getvalue(tup, desc, 10);
 	ctx->default_timeout = DatumGetIntervalP(SPI_getbinval(tup, desc, 1, &isnull));
 	ctx->default_max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 	ctx->tier = SPI_getvalue(tup, desc, 4);
@@ -257,70 +252,140 @@ common_values(const SubmitArgs *a, const SubmitContext *ctx, Datum *values)
 
 #define INSERT_COLUMNS \
 	"INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at," \
-	" max_attempts, timeout, idempotency_key, payload) "
+	" max_attempts, timeout, idempotency_key, payload, schedule, fire_at) "
 #define ON_KEY_CONFLICT \
 	" ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 static Oid	common_types[8] = {TEXTOID, NAMEOID, NAMEOID, INT2OID, TEXTOID,
 TIMESTAMPTZOID, INT4OID, INTERVALOID};
 
-Datum
-hasched_submit(PG_FUNCTION_ARGS)
+/*
+ * The jobs of sql queues carry their SQL in payload->>'sql': it must be
+ * there and parse, or the submit is refused (JQ018) rather than failing at
+ * run time.
+ */
+static void
+check_sql_payload(Datum payload, int index)
+{
+	Jsonb	   *jb = DatumGetJsonbP(payload);
+	JsonbValue	key;
+	JsonbValue *v;
+	char	   *sql;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	key.type = jbvString;
+	key.val.string.val = "sql";
+	key.val.string.len = 3;
+	v = JB_ROOT_IS_OBJECT(jb) ?
+		findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
+	if (v == NULL || v->type != jbvString || v->val.string.len == 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_SQL),
+				 index < 0 ? errmsg("the payload of a job of an sql queue needs an \"sql\" string") :
+				 errmsg("payload %d of jobs of an sql queue needs an \"sql\" string", index),
+				 errhint("Submit {\"sql\": \"...\"}; the statement runs as you, with the job's timeout.")));
+	sql = pnstrdup(v->val.string.val, v->val.string.len);
+
+	PG_TRY();
+	{
+		(void) raw_parser(sql, RAW_PARSE_DEFAULT);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_SQL),
+				 errmsg("the SQL of the job does not parse: %s", edata->message),
+				 errdetail("SQL: %s", sql),
+				 errhint("Fix the statement; it is checked when the job is submitted.")));
+	}
+	PG_END_TRY();
+}
+
+/*
+ * For schedule(): the queue must exist, and a schedule of an sql queue must
+ * carry SQL that parses.  Inside SPI, as the owner.
+ */
+void
+hs_check_schedule_target(const char *queue, Datum payload)
+{
+	Datum		values[1];
+	char	   *transport;
+
+	values[0] = CStringGetTextDatum(queue);
+	if (SPI_execute_with_args("SELECT transport FROM hasched.queue WHERE name = $1",
+							  1, (Oid[]) {TEXTOID}, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading queue failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
+				 errmsg("queue \"%s\" does not exist", queue),
+				 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
+						 quote_literal_cstr(queue))));
+	transport = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (strcmp(transport, "sql") == 0)
+		check_sql_payload(payload, -1);
+}
+
+/*
+ * Insert one job (or find the one with the same idempotency key) and charge
+ * the tenant for it.  The caller is connected to SPI and runs as the
+ * extension owner; a's fields are validated.  Used by submit() and by the
+ * scheduler for the runs of schedules.
+ */
+int64
+hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
-	SubmitArgs	a;
 	SubmitContext ctx;
-	HsPrivileged priv;
-	Datum		values[10];
-	char		nulls[10];
-	char	   *key = NULL;
+	Datum		values[12];
+	char		nulls[12];
 	int64		id;
 	bool		isnull;
 
-	read_submit_args(fcinfo, &a);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("payload must not be null"),
-				 errhint("Pass '{}' for a job without payload.")));
-	check_payload(PG_GETARG_DATUM(1), -1);
-	if (!PG_ARGISNULL(4))
-	{
-		key = text_to_cstring(PG_GETARG_TEXT_PP(4));
-		hs_check_text_arg("idempotency_key", key, MAX_KEY_BYTES);
-	}
-	hs_require_primary("submit jobs");
-	hs_force_submit_commit_level();
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	load_submit_context(&a, &ctx);
+	load_submit_context(a, &ctx);
+	if (strcmp(ctx.transport, "sql") == 0)
+		check_sql_payload(payload, -1);
 
 	if (insert_plan == NULL)
 	{
-		Oid			types[10];
+		Oid			types[12];
 
 		memcpy(types, common_types, sizeof(common_types));
 		types[8] = TEXTOID;
 		types[9] = JSONBOID;
+		types[10] = TEXTOID;
+		types[11] = TIMESTAMPTZOID;
 		insert_plan = hs_prepare(INSERT_COLUMNS
-								 "VALUES ($1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, $9, $10)"
-								 ON_KEY_CONFLICT " RETURNING id", 10, types);
+								 "VALUES ($1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, $9, $10,"
+								 " $11, $12)"
+								 ON_KEY_CONFLICT " RETURNING id", 12, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
-	common_values(&a, &ctx, values);
+	common_values(a, &ctx, values);
 	if (key)
 		values[8] = CStringGetTextDatum(key);
 	else
 		nulls[8] = 'n';
-	values[9] = PG_GETARG_DATUM(1);
+	values[9] = payload;
+	if (a->schedule)
+	{
+		values[10] = CStringGetTextDatum(a->schedule);
+		values[11] = TimestampTzGetDatum(a->fire_at);
+	}
+	else
+		nulls[10] = nulls[11] = 'n';
 	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the job failed");
 
 	if (SPI_processed == 1)
 	{
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		hs_quota_charge(a.tenant, ctx.tier, 1, ctx.has_day_limit, ctx.jobs_per_day,
+		hs_quota_charge(a->tenant, ctx.tier, 1, ctx.has_day_limit, ctx.jobs_per_day,
 						ctx.has_rate, ctx.rate_per_second, ctx.burst);
 	}
 	else
@@ -342,7 +407,35 @@ hasched_submit(PG_FUNCTION_ARGS)
 			elog(ERROR, "hasched: job with idempotency key \"%s\" not found", key);
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
+	return id;
+}
 
+Datum
+hasched_submit(PG_FUNCTION_ARGS)
+{
+	SubmitArgs	a;
+	HsPrivileged priv;
+	char	   *key = NULL;
+	int64		id;
+
+	read_submit_args(fcinfo, &a);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("payload must not be null"),
+				 errhint("Pass '{}' for a job without payload.")));
+	check_payload(PG_GETARG_DATUM(1), -1);
+	if (!PG_ARGISNULL(4))
+	{
+		key = text_to_cstring(PG_GETARG_TEXT_PP(4));
+		hs_check_text_arg("idempotency_key", key, MAX_KEY_BYTES);
+	}
+	hs_require_primary("submit jobs");
+	hs_force_submit_commit_level();
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	id = hs_submit_one(&a, PG_GETARG_DATUM(1), key);
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	PG_RETURN_INT64(id);
@@ -433,6 +526,9 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 	hs_privileged_enter(&priv);
 	SPI_connect();
 	load_submit_context(&a, &ctx);
+	if (strcmp(ctx.transport, "sql") == 0)
+		for (int i = 0; i < n; i++)
+			check_sql_payload(pay_elems[i], i + 1);
 
 	if (insert_plan == NULL)
 	{
@@ -442,7 +538,8 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 		types[8] = JSONBARRAYOID;
 		types[9] = TEXTARRAYOID;
 		insert_plan = hs_prepare(INSERT_COLUMNS
-								 "SELECT $1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, u.k, u.p"
+								 "SELECT $1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, u.k, u.p,"
+								 " NULL, NULL"
 								 " FROM unnest($9, $10) WITH ORDINALITY AS u (p, k, ord)"
 								 " ORDER BY u.ord"
 								 ON_KEY_CONFLICT " RETURNING id, idempotency_key", 10, types);
@@ -631,6 +728,8 @@ hasched_cancel(PG_FUNCTION_ARGS)
 								 row.state == HS_STATE_DISPATCHED);
 		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: cancelling job %lld failed", (long long) job_id);
+		if (row.state == HS_STATE_RUNNING)
+			hs_executor_cancel(job_id);
 		done = true;
 	}
 

@@ -204,7 +204,9 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 			bool		nulls[1] = {false};
 
 			newtup = heap_modify_tuple_by_cols(newtup, tupdesc, 1, cols, vals, nulls);
+			run_at = now;
 		}
+		hs_note_claimable(run_at);
 	}
 
 	return PointerGetDatum(newtup);

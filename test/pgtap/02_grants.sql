@@ -88,7 +88,7 @@ SELECT function_privs_are('hasched', m.fn, (SELECT s.args FROM sig s WHERE s.fn 
 	('hasched_admin', 'claim_cursors', true)
   ) AS m (role, fn, can);
 
--- PUBLIC executes only the harmless helpers
+-- PUBLIC executes only the harmless helpers and the health report
 SELECT is(
 	(SELECT pg_catalog.array_agg(p.proname::text ORDER BY p.proname)
 	   FROM pg_catalog.pg_proc p
@@ -96,8 +96,8 @@ SELECT is(
 		AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(coalesce(p.proacl,
 						pg_catalog.acldefault('f', p.proowner))) a
 					 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')),
-	ARRAY['backoff_delay', 'priority_name', 'priority_value', 'tenant_visible'],
-	'PUBLIC executes only backoff_delay, priority_name, priority_value, tenant_visible');
+	ARRAY['backoff_delay', 'health', 'priority_name', 'priority_value', 'schedule_next', 'tenant_visible'],
+	'PUBLIC executes only backoff_delay, health, priority_name, priority_value, schedule_next, tenant_visible');
 SELECT is_empty(
 	$$SELECT p.oid::regprocedure::text
 		FROM pg_catalog.pg_proc p

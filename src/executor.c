@@ -1,0 +1,409 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor.c
+ *		Executors: dynamic background workers that run the jobs of sql
+ *		queues inside the database, as the job's owner, with the job's
+ *		timeout.
+ *
+ * An executor claims a batch of due SQL jobs (through the same claim path
+ * as pull workers, so priorities, concurrency and cursors apply) and
+ * commits the claim, so that the jobs show as running and cancel() can find
+ * them.  Then each job runs in its own transaction: its SQL in a
+ * subtransaction, as the owner role, with statement_timeout set to the
+ * job's timeout; then the outcome is recorded (complete, or a failed
+ * attempt retried per the job's policy) in the same transaction.  So the
+ * database effects of a job and the record of its success commit together.
+ *
+ * A job's SQL runs with the owner's rights and no more: the user id is
+ * switched with SECURITY_LOCAL_USERID_CHANGE, which also forbids SET ROLE
+ * and SET SESSION AUTHORIZATION inside the job.  A job whose owner role was
+ * dropped is not run: it goes dead with that reason.
+ *
+ * cancel() of a running SQL job marks it cancelled, then interrupts the
+ * executor (SIGINT) with the job id in its slot: the job's subtransaction
+ * rolls back and nothing more is recorded.  An executor that dies mid-job
+ * leaves the job running under its name; the scheduler sees the executor
+ * gone and runs the job again.
+ *
+ * IDENTIFICATION
+ *		src/executor.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+#include "utils/timestamp.h"
+
+#include "hasched.h"
+
+PGDLLEXPORT void hasched_executor_main(Datum main_arg);
+
+#define CLAIM_BATCH		32
+
+typedef struct ExecJob
+{
+	HsLease		lease;
+	char	   *sql;
+	char	   *owner;
+	int64		timeout_ms;
+} ExecJob;
+
+static int	my_slot = -1;
+static char *my_name = NULL;
+
+static void
+executor_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_executors[my_slot].state = HS_EXEC_FREE;
+	hs_executors[my_slot].pid = 0;
+	hs_executors[my_slot].latch = NULL;
+	hs_executors[my_slot].job_id = 0;
+	hs_executors[my_slot].cancel_job_id = 0;
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+static void
+set_state(HsExecState state, int64 job_id)
+{
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_executors[my_slot].state = state;
+	hs_executors[my_slot].job_id = job_id;
+	hs_executors[my_slot].since = GetCurrentTimestamp();
+	if (job_id == 0)
+		hs_executors[my_slot].cancel_job_id = 0;
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+static bool
+cancel_requested(int64 job_id)
+{
+	bool		result;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	result = hs_executors[my_slot].cancel_job_id == job_id;
+	SpinLockRelease(&hs_shared->mutex);
+	return result;
+}
+
+/*
+ * cancel() of a running job: tell the executor running it to stop.  Called
+ * by the cancelling backend; the job's state is already cancelled in its
+ * transaction, so whatever the executor then tries to record is refused.
+ */
+void
+hs_executor_cancel(int64 job_id)
+{
+	pid_t		pid = 0;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	for (int i = 0; i < hs_max_executors; i++)
+		if (hs_executors[i].state == HS_EXEC_BUSY && hs_executors[i].job_id == job_id)
+		{
+			hs_executors[i].cancel_job_id = job_id;
+			pid = hs_executors[i].pid;
+			break;
+		}
+	SpinLockRelease(&hs_shared->mutex);
+	if (pid != 0)
+		(void) kill(pid, SIGINT);
+}
+
+static char *
+payload_sql(Datum payload)
+{
+	Jsonb	   *jb = DatumGetJsonbP(payload);
+	JsonbValue	key;
+	JsonbValue *v;
+
+	key.type = jbvString;
+	key.val.string.val = "sql";
+	key.val.string.len = 3;
+	v = JB_ROOT_IS_OBJECT(jb) ?
+		findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* Claim up to CLAIM_BATCH due SQL jobs, copied into cxt; commits. */
+static int
+claim_batch(ExecJob *jobs, MemoryContext cxt)
+{
+	int			n = 0;
+	uint64		nqueues;
+	char	  **queues;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	if (SPI_execute("SELECT name FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: listing sql queues failed");
+	nqueues = SPI_processed;
+	queues = palloc(sizeof(char *) * (nqueues + 1));
+	for (uint64 i = 0; i < nqueues; i++)
+		queues[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+	for (uint64 q = 0; q < nqueues && n < CLAIM_BATCH; q++)
+	{
+		uint64		got = hs_claim_jobs(queues[q], my_name, CLAIM_BATCH - n, NULL, "sql", true);
+
+		for (uint64 i = 0; i < got; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			ExecJob    *job = &jobs[n++];
+			MemoryContext old;
+			bool		isnull;
+			char	   *sql;
+			char	   *owner;
+
+			sql = payload_sql(SPI_getbinval(tup, desc, 5, &isnull));
+			owner = SPI_getvalue(tup, desc, 11);
+			old = MemoryContextSwitchTo(cxt);
+			job->lease.job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			job->lease.epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			job->lease.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			job->lease.lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+			job->lease.token = NULL;
+			job->sql = sql ? pstrdup(sql) : NULL;
+			job->owner = pstrdup(owner);
+			job->timeout_ms = hs_interval_usec(DatumGetIntervalP(SPI_getbinval(tup, desc, 8, &isnull))) / 1000;
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return n;
+}
+
+/* Run one claimed job and record its outcome, in one transaction. */
+static void
+run_job(ExecJob *job)
+{
+	MemoryContext oldcxt;
+	ResourceOwner oldowner;
+	Oid			owner_oid;
+	char	   *volatile error = NULL;
+	volatile bool retry = true;
+	volatile bool cancelled = false;
+	volatile uint64 rows = 0;
+
+	set_state(HS_EXEC_BUSY, job->lease.job_id);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, job->sql ? job->sql : "(no sql)");
+
+	owner_oid = get_role_oid(job->owner, true);
+	if (!OidIsValid(owner_oid))
+	{
+		error = psprintf("the owner of the job, role \"%s\", no longer exists", job->owner);
+		retry = false;
+	}
+	else if (job->sql == NULL)
+	{
+		error = pstrdup("the payload has no \"sql\" string");
+		retry = false;
+	}
+	else
+	{
+		Oid			save_userid;
+		int			save_sec;
+
+		oldcxt = CurrentMemoryContext;
+		oldowner = CurrentResourceOwner;
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(oldcxt);
+		PG_TRY();
+		{
+			SetUserIdAndSecContext(owner_oid, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+			if (job->timeout_ms > 0)
+				enable_timeout_after(STATEMENT_TIMEOUT,
+									 (int) Min(job->timeout_ms, (int64) PG_INT32_MAX));
+			if (SPI_execute(job->sql, false, 0) < 0)
+				elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(SPI_result));
+			rows = SPI_processed;
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			SetUserIdAndSecContext(save_userid, save_sec);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			disable_timeout(STATEMENT_TIMEOUT, false);
+			MemoryContextSwitchTo(oldcxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+			SetUserIdAndSecContext(save_userid, save_sec);
+			/* a cancel interrupt may have come after the job's own error */
+			QueryCancelPending = false;
+			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+				cancel_requested(job->lease.job_id))
+				cancelled = true;
+			else
+				error = edata->message;
+		}
+		PG_END_TRY();
+	}
+
+	if (!cancelled)
+	{
+		if (error == NULL)
+		{
+			char	   *result = psprintf("{\"rows\": " UINT64_FORMAT "}", (uint64) rows);
+
+			(void) hs_report_complete(&job->lease,
+									  DirectFunctionCall1(jsonb_in, CStringGetDatum(result)),
+									  false);
+		}
+		else
+			(void) hs_report_fail(&job->lease, (char *) error, retry);
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	set_state(HS_EXEC_IDLE, 0);
+}
+
+/* Leave when idle too long, unless that would leave fewer than the minimum. */
+static bool
+may_retire(void)
+{
+	int			live = 0;
+	bool		retire;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	for (int i = 0; i < hs_max_executors; i++)
+		if (hs_executors[i].state != HS_EXEC_FREE)
+			live++;
+	retire = live > hs_min_executors;
+	if (retire)
+		hs_executors[my_slot].state = HS_EXEC_FREE;
+	SpinLockRelease(&hs_shared->mutex);
+	return retire;
+}
+
+void
+hasched_executor_main(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	MemoryContext batch_cxt;
+	ExecJob		jobs[CLAIM_BATCH];
+	TimestampTz idle_since;
+
+	my_slot = DatumGetInt32(main_arg);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, StatementCancelHandler);
+	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_executors[my_slot].pid = MyProcPid;
+	hs_executors[my_slot].latch = MyLatch;
+	hs_executors[my_slot].state = HS_EXEC_IDLE;
+	hs_executors[my_slot].job_id = 0;
+	hs_executors[my_slot].cancel_job_id = 0;
+	hs_executors[my_slot].since = GetCurrentTimestamp();
+	SpinLockRelease(&hs_shared->mutex);
+	on_shmem_exit(executor_detach, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
+	my_name = MemoryContextStrdup(TopMemoryContext,
+								  psprintf("executor/%d/%d", my_slot, MyProcPid));
+	pgstat_report_appname(my_name);
+	/* job outcomes commit asynchronously: a lost one means the job runs again */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "hasched executor batch",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		disable_all_timeouts(false);
+		QueryCancelPending = false;
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(TopMemoryContext);
+		RESUME_INTERRUPTS();
+		set_state(HS_EXEC_IDLE, 0);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	idle_since = GetCurrentTimestamp();
+	for (;;)
+	{
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (RecoveryInProgress())
+			proc_exit(0);
+
+		MemoryContextReset(batch_cxt);
+		set_state(HS_EXEC_BUSY, 0);
+		n = claim_batch(jobs, batch_cxt);
+		for (int i = 0; i < n; i++)
+			run_job(&jobs[i]);
+		set_state(HS_EXEC_IDLE, 0);
+
+		if (n > 0)
+		{
+			idle_since = GetCurrentTimestamp();
+			continue;
+		}
+		if (GetCurrentTimestamp() - idle_since >= (int64) hs_executor_idle_timeout * 1000 &&
+			may_retire())
+			proc_exit(0);
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}

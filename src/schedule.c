@@ -1,0 +1,550 @@
+/*-------------------------------------------------------------------------
+ *
+ * schedule.c
+ *		Periodic jobs: schedule(), unschedule(), schedule_next(), and the
+ *		scheduler's firing of due schedules.
+ *
+ * A spec is parsed by cron.c (pure C, fuzzed) into a CronSpec; this file
+ * turns wall-clock times in the schedule's time zone into instants and back
+ * with PostgreSQL's time zone code.  A run is submitted through the same
+ * path as submit() (hs_submit_one), for the schedule's tenant and owner.
+ *
+ * Misfires: a run whose time passed more than hasched.misfire_threshold ago
+ * (no primary was up, or the scheduler was stopped) is skipped, or run once
+ * now, by the schedule's misfire policy; either way the schedule then goes
+ * on from now.  Overlap: while the previous run's job has not finished, a
+ * new run is skipped, queued (one run is kept for when the previous ends)
+ * or allowed in parallel.
+ *
+ * IDENTIFICATION
+ *		src/schedule.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/datetime.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "cron.h"
+#include "hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_schedule);
+PG_FUNCTION_INFO_V1(hasched_unschedule);
+PG_FUNCTION_INFO_V1(hasched_schedule_next);
+
+/* Parse a spec or raise JQ019 with the parser's message. */
+static void
+parse_spec(const char *spec, CronSpec *cs)
+{
+	char		err[256];
+
+	if (!cron_parse(spec, cs, err, sizeof(err)))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_SCHEDULE),
+				 errmsg("invalid schedule \"%s\": %s", spec, err),
+				 errhint("Use cron with 5 fields (minute hour day month weekday) or 6 (seconds first), @every <n> <unit>, or @hourly, @daily, @weekly, @monthly, @yearly.")));
+}
+
+static pg_tz *
+find_timezone(const char *name)
+{
+	pg_tz	   *tz = pg_tzset(name);
+
+	if (tz == NULL)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_TIMEZONE),
+				 errmsg("unknown time zone \"%s\"", name),
+				 errhint("Use a name from pg_timezone_names, such as UTC or Europe/Berlin.")));
+	return tz;
+}
+
+/*
+ * The first instant after `after` at which the spec fires in tz, or
+ * DT_NOEND when it never does.  For @every, the interval after `after`.
+ */
+static TimestampTz
+hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+	CronTime	from;
+	CronTime	next;
+	TimestampTz result;
+
+	if (cs->every_usec > 0)
+		return after + cs->every_usec;
+
+	if (timestamp2tm(after, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		return DT_NOEND;
+	from.year = tm.tm_year;
+	from.month = tm.tm_mon;
+	from.mday = tm.tm_mday;
+	from.hour = tm.tm_hour;
+	from.minute = tm.tm_min;
+	from.second = tm.tm_sec;
+
+	/* a wall-clock time that a DST change skipped comes out later: retry after it */
+	for (int tries = 0; tries < 4; tries++)
+	{
+		if (!cron_next(cs, &from, &next))
+			return DT_NOEND;
+		memset(&tm, 0, sizeof(tm));
+		tm.tm_year = next.year;
+		tm.tm_mon = next.month;
+		tm.tm_mday = next.mday;
+		tm.tm_hour = next.hour;
+		tm.tm_min = next.minute;
+		tm.tm_sec = next.second;
+		tzoff = DetermineTimeZoneOffset(&tm, tz);
+		if (tm2timestamp(&tm, 0, &tzoff, &result) != 0)
+			return DT_NOEND;
+		if (result > after)
+			return result;
+		from = next;
+	}
+	return DT_NOEND;
+}
+
+Datum
+hasched_schedule_next(PG_FUNCTION_ARGS)
+{
+	char	   *spec = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *zone = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	TimestampTz after = PG_GETARG_TIMESTAMPTZ(2);
+	CronSpec	cs;
+	TimestampTz next;
+
+	parse_spec(spec, &cs);
+	next = hs_schedule_next_time(&cs, find_timezone(zone), after);
+	if (TIMESTAMP_IS_NOEND(next))
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(next);
+}
+
+static const char *
+check_choice(const char *what, const char *value, const char *const *choices)
+{
+	for (int i = 0; choices[i]; i++)
+		if (strcmp(value, choices[i]) == 0)
+			return value;
+	ereport(ERROR,
+			(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+			 errmsg("invalid %s policy \"%s\"", what, value),
+			 errhint("Use %s.", strcmp(what, "misfire") == 0 ?
+					 "skip or run_once" : "skip, queue or allow")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * schedule(name, spec, queue, payload, priority, timezone, misfire, overlap,
+ *			tenant, replace) returns the next run.
+ */
+Datum
+hasched_schedule(PG_FUNCTION_ARGS)
+{
+	static const char *const misfires[] = {"skip", "run_once", NULL};
+	static const char *const overlaps[] = {"skip", "queue", "allow", NULL};
+	static SPIPlanPtr plan = NULL;
+	Oid			caller = GetUserId();
+	char	   *name;
+	char	   *spec;
+	char	   *queue;
+	char	   *zone;
+	char	   *tenant;
+	const char *misfire;
+	const char *overlap;
+	bool		replace;
+	int			priority;
+	CronSpec	cs;
+	TimestampTz next;
+	HsPrivileged priv;
+	Datum		values[12];
+	int			rc;
+
+	for (int i = 0; i < 8; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("name, spec, queue, payload, priority, timezone, misfire and overlap must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	spec = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	queue = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	zone = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	hs_check_text_arg("schedule name", name, HS_QUEUE_NAME_MAX - 1);
+	parse_spec(spec, &cs);
+	priority = hs_parse_priority(text_to_cstring(PG_GETARG_TEXT_PP(4)));
+	if (priority < 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_PRIORITY),
+				 errmsg("invalid priority \"%s\"", text_to_cstring(PG_GETARG_TEXT_PP(4))),
+				 errhint("Use high, medium, low, or a number from 0 (most urgent) to 9.")));
+	misfire = check_choice("misfire", text_to_cstring(PG_GETARG_TEXT_PP(6)), misfires);
+	overlap = check_choice("overlap", text_to_cstring(PG_GETARG_TEXT_PP(7)), overlaps);
+	replace = PG_ARGISNULL(9) ? false : PG_GETARG_BOOL(9);
+	tenant = PG_ARGISNULL(8) ? NULL : pstrdup(NameStr(*PG_GETARG_NAME(8)));
+	if (tenant == NULL)
+		tenant = (hs_tenant && hs_tenant[0]) ? pstrdup(hs_tenant) :
+			GetUserNameFromId(caller, false);
+	if (!OidIsValid(get_role_oid(tenant, true)))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
+				 errmsg("tenant \"%s\" does not exist", tenant)));
+	if (!hs_role_visible(caller, tenant))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to schedule jobs for tenant \"%s\"", tenant)));
+	next = hs_schedule_next_time(&cs, find_timezone(zone), GetCurrentTimestamp());
+	if (TIMESTAMP_IS_NOEND(next))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_SCHEDULE),
+				 errmsg("schedule \"%s\" never fires", spec),
+				 errhint("Check the day and month fields, e.g. February has no 30th.")));
+	hs_require_primary("create schedules");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	hs_check_schedule_target(queue, PG_GETARG_DATUM(3));
+	if (plan == NULL)
+	{
+		Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
+		NAMEOID, NAMEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+
+		plan = hs_prepare("INSERT INTO hasched.schedule AS s (name, spec, timezone, queue, payload,"
+						  " priority, tenant, owner, misfire, overlap, next_run_at)"
+						  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+						  " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec,"
+						  " timezone = excluded.timezone, queue = excluded.queue,"
+						  " payload = excluded.payload, priority = excluded.priority,"
+						  " tenant = excluded.tenant, owner = excluded.owner,"
+						  " misfire = excluded.misfire, overlap = excluded.overlap,"
+						  " next_run_at = excluded.next_run_at, active = true"
+						  " WHERE $12 AND hasched.tenant_visible(s.tenant)"
+						  " RETURNING next_run_at", 12, types);
+	}
+	values[0] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(spec);
+	values[2] = CStringGetTextDatum(zone);
+	values[3] = CStringGetTextDatum(queue);
+	values[4] = PG_GETARG_DATUM(3);
+	values[5] = Int16GetDatum((int16) priority);
+	values[6] = DirectFunctionCall1(namein, CStringGetDatum(tenant));
+	values[7] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(caller, false)));
+	values[8] = CStringGetTextDatum(misfire);
+	values[9] = CStringGetTextDatum(overlap);
+	values[10] = TimestampTzGetDatum(next);
+	values[11] = BoolGetDatum(replace);
+	/* tenant_visible() in the plan must judge the caller, not the owner */
+	hs_privileged_leave(&priv);
+	rc = SPI_execute_plan(plan, values, NULL, false, 0);
+	hs_privileged_enter(&priv);
+	(void) rc;
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_DUPLICATE_SCHEDULE),
+				 errmsg("schedule \"%s\" already exists", name),
+				 errhint("Pass replace => true to change it, or choose another name.")));
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	hs_wake_scheduler_at_commit();
+	PG_RETURN_TIMESTAMPTZ(next);
+}
+
+Datum
+hasched_unschedule(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			caller = GetUserId();
+	char	   *name;
+	HsPrivileged priv;
+	Datum		values[1];
+	bool		found = false;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("name must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	hs_require_primary("remove schedules");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = hs_prepare("SELECT tenant::text FROM hasched.schedule WHERE name = $1 FOR UPDATE",
+						  1, types);
+	}
+	values[0] = CStringGetTextDatum(name);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading schedule failed");
+	if (SPI_processed == 1 &&
+		hs_role_visible(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)))
+		found = true;
+	if (!found)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_SCHEDULE),
+				 errmsg("schedule \"%s\" does not exist", name),
+				 errhint("List your schedules with SELECT name FROM hasched.schedules.")));
+	if (SPI_execute_with_args("DELETE FROM hasched.schedule WHERE name = $1", 1,
+							  (Oid[]) {TEXTOID}, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "hasched: deleting schedule failed");
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_VOID();
+}
+
+/* ------------------------------------------------------------------------
+ * Firing due schedules (the scheduler, inside its transaction and SPI)
+ * ------------------------------------------------------------------------ */
+
+typedef struct DueSchedule
+{
+	char	   *name;
+	char	   *spec;
+	char	   *zone;
+	char	   *queue;
+	Datum		payload;
+	int16		priority;
+	char	   *tenant;
+	char	   *owner;
+	char	   *misfire;
+	char	   *overlap;
+	TimestampTz next_run_at;
+	bool		has_next;
+	int32		queued_fires;
+	bool		last_active;
+} DueSchedule;
+
+static void
+log_event(const char *kind, const char *name, const char *detail)
+{
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(kind);
+	values[1] = CStringGetTextDatum(name);
+	values[2] = CStringGetTextDatum(detail ? detail : "");
+	if (SPI_execute_with_args("INSERT INTO hasched.event (kind, detail)"
+							  " VALUES ($1, jsonb_build_object('schedule', $2::text, 'detail', $3::text))",
+							  3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "hasched: writing an event failed");
+}
+
+/*
+ * Submit one run of a schedule in a subtransaction: a refusal (quota, a
+ * dropped tenant, a queue removed) is logged as an event and does not stop
+ * the other schedules.  Returns the job id, or 0.
+ */
+static int64
+submit_run(DueSchedule *d, TimestampTz fire_at)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	int64		id = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		HsSubmit	a;
+
+		memset(&a, 0, sizeof(a));
+		a.queue = d->queue;
+		a.priority = d->priority;
+		a.run_at = GetCurrentTimestamp();
+		a.tenant = d->tenant;
+		a.owner = d->owner;
+		a.schedule = d->name;
+		a.fire_at = fire_at;
+		id = hs_submit_one(&a, d->payload, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		ereport(LOG,
+				(errmsg("hasched: run of schedule \"%s\" refused: %s", d->name, edata->message)));
+		log_event("schedule_refused", d->name, edata->message);
+		id = 0;
+	}
+	PG_END_TRY();
+	return id;
+}
+
+/*
+ * Fire every due schedule; returns the earliest next_run_at of the active
+ * schedules (DT_NOEND if none), for the scheduler's next wake-up.
+ */
+TimestampTz
+hs_fire_due_schedules(TimestampTz now)
+{
+	static SPIPlanPtr due_plan = NULL;
+	static SPIPlanPtr update_plan = NULL;
+	static SPIPlanPtr next_plan = NULL;
+	int64		misfire_usec = (int64) hs_misfire_threshold * 1000;
+	DueSchedule *due;
+	uint64		ndue;
+	Datum		values[1];
+	bool		isnull;
+	TimestampTz earliest = DT_NOEND;
+
+	if (due_plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		due_plan = hs_prepare("SELECT s.name, s.spec, s.timezone, s.queue, s.payload, s.priority,"
+							  " s.tenant::text, s.owner::text, s.misfire, s.overlap, s.next_run_at,"
+							  " s.queued_fires,"
+							  " EXISTS (SELECT 1 FROM hasched.job j WHERE j.id = s.last_job_id"
+							  "   AND j.state IN ('scheduled', 'pending', 'running', 'dispatched', 'failed'))"
+							  " FROM hasched.schedule s"
+							  " WHERE s.active AND (s.next_run_at <= $1 OR s.queued_fires > 0)"
+							  " ORDER BY s.next_run_at FOR UPDATE SKIP LOCKED", 1, types);
+		update_plan = hs_prepare("UPDATE hasched.schedule SET next_run_at = $2,"
+								 " last_run_at = coalesce($3, last_run_at),"
+								 " last_job_id = coalesce($4, last_job_id), queued_fires = $5"
+								 " WHERE name = $1", 5,
+								 (Oid[]) {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT4OID});
+		next_plan = hs_prepare("SELECT min(next_run_at) FROM hasched.schedule WHERE active", 0, NULL);
+	}
+
+	values[0] = TimestampTzGetDatum(now);
+	if (SPI_execute_plan(due_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading due schedules failed");
+	ndue = SPI_processed;
+	due = palloc0(sizeof(DueSchedule) * (ndue + 1));
+	for (uint64 i = 0; i < ndue; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		DueSchedule *d = &due[i];
+		Datum		v;
+
+		d->name = SPI_getvalue(tup, desc, 1);
+		d->spec = SPI_getvalue(tup, desc, 2);
+		d->zone = SPI_getvalue(tup, desc, 3);
+		d->queue = SPI_getvalue(tup, desc, 4);
+		d->payload = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
+		d->priority = DatumGetInt16(SPI_getbinval(tup, desc, 6, &isnull));
+		d->tenant = SPI_getvalue(tup, desc, 7);
+		d->owner = SPI_getvalue(tup, desc, 8);
+		d->misfire = SPI_getvalue(tup, desc, 9);
+		d->overlap = SPI_getvalue(tup, desc, 10);
+		v = SPI_getbinval(tup, desc, 11, &isnull);
+		d->has_next = !isnull;
+		d->next_run_at = isnull ? DT_NOEND : DatumGetTimestampTz(v);
+		d->queued_fires = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
+		d->last_active = DatumGetBool(SPI_getbinval(tup, desc, 13, &isnull));
+	}
+
+	for (uint64 i = 0; i < ndue; i++)
+	{
+		DueSchedule *d = &due[i];
+		CronSpec	cs;
+		char		err[256];
+		pg_tz	   *tz;
+		TimestampTz next = d->next_run_at;
+		TimestampTz fired_at = 0;
+		int64		job = 0;
+		int32		queued = d->queued_fires;
+		Datum		uv[5];
+		char		un[5] = {' ', ' ', ' ', ' ', ' '};
+
+		tz = pg_tzset(d->zone);
+		if (!cron_parse(d->spec, &cs, err, sizeof(err)) || tz == NULL)
+		{
+			/* cannot happen through schedule(); a hand-edited row: park it */
+			log_event("schedule_invalid", d->name, tz == NULL ? "unknown time zone" : err);
+			next = DT_NOEND;
+		}
+		else
+		{
+			/* a queued run whose predecessor has finished goes first */
+			if (queued > 0 && !d->last_active)
+			{
+				job = submit_run(d, now);
+				fired_at = now;
+				queued = 0;
+				d->last_active = job != 0;
+			}
+
+			if (d->has_next && d->next_run_at <= now)
+			{
+				TimestampTz due_at = d->next_run_at;
+				bool		missed = now - due_at > misfire_usec;
+
+				if (missed && strcmp(d->misfire, "skip") == 0)
+					log_event("misfire_skipped", d->name, timestamptz_to_str(due_at));
+				else if (d->last_active && strcmp(d->overlap, "skip") == 0)
+					log_event("overlap_skipped", d->name, timestamptz_to_str(due_at));
+				else if (d->last_active && strcmp(d->overlap, "queue") == 0)
+					queued = 1;
+				else
+				{
+					job = submit_run(d, due_at);
+					fired_at = due_at;
+				}
+
+				/* next run: after this one, or after now when runs were missed */
+				next = hs_schedule_next_time(&cs, tz, missed ? now : due_at);
+				for (int k = 0; k < 1000 && !TIMESTAMP_IS_NOEND(next) &&
+					 now - next > misfire_usec; k++)
+					next = hs_schedule_next_time(&cs, tz, next);
+				if (!TIMESTAMP_IS_NOEND(next) && now - next > misfire_usec)
+					next = hs_schedule_next_time(&cs, tz, now);
+			}
+		}
+
+		uv[0] = CStringGetTextDatum(d->name);
+		if (TIMESTAMP_IS_NOEND(next))
+			un[1] = 'n';
+		else
+			uv[1] = TimestampTzGetDatum(next);
+		if (fired_at == 0)
+			un[2] = 'n';
+		else
+			uv[2] = TimestampTzGetDatum(fired_at);
+		if (job == 0)
+			un[3] = 'n';
+		else
+			uv[3] = Int64GetDatum(job);
+		uv[4] = Int32GetDatum(queued);
+		if (SPI_execute_plan(update_plan, uv, un, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "hasched: updating schedule \"%s\" failed", d->name);
+	}
+
+	if (SPI_execute_plan(next_plan, NULL, NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		Datum		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			earliest = DatumGetTimestampTz(v);
+	}
+	/* a queued run waits for its predecessor: look again soon */
+	for (uint64 i = 0; i < ndue; i++)
+		if (due[i].queued_fires > 0 || strcmp(due[i].overlap, "queue") == 0)
+			earliest = Min(earliest, now + 100 * 1000);
+	return earliest;
+}

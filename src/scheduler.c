@@ -1,0 +1,712 @@
+/*-------------------------------------------------------------------------
+ *
+ * scheduler.c
+ *		The scheduler background worker: watches on a standby, takes over
+ *		when its node is promoted, and on the primary fires schedules,
+ *		requeues expired leases, recovers the jobs of dead executors, keeps
+ *		the executor pool, prunes history.  Also the health report.
+ *
+ * One static worker per server, started at consistent state so that it also
+ * runs on standbys.  There it only polls RecoveryInProgress() (every 100
+ * ms) and reports health.  On the first primary tick (after start, or after
+ * a promotion) it opens an epoch if the timeline changed, writes a failover
+ * event, and retries the SQL jobs that were running under older epochs: they
+ * ran on a primary that is gone, so the attempt counts and the job runs
+ * again.  Leases of external (pull) workers stay valid until they expire.
+ *
+ * Wake-ups: a transaction that made jobs claimable wakes an idle executor
+ * after it commits (never before: the job must be visible), and the
+ * scheduler when no executor is idle or when it made a job due earlier than
+ * the scheduler's next planned wake-up.  Otherwise the scheduler sleeps until
+ * the next schedule is due, at most hasched.scheduler_naptime.
+ *
+ * IDENTIFICATION
+ *		src/scheduler.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "hasched.h"
+
+PGDLLEXPORT void hasched_scheduler_main(Datum main_arg);
+
+PG_FUNCTION_INFO_V1(hasched_health);
+PG_FUNCTION_INFO_V1(hasched_executors);
+
+#define STANDBY_POLL_MS		100
+#define PRUNE_INTERVAL_US	(60 * USECS_PER_SEC)
+#define PRUNE_BATCH			10000
+
+HsExecutorSlot *hs_executors = NULL;
+
+/* backend-local: what this transaction asks to be woken at commit */
+static bool wake_scheduler_at_commit = false;
+static TimestampTz wake_for_run_at = 0;
+
+/* ------------------------------------------------------------------------
+ * Shared state helpers
+ * ------------------------------------------------------------------------ */
+
+Size
+hs_executor_shmem_size(void)
+{
+	return mul_size(sizeof(HsExecutorSlot), Max(hs_max_executors, 1));
+}
+
+void
+hs_executor_shmem_init(void)
+{
+	bool		found;
+
+	hs_executors = ShmemInitStruct("hasched executors", hs_executor_shmem_size(), &found);
+	if (!found)
+		memset(hs_executors, 0, hs_executor_shmem_size());
+}
+
+static void
+set_role(int role)
+{
+	SpinLockAcquire(&hs_shared->mutex);
+	if (hs_shared->scheduler_role != role)
+	{
+		hs_shared->scheduler_role = role;
+		hs_shared->role_since = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+static void
+scheduler_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->scheduler_pid = 0;
+	hs_shared->scheduler_latch = NULL;
+	hs_shared->scheduler_role = HS_ROLE_DOWN;
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+/*
+ * Called by the state trigger when a job becomes claimable with this
+ * run_at: remember to wake the workers when the transaction commits.
+ */
+void
+hs_note_claimable(TimestampTz run_at)
+{
+	if (wake_for_run_at == 0 || run_at < wake_for_run_at)
+		wake_for_run_at = run_at;
+}
+
+void
+hs_wake_scheduler_at_commit(void)
+{
+	wake_scheduler_at_commit = true;
+}
+
+/* After commit: wake an idle executor, and the scheduler if needed. */
+void
+hs_wake_after_commit(bool committed)
+{
+	Latch	   *executor = NULL;
+	Latch	   *scheduler = NULL;
+	TimestampTz now;
+
+	if (!committed || hs_shared == NULL ||
+		(wake_for_run_at == 0 && !wake_scheduler_at_commit))
+	{
+		wake_for_run_at = 0;
+		wake_scheduler_at_commit = false;
+		return;
+	}
+	now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&hs_shared->mutex);
+	if (wake_for_run_at != 0 && wake_for_run_at <= now)
+	{
+		for (int i = 0; i < hs_max_executors; i++)
+			if (hs_executors[i].state == HS_EXEC_IDLE && hs_executors[i].latch)
+			{
+				executor = hs_executors[i].latch;
+				hs_executors[i].state = HS_EXEC_WOKEN;
+				break;
+			}
+	}
+	if (wake_scheduler_at_commit ||
+		(wake_for_run_at != 0 &&
+		 (executor == NULL || wake_for_run_at < hs_shared->scheduler_next_wake)))
+		scheduler = hs_shared->scheduler_latch;
+	SpinLockRelease(&hs_shared->mutex);
+
+	if (executor)
+		SetLatch(executor);
+	if (scheduler)
+		SetLatch(scheduler);
+	wake_for_run_at = 0;
+	wake_scheduler_at_commit = false;
+}
+
+/* ------------------------------------------------------------------------
+ * Executor pool
+ * ------------------------------------------------------------------------ */
+
+/* Start one executor in a free slot; false when none is free or it failed. */
+static bool
+start_executor(void)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	int			slot = -1;
+	pid_t		pid;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	for (int i = 0; i < hs_max_executors; i++)
+		if (hs_executors[i].state == HS_EXEC_FREE)
+		{
+			slot = i;
+			hs_executors[i].state = HS_EXEC_STARTING;
+			hs_executors[i].pid = 0;
+			hs_executors[i].since = GetCurrentTimestamp();
+			break;
+		}
+	SpinLockRelease(&hs_shared->mutex);
+	if (slot < 0)
+		return false;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hasched");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hasched_executor_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched executor %d", slot);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched executor");
+	worker.bgw_main_arg = Int32GetDatum(slot);
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle) ||
+		WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+	{
+		SpinLockAcquire(&hs_shared->mutex);
+		if (hs_executors[slot].state == HS_EXEC_STARTING)
+			hs_executors[slot].state = HS_EXEC_FREE;
+		SpinLockRelease(&hs_shared->mutex);
+		ereport(WARNING,
+				(errmsg("hasched: could not start an executor"),
+				 errhint("Raise max_worker_processes (hasched.max_executors is %d).",
+						 hs_max_executors)));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Keep the pool: wake the idle executors when SQL jobs are due, start more
+ * while none is idle and the pool is below hasched.max_executors, and keep
+ * hasched.min_executors alive while sql queues exist.
+ */
+static void
+manage_executors(bool work_due, bool sql_queues)
+{
+	int			live = 0;
+	int			idle = 0;
+	Latch	   *wake[64];
+	int			nwake = 0;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	for (int i = 0; i < hs_max_executors; i++)
+	{
+		HsExecutorSlot *s = &hs_executors[i];
+
+		if (s->state == HS_EXEC_FREE)
+			continue;
+		live++;
+		if (s->state == HS_EXEC_IDLE || s->state == HS_EXEC_STARTING)
+		{
+			idle++;
+			if (work_due && s->latch && nwake < 64)
+				wake[nwake++] = s->latch;
+		}
+	}
+	SpinLockRelease(&hs_shared->mutex);
+
+	for (int i = 0; i < nwake; i++)
+		SetLatch(wake[i]);
+
+	if (!sql_queues)
+		return;
+	if (work_due && idle == 0 && live < hs_max_executors)
+		(void) start_executor();
+	else if (live < Min(hs_min_executors, hs_max_executors))
+		(void) start_executor();
+}
+
+/* Is an executor with this pid alive in this slot? */
+static bool
+executor_alive(int slot, int pid)
+{
+	bool		alive;
+
+	if (slot < 0 || slot >= hs_max_executors)
+		return false;
+	SpinLockAcquire(&hs_shared->mutex);
+	alive = hs_executors[slot].pid == pid && hs_executors[slot].state != HS_EXEC_FREE;
+	SpinLockRelease(&hs_shared->mutex);
+	return alive;
+}
+
+/* ------------------------------------------------------------------------
+ * The primary's duties
+ * ------------------------------------------------------------------------ */
+
+/*
+ * End the attempts that the filter selects (running SQL jobs) as failed and
+ * make them due now: they did not fail, their process went away.
+ */
+static uint64
+retry_now(const char *filter, const char *why, const char *outcome)
+{
+	char	   *sql;
+
+	sql = psprintf("WITH u AS (UPDATE hasched.job j SET"
+				   " state = CASE WHEN j.attempt < j.max_attempts"
+				   "   THEN 'failed'::hasched.job_state ELSE 'dead'::hasched.job_state END,"
+				   " run_at = clock_timestamp(),"
+				   " finished_at = CASE WHEN j.attempt < j.max_attempts THEN NULL"
+				   "   ELSE clock_timestamp() END,"
+				   " last_error = %s, lease_until = NULL"
+				   " WHERE %s"
+				   " RETURNING j.id, j.attempt, j.epoch, j.lease_id, j.worker, j.started_at, j.last_error)"
+				   " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id, worker,"
+				   " started_at, outcome, error)"
+				   " SELECT id, attempt, epoch, lease_id, worker, started_at, %s, last_error FROM u",
+				   quote_literal_cstr(why), filter, quote_literal_cstr(outcome));
+	if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "hasched: retrying jobs failed");
+	return SPI_processed;
+}
+
+#define SQL_RUNNING \
+	"j.state = 'running' AND j.queue IN (SELECT q.name FROM hasched.queue q WHERE q.transport = 'sql')"
+
+/*
+ * First tick as primary: open an epoch if this timeline has none, and
+ * retry the SQL jobs of older epochs.
+ */
+static void
+become_primary(void)
+{
+	TimeLineID	tli = GetWALInsertionTimeLine();
+	bool		isnull;
+	int32		epoch = 0;
+	int32		timeline = 0;
+
+	if (SPI_execute("SELECT epoch, timeline FROM hasched.epoch ORDER BY epoch DESC LIMIT 1",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading epochs failed");
+	if (SPI_processed == 1)
+	{
+		epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		timeline = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+
+	if (SPI_processed == 0 || (TimeLineID) timeline != tli)
+	{
+		char	   *sql;
+		char	   *filter;
+		uint64		retried;
+
+		epoch++;
+		sql = psprintf("INSERT INTO hasched.epoch (epoch, timeline, reason)"
+					   " VALUES (%d, %u, 'promoted: timeline %u')", epoch, tli, tli);
+		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hasched: opening epoch %d failed", epoch);
+		filter = psprintf(SQL_RUNNING " AND j.epoch < %d", epoch);
+		retried = retry_now(filter, "the primary failed over during the attempt", "failover");
+		sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('failover',"
+					   " jsonb_build_object('epoch', %d, 'timeline', %u, 'previous_timeline', %d,"
+					   " 'sql_jobs_retried', " UINT64_FORMAT ", 'scheduler_pid', %d))",
+					   epoch, tli, timeline, retried, MyProcPid);
+		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hasched: writing the failover event failed");
+		ereport(LOG,
+				(errmsg("hasched: scheduler active on timeline %u, epoch %d; %llu SQL jobs of the old primary retried",
+						tli, epoch, (unsigned long long) retried)));
+	}
+	else
+		ereport(LOG,
+				(errmsg("hasched: scheduler active on timeline %u, epoch %d", tli, epoch)));
+
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->epoch = epoch;
+	SpinLockRelease(&hs_shared->mutex);
+}
+
+/* SQL jobs running under this epoch whose executor is gone: run again. */
+static void
+recover_orphans(void)
+{
+	StringInfoData ids;
+	uint64		n;
+
+	if (SPI_execute("SELECT j.id, j.worker FROM hasched.job j WHERE " SQL_RUNNING,
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading running SQL jobs failed");
+	n = SPI_processed;
+	initStringInfo(&ids);
+	for (uint64 i = 0; i < n; i++)
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *worker = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		int			slot = -1;
+		int			pid = 0;
+
+		if (worker == NULL || sscanf(worker, "executor/%d/%d", &slot, &pid) != 2 ||
+			!executor_alive(slot, pid))
+			appendStringInfo(&ids, "%s%s", ids.len ? "," : "", id);
+	}
+	if (ids.len > 0)
+	{
+		uint64		retried = retry_now(psprintf("j.id IN (%s) AND j.state = 'running'", ids.data),
+										"the executor running the attempt exited",
+										"executor_exited");
+
+		ereport(LOG,
+				(errmsg("hasched: %llu SQL jobs whose executor exited will run again",
+						(unsigned long long) retried)));
+	}
+}
+
+/* Delete history older than hasched.history_retention, a batch at a time. */
+static void
+prune_history(void)
+{
+	char	   *cutoff = psprintf("clock_timestamp() - interval '%d seconds'", hs_history_retention);
+	char	   *sql;
+
+	sql = psprintf("DELETE FROM hasched.job_run WHERE ctid = ANY (ARRAY("
+				   "SELECT ctid FROM hasched.job_run WHERE finished_at < %s LIMIT %d))",
+				   cutoff, PRUNE_BATCH);
+	(void) SPI_execute(sql, false, 0);
+	sql = psprintf("DELETE FROM hasched.job WHERE id IN ("
+				   "SELECT id FROM hasched.job WHERE state IN ('succeeded', 'dead', 'cancelled')"
+				   " AND finished_at < %s LIMIT %d)", cutoff, PRUNE_BATCH);
+	(void) SPI_execute(sql, false, 0);
+	sql = psprintf("DELETE FROM hasched.event WHERE id IN ("
+				   "SELECT id FROM hasched.event WHERE at < %s LIMIT %d)", cutoff, PRUNE_BATCH);
+	(void) SPI_execute(sql, false, 0);
+	(void) SPI_execute("DELETE FROM hasched.quota_use"
+					   " WHERE day < (now() AT TIME ZONE 'UTC')::date - 1", false, 0);
+}
+
+/* Are SQL jobs due now; and when is the next one due (DT_NOEND: none)? */
+static bool
+sql_work(bool *any_sql_queue, TimestampTz *next_due)
+{
+	bool		isnull;
+	Datum		v;
+	bool		due;
+
+	if (SPI_execute("SELECT count(*) > 0,"
+					" bool_or(EXISTS (SELECT 1 FROM hasched.job j WHERE j.queue = q.name"
+					"   AND j.priority = p AND j.state IN ('scheduled', 'pending', 'failed')"
+					"   AND j.run_at <= now())),"
+					" min((SELECT min(j.run_at) FROM hasched.job j WHERE j.queue = q.name"
+					"   AND j.priority = p AND j.state IN ('scheduled', 'pending', 'failed')"
+					"   AND j.run_at > now()))"
+					" FROM hasched.queue q CROSS JOIN generate_series(0, 9) p"
+					" WHERE q.transport = 'sql'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: looking for SQL jobs failed");
+	*any_sql_queue = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	due = !isnull && DatumGetBool(v);
+	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	*next_due = isnull ? DT_NOEND : DatumGetTimestampTz(v);
+	return due;
+}
+
+static bool
+extension_ready(void)
+{
+	return SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'hasched'",
+					   true, 1) == SPI_OK_SELECT && SPI_processed == 1;
+}
+
+/*
+ * One round of the primary's work, in one transaction.  Returns the
+ * milliseconds to sleep.
+ */
+static long
+primary_tick(bool *became_primary)
+{
+	static TimestampTz last_prune = 0;
+	TimestampTz now;
+	TimestampTz next = DT_NOEND;
+	TimestampTz sql_next;
+	bool		sql_queues = false;
+	bool		due = false;
+	bool		ready;
+	long		delay;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "hasched scheduler");
+
+	ready = extension_ready();
+	if (ready)
+	{
+		if (!*became_primary)
+		{
+			become_primary();
+			*became_primary = true;
+		}
+		now = GetCurrentTimestamp();
+		next = hs_fire_due_schedules(now);
+		(void) SPI_execute("SELECT hasched.requeue_expired()", false, 0);
+		recover_orphans();
+		due = sql_work(&sql_queues, &sql_next);
+		next = Min(next, sql_next);
+		if (now - last_prune >= PRUNE_INTERVAL_US)
+		{
+			prune_history();
+			last_prune = now;
+		}
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (!ready)
+		return 5000;
+
+	manage_executors(due, sql_queues);
+
+	now = GetCurrentTimestamp();
+	delay = hs_scheduler_naptime;
+	if (!TIMESTAMP_IS_NOEND(next))
+	{
+		int64		until = next - now;
+
+		/* wake at the due microsecond, rounded up to the next millisecond */
+		delay = until <= 0 ? 0 : Min((int64) delay, (until + 999) / 1000);
+	}
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->last_tick = now;
+	hs_shared->scheduler_next_wake = now + (int64) delay * 1000;
+	SpinLockRelease(&hs_shared->mutex);
+	return delay;
+}
+
+void
+hasched_scheduler_main(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	volatile bool primary = false;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->scheduler_pid = MyProcPid;
+	hs_shared->scheduler_latch = MyLatch;
+	hs_shared->scheduler_role = HS_ROLE_STARTING;
+	hs_shared->role_since = GetCurrentTimestamp();
+	SpinLockRelease(&hs_shared->mutex);
+	on_shmem_exit(scheduler_detach, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
+	pgstat_report_appname("hasched scheduler");
+	/* events and history are written asynchronously */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * An error in a tick is logged, its transaction aborted, and the loop
+	 * goes on after a pause: the scheduler does not die of a bad row.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(TopMemoryContext);
+		RESUME_INTERRUPTS();
+		primary = false;		/* redo the takeover checks */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	for (;;)
+	{
+		long		delay;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (RecoveryInProgress())
+		{
+			set_role(HS_ROLE_STANDBY);
+			primary = false;
+			delay = STANDBY_POLL_MS;
+		}
+		else
+		{
+			bool		took_over = primary;
+
+			delay = primary_tick(&took_over);
+			primary = took_over;
+			if (primary)
+				set_role(HS_ROLE_PRIMARY);
+		}
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 delay, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Register the scheduler; called from _PG_init. */
+void
+hs_register_scheduler(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hasched");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hasched_scheduler_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched scheduler");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched scheduler");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* ------------------------------------------------------------------------
+ * health() and executors()
+ * ------------------------------------------------------------------------ */
+
+static const char *const role_names[] = {"down", "starting", "standby", "primary"};
+static const char *const exec_state_names[] = {"free", "starting", "idle", "woken", "busy"};
+
+Datum
+hasched_health(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HaschedShared snap;
+	int			live = 0;
+	int			busy = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	const char *status;
+	char	   *detail;
+	Datum		out[3];
+	bool		nulls[3] = {false};
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SpinLockAcquire(&hs_shared->mutex);
+	memcpy(&snap, hs_shared, offsetof(HaschedShared, writer_since));
+	for (int i = 0; i < hs_max_executors; i++)
+	{
+		if (hs_executors[i].state != HS_EXEC_FREE)
+			live++;
+		if (hs_executors[i].state == HS_EXEC_BUSY)
+			busy++;
+	}
+	SpinLockRelease(&hs_shared->mutex);
+
+	/* the server */
+	out[0] = CStringGetTextDatum("server");
+	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "primary");
+	out[2] = CStringGetTextDatum(psprintf("timeline %u", RecoveryInProgress() ? 0 : GetWALInsertionTimeLine()));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+
+	/* the scheduler */
+	if (snap.scheduler_pid == 0)
+		status = "down";
+	else if (snap.scheduler_role == HS_ROLE_PRIMARY &&
+			 now - snap.last_tick > 10 * (int64) Max(hs_scheduler_naptime, 1000) * 1000)
+		status = "stalled";
+	else
+		status = "ok";
+	detail = psprintf("%s since %s, pid %d, epoch %d, last tick %s",
+					  role_names[snap.scheduler_role], pstrdup(timestamptz_to_str(snap.role_since)),
+					  snap.scheduler_pid, snap.epoch,
+					  snap.last_tick ? pstrdup(timestamptz_to_str(snap.last_tick)) : "never");
+	out[0] = CStringGetTextDatum("scheduler");
+	out[1] = CStringGetTextDatum(status);
+	out[2] = CStringGetTextDatum(detail);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+
+	/* the executors */
+	out[0] = CStringGetTextDatum("executors");
+	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "ok");
+	out[2] = CStringGetTextDatum(psprintf("%d running (%d busy) of hasched.max_executors = %d",
+										  live, busy, hs_max_executors));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	return (Datum) 0;
+}
+
+Datum
+hasched_executors(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < hs_max_executors; i++)
+	{
+		HsExecutorSlot s;
+		Datum		out[5];
+		bool		nulls[5] = {false};
+
+		SpinLockAcquire(&hs_shared->mutex);
+		s = hs_executors[i];
+		SpinLockRelease(&hs_shared->mutex);
+		out[0] = Int32GetDatum(i);
+		out[1] = Int32GetDatum(s.pid);
+		out[2] = CStringGetTextDatum(exec_state_names[s.state]);
+		if (s.state == HS_EXEC_BUSY)
+			out[3] = Int64GetDatum(s.job_id);
+		else
+			nulls[3] = true;
+		if (s.since)
+			out[4] = TimestampTzGetDatum(s.since);
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	return (Datum) 0;
+}
