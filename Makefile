@@ -17,7 +17,7 @@ DATA = sql/hasched--0.1.0.sql
 PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
-REGRESS = setup submit claim quota security
+REGRESS = setup submit claim quota security schedule
 REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress --temp-config=$(srcdir)/test/hasched.conf
 
 TAP_TESTS = 1

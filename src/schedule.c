@@ -184,6 +184,11 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	queue = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	zone = text_to_cstring(PG_GETARG_TEXT_PP(5));
 	hs_check_text_arg("schedule name", name, HS_QUEUE_NAME_MAX - 1);
+	if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") != strlen(name))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("invalid schedule name \"%s\"", name),
+				 errhint("Use letters, digits and _ . : - only.")));
 	parse_spec(spec, &cs);
 	priority = hs_parse_priority(text_to_cstring(PG_GETARG_TEXT_PP(4)));
 	if (priority < 0)
