@@ -123,6 +123,19 @@ COMMIT;
 SELECT job_id = :s1 AS claimed_after_savepoint FROM hasched.claim('work', 'w', 5);
 SELECT state FROM hasched.job WHERE id = :s1;
 
+-- complete many at once: all or nothing
+SELECT count(*) FROM (SELECT hasched.submit('work', jsonb_build_object('m', g), 'high') FROM generate_series(1, 3) g) s;
+CREATE TEMP TABLE batch AS SELECT job_id, token FROM hasched.claim('work', 'wb', 3);
+SELECT count(*) FROM batch;
+SELECT try($$SELECT hasched.complete((SELECT array_agg(job_id) FROM batch), (SELECT array_agg(token) FROM batch) || '1:1:1'::text)$$);
+SELECT try($$SELECT hasched.complete((SELECT array_agg(job_id) FROM batch) || 999999999::bigint, (SELECT array_agg(token) FROM batch) || '1:1:1'::text)$$);
+SELECT count(*) FILTER (WHERE state = 'running') AS still_running FROM hasched.job WHERE id IN (SELECT job_id FROM batch);
+SELECT hasched.complete(array_agg(job_id), array_agg(token), array_agg('{"ok": 1}'::jsonb)) FROM batch;
+SELECT state, result FROM hasched.job WHERE id IN (SELECT job_id FROM batch) GROUP BY 1, 2;
+SELECT regexp_replace(try($$SELECT hasched.complete((SELECT array_agg(job_id) FROM batch), (SELECT array_agg(token) FROM batch))$$),
+                      'token: [0-9, ]+', 'token: <ids>');
+SELECT hasched.complete('{}'::bigint[], '{}'::text[]);
+
 -- the backoff formula: d = least(cap, base * 2^(attempt-1)); delay = d/2 + jitter * d/2
 SELECT a, hasched.backoff_delay(a, '1 second', '1 minute', 0) AS least,
        hasched.backoff_delay(a, '1 second', '1 minute', 1) AS most

@@ -283,6 +283,12 @@ RETURNS void
 COMMENT ON FUNCTION hasched.complete(bigint, text, jsonb) IS
 	'Record the success of a leased job, exactly once: a stale token is refused (SQLSTATE JQ006) and changes nothing.';
 
+CREATE FUNCTION hasched.complete(job_ids bigint[], tokens text[], results jsonb[] DEFAULT NULL)
+RETURNS integer
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_complete_many';
+COMMENT ON FUNCTION hasched.complete(bigint[], text[], jsonb[]) IS
+	'Record the success of many leased jobs in one statement; returns how many. All or nothing: one stale token (SQLSTATE JQ006, the detail names the jobs) records none.';
+
 CREATE FUNCTION hasched.fail(job_id bigint, token text, error text, retry boolean DEFAULT true)
 RETURNS hasched.job_state
 	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_fail';
@@ -528,6 +534,7 @@ GRANT EXECUTE ON FUNCTION
 	hasched.claim(text, text, integer, interval),
 	hasched.heartbeat(bigint, text, interval),
 	hasched.complete(bigint, text, jsonb),
+	hasched.complete(bigint[], text[], jsonb[]),
 	hasched.fail(bigint, text, text, boolean)
 	TO hasched_worker;
 GRANT EXECUTE ON FUNCTION

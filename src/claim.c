@@ -43,6 +43,7 @@
 #include "miscadmin.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -53,6 +54,7 @@
 PG_FUNCTION_INFO_V1(hasched_claim);
 PG_FUNCTION_INFO_V1(hasched_heartbeat);
 PG_FUNCTION_INFO_V1(hasched_complete);
+PG_FUNCTION_INFO_V1(hasched_complete_many);
 PG_FUNCTION_INFO_V1(hasched_fail);
 PG_FUNCTION_INFO_V1(hasched_requeue_expired);
 PG_FUNCTION_INFO_V1(hasched_claim_cursors);
@@ -815,6 +817,146 @@ hasched_complete(PG_FUNCTION_ARGS)
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	PG_RETURN_VOID();
+}
+
+/*
+ * complete(job_ids[], tokens[], results[]): record many successes in one
+ * statement.  All or nothing: if any token is stale, none is recorded and
+ * the error names the stale jobs, so the worker can complete the others
+ * one by one.
+ */
+Datum
+hasched_complete_many(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	HsPrivileged priv;
+	ArrayType  *ids_arr;
+	ArrayType  *tok_arr;
+	Datum	   *ids;
+	Datum	   *toks;
+	bool	   *id_nulls;
+	bool	   *tok_nulls;
+	int			n;
+	int			ntok;
+	Datum	   *epochs;
+	Datum	   *attempts;
+	Datum	   *leases;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	uint64		done;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("job_ids and tokens must not be null")));
+	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
+	tok_arr = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(ids_arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
+	deconstruct_array(tok_arr, TEXTOID, -1, false, TYPALIGN_INT, &toks, &tok_nulls, &ntok);
+	if (n != ntok)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("%d job ids given with %d tokens", n, ntok),
+				 errhint("Pass the job ids and tokens that claim() returned, in pairs.")));
+	if (!PG_ARGISNULL(2) && ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(2)),
+										   ARR_DIMS(PG_GETARG_ARRAYTYPE_P(2))) != n)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("results must have one element per job id, or be null")));
+	epochs = palloc(sizeof(Datum) * (n + 1));
+	attempts = palloc(sizeof(Datum) * (n + 1));
+	leases = palloc(sizeof(Datum) * (n + 1));
+	for (int i = 0; i < n; i++)
+	{
+		int32		e,
+					a;
+		int64		l;
+		char	   *t;
+
+		if (id_nulls[i] || tok_nulls[i])
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("job id and token %d must not be null", i + 1)));
+		t = TextDatumGetCString(toks[i]);
+		if (!hs_parse_token(t, &e, &a, &l))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("malformed lease token \"%s\"", t),
+					 errhint("Pass the token that claim() returned with the job, of the form epoch:attempt:lease.")));
+		epochs[i] = Int32GetDatum(e);
+		attempts[i] = Int32GetDatum(a);
+		leases[i] = Int64GetDatum(l);
+	}
+	hs_require_primary("complete jobs");
+	if (n == 0)
+		PG_RETURN_INT32(0);
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID};
+
+		plan = hs_prepare("WITH i AS (SELECT * FROM unnest($1, $2, $3, $4, $5)"
+						  "   AS i (id, epoch, attempt, lease_id, result)),"
+						  " u AS (UPDATE hasched.job j"
+						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
+						  " result = i.result, lease_until = NULL, last_error = NULL"
+						  " FROM i WHERE j.id = i.id AND j.state = 'running' AND j.epoch = i.epoch"
+						  " AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
+						  " RETURNING j.id, j.attempt, j.epoch, j.lease_id, j.worker, j.started_at,"
+						  " j.finished_at)"
+						  " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id, worker,"
+						  " started_at, finished_at, outcome)"
+						  " SELECT id, attempt, epoch, lease_id, worker, started_at, finished_at,"
+						  " 'succeeded' FROM u RETURNING job_id", 5, types);
+	}
+	values[0] = PointerGetDatum(ids_arr);
+	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(leases, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (PG_ARGISNULL(2))
+	{
+		values[4] = (Datum) 0;
+		nulls[4] = 'n';
+	}
+	else
+		values[4] = PG_GETARG_DATUM(2);
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: complete failed");
+	done = SPI_processed;
+	if (done < (uint64) n)
+	{
+		/* name the stale ones (not among those recorded); the error rolls back the others */
+		StringInfoData stale;
+		int			nstale = 0;
+
+		initStringInfo(&stale);
+		for (int i = 0; i < n; i++)
+		{
+			int64		id = DatumGetInt64(ids[i]);
+			bool		recorded = false;
+
+			for (uint64 k = 0; k < done && !recorded; k++)
+			{
+				bool		isnull;
+
+				recorded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+													   SPI_tuptable->tupdesc, 1, &isnull)) == id;
+			}
+			if (!recorded && nstale++ < 20)
+				appendStringInfo(&stale, "%s%lld", stale.len ? ", " : "", (long long) id);
+		}
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_STALE_LEASE),
+				 errmsg("stale lease tokens for %d of %d jobs", n - (int) done, n),
+				 errdetail("Jobs with a stale token: %s%s. Nothing was recorded.",
+						   stale.data, nstale > 20 ? ", ..." : ""),
+				 errhint("Complete the other jobs again without those; their leases expired, or they were cancelled or given to another worker.")));
+	}
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_INT32((int32) done);
 }
 
 /*

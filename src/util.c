@@ -392,11 +392,15 @@ hasched_tenant_visible(PG_FUNCTION_ARGS)
  * Small helpers
  * ------------------------------------------------------------------------ */
 
-/* Prepare and keep a plan; the caller caches it in a static. */
+/*
+ * Prepare and keep a plan; the caller caches it in a static.  Plans are
+ * generic: the statements are short and their best plan does not depend on
+ * the values, so planning each execution anew would be wasted.
+ */
 SPIPlanPtr
 hs_prepare(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
