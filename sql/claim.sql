@@ -69,7 +69,7 @@ SELECT hasched.cancel(:c) AS cancelled_succeeded;
 SELECT try($$SELECT hasched.cancel(999999999)$$);
 SELECT id - :a AS n, state FROM hasched.job WHERE id IN (:a, :c, :e) ORDER BY id;
 
--- the run history: one row per finished attempt
+-- the run history: one row per attempt that did not succeed (a success is the job row)
 SELECT job_id - :a AS n, attempt, outcome, regexp_replace(error, 'by .*', 'by <user>') AS error FROM hasched.job_run
  WHERE job_id IN (:a, :b, :c, :d, :f) ORDER BY job_id, attempt, finished_at;
 

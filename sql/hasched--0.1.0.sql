@@ -146,12 +146,12 @@ CREATE TABLE hasched.job (
 	queue			text NOT NULL,
 	tenant			name NOT NULL,
 	owner			name NOT NULL,
-	priority		smallint NOT NULL CHECK (priority BETWEEN 0 AND 9),
+	priority		smallint NOT NULL,
 	state			hasched.job_state NOT NULL,
 	run_at			timestamptz NOT NULL,
-	attempt			integer NOT NULL DEFAULT 0 CHECK (attempt >= 0),
-	max_attempts	integer NOT NULL CHECK (max_attempts >= 1),
-	timeout			interval NOT NULL CHECK (timeout > '0'),
+	attempt			integer NOT NULL DEFAULT 0,
+	max_attempts	integer NOT NULL,
+	timeout			interval NOT NULL,
 	idempotency_key	text,
 	epoch			integer,
 	lease_id		bigint,
@@ -167,7 +167,7 @@ CREATE TABLE hasched.job (
 	payload			jsonb NOT NULL
 );
 COMMENT ON TABLE hasched.job IS
-	'Every job. Change it only through the hasched functions: the trigger hasched_job_state checks each state transition.';
+	'Every job. Change it only through the hasched functions: the trigger hasched_job_state checks each state transition and the ranges of priority, attempt, max_attempts and timeout (in C: CHECK constraints cost every claim and report a re-read of their expressions).';
 
 /*
  * The claim index holds only waiting jobs; claims walk it per (queue,
@@ -187,10 +187,14 @@ CREATE FUNCTION hasched.job_state_trigger() RETURNS trigger
 COMMENT ON FUNCTION hasched.job_state_trigger() IS
 	'Checks every job state transition against the state machine and keeps run_at of waiting jobs no earlier than the moment they become claimable.';
 CREATE TRIGGER hasched_job_state
-	BEFORE INSERT OR UPDATE OF state, run_at ON hasched.job
+	BEFORE INSERT OR UPDATE OF state, run_at, priority, attempt, max_attempts, timeout ON hasched.job
 	FOR EACH ROW EXECUTE FUNCTION hasched.job_state_trigger();
 
-/* One row per finished attempt (succeeded, failed, expired, cancelled). */
+/*
+ * One row per attempt that ended without success (failed, lease expired,
+ * cancelled, failover, executor exited).  The successful attempt of a job
+ * is the job row itself (started_at, finished_at, worker, attempt).
+ */
 CREATE TABLE hasched.job_run (
 	job_id			bigint NOT NULL,
 	attempt			integer NOT NULL,
@@ -205,7 +209,7 @@ CREATE TABLE hasched.job_run (
 CREATE INDEX job_run_job_idx ON hasched.job_run (job_id, attempt);
 CREATE INDEX job_run_finished_idx ON hasched.job_run (finished_at);
 COMMENT ON TABLE hasched.job_run IS
-	'Run history: one row per finished attempt.';
+	'Run history: one row per attempt that ended without success; a succeeded job''s last attempt is the job row itself.';
 
 /* Events: mode changes, failovers, requeues. Written asynchronously. */
 CREATE TABLE hasched.event (

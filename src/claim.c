@@ -781,21 +781,16 @@ hs_report_complete(const HsLease *lease, Datum result, bool result_null)
 	{
 		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, JSONBOID};
 
-		plan = hs_prepare("WITH u AS (UPDATE hasched.job"
+		plan = hs_prepare("UPDATE hasched.job"
 						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
 						  " result = $5, lease_until = NULL, last_error = NULL"
-						  " WHERE" LEASE_MATCH
-						  " RETURNING id, attempt, epoch, lease_id, worker, started_at, finished_at)"
-						  " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id, worker,"
-						  " started_at, finished_at, outcome)"
-						  " SELECT id, attempt, epoch, lease_id, worker, started_at, finished_at,"
-						  " 'succeeded' FROM u", 5, types);
+						  " WHERE" LEASE_MATCH, 5, types);
 	}
 	lease_params(lease, values);
 	values[4] = result;
 	if (result_null)
 		nulls[4] = 'n';
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT)
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "hasched: complete failed");
 	return SPI_processed > 0;
 }
@@ -898,18 +893,13 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID};
 
 		plan = hs_prepare("WITH i AS (SELECT * FROM unnest($1, $2, $3, $4, $5)"
-						  "   AS i (id, epoch, attempt, lease_id, result)),"
-						  " u AS (UPDATE hasched.job j"
+						  "   AS i (id, epoch, attempt, lease_id, result))"
+						  " UPDATE hasched.job j"
 						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
 						  " result = i.result, lease_until = NULL, last_error = NULL"
 						  " FROM i WHERE j.id = i.id AND j.state = 'running' AND j.epoch = i.epoch"
 						  " AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
-						  " RETURNING j.id, j.attempt, j.epoch, j.lease_id, j.worker, j.started_at,"
-						  " j.finished_at)"
-						  " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id, worker,"
-						  " started_at, finished_at, outcome)"
-						  " SELECT id, attempt, epoch, lease_id, worker, started_at, finished_at,"
-						  " 'succeeded' FROM u RETURNING job_id", 5, types);
+						  " RETURNING j.id", 5, types);
 	}
 	values[0] = PointerGetDatum(ids_arr);
 	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
@@ -922,7 +912,7 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 	}
 	else
 		values[4] = PG_GETARG_DATUM(2);
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "hasched: complete failed");
 	done = SPI_processed;
 	if (done < (uint64) n)

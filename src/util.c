@@ -117,6 +117,31 @@ state_from_datum(Oid typoid, Datum value)
 	return HS_STATE_PENDING;	/* keep compiler quiet */
 }
 
+/* The ranges a job's numbers must keep (CHECK constraints, done here). */
+static void
+check_job_ranges(TupleDesc tupdesc, HeapTuple tup)
+{
+	bool		isnull;
+	int16		priority = DatumGetInt16(heap_getattr(tup, SPI_fnumber(tupdesc, "priority"), tupdesc, &isnull));
+	int32		attempt = DatumGetInt32(heap_getattr(tup, SPI_fnumber(tupdesc, "attempt"), tupdesc, &isnull));
+	int32		max_attempts = DatumGetInt32(heap_getattr(tup, SPI_fnumber(tupdesc, "max_attempts"), tupdesc, &isnull));
+	Interval   *timeout = DatumGetIntervalP(heap_getattr(tup, SPI_fnumber(tupdesc, "timeout"), tupdesc, &isnull));
+
+	if (priority < HS_PRIORITY_MIN || priority > HS_PRIORITY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("job priority %d is out of range 0..9", priority)));
+	if (attempt < 0 || max_attempts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("job attempt must be at least 0 and max_attempts at least 1, not %d and %d",
+						attempt, max_attempts)));
+	if (isnull || hs_interval_usec(timeout) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("job timeout must be positive")));
+}
+
 Datum
 hasched_job_state_trigger(PG_FUNCTION_ARGS)
 {
@@ -147,6 +172,7 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 
 	to = state_from_datum(TupleDescAttr(tupdesc, state_att - 1)->atttypid,
 						  heap_getattr(newtup, state_att, tupdesc, &isnull));
+	check_job_ranges(tupdesc, newtup);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
