@@ -7,6 +7,8 @@
 #                           ordinary user
 # make demo                 the local demo (scripts/demo.sh)
 # make bench                benchmarks (bench/run.sh); prints tables, asserts nothing
+# make unittest             unit tests of the cron parser (test/unit)
+# make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
 
 MODULE_big = hasched
 OBJS = src/hasched.o src/job.o src/claim.o src/quota.o src/util.o src/cron.o src/schedule.o src/scheduler.o src/executor.o
@@ -32,10 +34,15 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo bench pgtap
+.PHONY: test demo bench unittest fuzz
 test:
 	bash scripts/test.sh
 demo:
 	bash scripts/demo.sh
 bench:
 	bash bench/run.sh
+unittest:
+	$(MAKE) -C test/unit
+# libFuzzer on the cron parser; FUZZ_SECONDS=600 by default
+fuzz:
+	$(MAKE) -C fuzz run

@@ -22,7 +22,7 @@
 # is stopped by its pid first.
 #
 # Environment:
-#   HASCHED_SUITES         suites to run, in order (default "regress pgtap tap")
+#   HASCHED_SUITES         suites to run, in order (default "unit regress pgtap tap")
 #   HASCHED_TEST_USER      user that runs the suites when we are root
 #                          (default hasched_test; not "hasched": a superuser
 #                          named like the extension's schema would put schema
@@ -41,12 +41,12 @@ root=$(cd "$here/.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 
-suites=${HASCHED_SUITES:-regress pgtap tap}
+suites=${HASCHED_SUITES:-unit regress pgtap tap}
 test_user=${HASCHED_TEST_USER:-hasched_test}
 suite_timeout=${HASCHED_SUITE_TIMEOUT:-1800}
 
 for s in $suites; do
-    case "$s" in regress|pgtap|tap) ;; *) hs_die "unknown suite '$s' in HASCHED_SUITES (known: regress pgtap tap)" ;; esac
+    case "$s" in unit|regress|pgtap|tap) ;; *) hs_die "unknown suite '$s' in HASCHED_SUITES (known: unit regress pgtap tap)" ;; esac
 done
 [ -n "${suites// /}" ] || hs_die "HASCHED_SUITES is empty"
 case "$suite_timeout" in ''|*[!0-9]*) hs_die "HASCHED_SUITE_TIMEOUT must be a number of seconds" ;; esac
@@ -201,6 +201,11 @@ for s in $suites; do
     echo
     hs_log "==== suite $s ===="
     case "$s" in
+    unit)
+        # plain C unit tests of the pure functions (the cron parser)
+        run_suite_cmd make -s -C test/unit
+        rc=$?
+        ;;
     regress)
         # Under PGXS, installcheck runs pg_regress and then, if TAP_TESTS is
         # set, the TAP tests: keep those for the tap suite.

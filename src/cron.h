@@ -50,7 +50,7 @@
  * cron_next looks no further than the end of the year this many years after
  * the given time.
  */
-#define CRON_SEARCH_YEARS	5
+#define CRON_SEARCH_YEARS	8
 
 /* Years cron_next accepts as its starting point. */
 #define CRON_MIN_YEAR		1

@@ -48,7 +48,7 @@ PG_FUNCTION_INFO_V1(hasched_schedule_next);
 static void
 parse_spec(const char *spec, CronSpec *cs)
 {
-	char		err[256];
+	char		err[CRON_ERRLEN];
 
 	if (!cron_parse(spec, cs, err, sizeof(err)))
 		ereport(ERROR,
@@ -85,7 +85,12 @@ hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
 	TimestampTz result;
 
 	if (cs->every_usec > 0)
+	{
+		/* an interval past the end of time never fires */
+		if (cs->every_usec >= END_TIMESTAMP - after)
+			return DT_NOEND;
 		return after + cs->every_usec;
+	}
 
 	if (timestamp2tm(after, &tzoff, &tm, &fsec, NULL, tz) != 0)
 		return DT_NOEND;
@@ -468,7 +473,7 @@ hs_fire_due_schedules(TimestampTz now)
 	{
 		DueSchedule *d = &due[i];
 		CronSpec	cs;
-		char		err[256];
+		char		err[CRON_ERRLEN];
 		pg_tz	   *tz;
 		TimestampTz next = d->next_run_at;
 		TimestampTz fired_at = 0;
