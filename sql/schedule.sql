@@ -64,3 +64,16 @@ SELECT try($$SELECT hasched.submit('cronsql', '{"sql": "SELEC 1"}')$$);
 SELECT try($$SELECT hasched.submit('cronsql', '{"query": "SELECT 1"}')$$);
 SELECT try($$SELECT hasched.submit_many('cronsql', ARRAY['{"sql": "SELECT 1"}', '{"sql": "DELET FROM x"}']::jsonb[])$$);
 SELECT hasched.submit('cronsql', '{"sql": "SELECT 1; SELECT 2"}') > 0 AS two_statements_ok;
+
+-- a plain submitter creates, replaces and removes its own schedules
+SET ROLE hs_alice;
+SELECT hasched.schedule('alice-job', '@every 5 minutes', 'default', '{"a": 1}') IS NOT NULL AS created;
+SELECT hasched.schedule('alice-job', '@every 10 minutes', 'default', '{"a": 2}', replace => true) IS NOT NULL AS replaced;
+SELECT name, spec, tenant, owner FROM hasched.schedule WHERE name = 'alice-job';
+RESET ROLE;
+SET ROLE hs_bob;
+SELECT try($$SELECT hasched.schedule('alice-job', '@every 1 minute', tenant => 'hs_globex', replace => true)$$);
+RESET ROLE;
+SET ROLE hs_alice;
+SELECT hasched.unschedule('alice-job');
+RESET ROLE;

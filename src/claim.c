@@ -209,6 +209,7 @@ claim_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			reset_noted_queues();
 			hs_wake_after_commit(false);
+			hs_executor_cancels_at_end(false);
 			writer_clear();
 			n_noted_queues = 0;
 			noted_overflow = false;
@@ -216,8 +217,10 @@ claim_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			hs_wake_after_commit(true);
+			hs_executor_cancels_at_end(true);
 			/* FALLTHROUGH */
 		case XACT_EVENT_PREPARE:
+			hs_executor_cancels_at_end(false);
 			writer_clear();
 			n_noted_queues = 0;
 			noted_overflow = false;
@@ -683,8 +686,15 @@ lease_params(const HsLease *lease, Datum *values)
 	values[3] = Int64GetDatum(lease->lease_id);
 }
 
+/*
+ * The row of a lease: found by id (the primary key).  The state is compared
+ * as text so that the planner cannot use job_active_idx, the partial index
+ * of running jobs, instead: after an ANALYZE that saw no running job it
+ * would, and walk every running job (and, under an old snapshot, every dead
+ * entry) for each report.
+ */
 #define LEASE_MATCH \
-	" id = $1 AND state = 'running' AND epoch = $2 AND attempt = $3 AND lease_id = $4"
+	" id = $1 AND state::text = 'running' AND epoch = $2 AND attempt = $3 AND lease_id = $4"
 
 /*
  * Called when a report matched no row: say why, and change nothing.  The
@@ -897,7 +907,7 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 						  " UPDATE hasched.job j"
 						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
 						  " result = i.result, lease_until = NULL, last_error = NULL"
-						  " FROM i WHERE j.id = i.id AND j.state = 'running' AND j.epoch = i.epoch"
+						  " FROM i WHERE j.id = i.id AND j.state::text = 'running' AND j.epoch = i.epoch"
 						  " AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
 						  " RETURNING j.id", 5, types);
 	}
@@ -996,7 +1006,7 @@ hs_report_fail(const HsLease *lease, const char *error, bool retry)
 	{
 		Oid			types[6] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID, BOOLOID};
 
-		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state = 'running' AND j.epoch = $2"
+		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state::text = 'running' AND j.epoch = $2"
 										  " AND j.attempt = $3 AND j.lease_id = $4",
 										  "$6", "$5", "failed"),
 						  6, types);

@@ -15,9 +15,12 @@
  * database effects of a job and the record of its success commit together.
  *
  * A job's SQL runs with the owner's rights and no more: the user id is
- * switched with SECURITY_LOCAL_USERID_CHANGE, which also forbids SET ROLE
- * and SET SESSION AUTHORIZATION inside the job.  A job whose owner role was
- * dropped is not run: it goes dead with that reason.
+ * switched as for a security-restricted operation (like VACUUM running an
+ * index function): no SET ROLE or SET SESSION AUTHORIZATION, no temporary
+ * objects, no holdable cursors.  Settings it changes are undone and
+ * statements it prepared are dropped after it, so that nothing a job leaves
+ * in the executor's session acts in a later job of another role.  A job
+ * whose owner role was dropped is not run: it goes dead with that reason.
  *
  * cancel() of a running SQL job marks it cancelled, then interrupts the
  * executor (SIGINT) with the job id in its slot: the job's subtransaction
@@ -36,8 +39,10 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/prepare.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -48,6 +53,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -128,6 +134,37 @@ hs_executor_cancel(int64 job_id)
 	SpinLockRelease(&hs_shared->mutex);
 	if (pid != 0)
 		(void) kill(pid, SIGINT);
+}
+
+/*
+ * cancel() asks for the interrupt at commit: a cancel that rolls back has
+ * not happened, and its job must go on undisturbed.
+ */
+static List *cancel_at_commit = NIL;
+
+void
+hs_executor_cancel_at_commit(int64 job_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	int64	   *id = palloc(sizeof(int64));
+
+	*id = job_id;
+	cancel_at_commit = lappend(cancel_at_commit, id);
+	MemoryContextSwitchTo(old);
+}
+
+void
+hs_executor_cancels_at_end(bool committed)
+{
+	ListCell   *lc;
+
+	if (cancel_at_commit == NIL)
+		return;
+	if (committed)
+		foreach(lc, cancel_at_commit)
+			hs_executor_cancel(*(int64 *) lfirst(lc));
+	list_free_deep(cancel_at_commit);
+	cancel_at_commit = NIL;
 }
 
 static char *
@@ -245,7 +282,18 @@ run_job(ExecJob *job)
 		MemoryContextSwitchTo(oldcxt);
 		PG_TRY();
 		{
-			SetUserIdAndSecContext(owner_oid, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+			int			guc_level;
+
+			/*
+			 * The job runs as its owner in a security-restricted operation
+			 * (no SET ROLE, no temporary tables, no holdable cursors), and
+			 * every setting it changes is undone after it: nothing one job
+			 * leaves in this session can act in the next job, which may
+			 * belong to another role.
+			 */
+			guc_level = NewGUCNestLevel();
+			SetUserIdAndSecContext(owner_oid, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+								   SECURITY_RESTRICTED_OPERATION);
 			if (job->timeout_ms > 0)
 				enable_timeout_after(STATEMENT_TIMEOUT,
 									 (int) Min(job->timeout_ms, (int64) PG_INT32_MAX));
@@ -254,6 +302,8 @@ run_job(ExecJob *job)
 			rows = SPI_processed;
 			disable_timeout(STATEMENT_TIMEOUT, false);
 			SetUserIdAndSecContext(save_userid, save_sec);
+			AtEOXact_GUC(false, guc_level);
+			DropAllPreparedStatements();
 			ReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(oldcxt);
 			CurrentResourceOwner = oldowner;
@@ -270,6 +320,7 @@ run_job(ExecJob *job)
 			MemoryContextSwitchTo(oldcxt);
 			CurrentResourceOwner = oldowner;
 			SetUserIdAndSecContext(save_userid, save_sec);
+			DropAllPreparedStatements();
 			/* a cancel interrupt may have come after the job's own error */
 			QueryCancelPending = false;
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
@@ -287,9 +338,15 @@ run_job(ExecJob *job)
 		{
 			char	   *result = psprintf("{\"rows\": " UINT64_FORMAT "}", (uint64) rows);
 
-			(void) hs_report_complete(&job->lease,
-									  DirectFunctionCall1(jsonb_in, CStringGetDatum(result)),
-									  false);
+			/*
+			 * The lease no longer matches when the job was cancelled (or
+			 * its lease taken away) while it ran: then its effects must not
+			 * commit either.
+			 */
+			if (!hs_report_complete(&job->lease,
+									DirectFunctionCall1(jsonb_in, CStringGetDatum(result)),
+									false))
+				cancelled = true;
 		}
 		else
 			(void) hs_report_fail(&job->lease, (char *) error, retry);
@@ -297,7 +354,10 @@ run_job(ExecJob *job)
 
 	SPI_finish();
 	PopActiveSnapshot();
-	CommitTransactionCommand();
+	if (cancelled)
+		AbortCurrentTransaction();
+	else
+		CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	set_state(HS_EXEC_IDLE, 0);
 }

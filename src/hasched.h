@@ -134,6 +134,7 @@ typedef struct HaschedShared
 	int32		epoch;
 	TimestampTz last_tick;
 	TimestampTz scheduler_next_wake;
+	int			sql_queues;		/* 1 when any sql queue exists (per the scheduler) */
 
 	int			n_writer_slots;
 
@@ -223,6 +224,8 @@ extern void hs_note_claimable(TimestampTz run_at);
 extern void hs_wake_scheduler_at_commit(void);
 extern void hs_wake_after_commit(bool committed);
 extern void hs_executor_cancel(int64 job_id);
+extern void hs_executor_cancel_at_commit(int64 job_id);
+extern void hs_executor_cancels_at_end(bool committed);
 extern TimestampTz hs_fire_due_schedules(TimestampTz now);
 
 /* quota.c */

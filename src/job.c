@@ -729,7 +729,7 @@ hasched_cancel(PG_FUNCTION_ARGS)
 		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: cancelling job %lld failed", (long long) job_id);
 		if (row.state == HS_STATE_RUNNING)
-			hs_executor_cancel(job_id);
+			hs_executor_cancel_at_commit(job_id);
 		done = true;
 	}
 

@@ -176,8 +176,7 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	CronSpec	cs;
 	TimestampTz next;
 	HsPrivileged priv;
-	Datum		values[12];
-	int			rc;
+	Datum		values[11];
 
 	for (int i = 0; i < 8; i++)
 		if (PG_ARGISNULL(i))
@@ -227,10 +226,30 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	hs_privileged_enter(&priv);
 	SPI_connect();
 	hs_check_schedule_target(queue, PG_GETARG_DATUM(3));
+	/*
+	 * A schedule of that name: replaced only when asked to and when it is
+	 * the caller's (another tenant's reads as taken, like any name in use).
+	 */
+	{
+		Datum		nv[1];
+
+		nv[0] = CStringGetTextDatum(name);
+		if (SPI_execute_with_args("SELECT tenant::text FROM hasched.schedule WHERE name = $1 FOR UPDATE",
+								  1, (Oid[]) {TEXTOID}, nv, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "hasched: reading schedule failed");
+		if (SPI_processed == 1 &&
+			(!replace ||
+			 !hs_role_visible(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1))))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_DUPLICATE_SCHEDULE),
+					 errmsg("schedule \"%s\" already exists", name),
+					 errhint(replace ? "Schedule names are shared by all tenants: choose another name." :
+							 "Pass replace => true to change it, or choose another name.")));
+	}
 	if (plan == NULL)
 	{
-		Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
-		NAMEOID, NAMEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+		Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
+		NAMEOID, NAMEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 
 		plan = hs_prepare("INSERT INTO hasched.schedule AS s (name, spec, timezone, queue, payload,"
 						  " priority, tenant, owner, misfire, overlap, next_run_at)"
@@ -240,9 +259,9 @@ hasched_schedule(PG_FUNCTION_ARGS)
 						  " payload = excluded.payload, priority = excluded.priority,"
 						  " tenant = excluded.tenant, owner = excluded.owner,"
 						  " misfire = excluded.misfire, overlap = excluded.overlap,"
-						  " next_run_at = excluded.next_run_at, active = true"
-						  " WHERE $12 AND hasched.tenant_visible(s.tenant)"
-						  " RETURNING next_run_at", 12, types);
+						  " next_run_at = excluded.next_run_at, active = true,"
+						  " queued_fires = 0"
+						  " RETURNING next_run_at", 11, types);
 	}
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(spec);
@@ -255,17 +274,9 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	values[8] = CStringGetTextDatum(misfire);
 	values[9] = CStringGetTextDatum(overlap);
 	values[10] = TimestampTzGetDatum(next);
-	values[11] = BoolGetDatum(replace);
-	/* tenant_visible() in the plan must judge the caller, not the owner */
-	hs_privileged_leave(&priv);
-	rc = SPI_execute_plan(plan, values, NULL, false, 0);
-	hs_privileged_enter(&priv);
-	(void) rc;
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_DUPLICATE_SCHEDULE),
-				 errmsg("schedule \"%s\" already exists", name),
-				 errhint("Pass replace => true to change it, or choose another name.")));
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "hasched: saving schedule \"%s\" failed", name);
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	hs_wake_scheduler_at_commit();

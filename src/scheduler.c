@@ -31,6 +31,7 @@
 
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlogrecovery.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -125,12 +126,22 @@ hs_wake_scheduler_at_commit(void)
 	wake_scheduler_at_commit = true;
 }
 
-/* After commit: wake an idle executor, and the scheduler if needed. */
+/*
+ * After commit: wake an idle executor, and the scheduler if needed.  Only
+ * SQL jobs need either (external workers claim pull jobs themselves), so
+ * nothing is woken while no sql queue exists.  A job due now wakes one idle
+ * executor; with none idle, the busy ones get their latch set (they look
+ * again before sleeping) and the scheduler is woken to start another if the
+ * pool has room.  A job due later wakes the scheduler only if it is due
+ * before the scheduler's next planned wake-up.
+ */
 void
 hs_wake_after_commit(bool committed)
 {
-	Latch	   *executor = NULL;
-	Latch	   *scheduler = NULL;
+	Latch	   *wake[64 + 1];
+	int			nwake = 0;
+	bool		idle_found = false;
+	int			live = 0;
 	TimestampTz now;
 
 	if (!committed || hs_shared == NULL ||
@@ -143,26 +154,41 @@ hs_wake_after_commit(bool committed)
 	now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&hs_shared->mutex);
-	if (wake_for_run_at != 0 && wake_for_run_at <= now)
+	if (wake_for_run_at != 0 && hs_shared->sql_queues > 0)
 	{
-		for (int i = 0; i < hs_max_executors; i++)
-			if (hs_executors[i].state == HS_EXEC_IDLE && hs_executors[i].latch)
+		if (wake_for_run_at <= now)
+		{
+			for (int i = 0; i < hs_max_executors && !idle_found; i++)
+				if (hs_executors[i].state == HS_EXEC_IDLE && hs_executors[i].latch)
+				{
+					wake[nwake++] = hs_executors[i].latch;
+					hs_executors[i].state = HS_EXEC_WOKEN;
+					idle_found = true;
+				}
+			if (!idle_found)
 			{
-				executor = hs_executors[i].latch;
-				hs_executors[i].state = HS_EXEC_WOKEN;
-				break;
+				for (int i = 0; i < hs_max_executors && nwake < 64; i++)
+				{
+					if (hs_executors[i].state == HS_EXEC_FREE)
+						continue;
+					live++;
+					if (hs_executors[i].latch)
+						wake[nwake++] = hs_executors[i].latch;
+				}
+				if (live < hs_max_executors && hs_shared->scheduler_latch)
+					wake[nwake++] = hs_shared->scheduler_latch;
 			}
+		}
+		else if (wake_for_run_at < hs_shared->scheduler_next_wake &&
+				 hs_shared->scheduler_latch)
+			wake[nwake++] = hs_shared->scheduler_latch;
 	}
-	if (wake_scheduler_at_commit ||
-		(wake_for_run_at != 0 &&
-		 (executor == NULL || wake_for_run_at < hs_shared->scheduler_next_wake)))
-		scheduler = hs_shared->scheduler_latch;
+	if (wake_scheduler_at_commit && hs_shared->scheduler_latch && nwake < 65)
+		wake[nwake++] = hs_shared->scheduler_latch;
 	SpinLockRelease(&hs_shared->mutex);
 
-	if (executor)
-		SetLatch(executor);
-	if (scheduler)
-		SetLatch(scheduler);
+	for (int i = 0; i < nwake; i++)
+		SetLatch(wake[i]);
 	wake_for_run_at = 0;
 	wake_scheduler_at_commit = false;
 }
@@ -488,6 +514,9 @@ primary_tick(bool *became_primary)
 		(void) SPI_execute("SELECT hasched.requeue_expired()", false, 0);
 		recover_orphans();
 		due = sql_work(&sql_queues, &sql_next);
+		SpinLockAcquire(&hs_shared->mutex);
+		hs_shared->sql_queues = sql_queues ? 1 : 0;
+		SpinLockRelease(&hs_shared->mutex);
 		next = Min(next, sql_next);
 		if (now - last_prune >= PRUNE_INTERVAL_US)
 		{
@@ -651,7 +680,15 @@ hasched_health(PG_FUNCTION_ARGS)
 	/* the server */
 	out[0] = CStringGetTextDatum("server");
 	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "primary");
-	out[2] = CStringGetTextDatum(psprintf("timeline %u", RecoveryInProgress() ? 0 : GetWALInsertionTimeLine()));
+	if (RecoveryInProgress())
+	{
+		TimeLineID	replay_tli = 0;
+
+		(void) GetXLogReplayRecPtr(&replay_tli);
+		out[2] = CStringGetTextDatum(psprintf("replaying timeline %u", replay_tli));
+	}
+	else
+		out[2] = CStringGetTextDatum(psprintf("timeline %u", GetWALInsertionTimeLine()));
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 
 	/* the scheduler */
@@ -662,10 +699,14 @@ hasched_health(PG_FUNCTION_ARGS)
 		status = "stalled";
 	else
 		status = "ok";
-	detail = psprintf("%s since %s, pid %d, epoch %d, last tick %s",
-					  role_names[snap.scheduler_role], pstrdup(timestamptz_to_str(snap.role_since)),
-					  snap.scheduler_pid, snap.epoch,
-					  snap.last_tick ? pstrdup(timestamptz_to_str(snap.last_tick)) : "never");
+	if (snap.scheduler_role == HS_ROLE_PRIMARY)
+		detail = psprintf("primary since %s, pid %d, epoch %d, last round %s",
+						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid,
+						  snap.epoch, pstrdup(timestamptz_to_str(snap.last_tick)));
+	else
+		detail = psprintf("%s since %s, pid %d",
+						  role_names[snap.scheduler_role],
+						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid);
 	out[0] = CStringGetTextDatum("scheduler");
 	out[1] = CStringGetTextDatum(status);
 	out[2] = CStringGetTextDatum(detail);

@@ -225,10 +225,10 @@ is( $standby->safe_psql(
 	'{"sent": true}', 'its result reached the standby');
 is( $standby->safe_psql(
 		'postgres',
-		"SELECT attempt || ' ' || outcome || ' ' || worker FROM hasched.job_run WHERE job_id = $running_id"
+		"SELECT attempt || ' ' || worker || ' ' || (finished_at IS NOT NULL) FROM hasched.jobs WHERE id = $running_id"
 	),
-	'1 succeeded w-primary',
-	'its run history reached the standby');
+	'1 w-primary true',
+	'its attempt, worker and finish time reached the standby');
 is( $standby->safe_psql(
 		'postgres', "SELECT state FROM hasched.jobs WHERE id = $job{to_cancel}"),
 	'cancelled', 'a job cancelled on the primary reads cancelled on the standby');
