@@ -368,16 +368,6 @@ load_queue(const char *queue, QueueInfo *info)
 	return true;
 }
 
-static void
-unknown_queue(const char *queue)
-{
-	ereport(ERROR,
-			(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
-			 errmsg("queue \"%s\" does not exist", queue),
-			 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
-					 quote_literal_cstr(queue))));
-}
-
 /*
  * How many jobs the queue's concurrency limit still allows.  Claims on a
  * limited queue serialise on an advisory lock held to the end of their
@@ -444,7 +434,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 	uint64		total;
 
 	if (!load_queue(queue, &qi))
-		unknown_queue(queue);
+		hs_unknown_queue(queue);
 	if (strcmp(qi.transport, transport) != 0)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_WRONG_TRANSPORT),

@@ -167,23 +167,6 @@ hs_executor_cancels_at_end(bool committed)
 	cancel_at_commit = NIL;
 }
 
-static char *
-payload_sql(Datum payload)
-{
-	Jsonb	   *jb = DatumGetJsonbP(payload);
-	JsonbValue	key;
-	JsonbValue *v;
-
-	key.type = jbvString;
-	key.val.string.val = "sql";
-	key.val.string.len = 3;
-	v = JB_ROOT_IS_OBJECT(jb) ?
-		findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
-	if (v == NULL || v->type != jbvString)
-		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
 /* Claim up to CLAIM_BATCH due SQL jobs, copied into cxt; commits. */
 static int
 claim_batch(ExecJob *jobs, MemoryContext cxt)
@@ -219,7 +202,7 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 			char	   *sql;
 			char	   *owner;
 
-			sql = payload_sql(SPI_getbinval(tup, desc, 5, &isnull));
+			sql = hs_payload_sql(SPI_getbinval(tup, desc, 5, &isnull));
 			owner = SPI_getvalue(tup, desc, 11);
 			old = MemoryContextSwitchTo(cxt);
 			job->lease.job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));

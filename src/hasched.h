@@ -163,6 +163,9 @@ extern void hs_force_submit_commit_level(void);
 
 /* util.c */
 extern int	hs_parse_priority(const char *name);
+extern int16 hs_priority_arg(const char *name);
+extern void hs_unknown_queue(const char *queue) pg_attribute_noreturn();
+extern char *hs_payload_sql(Datum payload);
 extern const char *hs_state_name(HsJobState state);
 extern HsJobState hs_state_from_name(const char *name);
 extern bool hs_transition_allowed(HsJobState from, HsJobState to);

@@ -91,17 +91,7 @@ read_submit_args(FunctionCallInfo fcinfo, SubmitArgs *a)
 	if (PG_ARGISNULL(2))
 		a->priority = HS_PRIORITY_MEDIUM;
 	else
-	{
-		char	   *p = text_to_cstring(PG_GETARG_TEXT_PP(2));
-		int			v = hs_parse_priority(p);
-
-		if (v < 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_PRIORITY),
-					 errmsg("invalid priority \"%s\"", p),
-					 errhint("Use high, medium, low, or a number from 0 (most urgent) to 9.")));
-		a->priority = (int16) v;
-	}
+		a->priority = hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 
 	a->run_at = GetCurrentTimestamp();
 	if (!PG_ARGISNULL(3))
@@ -198,11 +188,7 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading queue settings failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
-				 errmsg("queue \"%s\" does not exist", a->queue),
-				 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
-						 quote_literal_cstr(a->queue))));
+		hs_unknown_queue(a->queue);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
@@ -266,24 +252,15 @@ TIMESTAMPTZOID, INT4OID, INTERVALOID};
 static void
 check_sql_payload(Datum payload, int index)
 {
-	Jsonb	   *jb = DatumGetJsonbP(payload);
-	JsonbValue	key;
-	JsonbValue *v;
-	char	   *sql;
+	char	   *sql = hs_payload_sql(payload);
 	MemoryContext oldcxt = CurrentMemoryContext;
 
-	key.type = jbvString;
-	key.val.string.val = "sql";
-	key.val.string.len = 3;
-	v = JB_ROOT_IS_OBJECT(jb) ?
-		findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
-	if (v == NULL || v->type != jbvString || v->val.string.len == 0)
+	if (sql == NULL)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_SQL),
 				 index < 0 ? errmsg("the payload of a job of an sql queue needs an \"sql\" string") :
 				 errmsg("payload %d of jobs of an sql queue needs an \"sql\" string", index),
 				 errhint("Submit {\"sql\": \"...\"}; the statement runs as you, with the job's timeout.")));
-	sql = pnstrdup(v->val.string.val, v->val.string.len);
 
 	PG_TRY();
 	{
@@ -320,11 +297,7 @@ hs_check_schedule_target(const char *queue, Datum payload)
 							  1, (Oid[]) {TEXTOID}, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading queue failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
-				 errmsg("queue \"%s\" does not exist", queue),
-				 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
-						 quote_literal_cstr(queue))));
+		hs_unknown_queue(queue);
 	transport = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (strcmp(transport, "sql") == 0)
 		check_sql_payload(payload, -1);

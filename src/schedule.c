@@ -194,12 +194,7 @@ hasched_schedule(PG_FUNCTION_ARGS)
 				 errmsg("invalid schedule name \"%s\"", name),
 				 errhint("Use letters, digits and _ . : - only.")));
 	parse_spec(spec, &cs);
-	priority = hs_parse_priority(text_to_cstring(PG_GETARG_TEXT_PP(4)));
-	if (priority < 0)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_PRIORITY),
-				 errmsg("invalid priority \"%s\"", text_to_cstring(PG_GETARG_TEXT_PP(4))),
-				 errhint("Use high, medium, low, or a number from 0 (most urgent) to 9.")));
+	priority = hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(4)));
 	misfire = check_choice("misfire", text_to_cstring(PG_GETARG_TEXT_PP(6)), misfires);
 	overlap = check_choice("overlap", text_to_cstring(PG_GETARG_TEXT_PP(7)), overlaps);
 	replace = PG_ARGISNULL(9) ? false : PG_GETARG_BOOL(9);

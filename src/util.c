@@ -25,6 +25,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/rel.h"
 
 #include "hasched.h"
@@ -270,10 +271,10 @@ hs_parse_priority(const char *name)
 	return (int) v;
 }
 
-Datum
-hasched_priority_value(PG_FUNCTION_ARGS)
+/* A priority argument: its value, or an error naming it. */
+int16
+hs_priority_arg(const char *name)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	int			p = hs_parse_priority(name);
 
 	if (p < 0)
@@ -281,7 +282,13 @@ hasched_priority_value(PG_FUNCTION_ARGS)
 				(errcode(HS_ERRCODE_INVALID_PRIORITY),
 				 errmsg("invalid priority \"%s\"", name),
 				 errhint("Use high, medium, low, or a number from 0 (most urgent) to 9.")));
-	PG_RETURN_INT16((int16) p);
+	return (int16) p;
+}
+
+Datum
+hasched_priority_value(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT16(hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(0))));
 }
 
 /* ------------------------------------------------------------------------
@@ -433,6 +440,34 @@ hs_prepare(const char *sql, int nargs, Oid *argtypes)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed");
 	return plan;
+}
+
+void
+hs_unknown_queue(const char *queue)
+{
+	ereport(ERROR,
+			(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
+			 errmsg("queue \"%s\" does not exist", queue),
+			 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
+					 quote_literal_cstr(queue))));
+}
+
+/* The "sql" string of a payload (a job of an sql queue), or NULL. */
+char *
+hs_payload_sql(Datum payload)
+{
+	Jsonb	   *jb = DatumGetJsonbP(payload);
+	JsonbValue	key;
+	JsonbValue *v;
+
+	key.type = jbvString;
+	key.val.string.val = "sql";
+	key.val.string.len = 3;
+	v = JB_ROOT_IS_OBJECT(jb) ?
+		findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
+	if (v == NULL || v->type != jbvString || v->val.string.len == 0)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
 /* Refuse an empty or over-long text argument. */
