@@ -303,7 +303,7 @@ claim_plan(void)
 		types[a] = TIMESTAMPTZOID;
 		types[a + 1] = INT8OID;
 		appendStringInfo(&sql,
-						 "%s SELECT * FROM (SELECT id FROM hasched.job"
+						 "%s SELECT * FROM (SELECT ctid FROM hasched.job"
 						 " WHERE queue = $1 AND priority = %d"
 						 " AND state IN ('scheduled', 'pending', 'failed')"
 						 " AND run_at <= $2 AND (run_at, id) > ($%d, $%d)"
@@ -320,7 +320,7 @@ claim_plan(void)
 						   " lease_until = $2 + $4 + CASE WHEN $6 THEN j.timeout ELSE interval '0' END,"
 						   " worker = $5, started_at = $2,"
 						   " finished_at = NULL"
-						   " WHERE j.id = ANY (ARRAY(SELECT c.id FROM c))"
+						   " WHERE j.ctid = ANY (ARRAY(SELECT c.ctid FROM c))"
 						   " RETURNING j.id, j.epoch, j.attempt, j.lease_id, j.payload,"
 						   " j.priority, j.tenant, j.timeout, j.lease_until, j.run_at, j.owner)"
 						   " SELECT * FROM u ORDER BY priority, run_at, id");

@@ -275,6 +275,14 @@ run_job(ExecJob *job)
 			 * belong to another role.
 			 */
 			guc_level = NewGUCNestLevel();
+			/* the job plans as any session would */
+			(void) set_config_option("enable_seqscan",
+									 GetConfigOptionResetString("enable_seqscan"),
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
+			(void) set_config_option("jit", GetConfigOptionResetString("jit"),
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 			SetUserIdAndSecContext(owner_oid, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 								   SECURITY_RESTRICTED_OPERATION);
 			if (job->timeout_ms > 0)
@@ -393,6 +401,7 @@ hasched_executor_main(Datum main_arg)
 	pgstat_report_appname(my_name);
 	/* job outcomes commit asynchronously: a lost one means the job runs again */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	hs_plan_for_queues(GUC_ACTION_SET);
 
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "hasched executor batch",
 									  ALLOCSET_DEFAULT_SIZES);

@@ -274,6 +274,7 @@ hs_privileged_enter(HsPrivileged *priv)
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	hs_plan_for_queues(GUC_ACTION_SAVE);
 	SetUserIdAndSecContext(owner,
 						   priv->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
@@ -283,6 +284,27 @@ hs_privileged_leave(HsPrivileged *priv)
 {
 	SetUserIdAndSecContext(priv->save_userid, priv->save_sec_context);
 	AtEOXact_GUC(true, priv->guc_nest_level);
+}
+
+/*
+ * hasched's statements are planned with sequential scans disabled.  Their
+ * plans are generic and kept for the life of a backend; one made while the
+ * job table was small would scan all of it once it is large (a full scan of
+ * hasched.job per scheduler round was seen in a benchmark).  Every one of
+ * them has an index that fits.  (JIT goes off with it: the cost of a
+ * disabled scan would pass jit_above_cost.)  The executors turn both back to
+ * their reset values around the SQL of jobs.
+ */
+void
+hs_plan_for_queues(GucAction action)
+{
+	(void) set_config_option("enable_seqscan", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
+	/* the disabled scans' costs would otherwise pass jit_above_cost */
+	(void) set_config_option("jit", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
 }
 
 /* Refuse a write on a standby with a hint to reach the primary. */

@@ -20,6 +20,7 @@
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 /*
@@ -156,6 +157,7 @@ typedef struct HsPrivileged
 	int			guc_nest_level;
 } HsPrivileged;
 
+extern void hs_plan_for_queues(GucAction action);
 extern void hs_privileged_enter(HsPrivileged *priv);
 extern void hs_privileged_leave(HsPrivileged *priv);
 extern void hs_require_primary(const char *what);

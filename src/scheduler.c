@@ -573,6 +573,7 @@ hasched_scheduler_main(Datum main_arg)
 	pgstat_report_appname("hasched scheduler");
 	/* events and history are written asynchronously */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	hs_plan_for_queues(GUC_ACTION_SET);
 
 	/*
 	 * An error in a tick is logged, its transaction aborted, and the loop
