@@ -392,6 +392,12 @@ COMMENT ON FUNCTION hasched.executors() IS
 /* ------------------------------------------------------------------------
  * SQL functions
  * ------------------------------------------------------------------------ */
+CREATE FUNCTION hasched._wake_workers()
+RETURNS void
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_wake_workers';
+COMMENT ON FUNCTION hasched._wake_workers() IS
+	'Internal: wake the scheduler and an executor when the current transaction commits (set_mode uses it).';
+
 CREATE FUNCTION hasched.set_mode(mode text, reason text DEFAULT NULL)
 RETURNS void
 	LANGUAGE plpgsql SECURITY DEFINER
@@ -414,6 +420,7 @@ BEGIN
 		   changed_at = clock_timestamp(), changed_by = session_user;
 	INSERT INTO hasched.event (kind, detail)
 	VALUES ('mode', jsonb_build_object('mode', mode, 'reason', reason, 'by', session_user));
+	PERFORM hasched._wake_workers();
 END
 $$;
 COMMENT ON FUNCTION hasched.set_mode(text, text) IS

@@ -56,6 +56,7 @@ PGDLLEXPORT void hasched_scheduler_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(hasched_health);
 PG_FUNCTION_INFO_V1(hasched_executors);
+PG_FUNCTION_INFO_V1(hasched_wake_workers);
 
 #define STANDBY_POLL_MS		100
 #define PRUNE_INTERVAL_US	(60 * USECS_PER_SEC)
@@ -124,6 +125,15 @@ void
 hs_wake_scheduler_at_commit(void)
 {
 	wake_scheduler_at_commit = true;
+}
+
+/* set_mode(): wake the scheduler and an executor when the mode commits. */
+Datum
+hasched_wake_workers(PG_FUNCTION_ARGS)
+{
+	hs_note_claimable(GetCurrentTimestamp());
+	hs_wake_scheduler_at_commit();
+	PG_RETURN_VOID();
 }
 
 /*
