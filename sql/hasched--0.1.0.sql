@@ -181,6 +181,9 @@ CREATE INDEX job_active_idx ON hasched.job (queue, lease_until)
 CREATE UNIQUE INDEX job_idempotency_idx ON hasched.job (tenant, idempotency_key)
 	WHERE idempotency_key IS NOT NULL;
 CREATE INDEX job_tenant_idx ON hasched.job (tenant, created_at);
+-- for pruning finished jobs older than hasched.history_retention
+CREATE INDEX job_finished_idx ON hasched.job (finished_at)
+	WHERE state IN ('succeeded', 'dead', 'cancelled');
 
 CREATE FUNCTION hasched.job_state_trigger() RETURNS trigger
 	LANGUAGE c AS 'MODULE_PATHNAME', 'hasched_job_state_trigger';

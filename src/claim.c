@@ -1052,10 +1052,10 @@ hasched_requeue_expired(PG_FUNCTION_ARGS)
 	hs_privileged_enter(&priv);
 	SPI_connect();
 	if (plan == NULL)
-		plan = hs_prepare(end_attempt_sql("j.id IN (SELECT x.id FROM hasched.job x"
+		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
 										  " WHERE x.state = 'running'"
 										  " AND x.lease_until < clock_timestamp()"
-										  " FOR UPDATE SKIP LOCKED)",
+										  " FOR UPDATE SKIP LOCKED))",
 										  "true",
 										  "'lease expired at ' || j.lease_until::text",
 										  "lease_expired"),

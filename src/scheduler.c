@@ -278,7 +278,8 @@ manage_executors(bool work_due, bool sql_queues)
 		if (s->state == HS_EXEC_FREE)
 			continue;
 		live++;
-		if (s->state == HS_EXEC_IDLE || s->state == HS_EXEC_STARTING)
+		if (s->state == HS_EXEC_IDLE || s->state == HS_EXEC_STARTING ||
+			s->state == HS_EXEC_WOKEN)
 		{
 			idle++;
 			if (work_due && s->latch && nwake < 64)
@@ -445,12 +446,12 @@ prune_history(void)
 				   "SELECT ctid FROM hasched.job_run WHERE finished_at < %s LIMIT %d))",
 				   cutoff, PRUNE_BATCH);
 	(void) SPI_execute(sql, false, 0);
-	sql = psprintf("DELETE FROM hasched.job WHERE id IN ("
-				   "SELECT id FROM hasched.job WHERE state IN ('succeeded', 'dead', 'cancelled')"
-				   " AND finished_at < %s LIMIT %d)", cutoff, PRUNE_BATCH);
+	sql = psprintf("DELETE FROM hasched.job WHERE ctid = ANY (ARRAY("
+				   "SELECT ctid FROM hasched.job WHERE state IN ('succeeded', 'dead', 'cancelled')"
+				   " AND finished_at < %s LIMIT %d))", cutoff, PRUNE_BATCH);
 	(void) SPI_execute(sql, false, 0);
-	sql = psprintf("DELETE FROM hasched.event WHERE id IN ("
-				   "SELECT id FROM hasched.event WHERE at < %s LIMIT %d)", cutoff, PRUNE_BATCH);
+	sql = psprintf("DELETE FROM hasched.event WHERE ctid = ANY (ARRAY("
+				   "SELECT ctid FROM hasched.event WHERE at < %s LIMIT %d))", cutoff, PRUNE_BATCH);
 	(void) SPI_execute(sql, false, 0);
 	(void) SPI_execute("DELETE FROM hasched.quota_use"
 					   " WHERE day < (now() AT TIME ZONE 'UTC')::date - 1", false, 0);
@@ -528,16 +529,25 @@ primary_tick(bool *became_primary)
 		hs_shared->sql_queues = sql_queues ? 1 : 0;
 		SpinLockRelease(&hs_shared->mutex);
 		next = Min(next, sql_next);
-		if (now - last_prune >= PRUNE_INTERVAL_US)
-		{
-			prune_history();
-			last_prune = now;
-		}
 	}
 
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+
+	/* pruning in a transaction of its own, after the round's work committed */
+	if (ready && GetCurrentTimestamp() - last_prune >= PRUNE_INTERVAL_US)
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		prune_history();
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		last_prune = GetCurrentTimestamp();
+	}
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (!ready)
