@@ -8,15 +8,22 @@
 # make demo                 the local demo (scripts/demo.sh)
 # make bench                benchmarks (bench/run.sh); prints tables, asserts nothing
 # make unittest             unit tests of the cron parser (test/unit)
+# make check-layers         the include rules between src/ layers (CI runs it)
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
 
-MODULE_big = hasched
-OBJS = src/hasched.o src/job.o src/claim.o src/quota.o src/util.o src/cron.o src/schedule.o src/scheduler.o src/executor.o
-
+# The version lives in hasched.control (default_version) only.
 EXTENSION = hasched
-DATA = sql/hasched--0.1.0.sql
+EXTVERSION := $(shell sed -n "s/^default_version = '\([^']*\)'.*/\1/p" $(dir $(lastword $(MAKEFILE_LIST)))hasched.control)
 
-PG_CPPFLAGS = -I$(srcdir)/src
+# Layers (README "Layout"): workers -> core -> common, api -> core.
+MODULE_big = hasched
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/common/*.c src/core/*.c src/api/*.c src/workers/*.c)))
+
+# The released install script and every upgrade script; a fresh CREATE
+# EXTENSION runs hasched--0.1.0.sql and then the upgrades up to EXTVERSION.
+DATA = $(sort $(wildcard sql/hasched--*.sql))
+
+PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/common
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
 REGRESS = setup submit claim quota security schedule
@@ -34,7 +41,7 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-.PHONY: test demo bench unittest fuzz
+.PHONY: test demo bench unittest fuzz check-layers check-version
 test:
 	bash scripts/test.sh
 demo:
@@ -46,3 +53,11 @@ unittest:
 # libFuzzer on the cron parser; FUZZ_SECONDS=600 by default
 fuzz:
 	$(MAKE) -C fuzz run
+# src/common includes nothing of PostgreSQL's; core only common; api and
+# workers only core and common (scripts/check-layers.sh says what is wrong)
+check-layers:
+	bash scripts/check-layers.sh
+# the upgrade chain reaches default_version
+check-version:
+	@test -f sql/hasched--0.1.0.sql && ls sql/hasched--*--$(EXTVERSION).sql >/dev/null 2>&1 \
+		|| { echo "no upgrade script reaches version $(EXTVERSION) (hasched.control)"; exit 1; }

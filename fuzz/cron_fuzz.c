@@ -2,7 +2,7 @@
  *
  * cron_fuzz.c
  *		libFuzzer target for the cron parser and next-fire calculator
- *		(src/cron.c).
+ *		(src/common/cron.c).
  *
  * Each input is taken as a spec (NUL-terminated copy, at most MAX_INPUT
  * bytes, so specs over the 1000-byte limit are tried too).  cron_parse must

@@ -23,6 +23,7 @@
 #
 # Environment:
 #   HASCHED_SUITES         suites to run, in order (default "unit regress pgtap tap")
+#   PROVE_TESTS            TAP files for the tap suite (default: all, test/t/*.pl)
 #   HASCHED_TEST_USER      user that runs the suites when we are root
 #                          (default hasched_test; not "hasched": a superuser
 #                          named like the extension's schema would put schema
@@ -202,8 +203,9 @@ for s in $suites; do
     hs_log "==== suite $s ===="
     case "$s" in
     unit)
-        # plain C unit tests of the pure functions (the cron parser)
-        run_suite_cmd make -s -C test/unit
+        # the layer rules of src/ and the version chain, then plain C unit
+        # tests of the pure functions (the cron parser)
+        run_suite_cmd sh -c 'make -s check-layers check-version && make -s -C test/unit'
         rc=$?
         ;;
     regress)
@@ -229,7 +231,7 @@ for s in $suites; do
     tap)
         # PGXS has no prove_installcheck target: installcheck with REGRESS
         # emptied runs only the TAP part (prove over PROVE_TESTS).
-        run_suite_cmd make -s PG_CONFIG="$PG_CONFIG" REGRESS= installcheck
+        run_suite_cmd make -s PG_CONFIG="$PG_CONFIG" REGRESS= ${PROVE_TESTS:+PROVE_TESTS="$PROVE_TESTS"} installcheck
         rc=$?
         if [ "$rc" -ne 0 ] && [ -d "$src/tmp_check/log" ]; then
             for f in "$src"/tmp_check/log/*; do

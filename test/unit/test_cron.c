@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * test_cron.c
- *		Unit tests for the cron parser and next-fire calculator (src/cron.c).
+ *		Unit tests for the cron parser and next-fire calculator (src/common/cron.c).
  *
  * A plain C program with no framework: every check that fails prints one
  * line naming its source line, and the run ends with "N passed, N failed"

@@ -14,7 +14,7 @@
  * quota by at most the number of submits in flight at that moment.
  *
  * IDENTIFICATION
- *		src/quota.c
+ *		src/core/quota.c
  *
  *-------------------------------------------------------------------------
  */
@@ -30,7 +30,7 @@
 #include "utils/date.h"
 #include "utils/hsearch.h"
 
-#include "hasched.h"
+#include "core/hasched.h"
 
 typedef struct RateBucket
 {
@@ -50,14 +50,8 @@ hs_bucket_shmem_size(void)
 void
 hs_bucket_shmem_init(void)
 {
-	HASHCTL		info;
-
-	memset(&info, 0, sizeof(info));
-	info.keysize = NAMEDATALEN;
-	info.entrysize = sizeof(RateBucket);
-	bucket_hash = ShmemInitHash("hasched rate buckets",
-								hs_max_tenants, hs_max_tenants,
-								&info, HASH_ELEM | HASH_STRINGS);
+	bucket_hash = hs_shmem_hash("hasched rate buckets", hs_max_tenants,
+								NAMEDATALEN, sizeof(RateBucket));
 }
 
 /*

@@ -1,11 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * hasched.h
- *		Declarations shared by the hasched source files: SQLSTATEs, GUCs,
- *		shared memory, the job state machine and small helpers.
+ *		The core layer's declarations: SQLSTATEs, settings, shared memory,
+ *		the job state machine, submit, claim, quotas, schedules and the
+ *		commit-time wake-ups.
+ *
+ * Layers: src/workers/ and src/api/ include this header; src/core/ includes
+ * only it and src/common/.  Nothing here names a worker's function: a
+ * backend reaches the background workers through shared memory (their
+ * latches and slots), never by calling into a worker's file.
  *
  * IDENTIFICATION
- *		src/hasched.h
+ *		src/core/hasched.h
  *
  *-------------------------------------------------------------------------
  */
@@ -16,12 +22,17 @@
 
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "nodes/execnodes.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
+#include "utils/array.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
+
+#include "common/hs_common.h"
 
 /*
  * SQLSTATEs of class JQ (implementation-defined, "job queue").  The README
@@ -71,7 +82,7 @@ typedef enum HsJobState
 	HS_NUM_STATES
 } HsJobState;
 
-/* GUCs (hasched.c) */
+/* settings.c: the hasched.* settings */
 extern int	hs_submit_synchronous_commit;
 extern int	hs_max_payload_bytes;
 extern char *hs_default_tier;
@@ -88,6 +99,9 @@ extern int	hs_executor_idle_timeout;
 extern int	hs_scheduler_naptime;
 extern int	hs_misfire_threshold;
 extern int	hs_history_retention;
+
+extern void hs_define_settings(void);
+extern void hs_force_submit_commit_level(void);
 
 /* The scheduler's view of its server. */
 #define HS_ROLE_DOWN		0
@@ -115,11 +129,12 @@ typedef struct HsExecutorSlot
 	TimestampTz since;
 } HsExecutorSlot;
 
-extern HsExecutorSlot *hs_executors;
-
 /*
- * Shared memory: one struct, initialised by hasched.c.  The claim cursor
- * table and the rate-limit buckets are shared hash tables beside it.
+ * shmem.c: shared memory, one struct.  The scheduler's fields are written
+ * by the scheduler and read by everyone (health, wake-ups); the executor
+ * slots (hs_executors) are written by their executor and by the scheduler
+ * that starts them.  The claim cursor table and the rate-limit buckets are
+ * shared hash tables beside it (claim.c, quota.c).
  */
 typedef struct HaschedShared
 {
@@ -148,8 +163,12 @@ typedef struct HaschedShared
 } HaschedShared;
 
 extern HaschedShared *hs_shared;
+extern HsExecutorSlot *hs_executors;
 
-/* hasched.c: running SQL as the extension owner with a pinned search_path */
+extern void hs_shmem_install_hooks(void);
+extern HTAB *hs_shmem_hash(const char *name, long max, Size keysize, Size entrysize);
+
+/* util.c: running SQL as the extension owner with a pinned search_path */
 typedef struct HsPrivileged
 {
 	Oid			save_userid;
@@ -161,26 +180,22 @@ extern void hs_plan_for_queues(GucAction action);
 extern void hs_privileged_enter(HsPrivileged *priv);
 extern void hs_privileged_leave(HsPrivileged *priv);
 extern void hs_require_primary(const char *what);
-extern void hs_force_submit_commit_level(void);
 
-/* util.c */
+/* util.c: small helpers */
 extern int	hs_parse_priority(const char *name);
 extern int16 hs_priority_arg(const char *name);
 extern void hs_unknown_queue(const char *queue) pg_attribute_noreturn();
 extern char *hs_payload_sql(Datum payload);
-extern const char *hs_state_name(HsJobState state);
-extern HsJobState hs_state_from_name(const char *name);
-extern bool hs_transition_allowed(HsJobState from, HsJobState to);
-extern bool hs_state_is_waiting(HsJobState state);
-extern int64 hs_backoff_usec(int attempt, int64 base_usec, int64 cap_usec, double jitter);
 extern int64 hs_interval_usec(const Interval *iv);
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
-extern bool hs_parse_token(const char *token, int32 *epoch, int32 *attempt, int64 *lease_id);
 extern bool hs_role_visible(Oid roleid, const char *tenant);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
 
-/* claim.c: the claim path and worker reports, shared with the executors */
+/*
+ * job_state.c: the state machine, its trigger, and every statement that
+ * changes a job's state.
+ */
 typedef struct HsLease
 {
 	int64		job_id;
@@ -190,20 +205,35 @@ typedef struct HsLease
 	char	   *token;
 } HsLease;
 
+extern const char *hs_state_name(HsJobState state);
+extern HsJobState hs_state_from_name(const char *name);
+extern bool hs_transition_allowed(HsJobState from, HsJobState to);
+extern bool hs_state_is_waiting(HsJobState state);
+extern const char *hs_lease_update_sql(void);
+extern bool hs_report_complete(const HsLease *lease, Datum result, bool result_null);
+extern uint64 hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
+									  Datum *leases, Datum results, bool results_null);
+extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
+extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);
+extern void hs_stale_lease(const HsLease *lease, const char *what) pg_attribute_noreturn();
+extern uint64 hs_requeue_expired(void);
+extern uint64 hs_end_attempts_now(const char *filter, const char *why, const char *outcome);
+extern bool hs_cancel_job(int64 job_id, Oid caller);
+extern void hs_retry_job(int64 job_id, Oid caller);
+
+/* claim.c: the claim path, its cursors and the writer registry */
 extern uint64 hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 							Interval *lease, const char *transport,
 							bool lease_plus_timeout);
-extern bool hs_report_complete(const HsLease *lease, Datum result, bool result_null);
-extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
-
-/* claim.c: cursors and the writer registry */
 extern void hs_writer_note(void);
 extern void hs_claim_note_locked(const char *queue);
-extern void hs_claim_xact_callback_init(void);
+extern void hs_claim_xact_end(bool committed);
+extern void hs_claim_subxact_abort(void);
 extern Size hs_cursor_shmem_size(void);
 extern void hs_cursor_shmem_init(void);
+extern void hs_claim_cursors_report(ReturnSetInfo *rsinfo);
 
-/* job.c: the submit path, shared with the scheduler's schedule runs */
+/* submit.c: the submit path, shared by submit(), submit_many() and schedules */
 typedef struct HsSubmit
 {
 	char	   *queue;
@@ -217,20 +247,28 @@ typedef struct HsSubmit
 	TimestampTz fire_at;		/* when that run was due */
 } HsSubmit;
 
-extern int64 hs_submit_one(const HsSubmit *a, Datum payload, const char *key);
+#define HS_MAX_KEY_BYTES		255
+#define HS_MAX_SUBMIT_BATCH		100000
 
+extern void hs_check_payload(Datum payload, int index);
+extern int64 hs_submit_one(const HsSubmit *a, Datum payload, const char *key);
+extern Datum *hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems,
+							 int n, ArrayType *keys, Datum *key_elems, bool *key_nulls);
 extern void hs_check_schedule_target(const char *queue, Datum payload);
 
-/* scheduler.c, executor.c, schedule.c */
-extern Size hs_executor_shmem_size(void);
-extern void hs_executor_shmem_init(void);
-extern void hs_register_scheduler(void);
-extern void hs_note_claimable(TimestampTz run_at);
-extern void hs_wake_scheduler_at_commit(void);
-extern void hs_wake_after_commit(bool committed);
-extern void hs_executor_cancel(int64 job_id);
-extern void hs_executor_cancel_at_commit(int64 job_id);
-extern void hs_executor_cancels_at_end(bool committed);
+/* schedule.c: schedules' times and the scheduler's firing of them */
+struct CronSpec;
+struct pg_tz;
+extern void hs_parse_spec(const char *spec, struct CronSpec *cs);
+extern struct pg_tz *hs_find_timezone(const char *name);
+extern TimestampTz hs_schedule_next_time(const struct CronSpec *cs, struct pg_tz *tz,
+										 TimestampTz after);
+extern TimestampTz hs_schedule_save(const char *name, const char *spec, const char *zone,
+									const char *queue, Datum payload, int16 priority,
+									const char *tenant, const char *misfire,
+									const char *overlap, bool replace, TimestampTz next,
+									Oid caller);
+extern void hs_schedule_delete(const char *name, Oid caller);
 extern TimestampTz hs_fire_due_schedules(TimestampTz now);
 
 /* quota.c */
@@ -239,5 +277,15 @@ extern void hs_bucket_shmem_init(void);
 extern void hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 							bool has_day_limit, int64 jobs_per_day,
 							bool has_rate, double rate_per_second, int32 burst);
+
+/*
+ * wakeup.c: what a transaction asks of the background workers when it
+ * commits (wake the scheduler, wake an executor, stop a cancelled job),
+ * delivered through shared memory and latches; the transaction callbacks.
+ */
+extern void hs_note_claimable(TimestampTz run_at);
+extern void hs_wake_scheduler_at_commit(void);
+extern void hs_executor_cancel_at_commit(int64 job_id);
+extern void hs_xact_callbacks_init(void);
 
 #endif							/* HASCHED_H */

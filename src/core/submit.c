@@ -1,44 +1,29 @@
 /*-------------------------------------------------------------------------
  *
- * job.c
- *		Submitting jobs (submit, submit_many) and the administrative
- *		transitions of the job API (cancel, retry).
+ * submit.c
+ *		The submit path: load the queue, mode and tenant limits, refuse what
+ *		must be refused, insert the job (idempotently: the same key of the
+ *		same tenant is the same job) and charge the tenant's quotas.  Used by
+ *		submit(), submit_many() and the runs of schedules.
  *
- * A submit validates every argument before it touches a table, checks the
- * operating mode and the caller's right to the tenant, inserts the job
- * (idempotently: the same key of the same tenant returns the same job),
- * then charges the tenant's rate limit and daily quota.  A refusal at any
- * step is an error, so nothing of the submit remains.
+ * A refusal at any step is an error, so nothing of the submit remains.
  *
  * IDENTIFICATION
- *		src/job.c
+ *		src/core/submit.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/detoast.h"
-#include "parser/parser.h"
 #include "catalog/pg_type.h"
-#include "fmgr.h"
-#include "miscadmin.h"
-#include "utils/acl.h"
+#include "parser/parser.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
-#include "utils/lsyscache.h"
-#include "utils/timestamp.h"
 
-#include "hasched.h"
-
-PG_FUNCTION_INFO_V1(hasched_submit);
-PG_FUNCTION_INFO_V1(hasched_submit_many);
-PG_FUNCTION_INFO_V1(hasched_cancel);
-PG_FUNCTION_INFO_V1(hasched_retry);
-
-#define MAX_KEY_BYTES		255
-#define MAX_SUBMIT_BATCH	100000
+#include "core/hasched.h"
 
 typedef HsSubmit SubmitArgs;
 
@@ -56,8 +41,8 @@ typedef struct SubmitContext
 	int32		burst;
 } SubmitContext;
 
-static void
-check_payload(Datum payload, int index)
+void
+hs_check_payload(Datum payload, int index)
 {
 	Size		size = toast_raw_datum_size(payload) - VARHDRSZ;
 
@@ -70,91 +55,6 @@ check_payload(Datum payload, int index)
 				 errmsg("payload %d of %zu bytes is larger than hasched.max_payload_bytes (%d)",
 						index, size, hs_max_payload_bytes),
 				 errhint("Keep large data elsewhere and pass a reference to it, or ask an administrator to raise hasched.max_payload_bytes.")));
-}
-
-/*
- * Read and check the arguments that submit and submit_many share:
- * 0 queue, 2 priority, 3 run_at, 5 max_attempts, 6 timeout, 7 tenant.
- */
-static void
-read_submit_args(FunctionCallInfo fcinfo, SubmitArgs *a)
-{
-	Oid			caller = GetUserId();
-	Oid			tenant_oid;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("queue must not be null")));
-	a->queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	if (PG_ARGISNULL(2))
-		a->priority = HS_PRIORITY_MEDIUM;
-	else
-		a->priority = hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-
-	a->run_at = GetCurrentTimestamp();
-	if (!PG_ARGISNULL(3))
-	{
-		TimestampTz t = PG_GETARG_TIMESTAMPTZ(3);
-
-		if (TIMESTAMP_NOT_FINITE(t))
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("run_at must be a finite time"),
-					 errhint("Leave run_at out (or NULL) to run the job now.")));
-		if (t > a->run_at)
-			a->run_at = t;
-	}
-
-	a->max_attempts = 0;
-	if (!PG_ARGISNULL(5))
-	{
-		a->max_attempts = PG_GETARG_INT32(5);
-		if (a->max_attempts < 1)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("max_attempts must be at least 1, not %d", a->max_attempts)));
-	}
-
-	a->timeout = NULL;
-	if (!PG_ARGISNULL(6))
-	{
-		a->timeout = PG_GETARG_INTERVAL_P(6);
-		if (hs_interval_usec(a->timeout) <= 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("timeout must be positive")));
-	}
-
-	if (!PG_ARGISNULL(7))
-		a->tenant = pstrdup(NameStr(*PG_GETARG_NAME(7)));
-	else if (hs_tenant != NULL && hs_tenant[0] != '\0')
-		a->tenant = pstrdup(hs_tenant);
-	else
-		a->tenant = GetUserNameFromId(caller, false);
-	if (a->tenant[0] == '\0')
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("tenant must not be empty")));
-	tenant_oid = get_role_oid(a->tenant, true);
-	if (!OidIsValid(tenant_oid))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
-				 errmsg("tenant \"%s\" does not exist", a->tenant),
-				 errdetail("A tenant is a role; its members see and cancel its jobs."),
-				 errhint("Create it with CREATE ROLE %s NOLOGIN and grant it to the roles that submit for it.",
-						 quote_identifier(a->tenant))));
-	if (!hs_role_visible(caller, a->tenant))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to submit jobs for tenant \"%s\"", a->tenant),
-				 errhint("Ask an administrator to GRANT %s TO %s.",
-						 quote_identifier(a->tenant),
-						 quote_identifier(GetUserNameFromId(caller, false)))));
-	a->owner = GetUserNameFromId(caller, false);
-	a->schedule = NULL;
-	a->fire_at = 0;
 }
 
 /* Load queue defaults, the mode and the tenant's limits; refuse if needed. */
@@ -383,59 +283,26 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 	return id;
 }
 
-Datum
-hasched_submit(PG_FUNCTION_ARGS)
-{
-	SubmitArgs	a;
-	HsPrivileged priv;
-	char	   *key = NULL;
-	int64		id;
-
-	read_submit_args(fcinfo, &a);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("payload must not be null"),
-				 errhint("Pass '{}' for a job without payload.")));
-	check_payload(PG_GETARG_DATUM(1), -1);
-	if (!PG_ARGISNULL(4))
-	{
-		key = text_to_cstring(PG_GETARG_TEXT_PP(4));
-		hs_check_text_arg("idempotency_key", key, MAX_KEY_BYTES);
-	}
-	hs_require_primary("submit jobs");
-	hs_force_submit_commit_level();
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	id = hs_submit_one(&a, PG_GETARG_DATUM(1), key);
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	PG_RETURN_INT64(id);
-}
-
 typedef struct KeyId
 {
-	char		key[MAX_KEY_BYTES + 1];
+	char		key[HS_MAX_KEY_BYTES + 1];
 	int64		id;
 } KeyId;
 
-Datum
-hasched_submit_many(PG_FUNCTION_ARGS)
+/*
+ * Insert one job per payload in one statement (idempotently per key) and
+ * charge the tenant for the jobs inserted.  Returns the job ids in payload
+ * order, allocated with SPI_palloc (they outlive SPI_finish).  The caller
+ * is connected to SPI and runs as the extension owner; a's fields, the
+ * payloads and keys are validated, n > 0.
+ */
+Datum *
+hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
+			   ArrayType *keys, Datum *key_elems, bool *key_nulls)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
-	SubmitArgs	a;
 	SubmitContext ctx;
-	HsPrivileged priv;
-	ArrayType  *payloads;
-	ArrayType  *keys = NULL;
-	Datum	   *pay_elems;
-	bool	   *pay_nulls;
-	int			n;
-	Datum	   *key_elems = NULL;
-	bool	   *key_nulls = NULL;
-	int			nkeys = 0;
 	Datum		values[10];
 	char		nulls[10];
 	Datum	   *ids;
@@ -444,61 +311,8 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 	int			next_unkeyed = 0;
 	int64	   *unkeyed_ids;
 	int			n_unkeyed = 0;
-	ArrayType  *result;
 
-	read_submit_args(fcinfo, &a);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("payloads must not be null")));
-	payloads = PG_GETARG_ARRAYTYPE_P(1);
-	if (ARR_NDIM(payloads) > 1)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("payloads must be a one-dimensional array")));
-	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT,
-					  &pay_elems, &pay_nulls, &n);
-	if (n > MAX_SUBMIT_BATCH)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("cannot submit %d jobs in one call", n),
-				 errhint("Submit at most %d jobs per call.", MAX_SUBMIT_BATCH)));
-	for (int i = 0; i < n; i++)
-	{
-		if (pay_nulls[i])
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("payload %d is null", i + 1),
-					 errhint("Pass '{}' for a job without payload.")));
-		check_payload(pay_elems[i], i + 1);
-	}
-	if (!PG_ARGISNULL(4))
-	{
-		keys = PG_GETARG_ARRAYTYPE_P(4);
-		if (ARR_NDIM(keys) > 1)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("idempotency_keys must be a one-dimensional array")));
-		deconstruct_array(keys, TEXTOID, -1, false, TYPALIGN_INT,
-						  &key_elems, &key_nulls, &nkeys);
-		if (nkeys != n)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("%d idempotency keys given for %d payloads", nkeys, n),
-					 errhint("Give one key per payload (NULL for a job without one), or none.")));
-		for (int i = 0; i < n; i++)
-			if (!key_nulls[i])
-				hs_check_text_arg("idempotency key", TextDatumGetCString(key_elems[i]),
-								  MAX_KEY_BYTES);
-	}
-	hs_require_primary("submit jobs");
-	if (n == 0)
-		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
-	hs_force_submit_commit_level();
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	load_submit_context(&a, &ctx);
+	load_submit_context(a, &ctx);
 	if (strcmp(ctx.transport, "sql") == 0)
 		for (int i = 0; i < n; i++)
 			check_sql_payload(pay_elems[i], i + 1);
@@ -518,7 +332,7 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 								 ON_KEY_CONFLICT " RETURNING id, idempotency_key", 10, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
-	common_values(&a, &ctx, values);
+	common_values(a, &ctx, values);
 	values[8] = PointerGetDatum(payloads);
 	if (keys)
 		values[9] = PointerGetDatum(keys);
@@ -559,7 +373,7 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 			elog(ERROR, "hasched: looking up idempotency keys failed");
 
 		memset(&info, 0, sizeof(info));
-		info.keysize = MAX_KEY_BYTES + 1;
+		info.keysize = HS_MAX_KEY_BYTES + 1;
 		info.entrysize = sizeof(KeyId);
 		info.hcxt = CurrentMemoryContext;
 		by_key = hash_create("hasched submit_many keys", Max(SPI_processed, 16), &info,
@@ -595,163 +409,8 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 		}
 	}
 
-	hs_quota_charge(a.tenant, ctx.tier, (int64) inserted, ctx.has_day_limit,
+	hs_quota_charge(a->tenant, ctx.tier, (int64) inserted, ctx.has_day_limit,
 					ctx.jobs_per_day, ctx.has_rate, ctx.rate_per_second, ctx.burst);
 
-	SPI_finish();
-	hs_privileged_leave(&priv);
-
-	result = construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-	PG_RETURN_ARRAYTYPE_P(result);
-}
-
-/* ------------------------------------------------------------------------
- * cancel() and retry()
- * ------------------------------------------------------------------------ */
-
-typedef struct JobRow
-{
-	HsJobState	state;
-	char	   *queue;
-} JobRow;
-
-/*
- * Read a job the caller may act on, locked; as "does not exist" when it is
- * another tenant's, so that job ids of other tenants reveal nothing.
- */
-static void
-read_own_job(int64 job_id, Oid caller, JobRow *row)
-{
-	static SPIPlanPtr peek_plan = NULL;
-	static SPIPlanPtr lock_plan = NULL;
-	Datum		values[1];
-	char	   *tenant;
-
-	if (peek_plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		peek_plan = hs_prepare("SELECT tenant::text, queue FROM hasched.job WHERE id = $1",
-							   1, types);
-		lock_plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1 FOR UPDATE",
-							   1, types);
-	}
-	values[0] = Int64GetDatum(job_id);
-	if (SPI_execute_plan(peek_plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "hasched: reading job failed");
-	tenant = SPI_processed == 1 ?
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
-	if (tenant == NULL || !hs_role_visible(caller, tenant))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_JOB),
-				 errmsg("job %lld does not exist", (long long) job_id),
-				 errhint("You see the jobs of the tenants whose role you are a member of.")));
-	row->queue = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-
-	/* locking a waiting job: a rollback must rewind the claim cursors */
-	hs_claim_note_locked(row->queue);
-	if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "hasched: locking job %lld failed", (long long) job_id);
-	row->state = hs_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1));
-}
-
-Datum
-hasched_cancel(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	int64		job_id;
-	Oid			caller = GetUserId();
-	HsPrivileged priv;
-	JobRow		row;
-	Datum		values[2];
-	bool		done = false;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("job_id must not be null")));
-	job_id = PG_GETARG_INT64(0);
-	hs_require_primary("cancel jobs");
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	read_own_job(job_id, caller, &row);
-
-	if (hs_transition_allowed(row.state, HS_STATE_CANCELLED))
-	{
-		if (plan == NULL)
-		{
-			Oid			types[2] = {INT8OID, BOOLOID};
-
-			plan = hs_prepare("WITH u AS (UPDATE hasched.job SET state = 'cancelled',"
-							  " finished_at = clock_timestamp(), lease_until = NULL"
-							  " WHERE id = $1"
-							  " RETURNING id, attempt, epoch, lease_id, worker, started_at)"
-							  " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id,"
-							  " worker, started_at, outcome, error)"
-							  " SELECT id, attempt, epoch, lease_id, worker, started_at,"
-							  " 'cancelled', 'cancelled by ' || session_user FROM u WHERE $2",
-							  2, types);
-		}
-		values[0] = Int64GetDatum(job_id);
-		/* a run row only for an attempt that was under way */
-		values[1] = BoolGetDatum(row.state == HS_STATE_RUNNING ||
-								 row.state == HS_STATE_DISPATCHED);
-		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "hasched: cancelling job %lld failed", (long long) job_id);
-		if (row.state == HS_STATE_RUNNING)
-			hs_executor_cancel_at_commit(job_id);
-		done = true;
-	}
-
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	PG_RETURN_BOOL(done);
-}
-
-Datum
-hasched_retry(PG_FUNCTION_ARGS)
-{
-	static SPIPlanPtr plan = NULL;
-	int64		job_id;
-	Oid			caller = GetUserId();
-	HsPrivileged priv;
-	JobRow		row;
-	Datum		values[1];
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("job_id must not be null")));
-	job_id = PG_GETARG_INT64(0);
-	hs_require_primary("retry jobs");
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	read_own_job(job_id, caller, &row);
-
-	if (row.state != HS_STATE_DEAD && row.state != HS_STATE_FAILED &&
-		row.state != HS_STATE_CANCELLED)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_TRANSITION),
-				 errmsg("job %lld is %s; only dead, failed or cancelled jobs can be retried",
-						(long long) job_id, hs_state_name(row.state))));
-
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = hs_prepare("UPDATE hasched.job SET state = 'pending', run_at = clock_timestamp(),"
-						  " max_attempts = greatest(max_attempts, attempt + 1), finished_at = NULL"
-						  " WHERE id = $1", 1, types);
-	}
-	values[0] = Int64GetDatum(job_id);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "hasched: retrying job %lld failed", (long long) job_id);
-
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	PG_RETURN_VOID();
+	return ids;
 }

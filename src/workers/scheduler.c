@@ -4,7 +4,7 @@
  *		The scheduler background worker: watches on a standby, takes over
  *		when its node is promoted, and on the primary fires schedules,
  *		requeues expired leases, recovers the jobs of dead executors, keeps
- *		the executor pool, prunes history.  Also the health report.
+ *		the executor pool, prunes history.
  *
  * One static worker per server, started at consistent state so that it also
  * runs on standbys.  There it only polls RecoveryInProgress() (every 100
@@ -21,72 +21,32 @@
  * the next schedule is due, at most hasched.scheduler_naptime.
  *
  * IDENTIFICATION
- *		src/scheduler.c
+ *		src/workers/scheduler.c
  *
  *-------------------------------------------------------------------------
- */
-#include "postgres.h"
-
-#include <signal.h>
+ */#include "postgres.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "access/xlogrecovery.h"
-#include "catalog/pg_type.h"
-#include "fmgr.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "storage/shmem.h"
 #include "storage/spin.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
-#include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "hasched.h"
-
-PGDLLEXPORT void hasched_scheduler_main(Datum main_arg);
-
-PG_FUNCTION_INFO_V1(hasched_health);
-PG_FUNCTION_INFO_V1(hasched_executors);
-PG_FUNCTION_INFO_V1(hasched_wake_workers);
+#include "workers/worker.h"
 
 #define STANDBY_POLL_MS		100
 #define PRUNE_INTERVAL_US	(60 * USECS_PER_SEC)
 #define PRUNE_BATCH			10000
 
-HsExecutorSlot *hs_executors = NULL;
-
-/* backend-local: what this transaction asks to be woken at commit */
-static bool wake_scheduler_at_commit = false;
-static TimestampTz wake_for_run_at = 0;
-
 /* ------------------------------------------------------------------------
- * Shared state helpers
+ * Shared state
  * ------------------------------------------------------------------------ */
-
-Size
-hs_executor_shmem_size(void)
-{
-	return mul_size(sizeof(HsExecutorSlot), Max(hs_max_executors, 1));
-}
-
-void
-hs_executor_shmem_init(void)
-{
-	bool		found;
-
-	hs_executors = ShmemInitStruct("hasched executors", hs_executor_shmem_size(), &found);
-	if (!found)
-		memset(hs_executors, 0, hs_executor_shmem_size());
-}
 
 static void
 set_role(int role)
@@ -108,99 +68,6 @@ scheduler_detach(int code, Datum arg)
 	hs_shared->scheduler_latch = NULL;
 	hs_shared->scheduler_role = HS_ROLE_DOWN;
 	SpinLockRelease(&hs_shared->mutex);
-}
-
-/*
- * Called by the state trigger when a job becomes claimable with this
- * run_at: remember to wake the workers when the transaction commits.
- */
-void
-hs_note_claimable(TimestampTz run_at)
-{
-	if (wake_for_run_at == 0 || run_at < wake_for_run_at)
-		wake_for_run_at = run_at;
-}
-
-void
-hs_wake_scheduler_at_commit(void)
-{
-	wake_scheduler_at_commit = true;
-}
-
-/* set_mode(): wake the scheduler and an executor when the mode commits. */
-Datum
-hasched_wake_workers(PG_FUNCTION_ARGS)
-{
-	hs_note_claimable(GetCurrentTimestamp());
-	hs_wake_scheduler_at_commit();
-	PG_RETURN_VOID();
-}
-
-/*
- * After commit: wake an idle executor, and the scheduler if needed.  Only
- * SQL jobs need either (external workers claim pull jobs themselves), so
- * nothing is woken while no sql queue exists.  A job due now wakes one idle
- * executor; with none idle, the busy ones get their latch set (they look
- * again before sleeping) and the scheduler is woken to start another if the
- * pool has room.  A job due later wakes the scheduler only if it is due
- * before the scheduler's next planned wake-up.
- */
-void
-hs_wake_after_commit(bool committed)
-{
-	Latch	   *wake[64 + 1];
-	int			nwake = 0;
-	bool		idle_found = false;
-	int			live = 0;
-	TimestampTz now;
-
-	if (!committed || hs_shared == NULL ||
-		(wake_for_run_at == 0 && !wake_scheduler_at_commit))
-	{
-		wake_for_run_at = 0;
-		wake_scheduler_at_commit = false;
-		return;
-	}
-	now = GetCurrentTimestamp();
-
-	SpinLockAcquire(&hs_shared->mutex);
-	if (wake_for_run_at != 0 && hs_shared->sql_queues > 0)
-	{
-		if (wake_for_run_at <= now)
-		{
-			for (int i = 0; i < hs_max_executors && !idle_found; i++)
-				if (hs_executors[i].state == HS_EXEC_IDLE && hs_executors[i].latch)
-				{
-					wake[nwake++] = hs_executors[i].latch;
-					hs_executors[i].state = HS_EXEC_WOKEN;
-					idle_found = true;
-				}
-			if (!idle_found)
-			{
-				for (int i = 0; i < hs_max_executors && nwake < 64; i++)
-				{
-					if (hs_executors[i].state == HS_EXEC_FREE)
-						continue;
-					live++;
-					if (hs_executors[i].latch)
-						wake[nwake++] = hs_executors[i].latch;
-				}
-				if (live < hs_max_executors && hs_shared->scheduler_latch)
-					wake[nwake++] = hs_shared->scheduler_latch;
-			}
-		}
-		else if (wake_for_run_at < hs_shared->scheduler_next_wake &&
-				 hs_shared->scheduler_latch)
-			wake[nwake++] = hs_shared->scheduler_latch;
-	}
-	if (wake_scheduler_at_commit && hs_shared->scheduler_latch && nwake < 65)
-		wake[nwake++] = hs_shared->scheduler_latch;
-	SpinLockRelease(&hs_shared->mutex);
-
-	for (int i = 0; i < nwake; i++)
-		SetLatch(wake[i]);
-	wake_for_run_at = 0;
-	wake_scheduler_at_commit = false;
 }
 
 /* ------------------------------------------------------------------------
@@ -317,33 +184,6 @@ executor_alive(int slot, int pid)
  * The primary's duties
  * ------------------------------------------------------------------------ */
 
-/*
- * End the attempts that the filter selects (running SQL jobs) as failed and
- * make them due now: they did not fail, their process went away.
- */
-static uint64
-retry_now(const char *filter, const char *why, const char *outcome)
-{
-	char	   *sql;
-
-	sql = psprintf("WITH u AS (UPDATE hasched.job j SET"
-				   " state = CASE WHEN j.attempt < j.max_attempts"
-				   "   THEN 'failed'::hasched.job_state ELSE 'dead'::hasched.job_state END,"
-				   " run_at = clock_timestamp(),"
-				   " finished_at = CASE WHEN j.attempt < j.max_attempts THEN NULL"
-				   "   ELSE clock_timestamp() END,"
-				   " last_error = %s, lease_until = NULL"
-				   " WHERE %s"
-				   " RETURNING j.id, j.attempt, j.epoch, j.lease_id, j.worker, j.started_at, j.last_error)"
-				   " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id, worker,"
-				   " started_at, outcome, error)"
-				   " SELECT id, attempt, epoch, lease_id, worker, started_at, %s, last_error FROM u",
-				   quote_literal_cstr(why), filter, quote_literal_cstr(outcome));
-	if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "hasched: retrying jobs failed");
-	return SPI_processed;
-}
-
 #define SQL_RUNNING \
 	"j.state = 'running' AND j.queue IN (SELECT q.name FROM hasched.queue q WHERE q.transport = 'sql')"
 
@@ -380,7 +220,7 @@ become_primary(void)
 		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: opening epoch %d failed", epoch);
 		filter = psprintf(SQL_RUNNING " AND j.epoch < %d", epoch);
-		retried = retry_now(filter, "the primary failed over during the attempt", "failover");
+		retried = hs_end_attempts_now(filter, "the primary failed over during the attempt", "failover");
 		sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('failover',"
 					   " jsonb_build_object('epoch', %d, 'timeline', %u, 'previous_timeline', %d,"
 					   " 'sql_jobs_retried', " UINT64_FORMAT ", 'scheduler_pid', %d))",
@@ -425,7 +265,7 @@ recover_orphans(void)
 	}
 	if (ids.len > 0)
 	{
-		uint64		retried = retry_now(psprintf("j.id IN (%s) AND j.state = 'running'", ids.data),
+		uint64		retried = hs_end_attempts_now(psprintf("j.id IN (%s) AND j.state = 'running'", ids.data),
 										"the executor running the attempt exited",
 										"executor_exited");
 
@@ -506,11 +346,7 @@ primary_tick(bool *became_primary)
 	bool		ready;
 	long		delay;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "hasched scheduler");
+	hs_xact_begin("hasched scheduler");
 
 	ready = extension_ready();
 	if (ready)
@@ -522,7 +358,7 @@ primary_tick(bool *became_primary)
 		}
 		now = GetCurrentTimestamp();
 		next = hs_fire_due_schedules(now);
-		(void) SPI_execute("SELECT hasched.requeue_expired()", false, 0);
+		(void) hs_requeue_expired();
 		recover_orphans();
 		due = sql_work(&sql_queues, &sql_next);
 		SpinLockAcquire(&hs_shared->mutex);
@@ -531,24 +367,16 @@ primary_tick(bool *became_primary)
 		next = Min(next, sql_next);
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	hs_xact_end(true);
 
 	/* pruning in a transaction of its own, after the round's work committed */
 	if (ready && GetCurrentTimestamp() - last_prune >= PRUNE_INTERVAL_US)
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		hs_xact_begin("hasched scheduler: pruning history");
 		prune_history();
-		SPI_finish();
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		hs_xact_end(true);
 		last_prune = GetCurrentTimestamp();
 	}
-	pgstat_report_activity(STATE_IDLE, NULL);
 
 	if (!ready)
 		return 5000;
@@ -571,15 +399,48 @@ primary_tick(bool *became_primary)
 	return delay;
 }
 
+/* Is this server the primary, with the takeover done (become_primary)? */
+static bool primary = false;
+
+/*
+ * One round: on a standby, watch for the promotion; on the primary, the
+ * primary's work.  Returns the milliseconds to sleep.
+ */
+static long
+scheduler_round(void)
+{
+	long		delay;
+
+	if (RecoveryInProgress())
+	{
+		set_role(HS_ROLE_STANDBY);
+		primary = false;
+		return STANDBY_POLL_MS;
+	}
+	delay = primary_tick(&primary);
+	if (primary)
+		set_role(HS_ROLE_PRIMARY);
+	return delay;
+}
+
+/* After an error in a round: redo the takeover checks. */
+static void
+scheduler_after_error(void)
+{
+	primary = false;
+}
+
 void
 hasched_scheduler_main(Datum main_arg)
 {
-	sigjmp_buf	local_sigjmp_buf;
-	volatile bool primary = false;
+	static const HsWorkerLoop loop = {
+		.name = "scheduler",
+		.round = scheduler_round,
+		.after_error = scheduler_after_error,
+		.error_pause_ms = 1000,
+	};
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
+	hs_worker_signals(false);
 
 	SpinLockAcquire(&hs_shared->mutex);
 	hs_shared->scheduler_pid = MyProcPid;
@@ -589,63 +450,8 @@ hasched_scheduler_main(Datum main_arg)
 	SpinLockRelease(&hs_shared->mutex);
 	on_shmem_exit(scheduler_detach, (Datum) 0);
 
-	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
-	pgstat_report_appname("hasched scheduler");
-	/* events and history are written asynchronously */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	hs_plan_for_queues(GUC_ACTION_SET);
-
-	/*
-	 * An error in a tick is logged, its transaction aborted, and the loop
-	 * goes on after a pause: the scheduler does not die of a bad row.
-	 */
-	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
-	{
-		error_context_stack = NULL;
-		HOLD_INTERRUPTS();
-		EmitErrorReport();
-		AbortCurrentTransaction();
-		FlushErrorState();
-		MemoryContextSwitchTo(TopMemoryContext);
-		RESUME_INTERRUPTS();
-		primary = false;		/* redo the takeover checks */
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-	PG_exception_stack = &local_sigjmp_buf;
-
-	for (;;)
-	{
-		long		delay;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
-		if (RecoveryInProgress())
-		{
-			set_role(HS_ROLE_STANDBY);
-			primary = false;
-			delay = STANDBY_POLL_MS;
-		}
-		else
-		{
-			bool		took_over = primary;
-
-			delay = primary_tick(&took_over);
-			primary = took_over;
-			if (primary)
-				set_role(HS_ROLE_PRIMARY);
-		}
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 delay, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	hs_worker_connect("hasched scheduler");
+	hs_worker_run(&loop);
 }
 
 /* Register the scheduler; called from _PG_init. */
@@ -663,112 +469,4 @@ hs_register_scheduler(void)
 	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched scheduler");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched scheduler");
 	RegisterBackgroundWorker(&worker);
-}
-
-/* ------------------------------------------------------------------------
- * health() and executors()
- * ------------------------------------------------------------------------ */
-
-static const char *const role_names[] = {"down", "starting", "standby", "primary"};
-static const char *const exec_state_names[] = {"free", "starting", "idle", "woken", "busy"};
-
-Datum
-hasched_health(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	HaschedShared snap;
-	int			live = 0;
-	int			busy = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	const char *status;
-	char	   *detail;
-	Datum		out[3];
-	bool		nulls[3] = {false};
-
-	InitMaterializedSRF(fcinfo, 0);
-
-	SpinLockAcquire(&hs_shared->mutex);
-	memcpy(&snap, hs_shared, offsetof(HaschedShared, writer_since));
-	for (int i = 0; i < hs_max_executors; i++)
-	{
-		if (hs_executors[i].state != HS_EXEC_FREE)
-			live++;
-		if (hs_executors[i].state == HS_EXEC_BUSY)
-			busy++;
-	}
-	SpinLockRelease(&hs_shared->mutex);
-
-	/* the server */
-	out[0] = CStringGetTextDatum("server");
-	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "primary");
-	if (RecoveryInProgress())
-	{
-		TimeLineID	replay_tli = 0;
-
-		(void) GetXLogReplayRecPtr(&replay_tli);
-		out[2] = CStringGetTextDatum(psprintf("replaying timeline %u", replay_tli));
-	}
-	else
-		out[2] = CStringGetTextDatum(psprintf("timeline %u", GetWALInsertionTimeLine()));
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-
-	/* the scheduler */
-	if (snap.scheduler_pid == 0)
-		status = "down";
-	else if (snap.scheduler_role == HS_ROLE_PRIMARY &&
-			 now - snap.last_tick > 10 * (int64) Max(hs_scheduler_naptime, 1000) * 1000)
-		status = "stalled";
-	else
-		status = "ok";
-	if (snap.scheduler_role == HS_ROLE_PRIMARY)
-		detail = psprintf("primary since %s, pid %d, epoch %d, last round %s",
-						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid,
-						  snap.epoch, pstrdup(timestamptz_to_str(snap.last_tick)));
-	else
-		detail = psprintf("%s since %s, pid %d",
-						  role_names[snap.scheduler_role],
-						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid);
-	out[0] = CStringGetTextDatum("scheduler");
-	out[1] = CStringGetTextDatum(status);
-	out[2] = CStringGetTextDatum(detail);
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-
-	/* the executors */
-	out[0] = CStringGetTextDatum("executors");
-	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "ok");
-	out[2] = CStringGetTextDatum(psprintf("%d running (%d busy) of hasched.max_executors = %d",
-										  live, busy, hs_max_executors));
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-	return (Datum) 0;
-}
-
-Datum
-hasched_executors(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-	InitMaterializedSRF(fcinfo, 0);
-	for (int i = 0; i < hs_max_executors; i++)
-	{
-		HsExecutorSlot s;
-		Datum		out[5];
-		bool		nulls[5] = {false};
-
-		SpinLockAcquire(&hs_shared->mutex);
-		s = hs_executors[i];
-		SpinLockRelease(&hs_shared->mutex);
-		out[0] = Int32GetDatum(i);
-		out[1] = Int32GetDatum(s.pid);
-		out[2] = CStringGetTextDatum(exec_state_names[s.state]);
-		if (s.state == HS_EXEC_BUSY)
-			out[3] = Int64GetDatum(s.job_id);
-		else
-			nulls[3] = true;
-		if (s.since)
-			out[4] = TimestampTzGetDatum(s.since);
-		else
-			nulls[4] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-	}
-	return (Datum) 0;
 }

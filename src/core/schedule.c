@@ -1,13 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * schedule.c
- *		Periodic jobs: schedule(), unschedule(), schedule_next(), and the
- *		scheduler's firing of due schedules.
+ *		Periodic jobs in core: specs and their next times, saving and
+ *		deleting schedules, and the scheduler's firing of due schedules.
  *
- * A spec is parsed by cron.c (pure C, fuzzed) into a CronSpec; this file
- * turns wall-clock times in the schedule's time zone into instants and back
- * with PostgreSQL's time zone code.  A run is submitted through the same
- * path as submit() (hs_submit_one), for the schedule's tenant and owner.
+ * A spec is parsed by src/common/cron.c (plain C, fuzzed) into a CronSpec;
+ * this file turns wall-clock times in the schedule's time zone into
+ * instants and back with PostgreSQL's time zone code.  A run is submitted
+ * through the same path as submit() (hs_submit_one), for the schedule's
+ * tenant and owner.
  *
  * Misfires: a run whose time passed more than hasched.misfire_threshold ago
  * (no primary was up, or the scheduler was stopped) is skipped, or run once
@@ -17,7 +18,7 @@
  * or allowed in parallel.
  *
  * IDENTIFICATION
- *		src/schedule.c
+ *		src/core/schedule.c
  *
  *-------------------------------------------------------------------------
  */
@@ -25,10 +26,8 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "pgtime.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/datetime.h"
@@ -37,16 +36,12 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
-#include "cron.h"
-#include "hasched.h"
-
-PG_FUNCTION_INFO_V1(hasched_schedule);
-PG_FUNCTION_INFO_V1(hasched_unschedule);
-PG_FUNCTION_INFO_V1(hasched_schedule_next);
+#include "common/cron.h"
+#include "core/hasched.h"
 
 /* Parse a spec or raise JQ019 with the parser's message. */
-static void
-parse_spec(const char *spec, CronSpec *cs)
+void
+hs_parse_spec(const char *spec, CronSpec *cs)
 {
 	char		err[CRON_ERRLEN];
 
@@ -57,8 +52,8 @@ parse_spec(const char *spec, CronSpec *cs)
 				 errhint("Use cron with 5 fields (minute hour day month weekday) or 6 (seconds first), @every <n> <unit>, or @hourly, @daily, @weekly, @monthly, @yearly.")));
 }
 
-static pg_tz *
-find_timezone(const char *name)
+pg_tz *
+hs_find_timezone(const char *name)
 {
 	pg_tz	   *tz = pg_tzset(name);
 
@@ -74,7 +69,7 @@ find_timezone(const char *name)
  * The first instant after `after` at which the spec fires in tz, or
  * DT_NOEND when it never does.  For @every, the interval after `after`.
  */
-static TimestampTz
+TimestampTz
 hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
 {
 	struct pg_tm tm;
@@ -123,104 +118,21 @@ hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
 	return DT_NOEND;
 }
 
-Datum
-hasched_schedule_next(PG_FUNCTION_ARGS)
-{
-	char	   *spec = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *zone = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	TimestampTz after = PG_GETARG_TIMESTAMPTZ(2);
-	CronSpec	cs;
-	TimestampTz next;
-
-	parse_spec(spec, &cs);
-	next = hs_schedule_next_time(&cs, find_timezone(zone), after);
-	if (TIMESTAMP_IS_NOEND(next))
-		PG_RETURN_NULL();
-	PG_RETURN_TIMESTAMPTZ(next);
-}
-
-static const char *
-check_choice(const char *what, const char *value, const char *const *choices)
-{
-	for (int i = 0; choices[i]; i++)
-		if (strcmp(value, choices[i]) == 0)
-			return value;
-	ereport(ERROR,
-			(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-			 errmsg("invalid %s policy \"%s\"", what, value),
-			 errhint("Use %s.", strcmp(what, "misfire") == 0 ?
-					 "skip or run_once" : "skip, queue or allow")));
-	return NULL;				/* keep compiler quiet */
-}
-
 /*
- * schedule(name, spec, queue, payload, priority, timezone, misfire, overlap,
- *			tenant, replace) returns the next run.
+ * Save a schedule (insert, or with replace update the caller's own of that
+ * name); returns its next run.  caller: the role that called schedule().
+ * Inside SPI, as the extension owner; the arguments are validated.
  */
-Datum
-hasched_schedule(PG_FUNCTION_ARGS)
+TimestampTz
+hs_schedule_save(const char *name, const char *spec, const char *zone,
+				 const char *queue, Datum payload, int16 priority,
+				 const char *tenant, const char *misfire, const char *overlap,
+				 bool replace, TimestampTz next, Oid caller)
 {
-	static const char *const misfires[] = {"skip", "run_once", NULL};
-	static const char *const overlaps[] = {"skip", "queue", "allow", NULL};
 	static SPIPlanPtr plan = NULL;
-	Oid			caller = GetUserId();
-	char	   *name;
-	char	   *spec;
-	char	   *queue;
-	char	   *zone;
-	char	   *tenant;
-	const char *misfire;
-	const char *overlap;
-	bool		replace;
-	int			priority;
-	CronSpec	cs;
-	TimestampTz next;
-	HsPrivileged priv;
 	Datum		values[11];
 
-	for (int i = 0; i < 8; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("name, spec, queue, payload, priority, timezone, misfire and overlap must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	spec = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	queue = text_to_cstring(PG_GETARG_TEXT_PP(2));
-	zone = text_to_cstring(PG_GETARG_TEXT_PP(5));
-	hs_check_text_arg("schedule name", name, HS_QUEUE_NAME_MAX - 1);
-	if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") != strlen(name))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("invalid schedule name \"%s\"", name),
-				 errhint("Use letters, digits and _ . : - only.")));
-	parse_spec(spec, &cs);
-	priority = hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(4)));
-	misfire = check_choice("misfire", text_to_cstring(PG_GETARG_TEXT_PP(6)), misfires);
-	overlap = check_choice("overlap", text_to_cstring(PG_GETARG_TEXT_PP(7)), overlaps);
-	replace = PG_ARGISNULL(9) ? false : PG_GETARG_BOOL(9);
-	tenant = PG_ARGISNULL(8) ? NULL : pstrdup(NameStr(*PG_GETARG_NAME(8)));
-	if (tenant == NULL)
-		tenant = (hs_tenant && hs_tenant[0]) ? pstrdup(hs_tenant) :
-			GetUserNameFromId(caller, false);
-	if (!OidIsValid(get_role_oid(tenant, true)))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
-				 errmsg("tenant \"%s\" does not exist", tenant)));
-	if (!hs_role_visible(caller, tenant))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to schedule jobs for tenant \"%s\"", tenant)));
-	next = hs_schedule_next_time(&cs, find_timezone(zone), GetCurrentTimestamp());
-	if (TIMESTAMP_IS_NOEND(next))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_SCHEDULE),
-				 errmsg("schedule \"%s\" never fires", spec),
-				 errhint("Check the day and month fields, e.g. February has no 30th.")));
-	hs_require_primary("create schedules");
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	hs_check_schedule_target(queue, PG_GETARG_DATUM(3));
+	hs_check_schedule_target(queue, payload);
 	/*
 	 * A schedule of that name: replaced only when asked to and when it is
 	 * the caller's (another tenant's reads as taken, like any name in use).
@@ -262,8 +174,8 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	values[1] = CStringGetTextDatum(spec);
 	values[2] = CStringGetTextDatum(zone);
 	values[3] = CStringGetTextDatum(queue);
-	values[4] = PG_GETARG_DATUM(3);
-	values[5] = Int16GetDatum((int16) priority);
+	values[4] = payload;
+	values[5] = Int16GetDatum(priority);
 	values[6] = DirectFunctionCall1(namein, CStringGetDatum(tenant));
 	values[7] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(caller, false)));
 	values[8] = CStringGetTextDatum(misfire);
@@ -272,31 +184,21 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "hasched: saving schedule \"%s\" failed", name);
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	hs_wake_scheduler_at_commit();
-	PG_RETURN_TIMESTAMPTZ(next);
+	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &(bool){false}));
 }
 
-Datum
-hasched_unschedule(PG_FUNCTION_ARGS)
+/*
+ * Delete the caller's schedule of that name (JQ022 when there is none that
+ * the caller may see).  Inside SPI, as the owner.
+ */
+void
+hs_schedule_delete(const char *name, Oid caller)
 {
 	static SPIPlanPtr plan = NULL;
-	Oid			caller = GetUserId();
-	char	   *name;
-	HsPrivileged priv;
 	Datum		values[1];
 	bool		found = false;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("name must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	hs_require_primary("remove schedules");
-
-	hs_privileged_enter(&priv);
-	SPI_connect();
 	if (plan == NULL)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -318,9 +220,6 @@ hasched_unschedule(PG_FUNCTION_ARGS)
 	if (SPI_execute_with_args("DELETE FROM hasched.schedule WHERE name = $1", 1,
 							  (Oid[]) {TEXTOID}, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "hasched: deleting schedule failed");
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	PG_RETURN_VOID();
 }
 
 /* ------------------------------------------------------------------------

@@ -29,7 +29,7 @@
  * cron_next does not handle: the caller adds every_usec itself.
  *
  * IDENTIFICATION
- *		src/cron.h
+ *		src/common/cron.h
  *
  *-------------------------------------------------------------------------
  */

@@ -18,7 +18,7 @@
  * spec that never fires.
  *
  * IDENTIFICATION
- *		src/cron.c
+ *		src/common/cron.c
  *
  *-------------------------------------------------------------------------
  */

@@ -29,41 +29,34 @@
  * gone and runs the job again.
  *
  * IDENTIFICATION
- *		src/executor.c
+ *		src/workers/executor.c
  *
  *-------------------------------------------------------------------------
- */
-#include "postgres.h"
+ */#include "postgres.h"
 
 #include <signal.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/prepare.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "nodes/pg_list.h"
 #include "pgstat.h"
-#include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/spin.h"
-#include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
-#include "utils/snapmgr.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
-#include "hasched.h"
-
-PGDLLEXPORT void hasched_executor_main(Datum main_arg);
+#include "workers/worker.h"
 
 #define CLAIM_BATCH		32
 
@@ -113,60 +106,6 @@ cancel_requested(int64 job_id)
 	return result;
 }
 
-/*
- * cancel() of a running job: tell the executor running it to stop.  Called
- * by the cancelling backend; the job's state is already cancelled in its
- * transaction, so whatever the executor then tries to record is refused.
- */
-void
-hs_executor_cancel(int64 job_id)
-{
-	pid_t		pid = 0;
-
-	SpinLockAcquire(&hs_shared->mutex);
-	for (int i = 0; i < hs_max_executors; i++)
-		if (hs_executors[i].state == HS_EXEC_BUSY && hs_executors[i].job_id == job_id)
-		{
-			hs_executors[i].cancel_job_id = job_id;
-			pid = hs_executors[i].pid;
-			break;
-		}
-	SpinLockRelease(&hs_shared->mutex);
-	if (pid != 0)
-		(void) kill(pid, SIGINT);
-}
-
-/*
- * cancel() asks for the interrupt at commit: a cancel that rolls back has
- * not happened, and its job must go on undisturbed.
- */
-static List *cancel_at_commit = NIL;
-
-void
-hs_executor_cancel_at_commit(int64 job_id)
-{
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	int64	   *id = palloc(sizeof(int64));
-
-	*id = job_id;
-	cancel_at_commit = lappend(cancel_at_commit, id);
-	MemoryContextSwitchTo(old);
-}
-
-void
-hs_executor_cancels_at_end(bool committed)
-{
-	ListCell   *lc;
-
-	if (cancel_at_commit == NIL)
-		return;
-	if (committed)
-		foreach(lc, cancel_at_commit)
-			hs_executor_cancel(*(int64 *) lfirst(lc));
-	list_free_deep(cancel_at_commit);
-	cancel_at_commit = NIL;
-}
-
 /* Claim up to CLAIM_BATCH due SQL jobs, copied into cxt; commits. */
 static int
 claim_batch(ExecJob *jobs, MemoryContext cxt)
@@ -175,10 +114,7 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 	uint64		nqueues;
 	char	  **queues;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	hs_xact_begin("hasched executor: claiming");
 
 	if (SPI_execute("SELECT name FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
 					true, 0) != SPI_OK_SELECT)
@@ -217,9 +153,7 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 		}
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	hs_xact_end(true);
 	return n;
 }
 
@@ -236,11 +170,7 @@ run_job(ExecJob *job)
 	volatile uint64 rows = 0;
 
 	set_state(HS_EXEC_BUSY, job->lease.job_id);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, job->sql ? job->sql : "(no sql)");
+	hs_xact_begin(job->sql ? job->sql : "(no sql)");
 
 	owner_oid = get_role_oid(job->owner, true);
 	if (!OidIsValid(owner_oid))
@@ -343,13 +273,7 @@ run_job(ExecJob *job)
 			(void) hs_report_fail(&job->lease, (char *) error, retry);
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	if (cancelled)
-		AbortCurrentTransaction();
-	else
-		CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	hs_xact_end(!cancelled);
 	set_state(HS_EXEC_IDLE, 0);
 }
 
@@ -371,19 +295,60 @@ may_retire(void)
 	return retire;
 }
 
+static MemoryContext batch_cxt = NULL;
+static TimestampTz idle_since = 0;
+
+/*
+ * One round: claim a batch of due SQL jobs and run them one by one.
+ * Returns 0 (look again at once) after a batch, the idle wait when there
+ * was nothing, or -1 to exit (on a standby, or retiring when idle).
+ */
+static long
+executor_round(void)
+{
+	ExecJob		jobs[CLAIM_BATCH];
+	int			n;
+
+	if (RecoveryInProgress())
+		return -1;
+
+	MemoryContextReset(batch_cxt);
+	set_state(HS_EXEC_BUSY, 0);
+	n = claim_batch(jobs, batch_cxt);
+	for (int i = 0; i < n; i++)
+		run_job(&jobs[i]);
+	set_state(HS_EXEC_IDLE, 0);
+
+	if (n > 0)
+	{
+		idle_since = GetCurrentTimestamp();
+		return 0;
+	}
+	if (GetCurrentTimestamp() - idle_since >= (int64) hs_executor_idle_timeout * 1000 &&
+		may_retire())
+		return -1;
+	return 1000;
+}
+
+/* After an error in a round: the slot shows idle again. */
+static void
+executor_after_error(void)
+{
+	set_state(HS_EXEC_IDLE, 0);
+}
+
 void
 hasched_executor_main(Datum main_arg)
 {
-	sigjmp_buf	local_sigjmp_buf;
-	MemoryContext batch_cxt;
-	ExecJob		jobs[CLAIM_BATCH];
-	TimestampTz idle_since;
+	static const HsWorkerLoop loop = {
+		.name = "executor",
+		.round = executor_round,
+		.after_error = executor_after_error,
+		.error_pause_ms = 1000,
+	};
 
 	my_slot = DatumGetInt32(main_arg);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGINT, StatementCancelHandler);
-	BackgroundWorkerUnblockSignals();
+	hs_worker_signals(true);
 
 	SpinLockAcquire(&hs_shared->mutex);
 	hs_executors[my_slot].pid = MyProcPid;
@@ -395,67 +360,11 @@ hasched_executor_main(Datum main_arg)
 	SpinLockRelease(&hs_shared->mutex);
 	on_shmem_exit(executor_detach, (Datum) 0);
 
-	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
 	my_name = MemoryContextStrdup(TopMemoryContext,
 								  psprintf("executor/%d/%d", my_slot, MyProcPid));
-	pgstat_report_appname(my_name);
-	/* job outcomes commit asynchronously: a lost one means the job runs again */
-	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	hs_plan_for_queues(GUC_ACTION_SET);
-
+	hs_worker_connect(my_name);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "hasched executor batch",
 									  ALLOCSET_DEFAULT_SIZES);
-
-	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
-	{
-		error_context_stack = NULL;
-		HOLD_INTERRUPTS();
-		disable_all_timeouts(false);
-		QueryCancelPending = false;
-		EmitErrorReport();
-		AbortCurrentTransaction();
-		FlushErrorState();
-		MemoryContextSwitchTo(TopMemoryContext);
-		RESUME_INTERRUPTS();
-		set_state(HS_EXEC_IDLE, 0);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
-	PG_exception_stack = &local_sigjmp_buf;
-
 	idle_since = GetCurrentTimestamp();
-	for (;;)
-	{
-		int			n;
-
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		if (RecoveryInProgress())
-			proc_exit(0);
-
-		MemoryContextReset(batch_cxt);
-		set_state(HS_EXEC_BUSY, 0);
-		n = claim_batch(jobs, batch_cxt);
-		for (int i = 0; i < n; i++)
-			run_job(&jobs[i]);
-		set_state(HS_EXEC_IDLE, 0);
-
-		if (n > 0)
-		{
-			idle_since = GetCurrentTimestamp();
-			continue;
-		}
-		if (GetCurrentTimestamp() - idle_since >= (int64) hs_executor_idle_timeout * 1000 &&
-			may_retire())
-			proc_exit(0);
-
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-	}
+	hs_worker_run(&loop);
 }

@@ -1,0 +1,203 @@
+/*-------------------------------------------------------------------------
+ *
+ * admin_api.c
+ *		SQL functions for operators and everyone: health(), executors(),
+ *		claim_cursors(), and the pure helpers backoff_delay(),
+ *		priority_value(), tenant_visible(); set_mode()'s wake-up.
+ *
+ * health() and executors() read shared memory only, so they answer on a
+ * standby too and never wait on a table.
+ *
+ * IDENTIFICATION
+ *		src/api/admin_api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xlog.h"
+#include "access/xlogrecovery.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "core/hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_health);
+PG_FUNCTION_INFO_V1(hasched_executors);
+PG_FUNCTION_INFO_V1(hasched_wake_workers);
+PG_FUNCTION_INFO_V1(hasched_claim_cursors);
+PG_FUNCTION_INFO_V1(hasched_backoff_delay);
+PG_FUNCTION_INFO_V1(hasched_tenant_visible);
+PG_FUNCTION_INFO_V1(hasched_priority_value);
+
+static const char *const role_names[] = {"down", "starting", "standby", "primary"};
+static const char *const exec_state_names[] = {"free", "starting", "idle", "woken", "busy"};
+
+Datum
+hasched_health(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HaschedShared snap;
+	int			live = 0;
+	int			busy = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	const char *status;
+	char	   *detail;
+	Datum		out[3];
+	bool		nulls[3] = {false};
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SpinLockAcquire(&hs_shared->mutex);
+	memcpy(&snap, hs_shared, offsetof(HaschedShared, writer_since));
+	for (int i = 0; i < hs_max_executors; i++)
+	{
+		if (hs_executors[i].state != HS_EXEC_FREE)
+			live++;
+		if (hs_executors[i].state == HS_EXEC_BUSY)
+			busy++;
+	}
+	SpinLockRelease(&hs_shared->mutex);
+
+	/* the server */
+	out[0] = CStringGetTextDatum("server");
+	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "primary");
+	if (RecoveryInProgress())
+	{
+		TimeLineID	replay_tli = 0;
+
+		(void) GetXLogReplayRecPtr(&replay_tli);
+		out[2] = CStringGetTextDatum(psprintf("replaying timeline %u", replay_tli));
+	}
+	else
+		out[2] = CStringGetTextDatum(psprintf("timeline %u", GetWALInsertionTimeLine()));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+
+	/* the scheduler */
+	if (snap.scheduler_pid == 0)
+		status = "down";
+	else if (snap.scheduler_role == HS_ROLE_PRIMARY &&
+			 now - snap.last_tick > 10 * (int64) Max(hs_scheduler_naptime, 1000) * 1000)
+		status = "stalled";
+	else
+		status = "ok";
+	if (snap.scheduler_role == HS_ROLE_PRIMARY)
+		detail = psprintf("primary since %s, pid %d, epoch %d, last round %s",
+						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid,
+						  snap.epoch, pstrdup(timestamptz_to_str(snap.last_tick)));
+	else
+		detail = psprintf("%s since %s, pid %d",
+						  role_names[snap.scheduler_role],
+						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid);
+	out[0] = CStringGetTextDatum("scheduler");
+	out[1] = CStringGetTextDatum(status);
+	out[2] = CStringGetTextDatum(detail);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+
+	/* the executors */
+	out[0] = CStringGetTextDatum("executors");
+	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "ok");
+	out[2] = CStringGetTextDatum(psprintf("%d running (%d busy) of hasched.max_executors = %d",
+										  live, busy, hs_max_executors));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	return (Datum) 0;
+}
+
+Datum
+hasched_executors(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < hs_max_executors; i++)
+	{
+		HsExecutorSlot s;
+		Datum		out[5];
+		bool		nulls[5] = {false};
+
+		SpinLockAcquire(&hs_shared->mutex);
+		s = hs_executors[i];
+		SpinLockRelease(&hs_shared->mutex);
+		out[0] = Int32GetDatum(i);
+		out[1] = Int32GetDatum(s.pid);
+		out[2] = CStringGetTextDatum(exec_state_names[s.state]);
+		if (s.state == HS_EXEC_BUSY)
+			out[3] = Int64GetDatum(s.job_id);
+		else
+			nulls[3] = true;
+		if (s.since)
+			out[4] = TimestampTzGetDatum(s.since);
+		else
+			nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* claim_cursors(): the claim cursors in this server's shared memory. */
+Datum
+hasched_claim_cursors(PG_FUNCTION_ARGS)
+{
+	InitMaterializedSRF(fcinfo, 0);
+	hs_claim_cursors_report((ReturnSetInfo *) fcinfo->resultinfo);
+	return (Datum) 0;
+}
+
+/* set_mode(): wake the scheduler and an executor when the mode commits. */
+Datum
+hasched_wake_workers(PG_FUNCTION_ARGS)
+{
+	hs_note_claimable(GetCurrentTimestamp());
+	hs_wake_scheduler_at_commit();
+	PG_RETURN_VOID();
+}
+
+Datum
+hasched_priority_value(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT16(hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(0))));
+}
+
+Datum
+hasched_backoff_delay(PG_FUNCTION_ARGS)
+{
+	int32		attempt = PG_GETARG_INT32(0);
+	Interval   *base = PG_GETARG_INTERVAL_P(1);
+	Interval   *cap = PG_GETARG_INTERVAL_P(2);
+	float8		jitter = PG_GETARG_FLOAT8(3);
+	Interval   *result;
+	int64		base_usec = hs_interval_usec(base);
+	int64		cap_usec = hs_interval_usec(cap);
+
+	if (attempt < 1)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("attempt must be at least 1, not %d", attempt)));
+	if (base_usec <= 0 || cap_usec < base_usec)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("backoff base must be positive and no larger than the cap"),
+				 errdetail("base %lld us, cap %lld us.", (long long) base_usec, (long long) cap_usec)));
+	if (isnan(jitter) || jitter < 0 || jitter > 1)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("jitter must be between 0 and 1, not %g", jitter)));
+
+	result = palloc0(sizeof(Interval));
+	result->time = hs_backoff_usec(attempt, base_usec, cap_usec, jitter);
+	PG_RETURN_INTERVAL_P(result);
+}
+
+Datum
+hasched_tenant_visible(PG_FUNCTION_ARGS)
+{
+	Name		tenant = PG_GETARG_NAME(0);
+
+	PG_RETURN_BOOL(hs_role_visible(GetUserId(), NameStr(*tenant)));
+}

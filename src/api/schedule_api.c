@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * schedule_api.c
+ *		SQL functions for periodic jobs: schedule, unschedule, schedule_next.
+ *		Thin: read and check the arguments, refuse on a standby, then one
+ *		call into core (schedule.c) as the extension owner.
+ *
+ * IDENTIFICATION
+ *		src/api/schedule_api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "common/cron.h"
+#include "core/hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_schedule);
+PG_FUNCTION_INFO_V1(hasched_unschedule);
+PG_FUNCTION_INFO_V1(hasched_schedule_next);
+
+Datum
+hasched_schedule_next(PG_FUNCTION_ARGS)
+{
+	char	   *spec = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *zone = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	TimestampTz after = PG_GETARG_TIMESTAMPTZ(2);
+	CronSpec	cs;
+	TimestampTz next;
+
+	hs_parse_spec(spec, &cs);
+	next = hs_schedule_next_time(&cs, hs_find_timezone(zone), after);
+	if (TIMESTAMP_IS_NOEND(next))
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(next);
+}
+
+static const char *
+check_choice(const char *what, const char *value, const char *const *choices)
+{
+	for (int i = 0; choices[i]; i++)
+		if (strcmp(value, choices[i]) == 0)
+			return value;
+	ereport(ERROR,
+			(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+			 errmsg("invalid %s policy \"%s\"", what, value),
+			 errhint("Use %s.", strcmp(what, "misfire") == 0 ?
+					 "skip or run_once" : "skip, queue or allow")));
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * schedule(name, spec, queue, payload, priority, timezone, misfire, overlap,
+ *			tenant, replace) returns the next run.
+ */
+Datum
+hasched_schedule(PG_FUNCTION_ARGS)
+{
+	static const char *const misfires[] = {"skip", "run_once", NULL};
+	static const char *const overlaps[] = {"skip", "queue", "allow", NULL};
+	Oid			caller = GetUserId();
+	char	   *name;
+	char	   *spec;
+	char	   *queue;
+	char	   *zone;
+	char	   *tenant;
+	const char *misfire;
+	const char *overlap;
+	bool		replace;
+	int			priority;
+	CronSpec	cs;
+	TimestampTz next;
+	HsPrivileged priv;
+
+	for (int i = 0; i < 8; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("name, spec, queue, payload, priority, timezone, misfire and overlap must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	spec = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	queue = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	zone = text_to_cstring(PG_GETARG_TEXT_PP(5));
+	hs_check_text_arg("schedule name", name, HS_QUEUE_NAME_MAX - 1);
+	if (strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") != strlen(name))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("invalid schedule name \"%s\"", name),
+				 errhint("Use letters, digits and _ . : - only.")));
+	hs_parse_spec(spec, &cs);
+	priority = hs_priority_arg(text_to_cstring(PG_GETARG_TEXT_PP(4)));
+	misfire = check_choice("misfire", text_to_cstring(PG_GETARG_TEXT_PP(6)), misfires);
+	overlap = check_choice("overlap", text_to_cstring(PG_GETARG_TEXT_PP(7)), overlaps);
+	replace = PG_ARGISNULL(9) ? false : PG_GETARG_BOOL(9);
+	tenant = PG_ARGISNULL(8) ? NULL : pstrdup(NameStr(*PG_GETARG_NAME(8)));
+	if (tenant == NULL)
+		tenant = (hs_tenant && hs_tenant[0]) ? pstrdup(hs_tenant) :
+			GetUserNameFromId(caller, false);
+	if (!OidIsValid(get_role_oid(tenant, true)))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
+				 errmsg("tenant \"%s\" does not exist", tenant)));
+	if (!hs_role_visible(caller, tenant))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to schedule jobs for tenant \"%s\"", tenant)));
+	next = hs_schedule_next_time(&cs, hs_find_timezone(zone), GetCurrentTimestamp());
+	if (TIMESTAMP_IS_NOEND(next))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_SCHEDULE),
+				 errmsg("schedule \"%s\" never fires", spec),
+				 errhint("Check the day and month fields, e.g. February has no 30th.")));
+	hs_require_primary("create schedules");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	next = hs_schedule_save(name, spec, zone, queue, PG_GETARG_DATUM(3), (int16) priority,
+							tenant, misfire, overlap, replace, next, caller);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	hs_wake_scheduler_at_commit();
+	PG_RETURN_TIMESTAMPTZ(next);
+}
+
+Datum
+hasched_unschedule(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *name;
+	HsPrivileged priv;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("name must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	hs_require_primary("remove schedules");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	hs_schedule_delete(name, caller);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,314 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_api.c
+ *		SQL functions of workers (the pull API): claim, heartbeat, complete,
+ *		fail; and requeue_expired for administrators.  Thin: read and check
+ *		the arguments, refuse on a standby, then one call into core
+ *		(claim.c, job_state.c) as the extension owner.
+ *
+ * IDENTIFICATION
+ *		src/api/worker_api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "core/hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_claim);
+PG_FUNCTION_INFO_V1(hasched_heartbeat);
+PG_FUNCTION_INFO_V1(hasched_complete);
+PG_FUNCTION_INFO_V1(hasched_complete_many);
+PG_FUNCTION_INFO_V1(hasched_fail);
+PG_FUNCTION_INFO_V1(hasched_requeue_expired);
+
+#define MAX_CLAIM_BATCH		10000
+
+Datum
+hasched_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *queue;
+	char	   *worker;
+	int32		max_jobs;
+	Interval   *lease = NULL;
+	HsPrivileged priv;
+	uint64		total;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("queue, worker and max_jobs must not be null")));
+	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	max_jobs = PG_GETARG_INT32(2);
+	hs_check_text_arg("worker", worker, 200);
+	if (max_jobs < 1 || max_jobs > MAX_CLAIM_BATCH)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("max_jobs must be between 1 and %d, not %d", MAX_CLAIM_BATCH, max_jobs)));
+	if (!PG_ARGISNULL(3))
+	{
+		lease = PG_GETARG_INTERVAL_P(3);
+		if (hs_interval_usec(lease) <= 0)
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("lease must be positive")));
+	}
+	hs_require_primary("claim jobs");
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+
+	total = hs_claim_jobs(queue, worker, max_jobs, lease, "pull", false);
+	for (uint64 i = 0; i < total; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		out[8];
+		bool		nulls[8] = {false};
+		bool		isnull;
+		int32		epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		int32		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		int64		lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+
+		out[0] = SPI_getbinval(tup, desc, 1, &isnull);
+		out[1] = CStringGetTextDatum(hs_format_token(epoch, attempt, lease_id));
+		out[2] = SPI_getbinval(tup, desc, 5, &isnull);
+		out[3] = Int32GetDatum(attempt);
+		out[4] = SPI_getbinval(tup, desc, 6, &isnull);
+		out[5] = SPI_getbinval(tup, desc, 7, &isnull);
+		out[6] = SPI_getbinval(tup, desc, 8, &isnull);
+		out[7] = SPI_getbinval(tup, desc, 9, &isnull);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	return (Datum) 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Reports from workers: heartbeat, complete, fail
+ * ------------------------------------------------------------------------ */
+
+static void
+read_lease(FunctionCallInfo fcinfo, HsLease *lease)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("job_id and token must not be null")));
+	lease->job_id = PG_GETARG_INT64(0);
+	lease->token = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!hs_token_parse(lease->token, &lease->epoch, &lease->attempt, &lease->lease_id))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("malformed lease token \"%s\"", lease->token),
+				 errhint("Pass the token that claim() returned with the job, of the form epoch:attempt:lease.")));
+}
+
+Datum
+hasched_heartbeat(PG_FUNCTION_ARGS)
+{
+	HsLease		lease;
+	HsPrivileged priv;
+	TimestampTz until;
+
+	read_lease(fcinfo, &lease);
+	if (!PG_ARGISNULL(2) && hs_interval_usec(PG_GETARG_INTERVAL_P(2)) <= 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("lease must be positive")));
+	hs_require_primary("record a heartbeat");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	until = hs_report_heartbeat(&lease, PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+								PG_ARGISNULL(2));
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_TIMESTAMPTZ(until);
+}
+
+Datum
+hasched_complete(PG_FUNCTION_ARGS)
+{
+	HsLease		lease;
+	HsPrivileged priv;
+
+	read_lease(fcinfo, &lease);
+	hs_require_primary("complete a job");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	if (!hs_report_complete(&lease, PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+							PG_ARGISNULL(2)))
+		hs_stale_lease(&lease, "completion");
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_VOID();
+}
+
+/*
+ * complete(job_ids[], tokens[], results[]): record many successes in one
+ * statement.  All or nothing: if any token is stale, none is recorded and
+ * the error names the stale jobs, so the worker can complete the others
+ * one by one.
+ */
+Datum
+hasched_complete_many(PG_FUNCTION_ARGS)
+{
+	HsPrivileged priv;
+	ArrayType  *ids_arr;
+	ArrayType  *tok_arr;
+	Datum	   *ids;
+	Datum	   *toks;
+	bool	   *id_nulls;
+	bool	   *tok_nulls;
+	int			n;
+	int			ntok;
+	Datum	   *epochs;
+	Datum	   *attempts;
+	Datum	   *leases;
+	uint64		done;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("job_ids and tokens must not be null")));
+	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
+	tok_arr = PG_GETARG_ARRAYTYPE_P(1);
+	deconstruct_array(ids_arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
+	deconstruct_array(tok_arr, TEXTOID, -1, false, TYPALIGN_INT, &toks, &tok_nulls, &ntok);
+	if (n != ntok)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("%d job ids given with %d tokens", n, ntok),
+				 errhint("Pass the job ids and tokens that claim() returned, in pairs.")));
+	if (!PG_ARGISNULL(2) && ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(2)),
+										   ARR_DIMS(PG_GETARG_ARRAYTYPE_P(2))) != n)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("results must have one element per job id, or be null")));
+	epochs = palloc(sizeof(Datum) * (n + 1));
+	attempts = palloc(sizeof(Datum) * (n + 1));
+	leases = palloc(sizeof(Datum) * (n + 1));
+	for (int i = 0; i < n; i++)
+	{
+		int32		e,
+					a;
+		int64		l;
+		char	   *t;
+
+		if (id_nulls[i] || tok_nulls[i])
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("job id and token %d must not be null", i + 1)));
+		t = TextDatumGetCString(toks[i]);
+		if (!hs_token_parse(t, &e, &a, &l))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("malformed lease token \"%s\"", t),
+					 errhint("Pass the token that claim() returned with the job, of the form epoch:attempt:lease.")));
+		epochs[i] = Int32GetDatum(e);
+		attempts[i] = Int32GetDatum(a);
+		leases[i] = Int64GetDatum(l);
+	}
+	hs_require_primary("complete jobs");
+	if (n == 0)
+		PG_RETURN_INT32(0);
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	done = hs_report_complete_many(n, ids, epochs, attempts, leases,
+								   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+								   PG_ARGISNULL(2));
+	if (done < (uint64) n)
+	{
+		/* name the stale ones (not among those recorded); the error rolls back the others */
+		StringInfoData stale;
+		int			nstale = 0;
+
+		initStringInfo(&stale);
+		for (int i = 0; i < n; i++)
+		{
+			int64		id = DatumGetInt64(ids[i]);
+			bool		recorded = false;
+
+			for (uint64 k = 0; k < done && !recorded; k++)
+			{
+				bool		isnull;
+
+				recorded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+													   SPI_tuptable->tupdesc, 1, &isnull)) == id;
+			}
+			if (!recorded && nstale++ < 20)
+				appendStringInfo(&stale, "%s%lld", stale.len ? ", " : "", (long long) id);
+		}
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_STALE_LEASE),
+				 errmsg("stale lease tokens for %d of %d jobs", n - (int) done, n),
+				 errdetail("Jobs with a stale token: %s%s. Nothing was recorded.",
+						   stale.data, nstale > 20 ? ", ..." : ""),
+				 errhint("Complete the other jobs again without those; their leases expired, or they were cancelled or given to another worker.")));
+	}
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_INT32((int32) done);
+}
+
+Datum
+hasched_fail(PG_FUNCTION_ARGS)
+{
+	HsLease		lease;
+	HsPrivileged priv;
+	char	   *error;
+	bool		retry;
+	Datum		state;
+
+	read_lease(fcinfo, &lease);
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("error must not be null"),
+				 errhint("Say why the attempt failed; it is kept in last_error and the run history.")));
+	error = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	retry = PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3);
+	hs_require_primary("fail a job");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	state = hs_report_fail(&lease, error, retry);
+	if (state == (Datum) 0)
+		hs_stale_lease(&lease, "failure");
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_DATUM(state);
+}
+
+Datum
+hasched_requeue_expired(PG_FUNCTION_ARGS)
+{
+	HsPrivileged priv;
+	uint64		n;
+
+	hs_require_primary("requeue expired leases");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	n = hs_requeue_expired();
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_INT32((int32) n);
+}

@@ -1,0 +1,644 @@
+/*-------------------------------------------------------------------------
+ *
+ * job_state.c
+ *		The job state machine: the table of allowed transitions, the trigger
+ *		that enforces it on every write of hasched.job, and every statement
+ *		of hasched that changes a job's state (lease, complete, fail, expire,
+ *		retry after a failover or a lost executor, cancel, retry).
+ *
+ * An attempt ends in one of two ways: success (complete), or a failed
+ * attempt that either retries (state failed, run_at after a backoff or
+ * now) or, with its attempts spent or no retry wanted, goes dead.  The
+ * second is written once, in end_attempt_sql(), and used by fail(), by the
+ * expiry of leases, and by the scheduler for attempts whose process went
+ * away (a failover, an executor that exited).
+ *
+ * IDENTIFICATION
+ *		src/core/job_state.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/rel.h"
+
+#include "core/hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_job_state_trigger);
+
+static const char *const state_names[HS_NUM_STATES] = {
+	"scheduled", "pending", "running", "dispatched",
+	"succeeded", "failed", "dead", "cancelled"
+};
+
+/*
+ * allowed[from][to].  Waiting states (scheduled, pending, failed) lead to
+ * running (leased), dispatched (sent to a broker) or cancelled; a lease
+ * ends in succeeded, failed (another attempt after backoff), dead or
+ * cancelled; retry() brings dead and cancelled jobs back; succeeded is
+ * final.
+ */
+static const bool allowed[HS_NUM_STATES][HS_NUM_STATES] = {
+	/* to:           sched  pend   run    disp   succ   fail   dead   canc */
+	/* scheduled */ {false, true, true, true, false, false, false, true},
+	/* pending   */ {true, false, true, true, false, false, false, true},
+	/* running   */ {false, false, false, false, true, true, true, true},
+	/* dispatched */ {false, true, true, false, true, true, true, true},
+	/* succeeded */ {false, false, false, false, false, false, false, false},
+	/* failed    */ {false, true, true, true, false, false, false, true},
+	/* dead      */ {false, true, false, false, false, false, false, false},
+	/* cancelled */ {false, true, false, false, false, false, false, false},
+};
+
+const char *
+hs_state_name(HsJobState state)
+{
+	Assert(state >= 0 && state < HS_NUM_STATES);
+	return state_names[state];
+}
+
+HsJobState
+hs_state_from_name(const char *name)
+{
+	for (int i = 0; i < HS_NUM_STATES; i++)
+		if (strcmp(name, state_names[i]) == 0)
+			return (HsJobState) i;
+	elog(ERROR, "unknown job state \"%s\"", name);
+	return HS_STATE_PENDING;	/* keep compiler quiet */
+}
+
+bool
+hs_transition_allowed(HsJobState from, HsJobState to)
+{
+	return allowed[from][to];
+}
+
+/* Waiting states are the ones in the claim index. */
+bool
+hs_state_is_waiting(HsJobState state)
+{
+	return state == HS_STATE_SCHEDULED || state == HS_STATE_PENDING ||
+		state == HS_STATE_FAILED;
+}
+
+/* ------------------------------------------------------------------------
+ * The state trigger
+ * ------------------------------------------------------------------------ */
+
+/* enum OIDs of hasched.job_state, looked up once per type OID */
+static Oid	state_type_oid = InvalidOid;
+static Oid	state_oids[HS_NUM_STATES];
+
+static HsJobState
+state_from_datum(Oid typoid, Datum value)
+{
+	Oid			oid = DatumGetObjectId(value);
+
+	if (typoid != state_type_oid)
+	{
+		for (int i = 0; i < HS_NUM_STATES; i++)
+			state_oids[i] = DatumGetObjectId(DirectFunctionCall2(enum_in,
+																 CStringGetDatum(state_names[i]),
+																 ObjectIdGetDatum(typoid)));
+		state_type_oid = typoid;
+	}
+	for (int i = 0; i < HS_NUM_STATES; i++)
+		if (state_oids[i] == oid)
+			return (HsJobState) i;
+	elog(ERROR, "unknown job state OID %u", oid);
+	return HS_STATE_PENDING;	/* keep compiler quiet */
+}
+
+/* The ranges a job's numbers must keep (CHECK constraints, done here). */
+static void
+check_job_ranges(TupleDesc tupdesc, HeapTuple tup)
+{
+	bool		isnull;
+	int16		priority = DatumGetInt16(heap_getattr(tup, SPI_fnumber(tupdesc, "priority"), tupdesc, &isnull));
+	int32		attempt = DatumGetInt32(heap_getattr(tup, SPI_fnumber(tupdesc, "attempt"), tupdesc, &isnull));
+	int32		max_attempts = DatumGetInt32(heap_getattr(tup, SPI_fnumber(tupdesc, "max_attempts"), tupdesc, &isnull));
+	Interval   *timeout = DatumGetIntervalP(heap_getattr(tup, SPI_fnumber(tupdesc, "timeout"), tupdesc, &isnull));
+
+	if (priority < HS_PRIORITY_MIN || priority > HS_PRIORITY_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("job priority %d is out of range 0..9", priority)));
+	if (attempt < 0 || max_attempts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("job attempt must be at least 0 and max_attempts at least 1, not %d and %d",
+						attempt, max_attempts)));
+	if (isnull || hs_interval_usec(timeout) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("job timeout must be positive")));
+}
+
+Datum
+hasched_job_state_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	tupdesc;
+	HeapTuple	newtup;
+	int			state_att;
+	int			run_at_att;
+	int			id_att;
+	bool		isnull;
+	HsJobState	to;
+	bool		becomes_claimable;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "hasched_job_state_trigger: must be fired before, for each row");
+
+	tupdesc = trigdata->tg_relation->rd_att;
+	state_att = SPI_fnumber(tupdesc, "state");
+	run_at_att = SPI_fnumber(tupdesc, "run_at");
+	id_att = SPI_fnumber(tupdesc, "id");
+	if (state_att <= 0 || run_at_att <= 0 || id_att <= 0)
+		elog(ERROR, "hasched_job_state_trigger: table has no state, run_at or id column");
+
+	newtup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+
+	to = state_from_datum(TupleDescAttr(tupdesc, state_att - 1)->atttypid,
+						  heap_getattr(newtup, state_att, tupdesc, &isnull));
+	check_job_ranges(tupdesc, newtup);
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	{
+		if (to != HS_STATE_SCHEDULED && to != HS_STATE_PENDING)
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_TRANSITION),
+					 errmsg("a new job cannot start in state %s", hs_state_name(to)),
+					 errhint("Submit jobs with hasched.submit(); they start scheduled or pending.")));
+		becomes_claimable = true;
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		HeapTuple	oldtup = trigdata->tg_trigtuple;
+		HsJobState	from;
+		bool		run_at_changed;
+		Datum		old_run_at;
+		Datum		new_run_at;
+
+		from = state_from_datum(TupleDescAttr(tupdesc, state_att - 1)->atttypid,
+								heap_getattr(oldtup, state_att, tupdesc, &isnull));
+		if (from != to && !hs_transition_allowed(from, to))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_TRANSITION),
+					 errmsg("job %lld cannot go from %s to %s",
+							(long long) DatumGetInt64(heap_getattr(oldtup, id_att, tupdesc, &isnull)),
+							hs_state_name(from), hs_state_name(to)),
+					 errdetail("That transition is not in the hasched job state machine.")));
+
+		old_run_at = heap_getattr(oldtup, run_at_att, tupdesc, &isnull);
+		new_run_at = heap_getattr(newtup, run_at_att, tupdesc, &isnull);
+		run_at_changed = DatumGetTimestampTz(old_run_at) != DatumGetTimestampTz(new_run_at);
+		becomes_claimable = hs_state_is_waiting(to) &&
+			(!hs_state_is_waiting(from) || run_at_changed);
+	}
+	else
+		elog(ERROR, "hasched_job_state_trigger: must be fired for INSERT or UPDATE");
+
+	/*
+	 * A job that becomes claimable: register this transaction as a writer
+	 * first, then make sure run_at is not before now.  Claim cursors rely
+	 * on both (see claim.c).
+	 */
+	if (becomes_claimable)
+	{
+		TimestampTz run_at;
+		TimestampTz now;
+
+		hs_writer_note();
+		now = GetCurrentTimestamp();
+		run_at = DatumGetTimestampTz(heap_getattr(newtup, run_at_att, tupdesc, &isnull));
+		if (run_at < now)
+		{
+			int			cols[1] = {run_at_att};
+			Datum		vals[1] = {TimestampTzGetDatum(now)};
+			bool		nulls[1] = {false};
+
+			newtup = heap_modify_tuple_by_cols(newtup, tupdesc, 1, cols, vals, nulls);
+			run_at = now;
+		}
+		hs_note_claimable(run_at);
+	}
+
+	return PointerGetDatum(newtup);
+}
+
+/* ------------------------------------------------------------------------
+ * Leasing: the claim's UPDATE of the rows it picked (claim.c builds the
+ * rest of the statement around it)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * The UPDATE that leases the rows whose ctids the CTE "c" holds.  Its
+ * parameters: $2 now, $4 lease, $5 worker, $6 whether the lease also covers
+ * the job's timeout.
+ */
+const char *
+hs_lease_update_sql(void)
+{
+	return "UPDATE hasched.job j"
+		" SET state = 'running', attempt = j.attempt + 1,"
+		" epoch = (SELECT max(e.epoch) FROM hasched.epoch e),"
+		" lease_id = nextval('hasched.lease_id_seq'),"
+		" lease_until = $2 + $4 + CASE WHEN $6 THEN j.timeout ELSE interval '0' END,"
+		" worker = $5, started_at = $2,"
+		" finished_at = NULL"
+		" WHERE j.ctid = ANY (ARRAY(SELECT c.ctid FROM c))"
+		" RETURNING j.id, j.epoch, j.attempt, j.lease_id, j.payload,"
+		" j.priority, j.tenant, j.timeout, j.lease_until, j.run_at, j.owner";
+}
+
+/* ------------------------------------------------------------------------
+ * Reports on a lease: heartbeat, complete, fail
+ * ------------------------------------------------------------------------ */
+
+static void
+lease_params(const HsLease *lease, Datum *values)
+{
+	values[0] = Int64GetDatum(lease->job_id);
+	values[1] = Int32GetDatum(lease->epoch);
+	values[2] = Int32GetDatum(lease->attempt);
+	values[3] = Int64GetDatum(lease->lease_id);
+}
+
+/*
+ * The row of a lease: found by id (the primary key).  The state is compared
+ * as text so that the planner cannot use job_active_idx, the partial index
+ * of running jobs, instead: after an ANALYZE that saw no running job it
+ * would, and walk every running job (and, under an old snapshot, every dead
+ * entry) for each report.
+ */
+#define LEASE_MATCH \
+	" id = $1 AND state::text = 'running' AND epoch = $2 AND attempt = $3 AND lease_id = $4"
+
+/*
+ * Called when a report matched no row: say why, and change nothing.  The
+ * current lease token is not shown: it is what would let another worker
+ * report for the job.
+ */
+void
+hs_stale_lease(const HsLease *lease, const char *what)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1", 1, types);
+	}
+	values[0] = Int64GetDatum(lease->job_id);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading job failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_JOB),
+				 errmsg("job %lld does not exist", (long long) lease->job_id)));
+	ereport(ERROR,
+			(errcode(HS_ERRCODE_STALE_LEASE),
+			 errmsg("stale lease token %s for job %lld", lease->token, (long long) lease->job_id),
+			 errdetail("The job is %s and that token is not its current lease; the %s was not recorded.",
+					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), what),
+			 errhint("The lease expired, or the job was cancelled or given to another worker: drop this attempt's result.")));
+}
+
+/*
+ * Extend the lease to lease_iv from now (lease_null: the queue's lease).
+ * Returns the new end; a stale lease is an error.  Inside SPI, as the owner.
+ */
+TimestampTz
+hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, INTERVALOID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET lease_until = clock_timestamp() +"
+						  " coalesce($5, (SELECT q.lease FROM hasched.queue q WHERE q.name = j.queue),"
+						  " interval '30 seconds')"
+						  " WHERE" LEASE_MATCH " RETURNING lease_until", 5, types);
+	}
+	lease_params(lease, values);
+	if (lease_null)
+		nulls[4] = 'n';
+	else
+		values[4] = lease_iv;
+	if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "hasched: heartbeat failed");
+	if (SPI_processed == 0)
+		hs_stale_lease(lease, "heartbeat");
+	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Record the success of the lease's attempt; false when the lease is not
+ * the job's current one (nothing changed).  Inside SPI, as the owner.
+ */
+bool
+hs_report_complete(const HsLease *lease, Datum result, bool result_null)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, JSONBOID};
+
+		plan = hs_prepare("UPDATE hasched.job"
+						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
+						  " result = $5, lease_until = NULL, last_error = NULL"
+						  " WHERE" LEASE_MATCH, 5, types);
+	}
+	lease_params(lease, values);
+	values[4] = result;
+	if (result_null)
+		nulls[4] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: complete failed");
+	return SPI_processed > 0;
+}
+
+/*
+ * Record the success of n leases in one statement.  Returns how many
+ * matched their job's current lease; the ids of those are left in
+ * SPI_tuptable (column 1).  results: a jsonb[] with one element per job, or
+ * results_null.  Inside SPI, as the owner.
+ */
+uint64
+hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
+						Datum *leases, Datum results, bool results_null)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID};
+
+		plan = hs_prepare("WITH i AS (SELECT * FROM unnest($1, $2, $3, $4, $5)"
+						  "   AS i (id, epoch, attempt, lease_id, result))"
+						  " UPDATE hasched.job j"
+						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
+						  " result = i.result, lease_until = NULL, last_error = NULL"
+						  " FROM i WHERE j.id = i.id AND j.state::text = 'running' AND j.epoch = i.epoch"
+						  " AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
+						  " RETURNING j.id", 5, types);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(leases, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (results_null)
+		nulls[4] = 'n';
+	else
+		values[4] = results;
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "hasched: complete failed");
+	return SPI_processed;
+}
+
+/*
+ * The one statement that ends attempts as failed: another attempt while
+ * attempts remain and `retry` holds (after a backoff when `backoff`, else
+ * due now), otherwise dead; a run row records each ended attempt with
+ * `outcome`.  filter selects the rows (alias j); retry and error are SQL
+ * expressions.  Returns the statement's text; the new states come back as
+ * its rows.
+ */
+static char *
+end_attempt_sql(const char *filter, const char *retry, const char *error,
+				const char *outcome, bool backoff)
+{
+	const char *again = psprintf("(%s) AND j.attempt < j.max_attempts", retry);
+
+	return psprintf("WITH u AS (UPDATE hasched.job j SET"
+					" state = CASE WHEN %s"
+					"   THEN 'failed'::hasched.job_state ELSE 'dead'::hasched.job_state END,"
+					" run_at = CASE WHEN %s THEN %s ELSE j.run_at END,"
+					" finished_at = CASE WHEN %s THEN NULL ELSE clock_timestamp() END,"
+					" last_error = %s, lease_until = NULL"
+					" WHERE %s"
+					" RETURNING j.id, j.attempt, j.epoch, j.lease_id, j.worker, j.started_at,"
+					" j.state, j.last_error)"
+					" INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id, worker,"
+					" started_at, outcome, error)"
+					" SELECT id, attempt, epoch, lease_id, worker, started_at, %s, last_error FROM u"
+					" RETURNING (SELECT u.state FROM u WHERE u.id = job_id)",
+					again, again,
+					backoff ?
+					"clock_timestamp() + hasched.backoff_delay(j.attempt,"
+					" coalesce((SELECT q.backoff_base FROM hasched.queue q WHERE q.name = j.queue), interval '1 second'),"
+					" coalesce((SELECT q.backoff_max FROM hasched.queue q WHERE q.name = j.queue), interval '1 hour'),"
+					" random())" : "clock_timestamp()",
+					again, error, filter, quote_literal_cstr(outcome));
+}
+
+/*
+ * Record a failed attempt of the lease: retried after backoff (when retry
+ * and attempts remain) or dead.  Returns the new state (an enum Datum), or
+ * (Datum) 0 when the lease is not the job's current one.
+ */
+Datum
+hs_report_fail(const HsLease *lease, const char *error, bool retry)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[6];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[6] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID, BOOLOID};
+
+		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state::text = 'running' AND j.epoch = $2"
+										  " AND j.attempt = $3 AND j.lease_id = $4",
+										  "$6", "$5", "failed", true),
+						  6, types);
+	}
+	lease_params(lease, values);
+	values[4] = CStringGetTextDatum(error);
+	values[5] = BoolGetDatum(retry);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: fail failed");
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/* Running jobs whose lease has ended: failed attempts.  Returns how many. */
+uint64
+hs_requeue_expired(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL)
+		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
+										  " WHERE x.state = 'running'"
+										  " AND x.lease_until < clock_timestamp()"
+										  " FOR UPDATE SKIP LOCKED))",
+										  "true",
+										  "'lease expired at ' || j.lease_until::text",
+										  "lease_expired", true),
+						  0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: requeue failed");
+	return SPI_processed;
+}
+
+/*
+ * End the attempts that filter selects (running jobs whose process went
+ * away: a failover, an executor that exited) and make them due now: the
+ * attempt counts, but it did not fail on its own, so there is no backoff.
+ */
+uint64
+hs_end_attempts_now(const char *filter, const char *why, const char *outcome)
+{
+	if (SPI_execute(end_attempt_sql(filter, "true", quote_literal_cstr(why), outcome, false),
+					false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: retrying jobs failed");
+	return SPI_processed;
+}
+
+/* ------------------------------------------------------------------------
+ * cancel() and retry()
+ * ------------------------------------------------------------------------ */
+
+typedef struct JobRow
+{
+	HsJobState	state;
+	char	   *queue;
+} JobRow;
+
+/*
+ * Read a job the caller may act on, locked; as "does not exist" when it is
+ * another tenant's, so that job ids of other tenants reveal nothing.
+ */
+static void
+read_own_job(int64 job_id, Oid caller, JobRow *row)
+{
+	static SPIPlanPtr peek_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	Datum		values[1];
+	char	   *tenant;
+
+	if (peek_plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		peek_plan = hs_prepare("SELECT tenant::text, queue FROM hasched.job WHERE id = $1",
+							   1, types);
+		lock_plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1 FOR UPDATE",
+							   1, types);
+	}
+	values[0] = Int64GetDatum(job_id);
+	if (SPI_execute_plan(peek_plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading job failed");
+	tenant = SPI_processed == 1 ?
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+	if (tenant == NULL || !hs_role_visible(caller, tenant))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_JOB),
+				 errmsg("job %lld does not exist", (long long) job_id),
+				 errhint("You see the jobs of the tenants whose role you are a member of.")));
+	row->queue = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+	/* locking a waiting job: a rollback must rewind the claim cursors */
+	hs_claim_note_locked(row->queue);
+	if (SPI_execute_plan(lock_plan, values, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "hasched: locking job %lld failed", (long long) job_id);
+	row->state = hs_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1));
+}
+
+/*
+ * cancel(): a waiting job is cancelled; a running one too, and its executor
+ * is told to stop when this transaction commits.  False when the job had
+ * already finished.  Inside SPI, as the owner.
+ */
+bool
+hs_cancel_job(int64 job_id, Oid caller)
+{
+	static SPIPlanPtr plan = NULL;
+	JobRow		row;
+	Datum		values[2];
+
+	read_own_job(job_id, caller, &row);
+	if (!hs_transition_allowed(row.state, HS_STATE_CANCELLED))
+		return false;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, BOOLOID};
+
+		plan = hs_prepare("WITH u AS (UPDATE hasched.job SET state = 'cancelled',"
+						  " finished_at = clock_timestamp(), lease_until = NULL"
+						  " WHERE id = $1"
+						  " RETURNING id, attempt, epoch, lease_id, worker, started_at)"
+						  " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id,"
+						  " worker, started_at, outcome, error)"
+						  " SELECT id, attempt, epoch, lease_id, worker, started_at,"
+						  " 'cancelled', 'cancelled by ' || session_user FROM u WHERE $2",
+						  2, types);
+	}
+	values[0] = Int64GetDatum(job_id);
+	/* a run row only for an attempt that was under way */
+	values[1] = BoolGetDatum(row.state == HS_STATE_RUNNING ||
+							 row.state == HS_STATE_DISPATCHED);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "hasched: cancelling job %lld failed", (long long) job_id);
+	if (row.state == HS_STATE_RUNNING)
+		hs_executor_cancel_at_commit(job_id);
+	return true;
+}
+
+/* retry(): a dead, failed or cancelled job is pending again, due now. */
+void
+hs_retry_job(int64 job_id, Oid caller)
+{
+	static SPIPlanPtr plan = NULL;
+	JobRow		row;
+	Datum		values[1];
+
+	read_own_job(job_id, caller, &row);
+	if (row.state != HS_STATE_DEAD && row.state != HS_STATE_FAILED &&
+		row.state != HS_STATE_CANCELLED)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_TRANSITION),
+				 errmsg("job %lld is %s; only dead, failed or cancelled jobs can be retried",
+						(long long) job_id, hs_state_name(row.state))));
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = hs_prepare("UPDATE hasched.job SET state = 'pending', run_at = clock_timestamp(),"
+						  " max_attempts = greatest(max_attempts, attempt + 1), finished_at = NULL"
+						  " WHERE id = $1", 1, types);
+	}
+	values[0] = Int64GetDatum(job_id);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "hasched: retrying job %lld failed", (long long) job_id);
+}

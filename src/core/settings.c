@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *		The hasched.* settings (GUCs): their variables, definitions and
+ *		bounds.  Every setting is documented in the README's settings table.
+ *
+ * IDENTIFICATION
+ *		src/core/settings.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/guc.h"
+
+#include "core/hasched.h"
+
+/* GUC variables */
+int			hs_submit_synchronous_commit = 0;	/* index into commit_levels */
+int			hs_max_payload_bytes = 1024 * 1024;
+char	   *hs_default_tier = NULL;
+bool		hs_enforce_quotas = true;
+char	   *hs_tenant = NULL;
+int			hs_max_queues = 1024;
+int			hs_max_tenants = 4096;
+int			hs_claim_rewind_interval = 1000;
+int			hs_quota_shards = 16;
+char	   *hs_database = NULL;
+int			hs_max_executors = 2;
+int			hs_min_executors = 1;
+int			hs_executor_idle_timeout = 60000;
+int			hs_scheduler_naptime = 1000;
+int			hs_misfire_threshold = 5000;
+int			hs_history_retention = 7 * 24 * 3600;
+
+/* The values synchronous_commit accepts, in the order used by the GUC. */
+static const struct config_enum_entry commit_levels[] = {
+	{"on", 0, false},
+	{"remote_apply", 1, false},
+	{"remote_write", 2, false},
+	{"local", 3, false},
+	{"off", 4, false},
+	{NULL, 0, false}
+};
+
+/* Define every hasched.* setting; called once, from _PG_init. */
+/*
+ * The integer settings, defined in one loop.  Each: name, description,
+ * longer description (or NULL), variable, default, minimum, maximum,
+ * context and unit.
+ */
+typedef struct IntSetting
+{
+	const char *name;
+	const char *short_desc;
+	const char *long_desc;
+	int		   *variable;
+	int			boot;
+	int			min;
+	int			max;
+	GucContext	context;
+	int			flags;
+} IntSetting;
+
+static const IntSetting int_settings[] = {
+	{"hasched.max_payload_bytes",
+		"Largest job payload accepted, in bytes.",
+		"Measured on the jsonb value as stored, before compression.",
+		&hs_max_payload_bytes, 1024 * 1024, 1, 256 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE},
+	{"hasched.max_queues",
+		"Number of queues whose claim cursors fit in shared memory.",
+		"Claims on further queues work, without a cursor.",
+		&hs_max_queues, 1024, 16, 1000000, PGC_POSTMASTER, 0},
+	{"hasched.max_tenants",
+		"Number of tenants whose rate-limit buckets fit in shared memory.",
+		"Submits of further tenants are not rate limited (their daily quota still applies).",
+		&hs_max_tenants, 4096, 16, 10000000, PGC_POSTMASTER, 0},
+	{"hasched.claim_rewind_interval",
+		"Shortest time between two claims that rescan a queue from its start.",
+		"A rescan finds jobs whose claim was rolled back by a session outside hasched; it is spaced out further while it is slow.",
+		&hs_claim_rewind_interval, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.quota_shards",
+		"Number of counter rows per tenant and day in hasched.quota_use.",
+		"More shards let more concurrent submits of one tenant proceed without waiting on each other.",
+		&hs_quota_shards, 16, 1, 1024, PGC_SUSET, 0},
+	{"hasched.max_executors",
+		"Most executors (background workers that run SQL jobs) at once.",
+		"Each is a background worker: max_worker_processes must leave room for them and the scheduler.",
+		&hs_max_executors, 2, 0, 64, PGC_POSTMASTER, 0},
+	{"hasched.min_executors",
+		"Executors kept running while any sql queue exists, idle or not.",
+		"Keeping one ready avoids starting a worker for the first job after a quiet spell.",
+		&hs_min_executors, 1, 0, 64, PGC_SIGHUP, 0},
+	{"hasched.executor_idle_timeout",
+		"How long an executor beyond hasched.min_executors stays without work before it exits.",
+		NULL,
+		&hs_executor_idle_timeout, 60000, 0, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.scheduler_naptime",
+		"Longest sleep of the scheduler between two rounds.",
+		"It wakes earlier for due schedules and delayed jobs, and when woken by a submit.",
+		&hs_scheduler_naptime, 1000, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.misfire_threshold",
+		"How late a schedule's run may be before it counts as missed.",
+		"Missed runs follow the schedule's misfire policy (skip, or run once).",
+		&hs_misfire_threshold, 5000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.history_retention",
+		"How long finished jobs, run history and events are kept.",
+		"The scheduler deletes older ones every minute, in batches.",
+		&hs_history_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+};
+
+void
+hs_define_settings(void)
+{
+	DefineCustomEnumVariable("hasched.submit_synchronous_commit",
+							 "Commit level of transactions that submit jobs.",
+							 "submit() and submit_many() set synchronous_commit to this for their transaction, so that a returned submit is durable (and, with synchronous_standby_names, on a standby).",
+							 &hs_submit_synchronous_commit, 0, commit_levels,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hasched.default_tier",
+							   "Tier of tenants that have no row in hasched.tenant.",
+							   NULL,
+							   &hs_default_tier, "free",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("hasched.enforce_quotas",
+							 "Whether submits are counted and checked against tenant quotas and rate limits.",
+							 NULL,
+							 &hs_enforce_quotas, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hasched.tenant",
+							   "Tenant that submit() uses when none is given; empty means the current role.",
+							   "The current role must be a member of the tenant role.",
+							   &hs_tenant, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hasched.database",
+							   "Database whose hasched schema the scheduler and executors serve.",
+							   "hasched must be installed there (CREATE EXTENSION hasched); until it is, the scheduler waits.",
+							   &hs_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	for (int i = 0; i < lengthof(int_settings); i++)
+	{
+		const IntSetting *g = &int_settings[i];
+
+		DefineCustomIntVariable(g->name, g->short_desc, g->long_desc, g->variable,
+								g->boot, g->min, g->max, g->context, g->flags,
+								NULL, NULL, NULL);
+	}
+
+	MarkGUCPrefixReserved("hasched");
+}
+
+/* Make the current transaction commit at hasched.submit_synchronous_commit. */
+void
+hs_force_submit_commit_level(void)
+{
+	(void) set_config_option("synchronous_commit",
+							 commit_levels[hs_submit_synchronous_commit].name,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}

@@ -1,0 +1,259 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *		Helpers of the core layer: running hasched's statements as the
+ *		extension owner, priorities, intervals, tenant visibility, plans,
+ *		argument checks.
+ *
+ * IDENTIFICATION
+ *		src/core/util.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/syscache.h"
+
+#include "core/hasched.h"
+
+/*
+ * The role that owns the hasched schema: the SQL API runs its statements as
+ * that role, after checking what the caller may do.
+ */
+static Oid
+extension_owner(void)
+{
+	Oid			nspid = get_namespace_oid("hasched", false);
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nspid);
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * Become the extension owner with search_path pinned to pg_catalog, until
+ * hs_privileged_leave().  An error in between is cleaned up by the
+ * (sub)transaction abort, which restores both.
+ */
+void
+hs_privileged_enter(HsPrivileged *priv)
+{
+	Oid			owner = extension_owner();
+
+	GetUserIdAndSecContext(&priv->save_userid, &priv->save_sec_context);
+	priv->guc_nest_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	hs_plan_for_queues(GUC_ACTION_SAVE);
+	SetUserIdAndSecContext(owner,
+						   priv->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+hs_privileged_leave(HsPrivileged *priv)
+{
+	SetUserIdAndSecContext(priv->save_userid, priv->save_sec_context);
+	AtEOXact_GUC(true, priv->guc_nest_level);
+}
+
+/*
+ * hasched's statements are planned with sequential scans disabled.  Their
+ * plans are generic and kept for the life of a backend; one made while the
+ * job table was small would scan all of it once it is large (a full scan of
+ * hasched.job per scheduler round was seen in a benchmark).  Every one of
+ * them has an index that fits.  (JIT goes off with it: the cost of a
+ * disabled scan would pass jit_above_cost.)  The executors turn both back to
+ * their reset values around the SQL of jobs.
+ */
+void
+hs_plan_for_queues(GucAction action)
+{
+	(void) set_config_option("enable_seqscan", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
+	/* the disabled scans' costs would otherwise pass jit_above_cost */
+	(void) set_config_option("jit", "off",
+							 PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
+}
+
+/* Refuse a write on a standby with a hint to reach the primary. */
+void
+hs_require_primary(const char *what)
+{
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_NOT_PRIMARY),
+				 errmsg("cannot %s on a standby", what),
+				 errdetail("This server is in recovery; hasched accepts writes only on the primary."),
+				 errhint("Connect to the primary, for example with target_session_attrs=read-write in the connection string.")));
+}
+
+/* ------------------------------------------------------------------------
+ * Priorities
+ * ------------------------------------------------------------------------ */
+
+/* Returns 0..9, or -1 when the text is not a priority. */
+int
+hs_parse_priority(const char *name)
+{
+	const char *p = name;
+	char	   *end;
+	long		v;
+
+	if (pg_strcasecmp(name, "high") == 0)
+		return HS_PRIORITY_HIGH;
+	if (pg_strcasecmp(name, "medium") == 0)
+		return HS_PRIORITY_MEDIUM;
+	if (pg_strcasecmp(name, "low") == 0)
+		return HS_PRIORITY_LOW;
+
+	while (isspace((unsigned char) *p))
+		p++;
+	if (!isdigit((unsigned char) *p))
+		return -1;
+	errno = 0;
+	v = strtol(p, &end, 10);
+	while (isspace((unsigned char) *end))
+		end++;
+	if (errno != 0 || *end != '\0' || v < HS_PRIORITY_MIN || v > HS_PRIORITY_MAX)
+		return -1;
+	return (int) v;
+}
+
+/* A priority argument: its value, or an error naming it. */
+int16
+hs_priority_arg(const char *name)
+{
+	int			p = hs_parse_priority(name);
+
+	if (p < 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_PRIORITY),
+				 errmsg("invalid priority \"%s\"", name),
+				 errhint("Use high, medium, low, or a number from 0 (most urgent) to 9.")));
+	return (int16) p;
+}
+
+/* ------------------------------------------------------------------------
+ * Intervals and tokens
+ * ------------------------------------------------------------------------ */
+
+/* An interval as microseconds; a month counts as 30 days. */
+int64
+hs_interval_usec(const Interval *iv)
+{
+	return iv->time + (int64) iv->day * USECS_PER_DAY +
+		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+}
+
+/* A lease token as text (see src/common/lease_token.c). */
+char *
+hs_format_token(int32 epoch, int32 attempt, int64 lease_id)
+{
+	char		buf[HS_TOKEN_BUFSZ];
+
+	hs_token_format(buf, sizeof(buf), epoch, attempt, lease_id);
+	return pstrdup(buf);
+}
+
+/* ------------------------------------------------------------------------
+ * Tenants
+ * ------------------------------------------------------------------------ */
+
+/*
+ * May roleid see the jobs of tenant?  Yes when it has the privileges of the
+ * tenant role (membership with inheritance, or superuser) or of
+ * hasched_admin.  A tenant whose role was dropped is visible to admins only.
+ */
+bool
+hs_role_visible(Oid roleid, const char *tenant)
+{
+	Oid			tenant_oid = get_role_oid(tenant, true);
+	Oid			admin_oid;
+
+	if (OidIsValid(tenant_oid) && has_privs_of_role(roleid, tenant_oid))
+		return true;
+	admin_oid = get_role_oid("hasched_admin", true);
+	return OidIsValid(admin_oid) && has_privs_of_role(roleid, admin_oid);
+}
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Prepare and keep a plan; the caller caches it in a static.  Plans are
+ * generic: the statements are short and their best plan does not depend on
+ * the values, so planning each execution anew would be wasted.
+ */
+SPIPlanPtr
+hs_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+void
+hs_unknown_queue(const char *queue)
+{
+	ereport(ERROR,
+			(errcode(HS_ERRCODE_UNKNOWN_QUEUE),
+			 errmsg("queue \"%s\" does not exist", queue),
+			 errhint("Create it with INSERT INTO hasched.queue (name) VALUES (%s), or list the queues with SELECT name FROM hasched.queue.",
+					 quote_literal_cstr(queue))));
+}
+
+/* The "sql" string of a payload (a job of an sql queue), or NULL. */
+char *
+hs_payload_sql(Datum payload)
+{
+	Jsonb	   *jb = DatumGetJsonbP(payload);
+	JsonbValue	key;
+	JsonbValue *v;
+
+	key.type = jbvString;
+	key.val.string.val = "sql";
+	key.val.string.len = 3;
+	v = JB_ROOT_IS_OBJECT(jb) ?
+		findJsonbValueFromContainer(&jb->root, JB_FOBJECT, &key) : NULL;
+	if (v == NULL || v->type != jbvString || v->val.string.len == 0)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* Refuse an empty or over-long text argument. */
+void
+hs_check_text_arg(const char *what, const char *value, int maxlen)
+{
+	if (value[0] == '\0')
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("%s must not be empty", what)));
+	if ((int) strlen(value) > maxlen)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("%s is too long (%d bytes)", what, (int) strlen(value)),
+				 errdetail("At most %d bytes are allowed.", maxlen)));
+}

@@ -1,0 +1,41 @@
+/*-------------------------------------------------------------------------
+ *
+ * module.c
+ *		The module's entry: _PG_init, which refuses to load outside
+ *		shared_preload_libraries, defines the settings, installs the shared
+ *		memory hooks and the transaction callbacks, and registers the
+ *		scheduler.
+ *
+ * It lives in the workers' layer because it registers them; it reaches the
+ * core through core/hasched.h only.
+ *
+ * IDENTIFICATION
+ *		src/workers/module.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "workers/worker.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("hasched must be loaded via shared_preload_libraries"),
+				 errhint("Add hasched to shared_preload_libraries in postgresql.conf and restart the server.")));
+
+	hs_define_settings();
+	hs_shmem_install_hooks();
+	hs_xact_callbacks_init();
+	hs_register_scheduler();
+}

@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *		The background workers' layer: the one loop that every hasched
+ *		background worker runs on, its transaction helpers, and the
+ *		workers' entry points.
+ *
+ * Layers: this layer includes src/core/ (and through it src/common/);
+ * nothing outside src/workers/ includes this header.
+ *
+ * IDENTIFICATION
+ *		src/workers/worker.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HS_WORKER_H
+#define HS_WORKER_H
+
+#include "core/hasched.h"
+
+/*
+ * A background worker's loop.  round() does one unit of the worker's work
+ * (in transactions of its own, through hs_xact_begin/hs_xact_end) and
+ * returns how many milliseconds to wait on the latch before the next round,
+ * or -1 to exit.  An error that escapes a round is reported, its
+ * transaction rolled back, after_error() (when set) repairs the worker's
+ * own state, and the loop goes on after error_pause_ms: a bad row never
+ * kills a worker.
+ */
+typedef struct HsWorkerLoop
+{
+	const char *name;
+	long		(*round) (void);
+	void		(*after_error) (void);
+	long		error_pause_ms;
+} HsWorkerLoop;
+
+extern void hs_worker_signals(bool sigint_cancels);
+extern void hs_worker_connect(const char *appname);
+extern void hs_worker_run(const HsWorkerLoop *loop) pg_attribute_noreturn();
+extern void hs_xact_begin(const char *activity);
+extern void hs_xact_end(bool commit);
+
+/* scheduler.c */
+extern void hs_register_scheduler(void);
+
+/* entry points named in BackgroundWorker.bgw_function_name */
+extern PGDLLEXPORT void hasched_scheduler_main(Datum main_arg);
+extern PGDLLEXPORT void hasched_executor_main(Datum main_arg);
+
+#endif							/* HS_WORKER_H */

@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_loop.c
+ *		The loop every hasched background worker runs on: signals, the
+ *		database connection, the latch wait, interrupts, configuration
+ *		reload, error recovery that keeps the process alive, activity
+ *		reporting and the flush of table statistics.
+ *
+ * Statistics: a background worker that never exits must flush its table
+ * statistics itself, or autovacuum never learns of the rows it updated
+ * and deleted.  hs_xact_end() offers a flush after every transaction
+ * (pgstat_report_stat(false) flushes at most once a second), and the loop
+ * never sleeps past the moment a pending flush is due.
+ *
+ * IDENTIFICATION
+ *		src/workers/worker_loop.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+
+#include "workers/worker.h"
+
+/*
+ * Signal handlers: SIGHUP reloads the configuration at the next round,
+ * SIGTERM ends the process (at the next CHECK_FOR_INTERRUPTS), and with
+ * sigint_cancels SIGINT cancels the running statement (the executors: a
+ * cancel() of a running job).
+ */
+void
+hs_worker_signals(bool sigint_cancels)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	if (sigint_cancels)
+		pqsignal(SIGINT, StatementCancelHandler);
+	BackgroundWorkerUnblockSignals();
+}
+
+/*
+ * Connect to hasched.database.  hasched's own writes in a worker (events,
+ * history, job outcomes) commit asynchronously: a lost one means a job runs
+ * again, never that a result is recorded twice.  Its statements plan as
+ * the API's do (hs_plan_for_queues).
+ */
+void
+hs_worker_connect(const char *appname)
+{
+	BackgroundWorkerInitializeConnection(hs_database, NULL, 0);
+	pgstat_report_appname(appname);
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	hs_plan_for_queues(GUC_ACTION_SET);
+}
+
+/* Start a transaction with a snapshot and SPI, reporting the activity. */
+void
+hs_xact_begin(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* End it (commit or roll back), then offer the statistics for a flush. */
+void
+hs_xact_end(bool commit)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	if (commit)
+		CommitTransactionCommand();
+	else
+		AbortCurrentTransaction();
+	(void) pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+hs_worker_run(const HsWorkerLoop *loop)
+{
+	sigjmp_buf	local_sigjmp_buf;
+	MemoryContext round_cxt;
+
+	/* whatever a round allocates outside its transactions lives until the next */
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "hasched worker round",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		/* an error escaped the round: report it, clean up, go on */
+		error_context_stack = NULL;
+		HOLD_INTERRUPTS();
+		disable_all_timeouts(false);
+		QueryCancelPending = false;
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(TopMemoryContext);
+		RESUME_INTERRUPTS();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (loop->after_error)
+			loop->after_error();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 loop->error_pause_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	for (;;)
+	{
+		long		delay;
+		long		stats_due;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		MemoryContextSwitchTo(round_cxt);
+		delay = loop->round();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(round_cxt);
+		if (delay < 0)
+			proc_exit(0);
+
+		/* statistics still pending: wake when their flush is due */
+		stats_due = pgstat_report_stat(false);
+		if (stats_due > 0 && stats_due < delay)
+			delay = stats_due;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 delay, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
