@@ -34,6 +34,9 @@
 
 #include "workers/worker.h"
 
+/* what a round allocates outside its transactions; reset after each round */
+static MemoryContext round_cxt = NULL;
+
 /*
  * Signal handlers: SIGHUP reloads the configuration at the next round,
  * SIGTERM ends the process (at the next CHECK_FOR_INTERRUPTS), and with
@@ -76,7 +79,11 @@ hs_xact_begin(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
-/* End it (commit or roll back), then offer the statistics for a flush. */
+/*
+ * End it (commit or roll back), then offer the statistics for a flush.
+ * The transaction's end leaves TopMemoryContext current: go back to the
+ * round's context, so that nothing the round allocates later outlives it.
+ */
 void
 hs_xact_end(bool commit)
 {
@@ -86,6 +93,8 @@ hs_xact_end(bool commit)
 		CommitTransactionCommand();
 	else
 		AbortCurrentTransaction();
+	if (round_cxt != NULL)
+		MemoryContextSwitchTo(round_cxt);
 	(void) pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -94,7 +103,6 @@ void
 hs_worker_run(const HsWorkerLoop *loop)
 {
 	sigjmp_buf	local_sigjmp_buf;
-	MemoryContext round_cxt;
 
 	/* whatever a round allocates outside its transactions lives until the next */
 	round_cxt = AllocSetContextCreate(TopMemoryContext, "hasched worker round",
