@@ -157,8 +157,9 @@ postgresql.conf lines for the standby, appended last.
 
 =item sync => 0
 
-1: make it the primary's synchronous standby (synchronous_standby_names =
-'FIRST 1 (name)' on the primary, reloaded) and wait until it is.
+1: make it the primary's synchronous standby (ALTER SYSTEM SET
+synchronous_standby_names = 'FIRST 1 (name)' on the primary, reloaded) and
+wait until it is.
 
 =item backup => name
 
@@ -183,14 +184,16 @@ sub standby
 	my $node = $class->new($name, defined $opt{port} ? (port => $opt{port}) : ());
 	$node->{hasched_db} = $primary->db;
 	$node->init_from_backup($primary, $backup, has_streaming => 1);
-	$node->append_conf('postgresql.conf', "synchronous_standby_names = ''");
+	# postgresql.auto.conf is read last: this wins even over an ALTER SYSTEM
+	# of the primary's that came with the backup
+	$node->append_conf('postgresql.auto.conf', "synchronous_standby_names = ''");
 	$node->append_conf('postgresql.conf', $opt{conf}) if defined $opt{conf};
 	$node->start;
 	$primary->wait_for_catchup($node);
 	if ($opt{sync})
 	{
-		$primary->append_conf('postgresql.conf',
-			"synchronous_standby_names = 'FIRST 1 ($name)'");
+		$primary->safe_psql('postgres',
+			"ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ($name)'");
 		$primary->reload;
 		$primary->poll_query_until('postgres',
 			"SELECT sync_state = 'sync' FROM pg_stat_replication WHERE application_name = '$name'")
@@ -434,6 +437,20 @@ sub wait_busy
 	  or return undef;
 	return $self->query(
 		"SELECT pid FROM hasched.workers WHERE state = 'busy' AND job_id = $id");
+}
+
+=pod
+
+=item $node->postmaster_pid
+
+The pid of the node's postmaster while it runs (undef when stopped).
+
+=cut
+
+sub postmaster_pid
+{
+	my ($self) = @_;
+	return $self->{_pid};
 }
 
 =pod
