@@ -31,6 +31,9 @@ REGRESS_OPTS = --temp-instance=$(CURDIR)/tmp_check_regress --temp-config=$(srcdi
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
+# test/perl/HaschedCluster.pm: the shared server harness of the TAP tests
+# (prove runs in $(srcdir)); kept when PROVE_FLAGS is given on the command line
+override PROVE_FLAGS += -I $(abspath $(srcdir))/test/perl
 
 EXTRA_CLEAN = tmp_check_regress tmp_check results regression.diffs regression.out log
 

@@ -20,19 +20,14 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
 # ---------------------------------------------------------------------------
 # primary
 # ---------------------------------------------------------------------------
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', "shared_preload_libraries = 'hasched'");
-$primary->start;
-
-$primary->safe_psql('postgres', 'CREATE EXTENSION hasched');
+my $primary = HaschedCluster->primary('primary', streaming => 1);
 $primary->safe_psql(
 	'postgres', q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
@@ -72,11 +67,7 @@ ok($job{$_} =~ /^\d+$/, "submit on the primary returned an id for the $_ job")
 # ---------------------------------------------------------------------------
 # standby
 # ---------------------------------------------------------------------------
-my $backup_name = 'base';
-$primary->backup($backup_name);
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, $backup_name, has_streaming => 1);
-$standby->start;
+my $standby = HaschedCluster->standby($primary, 'standby');
 $primary->wait_for_catchup($standby);
 
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
@@ -84,23 +75,11 @@ is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
 is( $standby->safe_psql('postgres', q{SHOW shared_preload_libraries}),
 	'hasched', 'the standby preloads hasched (configuration came with the backup)');
 
-# Run $sql on the standby with verbose errors; return (exit code, stderr).
-sub on_standby
-{
-	my ($sql, %opts) = @_;
-	my ($ret, $stdout, $stderr) = $standby->psql(
-		'postgres',
-		"\\set VERBOSITY verbose\n$sql",
-		on_error_stop => 1,
-		%opts);
-	return ($ret, $stderr, $stdout);
-}
-
 # A write refused on the standby: an error, SQLSTATE JQ004, the hint.
 sub refused_on_standby
 {
 	my ($what, $sql, %opts) = @_;
-	my ($ret, $stderr) = on_standby($sql, %opts);
+	my ($ret, undef, $stderr) = $standby->psql_verbose($sql, %opts);
 	isnt($ret, 0, "$what on the standby fails");
 	like($stderr, qr/ERROR:\s+JQ004:/,
 		"$what on the standby is refused with SQLSTATE JQ004 (not the primary)");

@@ -16,19 +16,14 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('main');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'hasched'");
-$node->start;
-
+my $node = HaschedCluster->primary('main');
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, lease) VALUES ('work', '1 hour');
 	INSERT INTO hasched.queue (name, lease, concurrency) VALUES ('capped', '1 hour', 15);
@@ -67,15 +62,7 @@ sub wait_done
 sub backend_waits_on_lock
 {
 	my ($pid) = @_;
-	return $node->poll_query_until('postgres',
-		"SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $pid");
-}
-
-# Run SQL with verbose errors; return (exit code, stdout, stderr).
-sub psql_verbose
-{
-	my ($sql) = @_;
-	return $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return $node->poll("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $pid");
 }
 
 # ---------------------------------------------------------------------------
@@ -265,12 +252,12 @@ is($node->safe_psql('postgres', 'SELECT hasched.requeue_expired()'),
 	'0', 'a second requeue_expired() finds nothing more');
 
 my ($ret, $out, $err) =
-  psql_verbose("SELECT hasched.complete($job, '$token', '{\"late\": true}')");
+  $node->psql_verbose("SELECT hasched.complete($job, '$token', '{\"late\": true}')");
 isnt($ret, 0, 'completing with the expired token fails');
 like($err, qr/ERROR:\s+JQ006:/, 'completing with the expired token is refused with JQ006');
-($ret, $out, $err) = psql_verbose("SELECT hasched.heartbeat($job, '$token')");
+($ret, $out, $err) = $node->psql_verbose("SELECT hasched.heartbeat($job, '$token')");
 like($err, qr/ERROR:\s+JQ006:/, 'a heartbeat with the expired token is refused with JQ006');
-($ret, $out, $err) = psql_verbose("SELECT hasched.fail($job, '$token', 'late failure')");
+($ret, $out, $err) = $node->psql_verbose("SELECT hasched.fail($job, '$token', 'late failure')");
 like($err, qr/ERROR:\s+JQ006:/, 'failing with the expired token is refused with JQ006');
 is( $node->safe_psql(
 		'postgres',
@@ -288,7 +275,7 @@ my ($cid2, $token2, $attempt2) = split /\|/,
 	q{SELECT job_id, token, attempt FROM hasched.claim('short', 'fast-worker', 1)});
 is("$cid2 $attempt2", "$job 2", 'another worker claims it again, as attempt 2');
 isnt($token2, $token, 'with a new token');
-($ret, $out, $err) = psql_verbose("SELECT hasched.complete($job, '$token', '{\"late\": true}')");
+($ret, $out, $err) = $node->psql_verbose("SELECT hasched.complete($job, '$token', '{\"late\": true}')");
 like($err, qr/ERROR:\s+JQ006:/, 'the first attempt\'s token is refused while attempt 2 runs');
 $node->safe_psql('postgres', "SELECT hasched.complete($job, '$token2', '{\"ok\": true}')");
 is( $node->safe_psql(
@@ -302,7 +289,7 @@ is( $node->safe_psql(
 		"SELECT attempt || ':' || state || ':' || worker FROM hasched.job WHERE id = $job"),
 	'1:lease_expired:slow-worker 2:succeeded:fast-worker',
 	'the run history has the expired attempt, the job row the successful one');
-($ret, $out, $err) = psql_verbose("SELECT hasched.complete($job, '$token2', '{\"twice\": true}')");
+($ret, $out, $err) = $node->psql_verbose("SELECT hasched.complete($job, '$token2', '{\"twice\": true}')");
 like($err, qr/ERROR:\s+JQ006:/, 'a second completion with the same token is refused');
 is($node->safe_psql('postgres', "SELECT result FROM hasched.job WHERE id = $job"),
 	'{"ok": true}', 'the result is recorded exactly once');

@@ -29,7 +29,7 @@ use warnings;
 
 use File::Copy;
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -39,9 +39,6 @@ my $stream_len = 20000;     # statements in each (the crash cuts them short)
 my $min_done = 200;         # short jobs finished before the crash
 
 my $conf = q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
 hasched.max_executors = 4
 max_connections = 40
 shared_buffers = 16MB
@@ -54,14 +51,9 @@ wal_keep_size = 256MB
 # ---------------------------------------------------------------------------
 # three nodes
 # ---------------------------------------------------------------------------
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', $conf);
-$primary->start;
-
+my $primary = HaschedCluster->primary('primary', streaming => 1, conf => $conf);
 $primary->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	-- no unique constraint: a job run twice would show as two rows
@@ -69,20 +61,12 @@ $primary->safe_psql(
 	CREATE TABLE public.tick (at timestamptz NOT NULL DEFAULT clock_timestamp());
 });
 
-# The standbys are made before synchronous_standby_names is set, so that
-# their configuration does not have it (the promoted one must not wait for
-# a standby of its own).
-$primary->backup('base');
-my $sync = PostgreSQL::Test::Cluster->new('sync1');
-$sync->init_from_backup($primary, 'base', has_streaming => 1);
-$sync->start;
-my $async = PostgreSQL::Test::Cluster->new('async1');
-$async->init_from_backup($primary, 'base', has_streaming => 1);
-$async->start;
-
-# walreceivers connect with application_name = cluster_name = node name
-$primary->append_conf('postgresql.conf', "synchronous_standby_names = 'FIRST 1 (sync1)'");
-$primary->reload;
+# Both standbys from one base backup; neither inherits
+# synchronous_standby_names (the promoted one must not wait for a standby
+# of its own).  walreceivers connect with application_name = cluster_name =
+# node name: sync1 is named in synchronous_standby_names.
+my $sync = HaschedCluster->standby($primary, 'sync1', backup => 'base', sync => 1);
+my $async = HaschedCluster->standby($primary, 'async1', backup => 'base');
 ok( $primary->poll_query_until(
 		'postgres', q{
 	SELECT string_agg(application_name || ':' || sync_state, ' ' ORDER BY application_name)
@@ -115,8 +99,7 @@ sub only_watches
 	my $name = $node->name;
 	is($node->safe_psql('postgres', 'SELECT pg_is_in_recovery()'),
 		't', "$name is in recovery ($when)");
-	ok( $node->poll_query_until(
-			'postgres', "SELECT ($health_sql) LIKE 'ok | standby since %'"),
+	ok($node->wait_scheduler('standby'),
 		"$name: health() reports the scheduler as standby ($when)")
 	  or diag($node->safe_psql('postgres', 'SELECT * FROM hasched.health()'));
 	is( $node->safe_psql(
@@ -129,9 +112,8 @@ sub only_watches
 	  or diag($node->safe_psql('postgres', 'SELECT * FROM hasched.workers'));
 	is($node->safe_psql('postgres', $executor_backends_sql),
 		'0', "$name: no executor process runs ($when)");
-	my ($ret, $out, $err) = $node->psql(
-		'postgres',
-		"\\set VERBOSITY verbose\nSELECT hasched.submit('sqlq', '{\"sql\": \"SELECT 1\"}')");
+	my ($ret, $out, $err) =
+	  $node->psql_verbose(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT 1"}')});
 	isnt($ret, 0, "$name: submit fails ($when)");
 	like($err, qr/ERROR:\s+JQ004:/, "$name: submit is refused with SQLSTATE JQ004 ($when)");
 	return;
@@ -140,8 +122,7 @@ sub only_watches
 # ---------------------------------------------------------------------------
 # (a) the standbys only watch
 # ---------------------------------------------------------------------------
-ok( $primary->poll_query_until(
-		'postgres', "SELECT ($health_sql) LIKE 'ok | primary since %'"),
+ok($primary->wait_scheduler('primary'),
 	'primary: health() reports the scheduler as primary');
 only_watches($sync, 'before the failover');
 only_watches($async, 'before the failover');
@@ -268,8 +249,7 @@ cmp_ok($resume, '<', 10, 'the scheduler resumed on the new primary within 10 s o
 # (d) on the new primary
 # ---------------------------------------------------------------------------
 is($new->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 'f', 'sync1 is the primary now');
-ok( $new->poll_query_until(
-		'postgres', "SELECT ($health_sql) LIKE 'ok | primary since %epoch 2,%'"),
+ok($new->wait_scheduler('primary', detail => 'primary since %epoch 2,%'),
 	'new primary: health() reports the scheduler as primary, in epoch 2')
   or diag($new->safe_psql('postgres', 'SELECT * FROM hasched.health()'));
 

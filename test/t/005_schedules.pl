@@ -25,58 +25,31 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $node = PostgreSQL::Test::Cluster->new('cron');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+my $node = HaschedCluster->primary(
+	'cron', conf => q{
 hasched.max_executors = 4
 hasched.misfire_threshold = '500ms'
 # neither UTC nor a zone of the schedules: wall-clock times must come from
 # the schedule's time zone, never the server's
 timezone = 'Pacific/Chatham'
 });
-$node->start;
-
-$node->safe_psql(
-	'postgres', q{
-	CREATE EXTENSION hasched;
+$node->query(
+	q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 });
-
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub query_error
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
-	return $rc == 0 ? "(no error; output: $out)" : $err;
-}
-
-sub poll
-{
-	my ($sql) = @_;
-	return $node->poll_query_until('postgres', $sql);
-}
 
 # Create a schedule on sqlq running $sql; extra named arguments as SQL text.
 sub schedule
 {
 	my ($name, $spec, $sql, $args) = @_;
 	$args = defined $args ? ", $args" : '';
-	return query(
+	return $node->query(
 		"SELECT hasched.schedule('$name', '$spec', 'sqlq', jsonb_build_object('sql', \$j\$$sql\$j\$)$args)");
 }
 
@@ -84,8 +57,8 @@ sub schedule
 sub unschedule_and_drain
 {
 	my ($name) = @_;
-	query("SELECT hasched.unschedule('$name')");
-	return poll(
+	$node->query("SELECT hasched.unschedule('$name')");
+	return $node->poll(
 		"SELECT count(*) = 0 FROM hasched.job WHERE schedule = '$name'"
 		  . " AND state NOT IN ('succeeded', 'dead', 'cancelled')");
 }
@@ -94,7 +67,7 @@ sub unschedule_and_drain
 sub overlapping_pairs
 {
 	my ($name) = @_;
-	return query(
+	return $node->query(
 		"SELECT count(*) FROM hasched.job a JOIN hasched.job b"
 		  . " ON b.schedule = a.schedule AND b.id > a.id"
 		  . " WHERE a.schedule = '$name' AND a.started_at < b.finished_at AND b.started_at < a.finished_at");
@@ -103,22 +76,19 @@ sub overlapping_pairs
 sub events
 {
 	my ($kind, $name) = @_;
-	return query("SELECT count(*) FROM hasched.event WHERE kind = '$kind' AND detail->>'schedule' = '$name'");
+	return $node->query("SELECT count(*) FROM hasched.event WHERE kind = '$kind' AND detail->>'schedule' = '$name'");
 }
 
-ok( poll(
-		q{SELECT status = 'ok' AND detail LIKE 'primary since %' FROM hasched.health() WHERE component = 'scheduler'}
-	),
-	'the scheduler reports ok as primary');
+ok($node->wait_scheduler('primary'), 'the scheduler reports ok as primary');
 
 # ---------------------------------------------------------------------------
 # precision of a 1-second schedule
 # ---------------------------------------------------------------------------
 schedule('precise', '* * * * * *', 'SELECT 1', q{overlap => 'allow'});
-ok(poll(q{SELECT count(*) >= 15 FROM hasched.job WHERE schedule = 'precise'}),
+ok($node->poll(q{SELECT count(*) >= 15 FROM hasched.job WHERE schedule = 'precise'}),
 	'the 1-second schedule fired 15 times');
 ok(unschedule_and_drain('precise'), 'unscheduled; its jobs are done');
-my ($n, $whole, $distinct, $span, $p50, $p99, $max, $under100, $min) = split /\|/, query(
+my ($n, $whole, $distinct, $span, $p50, $p99, $max, $under100, $min) = split /\|/, $node->query(
 	q{SELECT count(*),
 	         count(*) FILTER (WHERE fire_at = date_trunc('second', fire_at)),
 	         count(DISTINCT fire_at),
@@ -137,7 +107,7 @@ is($distinct, $n, 'no second fired twice');
 # A second may be left out only after a run that came later than
 # hasched.misfire_threshold (a stalled machine): then the schedule goes on
 # from now by design.  Any other gap is a lost run.
-my ($gaps, $unexplained) = split /\|/, query(
+my ($gaps, $unexplained) = split /\|/, $node->query(
 	q{SELECT count(*), count(*) FILTER (WHERE NOT prev_late)
 	    FROM (SELECT fire_at - lag(fire_at) OVER w AS step,
 	                 lag(created_at - fire_at) OVER w > interval '500 ms' AS prev_late
@@ -147,7 +117,7 @@ diag("1-second schedule: $gaps gaps in the seconds (span $span s for $n runs)") 
 is($unexplained, '0', 'no second was left out (except after a run later than the misfire threshold)');
 cmp_ok($p50, '<', 50, "the median delay from fire time to job creation is under 50 ms ($p50 ms)");
 cmp_ok($min, '>=', 0, 'no run was created before its fire time');
-is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'precise' AND state <> 'succeeded'}),
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'precise' AND state <> 'succeeded'}),
 	'0', 'every run succeeded');
 
 # ---------------------------------------------------------------------------
@@ -155,7 +125,7 @@ is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'precise' AND state
 # ---------------------------------------------------------------------------
 schedule('ov_skip', '* * * * * *', 'SELECT pg_sleep(2.5)', q{overlap => 'skip'});
 schedule('ov_queue', '* * * * * *', 'SELECT pg_sleep(2.5)', q{overlap => 'queue'});
-ok( poll(
+ok( $node->poll(
 		q{SELECT count(*) FILTER (WHERE schedule = 'ov_skip') >= 3 AND count(*) FILTER (WHERE schedule = 'ov_queue') >= 3
 		    FROM hasched.job WHERE state = 'succeeded'}),
 	'ov_skip and ov_queue each finished 3 runs');
@@ -166,15 +136,15 @@ ok(unschedule_and_drain('ov_queue'), 'ov_queue unscheduled; its jobs are done');
 is(overlapping_pairs('ov_skip'), '0', 'overlap skip: no two runs overlap');
 cmp_ok(events('overlap_skipped', 'ov_skip'), '>=', 2,
 	'overlap skip: the fires during a run are recorded as overlap_skipped events');
-is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_skip' AND state <> 'succeeded'}),
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_skip' AND state <> 'succeeded'}),
 	'0', 'overlap skip: every run succeeded');
-is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_skip' AND fire_at <> date_trunc('second', fire_at)}),
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_skip' AND fire_at <> date_trunc('second', fire_at)}),
 	'0', 'overlap skip: the runs are the schedule\'s own whole-second fires');
 
 # queue
 is(overlapping_pairs('ov_queue'), '0', 'overlap queue: no two runs overlap');
 is(events('overlap_skipped', 'ov_queue'), '0', 'overlap queue: nothing is skipped');
-my ($pairs, $max_gap, $gap_list) = split /\|/, query(
+my ($pairs, $max_gap, $gap_list) = split /\|/, $node->query(
 	q{SELECT count(*), round(max(gap)::numeric, 3), string_agg(round(gap::numeric, 3)::text, ' ' ORDER BY started_at)
 	    FROM (SELECT started_at, extract(epoch FROM started_at - lag(finished_at) OVER (ORDER BY started_at)) AS gap
 	            FROM hasched.job WHERE schedule = 'ov_queue') s
@@ -183,17 +153,17 @@ diag("overlap queue: gaps between the end of a run and the start of the next (s)
 cmp_ok($pairs, '>=', 2, 'overlap queue: at least three runs in a row');
 cmp_ok($max_gap, '<', 0.5,
 	"overlap queue: each run starts promptly after the previous one ends (queued; max gap $max_gap s)");
-is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_queue' AND state <> 'succeeded'}),
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_queue' AND state <> 'succeeded'}),
 	'0', 'overlap queue: every run succeeded');
 
 # allow
 schedule('ov_allow', '* * * * * *', 'SELECT pg_sleep(2.5)', q{overlap => 'allow'});
-ok(poll(q{SELECT count(*) >= 2 FROM hasched.job WHERE schedule = 'ov_allow' AND state = 'running'}),
+ok($node->poll(q{SELECT count(*) >= 2 FROM hasched.job WHERE schedule = 'ov_allow' AND state = 'running'}),
 	'overlap allow: two runs of the schedule are running at once');
 ok(unschedule_and_drain('ov_allow'), 'ov_allow unscheduled; its jobs are done');
 cmp_ok(overlapping_pairs('ov_allow'), '>=', 1, 'overlap allow: the recorded runs overlap');
 is(events('overlap_skipped', 'ov_allow'), '0', 'overlap allow: nothing is skipped');
-is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_allow' AND state <> 'succeeded'}),
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_allow' AND state <> 'succeeded'}),
 	'0', 'overlap allow: every run succeeded');
 
 # ---------------------------------------------------------------------------
@@ -201,18 +171,15 @@ is(query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'ov_allow' AND stat
 # ---------------------------------------------------------------------------
 schedule('mf_skip', '* * * * * *', 'SELECT 1', q{misfire => 'skip', overlap => 'allow'});
 schedule('mf_once', '* * * * * *', 'SELECT 1', q{misfire => 'run_once', overlap => 'allow'});
-ok( poll(
+ok( $node->poll(
 		q{SELECT count(*) FILTER (WHERE schedule = 'mf_skip') >= 2 AND count(*) FILTER (WHERE schedule = 'mf_once') >= 2
 		    FROM hasched.job WHERE state = 'succeeded'}),
 	'mf_skip and mf_once fire before the downtime');
 $node->stop;
 sleep 3;
 $node->start;
-ok( poll(
-		q{SELECT status = 'ok' AND detail LIKE 'primary since %' FROM hasched.health() WHERE component = 'scheduler'}
-	),
-	'the scheduler is back after 3 s of downtime');
-ok( poll(
+ok($node->wait_scheduler('primary'), 'the scheduler is back after 3 s of downtime');
+ok( $node->poll(
 		q{SELECT count(*) FILTER (WHERE schedule = 'mf_skip') >= 2 AND count(*) FILTER (WHERE schedule = 'mf_once') >= 2
 		    FROM hasched.job WHERE created_at >= pg_postmaster_start_time() AND state = 'succeeded'}),
 	'both schedules fire again after the restart');
@@ -222,7 +189,7 @@ ok( poll(
 my %down;
 for my $name ('mf_skip', 'mf_once')
 {
-	$down{$name} = query(
+	$down{$name} = $node->query(
 		"SELECT (SELECT max(fire_at) FROM hasched.job WHERE schedule = '$name' AND created_at < pg_postmaster_start_time())"
 		  . " || '|' || pg_postmaster_start_time()");
 	diag("$name: last fire before the stop and restart: $down{$name}");
@@ -232,17 +199,17 @@ sub in_downtime
 {
 	my ($name, $cols) = @_;
 	my ($last, $start) = split /\|/, $down{$name};
-	return query("SELECT $cols FROM hasched.job WHERE schedule = '$name'"
+	return $node->query("SELECT $cols FROM hasched.job WHERE schedule = '$name'"
 		  . " AND fire_at > '$last' AND fire_at < '$start'");
 }
 
 is(in_downtime('mf_skip', 'count(*)'), '0', 'misfire skip: no run for a time inside the downtime');
 is(events('misfire_skipped', 'mf_skip'), '1', 'misfire skip: one misfire_skipped event');
-is( query(
+is( $node->query(
 		q{SELECT (detail->>'detail')::timestamptz = (SELECT max(fire_at) FROM hasched.job WHERE schedule = 'mf_skip' AND created_at < pg_postmaster_start_time()) + interval '1 second'
 		    FROM hasched.event WHERE kind = 'misfire_skipped' AND detail->>'schedule' = 'mf_skip'}),
 	't', 'misfire skip: the event names the first missed second');
-is( query(
+is( $node->query(
 		q{SELECT min(fire_at) > pg_postmaster_start_time() FROM hasched.job WHERE schedule = 'mf_skip' AND created_at >= pg_postmaster_start_time()}),
 	't', 'misfire skip: the schedule goes on from the restart');
 
@@ -253,7 +220,7 @@ is(in_downtime('mf_once', q{fire_at = '} . (split /\|/, $down{mf_once})[0] . q{'
 is(in_downtime('mf_once', 'created_at >= pg_postmaster_start_time()'),
 	't', 'misfire run_once: it was run after the restart');
 is(events('misfire_skipped', 'mf_once'), '0', 'misfire run_once: no misfire_skipped event');
-is( query(
+is( $node->query(
 		q{SELECT count(*) FROM hasched.job WHERE schedule = 'mf_once' AND created_at >= pg_postmaster_start_time()
 		     AND fire_at < pg_postmaster_start_time()}),
 	'1', 'misfire run_once: every other run after the restart is on schedule from the restart');
@@ -266,7 +233,7 @@ ok(unschedule_and_drain('mf_once'), 'mf_once unscheduled');
 sub next_utc
 {
 	my ($spec, $tz, $after) = @_;
-	return query("SET timezone = 'UTC'; SELECT hasched.schedule_next('$spec', '$tz', '$after')");
+	return $node->query("SET timezone = 'UTC'; SELECT hasched.schedule_next('$spec', '$tz', '$after')");
 }
 
 # America/New_York: EST = UTC-5; EDT = UTC-4 from 2026-03-08 02:00 EST to 2026-11-01 02:00 EDT
@@ -295,7 +262,7 @@ is(next_utc('0 0 9 * * *', 'Asia/Kolkata', '2026-12-01 03:29:59+00'),
 	'2026-12-01 03:30:00+00', '... in winter too (no summer time in India)');
 
 # live: two schedules for the same instant, named in two zones' wall-clock time
-my ($target, $kolkata, $new_york, $kolkata_in_utc) = split /\|/, query(
+my ($target, $kolkata, $new_york, $kolkata_in_utc) = split /\|/, $node->query(
 	q{SET timezone = 'UTC';
 	  WITH t AS (SELECT date_trunc('second', clock_timestamp()) + interval '4 seconds' AS at)
 	  SELECT at,
@@ -304,25 +271,25 @@ my ($target, $kolkata, $new_york, $kolkata_in_utc) = split /\|/, query(
 	         hasched.schedule_next(to_char(at AT TIME ZONE 'Asia/Kolkata', 'FMSS FMMI FMHH24 FMDD FMMM *'), 'UTC', at - interval '1 day')
 	    FROM t});
 isnt($kolkata_in_utc, $target, "the Kolkata wall-clock spec '$kolkata' read in UTC is another instant");
-is( query(
+is( $node->query(
 		"SET timezone = 'UTC'; SELECT hasched.schedule('tz_kolkata', '$kolkata', 'sqlq', '{\"sql\": \"SELECT 1\"}', timezone => 'Asia/Kolkata')"
 	),
 	$target,
 	"schedule '$kolkata' in Asia/Kolkata: the next run is $target");
-is( query(
+is( $node->query(
 		"SET timezone = 'UTC'; SELECT hasched.schedule('tz_new_york', '$new_york', 'sqlq', '{\"sql\": \"SELECT 1\"}', timezone => 'America/New_York')"
 	),
 	$target,
 	"schedule '$new_york' in America/New_York: the next run is the same instant");
-is( query(
+is( $node->query(
 		q{SET timezone = 'UTC'; SELECT string_agg(name || ' ' || next_run_at, ',' ORDER BY name) FROM hasched.schedules WHERE name LIKE 'tz_%'}
 	),
 	"tz_kolkata $target,tz_new_york $target",
 	'hasched.schedules shows that next run for both');
-ok( poll(
+ok( $node->poll(
 		q{SELECT count(*) = 2 FROM hasched.job WHERE schedule IN ('tz_kolkata', 'tz_new_york') AND state = 'succeeded'}),
 	'both schedules fired');
-is( query(
+is( $node->query(
 		"SET timezone = 'UTC'; SELECT string_agg(schedule || ' ' || fire_at || ' ' || (created_at - fire_at < interval '1 second'), ',' ORDER BY schedule)"
 		  . " FROM hasched.job WHERE schedule IN ('tz_kolkata', 'tz_new_york')"),
 	"tz_kolkata $target true,tz_new_york $target true",
@@ -331,35 +298,35 @@ ok(unschedule_and_drain('tz_kolkata'),  'tz_kolkata unscheduled');
 ok(unschedule_and_drain('tz_new_york'), 'tz_new_york unscheduled');
 
 # refusals
-like(query_error(q{SELECT hasched.schedule_next('* * * * *', 'Mars/Olympus', now())}),
+like($node->query_error(q{SELECT hasched.schedule_next('* * * * *', 'Mars/Olympus', now())}),
 	qr/ERROR:  JQ020: unknown time zone "Mars\/Olympus"/, 'schedule_next() with an unknown time zone: JQ020');
-like(query_error(q{SELECT hasched.schedule('bad_tz', '* * * * *', 'sqlq', '{"sql": "SELECT 1"}', timezone => 'Mars/Olympus')}),
+like($node->query_error(q{SELECT hasched.schedule('bad_tz', '* * * * *', 'sqlq', '{"sql": "SELECT 1"}', timezone => 'Mars/Olympus')}),
 	qr/ERROR:  JQ020: unknown time zone "Mars\/Olympus"/, 'schedule() with an unknown time zone: JQ020');
-like(query_error(q{SELECT hasched.schedule('bad_spec', '61 * * * *', 'sqlq', '{"sql": "SELECT 1"}')}),
+like($node->query_error(q{SELECT hasched.schedule('bad_spec', '61 * * * *', 'sqlq', '{"sql": "SELECT 1"}')}),
 	qr/ERROR:  JQ019: invalid schedule "61 \* \* \* \*"/, 'schedule() with an invalid spec: JQ019');
-like(query_error(q{SELECT hasched.schedule_next('* * * *', 'UTC', now())}),
+like($node->query_error(q{SELECT hasched.schedule_next('* * * *', 'UTC', now())}),
 	qr/ERROR:  JQ019: invalid schedule/, 'schedule_next() with an invalid spec: JQ019');
-is(query(q{SELECT count(*) FROM hasched.schedule WHERE name IN ('bad_tz', 'bad_spec')}),
+is($node->query(q{SELECT count(*) FROM hasched.schedule WHERE name IN ('bad_tz', 'bad_spec')}),
 	'0', 'the refused schedules were not written');
 
 schedule('dup', '0 0 * * * *', 'SELECT 1');
-like(query_error(q{SELECT hasched.schedule('dup', '0 15 * * * *', 'sqlq', '{"sql": "SELECT 2"}')}),
+like($node->query_error(q{SELECT hasched.schedule('dup', '0 15 * * * *', 'sqlq', '{"sql": "SELECT 2"}')}),
 	qr/ERROR:  JQ021: schedule "dup" already exists/, 'a second schedule named dup: JQ021');
-is(query(q{SELECT spec || ' ' || (payload->>'sql') FROM hasched.schedule WHERE name = 'dup'}),
+is($node->query(q{SELECT spec || ' ' || (payload->>'sql') FROM hasched.schedule WHERE name = 'dup'}),
 	'0 0 * * * * SELECT 1', '... which changed nothing');
-is( query(
+is( $node->query(
 		q{SELECT hasched.schedule('dup', '0 30 * * * *', 'sqlq', '{"sql": "SELECT 2"}', timezone => 'Asia/Kolkata', replace => true)
 		       = hasched.schedule_next('0 30 * * * *', 'Asia/Kolkata', now())}),
 	't', 'replace => true changes it; it returns the new next run');
-is( query(
+is( $node->query(
 		q{SELECT s.spec || ' ' || s.timezone || ' ' || (j.payload->>'sql') || ' ' || (s.next_run_at = hasched.schedule_next(s.spec, s.timezone, now()))
 		    FROM hasched.schedules s JOIN hasched.schedule j USING (name) WHERE name = 'dup'}),
 	'0 30 * * * * Asia/Kolkata SELECT 2 true',
 	'hasched.schedules shows the new spec, zone, payload and next run');
-query(q{SELECT hasched.unschedule('dup')});
-like(query_error(q{SELECT hasched.unschedule('dup')}),
+$node->query(q{SELECT hasched.unschedule('dup')});
+like($node->query_error(q{SELECT hasched.unschedule('dup')}),
 	qr/ERROR:  JQ022: schedule "dup" does not exist/, 'unschedule() of a name that does not exist: JQ022');
-like(query_error(q{SELECT hasched.unschedule('never_was')}),
+like($node->query_error(q{SELECT hasched.unschedule('never_was')}),
 	qr/ERROR:  JQ022: schedule "never_was" does not exist/, '... nor one that never existed');
 
 $node->stop;
