@@ -44,6 +44,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS does not track headers: an object is rebuilt when any header of src/
+# changed (a stale object with an old struct layout crashes at run time)
+$(OBJS): $(wildcard $(srcdir)/src/*/*.h)
+
 .PHONY: test demo bench unittest fuzz check-layers check-version
 test:
 	bash scripts/test.sh

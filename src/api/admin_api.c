@@ -17,8 +17,6 @@
 
 #include <math.h>
 
-#include "access/xlog.h"
-#include "access/xlogrecovery.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -36,76 +34,28 @@ PG_FUNCTION_INFO_V1(hasched_backoff_delay);
 PG_FUNCTION_INFO_V1(hasched_tenant_visible);
 PG_FUNCTION_INFO_V1(hasched_priority_value);
 
-static const char *const role_names[] = {"down", "starting", "standby", "primary"};
 static const char *const exec_state_names[] = {"free", "starting", "idle", "woken", "busy"};
 
+/* health(): a row per component (src/core/health.c). */
 Datum
 hasched_health(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	HaschedShared snap;
-	int			live = 0;
-	int			busy = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	const char *status;
-	char	   *detail;
-	Datum		out[3];
-	bool		nulls[3] = {false};
+	HsHealthRow rows[HS_HEALTH_MAX_ROWS];
+	int			n;
 
 	InitMaterializedSRF(fcinfo, 0);
-
-	SpinLockAcquire(&hs_shared->mutex);
-	memcpy(&snap, hs_shared, offsetof(HaschedShared, writer_since));
-	for (int i = 0; i < hs_max_executors; i++)
+	n = hs_health_report(rows);
+	for (int i = 0; i < n; i++)
 	{
-		if (hs_executors[i].state != HS_EXEC_FREE)
-			live++;
-		if (hs_executors[i].state == HS_EXEC_BUSY)
-			busy++;
+		Datum		out[3];
+		bool		nulls[3] = {false};
+
+		out[0] = CStringGetTextDatum(rows[i].component);
+		out[1] = CStringGetTextDatum(rows[i].status);
+		out[2] = CStringGetTextDatum(rows[i].detail);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 	}
-	SpinLockRelease(&hs_shared->mutex);
-
-	/* the server */
-	out[0] = CStringGetTextDatum("server");
-	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "primary");
-	if (RecoveryInProgress())
-	{
-		TimeLineID	replay_tli = 0;
-
-		(void) GetXLogReplayRecPtr(&replay_tli);
-		out[2] = CStringGetTextDatum(psprintf("replaying timeline %u", replay_tli));
-	}
-	else
-		out[2] = CStringGetTextDatum(psprintf("timeline %u", GetWALInsertionTimeLine()));
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-
-	/* the scheduler */
-	if (snap.scheduler_pid == 0)
-		status = "down";
-	else if (snap.scheduler_role == HS_ROLE_PRIMARY &&
-			 now - snap.last_tick > 10 * (int64) Max(hs_scheduler_naptime, 1000) * 1000)
-		status = "stalled";
-	else
-		status = "ok";
-	if (snap.scheduler_role == HS_ROLE_PRIMARY)
-		detail = psprintf("primary since %s, pid %d, epoch %d, last round %s",
-						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid,
-						  snap.epoch, pstrdup(timestamptz_to_str(snap.last_tick)));
-	else
-		detail = psprintf("%s since %s, pid %d",
-						  role_names[snap.scheduler_role],
-						  pstrdup(timestamptz_to_str(snap.role_since)), snap.scheduler_pid);
-	out[0] = CStringGetTextDatum("scheduler");
-	out[1] = CStringGetTextDatum(status);
-	out[2] = CStringGetTextDatum(detail);
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
-
-	/* the executors */
-	out[0] = CStringGetTextDatum("executors");
-	out[1] = CStringGetTextDatum(RecoveryInProgress() ? "standby" : "ok");
-	out[2] = CStringGetTextDatum(psprintf("%d running (%d busy) of hasched.max_executors = %d",
-										  live, busy, hs_max_executors));
-	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 	return (Datum) 0;
 }
 

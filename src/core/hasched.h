@@ -99,6 +99,8 @@ extern int	hs_executor_idle_timeout;
 extern int	hs_scheduler_naptime;
 extern int	hs_misfire_threshold;
 extern int	hs_history_retention;
+extern int	hs_health_port;
+extern char *hs_health_listen_addresses;
 
 extern void hs_define_settings(void);
 extern void hs_force_submit_commit_level(void);
@@ -151,6 +153,10 @@ typedef struct HaschedShared
 	TimestampTz last_tick;
 	TimestampTz scheduler_next_wake;
 	int			sql_queues;		/* 1 when any sql queue exists (per the scheduler) */
+
+	/* the HTTP health listener: its pid, and why it does not listen ("" if it does) */
+	pid_t		listener_pid;
+	char		listener_error[128];
 
 	int			n_writer_slots;
 
@@ -270,6 +276,22 @@ extern TimestampTz hs_schedule_save(const char *name, const char *spec, const ch
 									Oid caller);
 extern void hs_schedule_delete(const char *name, Oid caller);
 extern TimestampTz hs_fire_due_schedules(TimestampTz now);
+
+/* health.c: component health from shared memory only */
+typedef struct HsHealthRow
+{
+	const char *component;
+	const char *status;
+	bool		healthy;
+	char	   *detail;
+} HsHealthRow;
+
+#define HS_HEALTH_MAX_ROWS	8
+
+extern int	hs_health_report(HsHealthRow *rows);
+extern bool hs_health_active_primary(void);
+extern bool hs_health_streaming(void);
+extern void hs_health_set_listener(pid_t pid, const char *error);
 
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);

@@ -34,6 +34,9 @@ int			hs_misfire_threshold = 5000;
 int			hs_history_retention = 7 * 24 * 3600;
 
 /* The values synchronous_commit accepts, in the order used by the GUC. */
+int			hs_health_port = 0;
+char	   *hs_health_listen_addresses = NULL;
+
 static const struct config_enum_entry commit_levels[] = {
 	{"on", 0, false},
 	{"remote_apply", 1, false},
@@ -107,6 +110,10 @@ static const IntSetting int_settings[] = {
 		"How long finished jobs, run history and events are kept.",
 		"The scheduler deletes older ones every minute, in batches.",
 		&hs_history_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{"hasched.health_port",
+		"TCP port of the HTTP health listener (GET /health, /primary, /replica, /metrics); 0 turns it off.",
+		"It answers from shared memory only, on every server, primary or standby.",
+		&hs_health_port, 0, 0, 65535, PGC_POSTMASTER, 0},
 };
 
 void
@@ -140,6 +147,12 @@ hs_define_settings(void)
 							   "Database whose hasched schema the scheduler and executors serve.",
 							   "hasched must be installed there (CREATE EXTENSION hasched); until it is, the scheduler waits.",
 							   &hs_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hasched.health_listen_addresses",
+							   "Comma-separated IP addresses the HTTP health listener binds to.",
+							   "Loopback by default; use * for every address.",
+							   &hs_health_listen_addresses, "127.0.0.1",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	for (int i = 0; i < lengthof(int_settings); i++)

@@ -4,7 +4,7 @@
  *		The module's entry: _PG_init, which refuses to load outside
  *		shared_preload_libraries, defines the settings, installs the shared
  *		memory hooks and the transaction callbacks, and registers the
- *		scheduler.
+ *		scheduler (and the health listener when hasched.health_port is set).
  *
  * It lives in the workers' layer because it registers them; it reaches the
  * core through core/hasched.h only.
@@ -38,4 +38,6 @@ _PG_init(void)
 	hs_shmem_install_hooks();
 	hs_xact_callbacks_init();
 	hs_register_scheduler();
+	if (hs_health_port > 0)
+		hs_register_health_listener();
 }

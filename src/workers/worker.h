@@ -27,12 +27,30 @@
  * own state, and the loop goes on after error_pause_ms: a bad row never
  * kills a worker.
  */
+/* A socket a worker waits on besides its latch (WL_SOCKET_* events). */
+typedef struct HsWaitSocket
+{
+	pgsocket	sock;
+	uint32		events;
+} HsWaitSocket;
+
+#define HS_MAX_WAIT_SOCKETS	256
+
 typedef struct HsWorkerLoop
 {
 	const char *name;
 	long		(*round) (void);
 	void		(*after_error) (void);
 	long		error_pause_ms;
+
+	/*
+	 * Optional, for workers that serve sockets (the health listener, later
+	 * the broker and ZooKeeper connections): sockets() lists what to wait
+	 * for after each round; socket_ready() handles one that is ready.  Both
+	 * run in the worker's main thread, like everything else here.
+	 */
+	int			(*sockets) (HsWaitSocket *socks, int max);
+	void		(*socket_ready) (pgsocket sock, uint32 events);
 } HsWorkerLoop;
 
 extern void hs_worker_signals(bool sigint_cancels);
@@ -41,11 +59,13 @@ extern void hs_worker_run(const HsWorkerLoop *loop) pg_attribute_noreturn();
 extern void hs_xact_begin(const char *activity);
 extern void hs_xact_end(bool commit);
 
-/* scheduler.c */
+/* scheduler.c, health_listener.c */
 extern void hs_register_scheduler(void);
+extern void hs_register_health_listener(void);
 
 /* entry points named in BackgroundWorker.bgw_function_name */
 extern PGDLLEXPORT void hasched_scheduler_main(Datum main_arg);
 extern PGDLLEXPORT void hasched_executor_main(Datum main_arg);
+extern PGDLLEXPORT void hasched_health_listener_main(Datum main_arg);
 
 #endif							/* HS_WORKER_H */

@@ -12,6 +12,11 @@
  * (pgstat_report_stat(false) flushes at most once a second), and the loop
  * never sleeps past the moment a pending flush is due.
  *
+ * Workers that serve sockets (the health listener) list them with
+ * sockets(); the loop then waits on a WaitEventSet of the latch, the
+ * postmaster and those sockets, and hands each ready one to
+ * socket_ready(), in this same thread.
+ *
  * IDENTIFICATION
  *		src/workers/worker_loop.c
  *
@@ -36,6 +41,46 @@
 
 /* what a round allocates outside its transactions; reset after each round */
 static MemoryContext round_cxt = NULL;
+
+/* the wait set of a worker with sockets, rebuilt for every wait */
+static WaitEventSet *wait_set = NULL;
+
+/*
+ * Wait for the latch, postmaster death, the timeout, or one of the
+ * worker's sockets, and hand the ready sockets to the worker.
+ */
+static void
+wait_with_sockets(const HsWorkerLoop *loop, long delay)
+{
+	HsWaitSocket socks[HS_MAX_WAIT_SOCKETS];
+	WaitEvent	events[32];
+	int			nsocks;
+	int			nready;
+
+	/* a set left behind by an error in socket_ready() is freed here */
+	if (wait_set != NULL)
+	{
+		FreeWaitEventSet(wait_set);
+		wait_set = NULL;
+	}
+	nsocks = loop->sockets(socks, HS_MAX_WAIT_SOCKETS);
+	wait_set = CreateWaitEventSet(TopMemoryContext, nsocks + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsocks; i++)
+		AddWaitEventToSet(wait_set, socks[i].events, socks[i].sock, NULL, NULL);
+
+	nready = WaitEventSetWait(wait_set, delay, events, lengthof(events), PG_WAIT_EXTENSION);
+	for (int i = 0; i < nready; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		else if (events[i].events & WL_SOCKET_MASK)
+			loop->socket_ready(events[i].fd, events[i].events);
+	}
+	FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+}
 
 /*
  * Signal handlers: SIGHUP reloads the configuration at the next round,
@@ -143,8 +188,6 @@ hs_worker_run(const HsWorkerLoop *loop)
 
 		MemoryContextSwitchTo(round_cxt);
 		delay = loop->round();
-		MemoryContextSwitchTo(TopMemoryContext);
-		MemoryContextReset(round_cxt);
 		if (delay < 0)
 			proc_exit(0);
 
@@ -153,8 +196,15 @@ hs_worker_run(const HsWorkerLoop *loop)
 		if (stats_due > 0 && stats_due < delay)
 			delay = stats_due;
 
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 delay, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		if (loop->sockets != NULL)
+			wait_with_sockets(loop, delay);
+		else
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 delay, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(round_cxt);
 	}
 }

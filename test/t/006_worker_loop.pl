@@ -23,35 +23,24 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('loop');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+my $node = HaschedCluster->primary('loop', conf => q{
 hasched.max_executors = 2
 max_prepared_transactions = 4
 # no autovacuum: the counters below must come from the workers' own flushes
 autovacuum = off
 });
-$node->start;
-
-$node->safe_psql(
-	'postgres', q{
-	CREATE EXTENSION hasched;
+$node->query(q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	CREATE TABLE public.done (n int);
 	CREATE TABLE public.marks (tag text);
 });
 
-sub query { return $node->safe_psql('postgres', $_[0]); }
+sub query { return $node->query($_[0]); }
 
 # --- statistics of the executors --------------------------------------
 my $n = 300;

@@ -1,0 +1,643 @@
+/*-------------------------------------------------------------------------
+ *
+ * health_listener.c
+ *		The HTTP health listener: a background worker, on every server
+ *		(primary and standby), that answers GET /health, /primary, /replica
+ *		and /metrics on hasched.health_port.
+ *
+ * It has no database connection: every answer comes from shared memory
+ * (src/core/health.c), so it answers while the database is busy, locked or
+ * in recovery.  It runs on the shared worker loop: the listening and client
+ * sockets are in the loop's wait set, and everything happens in the
+ * worker's one thread.
+ *
+ * Bounded by construction: a request (line and headers) may be at most
+ * REQUEST_MAX bytes and must arrive within REQUEST_TIMEOUT_MS of its first
+ * byte (or of the connection); an idle keep-alive connection is closed
+ * after IDLE_TIMEOUT_MS; at most MAX_CLIENTS connections are open, and when
+ * all are taken the longest idle one is closed for a new one.  Only GET
+ * (and HEAD) is served; anything else is answered 405, a malformed request
+ * 400, an oversized one 431, and the connection closed.
+ *
+ * When the port cannot be bound (in use, bad address), the listener says
+ * so in the log and in health(), and tries again every RETRY_BIND_MS; the
+ * server runs on.
+ *
+ * IDENTIFICATION
+ *		src/workers/health_listener.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "workers/worker.h"
+
+#define MAX_LISTEN			8
+#define MAX_CLIENTS			128
+#define REQUEST_MAX			4096
+#define REQUEST_TIMEOUT_MS	5000
+#define IDLE_TIMEOUT_MS		60000
+#define RETRY_BIND_MS		10000
+
+typedef struct Client
+{
+	pgsocket	sock;			/* PGINVALID_SOCKET: slot free */
+	char		in[REQUEST_MAX];
+	int			in_len;
+	char	   *out;			/* response being sent (TopMemoryContext) */
+	int			out_len;
+	int			out_sent;
+	bool		close_after;	/* close once the response is sent */
+	TimestampTz deadline;		/* closed when this passes */
+	TimestampTz last_used;
+} Client;
+
+static pgsocket listeners[MAX_LISTEN];
+static int	n_listeners = 0;
+static TimestampTz next_bind_attempt = 0;
+static char last_bind_error[128] = "";
+static Client *clients = NULL;	/* MAX_CLIENTS of them */
+
+/* ------------------------------------------------------------------------
+ * Listening sockets
+ * ------------------------------------------------------------------------ */
+
+static void
+close_listeners(void)
+{
+	for (int i = 0; i < n_listeners; i++)
+		closesocket(listeners[i]);
+	n_listeners = 0;
+}
+
+/* Bind one address; false with *error set when it cannot. */
+static bool
+listen_on(const char *host, char *error, size_t errlen)
+{
+	struct addrinfo hints;
+	struct addrinfo *res = NULL;
+	char		port[16];
+	int			rc;
+	bool		ok = false;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST;
+	snprintf(port, sizeof(port), "%d", hs_health_port);
+	rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &res);
+	if (rc != 0)
+	{
+		snprintf(error, errlen, "invalid address \"%s\": %s", host, gai_strerror(rc));
+		return false;
+	}
+	for (struct addrinfo *ai = res; ai != NULL && n_listeners < MAX_LISTEN; ai = ai->ai_next)
+	{
+		pgsocket	s = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int			one = 1;
+
+		if (s == PGINVALID_SOCKET)
+		{
+			snprintf(error, errlen, "could not create a socket for \"%s\": %m", host);
+			continue;
+		}
+		(void) setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			(void) setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(s, ai->ai_addr, ai->ai_addrlen) != 0 || listen(s, 64) != 0)
+		{
+			snprintf(error, errlen, "could not listen on %s port %d: %m",
+					 strcmp(host, "*") == 0 ? "*" : host, hs_health_port);
+			closesocket(s);
+			continue;
+		}
+		listeners[n_listeners++] = s;
+		ok = true;
+	}
+	freeaddrinfo(res);
+	return ok;
+}
+
+/*
+ * Bind every address of hasched.health_listen_addresses, all or none: a
+ * listener that serves only some of them would hide the error.
+ */
+static void
+open_listeners(void)
+{
+	char	   *list = pstrdup(hs_health_listen_addresses ? hs_health_listen_addresses : "");
+	char	   *save = NULL;
+	char		error[128] = "";
+	bool		ok = true;
+
+	for (char *tok = strtok_r(list, ", \t", &save); tok != NULL && ok;
+		 tok = strtok_r(NULL, ", \t", &save))
+		ok = listen_on(tok, error, sizeof(error));
+	if (ok && n_listeners == 0)
+	{
+		strlcpy(error, "hasched.health_listen_addresses is empty", sizeof(error));
+		ok = false;
+	}
+	if (!ok)
+	{
+		close_listeners();
+		hs_health_set_listener(MyProcPid, error);
+		/* say it once per distinct error, not every retry */
+		if (strcmp(error, last_bind_error) != 0)
+			ereport(WARNING,
+					(errmsg("hasched health listener: %s", error),
+					 errdetail("GET /health, /primary, /replica and /metrics are not served; the listener tries again every %d seconds.",
+							   RETRY_BIND_MS / 1000),
+					 errhint("Choose a free port in hasched.health_port, or fix hasched.health_listen_addresses, and restart the server.")));
+		strlcpy(last_bind_error, error, sizeof(last_bind_error));
+		next_bind_attempt = GetCurrentTimestamp() + (int64) RETRY_BIND_MS * 1000;
+		return;
+	}
+	ereport(LOG,
+			(errmsg("hasched health listener: listening on %s port %d",
+					hs_health_listen_addresses, hs_health_port)));
+	last_bind_error[0] = '\0';
+	hs_health_set_listener(MyProcPid, "");
+}
+
+/* ------------------------------------------------------------------------
+ * Clients
+ * ------------------------------------------------------------------------ */
+
+static void
+client_close(Client *c)
+{
+	if (c->sock != PGINVALID_SOCKET)
+		closesocket(c->sock);
+	if (c->out)
+		pfree(c->out);
+	c->sock = PGINVALID_SOCKET;
+	c->out = NULL;
+	c->in_len = c->out_len = c->out_sent = 0;
+}
+
+/* A free slot; when none, the longest idle connection makes room. */
+static Client *
+client_slot(void)
+{
+	Client	   *idle = NULL;
+
+	for (int i = 0; i < MAX_CLIENTS; i++)
+	{
+		Client	   *c = &clients[i];
+
+		if (c->sock == PGINVALID_SOCKET)
+			return c;
+		if (c->in_len == 0 && c->out == NULL &&
+			(idle == NULL || c->last_used < idle->last_used))
+			idle = c;
+	}
+	if (idle == NULL)
+		return NULL;
+	client_close(idle);
+	return idle;
+}
+
+static void
+accept_clients(pgsocket listener)
+{
+	for (;;)
+	{
+		pgsocket	s = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		Client	   *c;
+		TimestampTz now;
+
+		if (s == PGINVALID_SOCKET)
+			return;				/* EAGAIN, or an error: nothing more to take */
+		c = client_slot();
+		if (c == NULL)
+		{
+			/* every connection is mid-request: this one waits for none */
+			closesocket(s);
+			continue;
+		}
+		now = GetCurrentTimestamp();
+		c->sock = s;
+		c->in_len = 0;
+		c->close_after = false;
+		c->last_used = now;
+		c->deadline = now + (int64) REQUEST_TIMEOUT_MS * 1000;
+	}
+}
+
+/* Send what is pending; the response done, keep the connection or close it. */
+static void
+client_send(Client *c)
+{
+	while (c->out != NULL && c->out_sent < c->out_len)
+	{
+		ssize_t		n = send(c->sock, c->out + c->out_sent, c->out_len - c->out_sent,
+							 MSG_NOSIGNAL);
+
+		if (n < 0)
+		{
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return;
+			client_close(c);
+			return;
+		}
+		c->out_sent += (int) n;
+	}
+	if (c->out == NULL)
+		return;
+	pfree(c->out);
+	c->out = NULL;
+	c->out_len = c->out_sent = 0;
+	if (c->close_after)
+	{
+		client_close(c);
+		return;
+	}
+	c->last_used = GetCurrentTimestamp();
+	c->deadline = c->last_used + (int64) IDLE_TIMEOUT_MS * 1000;
+}
+
+/* Queue a whole response for the client (body may be NULL). */
+static void
+respond(Client *c, int status, const char *reason, const char *type,
+		const char *body, bool head_only, const char *extra_headers)
+{
+	StringInfoData r;
+	int			blen = body ? (int) strlen(body) : 0;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	initStringInfo(&r);
+	appendStringInfo(&r, "HTTP/1.1 %d %s\r\n"
+					 "Content-Type: %s\r\n"
+					 "Content-Length: %d\r\n"
+					 "Cache-Control: no-store\r\n"
+					 "%s%s\r\n",
+					 status, reason, type, blen,
+					 extra_headers ? extra_headers : "",
+					 c->close_after ? "Connection: close\r\n" : "");
+	if (body && !head_only)
+		appendBinaryStringInfo(&r, body, blen);
+	MemoryContextSwitchTo(old);
+	c->out = r.data;
+	c->out_len = r.len;
+	c->out_sent = 0;
+	client_send(c);
+}
+
+/* ------------------------------------------------------------------------
+ * The answers
+ * ------------------------------------------------------------------------ */
+
+static void
+json_string(StringInfo s, const char *v)
+{
+	appendStringInfoChar(s, '"');
+	for (const char *p = v; *p; p++)
+	{
+		unsigned char ch = (unsigned char) *p;
+
+		if (ch == '"' || ch == '\\')
+			appendStringInfo(s, "\\%c", ch);
+		else if (ch < 0x20)
+			appendStringInfo(s, "\\u%04x", ch);
+		else
+			appendStringInfoChar(s, ch);
+	}
+	appendStringInfoChar(s, '"');
+}
+
+/* GET /health: 200 when every component is healthy, else 503; JSON. */
+static int
+health_body(StringInfo s)
+{
+	HsHealthRow rows[HS_HEALTH_MAX_ROWS];
+	int			n = hs_health_report(rows);
+	bool		healthy = true;
+
+	for (int i = 0; i < n; i++)
+		healthy &= rows[i].healthy;
+	appendStringInfo(s, "{\"status\": \"%s\", \"components\": [", healthy ? "ok" : "failed");
+	for (int i = 0; i < n; i++)
+	{
+		appendStringInfoString(s, i ? ", {\"component\": " : "{\"component\": ");
+		json_string(s, rows[i].component);
+		appendStringInfoString(s, ", \"status\": ");
+		json_string(s, rows[i].status);
+		appendStringInfo(s, ", \"healthy\": %s, \"detail\": ", rows[i].healthy ? "true" : "false");
+		json_string(s, rows[i].detail);
+		appendStringInfoChar(s, '}');
+	}
+	appendStringInfoString(s, "]}\n");
+	return healthy ? 200 : 503;
+}
+
+static void
+metric(StringInfo s, const char *name, const char *help, const char *type)
+{
+	appendStringInfo(s, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* GET /metrics: the Prometheus text format (version 0.0.4). */
+static void
+metrics_body(StringInfo s)
+{
+	HsHealthRow rows[HS_HEALTH_MAX_ROWS];
+	int			n = hs_health_report(rows);
+	HaschedShared snap;
+	int			by_state[HS_EXEC_BUSY + 1] = {0};
+	static const char *const exec_states[] = {"free", "starting", "idle", "woken", "busy"};
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&hs_shared->mutex);
+	memcpy(&snap, hs_shared, offsetof(HaschedShared, writer_since));
+	for (int i = 0; i < hs_max_executors; i++)
+		by_state[hs_executors[i].state]++;
+	SpinLockRelease(&hs_shared->mutex);
+
+	metric(s, "hasched_up", "1 while the health listener answers.", "gauge");
+	appendStringInfoString(s, "hasched_up 1\n");
+	metric(s, "hasched_active_primary", "1 on the primary whose scheduler is active (GET /primary).", "gauge");
+	appendStringInfo(s, "hasched_active_primary %d\n", hs_health_active_primary() ? 1 : 0);
+	metric(s, "hasched_streaming_standby", "1 on a standby whose WAL receiver streams (GET /replica).", "gauge");
+	appendStringInfo(s, "hasched_streaming_standby %d\n", hs_health_streaming() ? 1 : 0);
+	metric(s, "hasched_epoch", "The scheduler epoch this server runs in (0 before its first round as primary).", "gauge");
+	appendStringInfo(s, "hasched_epoch %d\n", snap.epoch);
+	metric(s, "hasched_scheduler_up", "1 while the scheduler process runs.", "gauge");
+	appendStringInfo(s, "hasched_scheduler_up %d\n", snap.scheduler_pid != 0 ? 1 : 0);
+	metric(s, "hasched_scheduler_last_round_age_seconds",
+		   "Seconds since the scheduler's last round as primary (absent before the first).", "gauge");
+	if (snap.last_tick != 0)
+		appendStringInfo(s, "hasched_scheduler_last_round_age_seconds %.3f\n",
+						 (double) (now - snap.last_tick) / 1e6);
+	metric(s, "hasched_executors", "Executor slots by state.", "gauge");
+	for (int i = 1; i <= HS_EXEC_BUSY; i++)
+		appendStringInfo(s, "hasched_executors{state=\"%s\"} %d\n", exec_states[i], by_state[i]);
+	metric(s, "hasched_executors_max", "hasched.max_executors.", "gauge");
+	appendStringInfo(s, "hasched_executors_max %d\n", hs_max_executors);
+	metric(s, "hasched_component_healthy", "1 when the component is healthy (as in GET /health).", "gauge");
+	for (int i = 0; i < n; i++)
+		appendStringInfo(s, "hasched_component_healthy{component=\"%s\"} %d\n",
+						 rows[i].component, rows[i].healthy ? 1 : 0);
+}
+
+/* Parse and answer one complete request (line and headers in c->in). */
+static void
+answer(Client *c, int header_len)
+{
+	char		method[16];
+	char		path[256];
+	int			major = 0;
+	int			minor = 0;
+	bool		head_only;
+	StringInfoData body;
+	char	   *q;
+
+	c->in[header_len - 1] = '\0';
+	if (sscanf(c->in, "%15[A-Z] %255[^ \r\n] HTTP/%d.%d", method, path, &major, &minor) != 4 ||
+		major != 1)
+	{
+		c->close_after = true;
+		respond(c, 400, "Bad Request", "text/plain", "bad request\n", false, NULL);
+		return;
+	}
+	/* HTTP/1.0 closes unless it asks to keep alive; 1.1 keeps unless told to close */
+	{
+		char	   *h = c->in;
+		bool		keep = minor >= 1;
+
+		for (char *p = h; *p; p++)
+			*p = (*p >= 'A' && *p <= 'Z') ? *p + ('a' - 'A') : *p;
+		if (strstr(h, "\nconnection: close") || strstr(h, "\nconnection:close"))
+			keep = false;
+		else if (strstr(h, "\nconnection: keep-alive"))
+			keep = true;
+		c->close_after = !keep;
+	}
+	head_only = strcmp(method, "HEAD") == 0;
+	if (strcmp(method, "GET") != 0 && !head_only)
+	{
+		c->close_after = true;
+		respond(c, 405, "Method Not Allowed", "text/plain", "only GET is served\n", false,
+				"Allow: GET, HEAD\r\n");
+		return;
+	}
+	if ((q = strchr(path, '?')) != NULL)
+		*q = '\0';
+
+	initStringInfo(&body);
+	if (strcmp(path, "/health") == 0)
+	{
+		int			status = health_body(&body);
+
+		respond(c, status, status == 200 ? "OK" : "Service Unavailable",
+				"application/json", body.data, head_only, NULL);
+	}
+	else if (strcmp(path, "/primary") == 0)
+	{
+		bool		yes = hs_health_active_primary();
+
+		respond(c, yes ? 200 : 503, yes ? "OK" : "Service Unavailable", "text/plain",
+				yes ? "primary: scheduling\n" : "not the active primary\n", head_only, NULL);
+	}
+	else if (strcmp(path, "/replica") == 0)
+	{
+		bool		yes = hs_health_streaming();
+
+		respond(c, yes ? 200 : 503, yes ? "OK" : "Service Unavailable", "text/plain",
+				yes ? "replica: streaming\n" : "not a streaming standby\n", head_only, NULL);
+	}
+	else if (strcmp(path, "/metrics") == 0)
+	{
+		metrics_body(&body);
+		respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
+				body.data, head_only, NULL);
+	}
+	else
+		respond(c, 404, "Not Found", "text/plain",
+				"not found: try /health, /primary, /replica or /metrics\n", head_only, NULL);
+}
+
+/* Read what arrived; answer each complete request (pipelining allowed). */
+static void
+client_read(Client *c)
+{
+	for (;;)
+	{
+		ssize_t		n;
+		char	   *end;
+
+		if (c->out != NULL)
+			return;				/* one response at a time */
+		if (c->in_len >= REQUEST_MAX)
+		{
+			c->close_after = true;
+			respond(c, 431, "Request Header Fields Too Large", "text/plain",
+					"request too large\n", false, NULL);
+			return;
+		}
+		n = recv(c->sock, c->in + c->in_len, REQUEST_MAX - c->in_len, 0);
+		if (n == 0)
+		{
+			client_close(c);
+			return;
+		}
+		if (n < 0)
+		{
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+				client_close(c);
+			return;
+		}
+		if (c->in_len == 0)
+			c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
+		c->in_len += (int) n;
+
+		while (c->sock != PGINVALID_SOCKET && c->out == NULL &&
+			   (end = memmem(c->in, c->in_len, "\r\n\r\n", 4)) != NULL)
+		{
+			int			header_len = (int) (end - c->in) + 4;
+			int			rest = c->in_len - header_len;
+			char		saved[REQUEST_MAX];
+
+			memcpy(saved, c->in + header_len, rest);
+			answer(c, header_len);
+			if (c->sock == PGINVALID_SOCKET)
+				return;
+			memcpy(c->in, saved, rest);
+			c->in_len = rest;
+			if (rest > 0)
+				c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * The loop
+ * ------------------------------------------------------------------------ */
+
+/* Close what overstayed; bind if not bound.  Wait until the next deadline. */
+static long
+listener_round(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = now + (int64) 1000 * 1000;
+
+	if (n_listeners == 0 && now >= next_bind_attempt)
+		open_listeners();
+	if (n_listeners == 0)
+		next = Min(next, next_bind_attempt);
+	for (int i = 0; i < MAX_CLIENTS; i++)
+	{
+		Client	   *c = &clients[i];
+
+		if (c->sock == PGINVALID_SOCKET)
+			continue;
+		if (now >= c->deadline)
+			client_close(c);
+		else
+			next = Min(next, c->deadline);
+	}
+	return next <= now ? 0 : (long) ((next - now + 999) / 1000);
+}
+
+static int
+listener_sockets(HsWaitSocket *socks, int max)
+{
+	int			n = 0;
+
+	for (int i = 0; i < n_listeners && n < max; i++)
+	{
+		socks[n].sock = listeners[i];
+		socks[n++].events = WL_SOCKET_READABLE;
+	}
+	for (int i = 0; i < MAX_CLIENTS && n < max; i++)
+	{
+		if (clients[i].sock == PGINVALID_SOCKET)
+			continue;
+		socks[n].sock = clients[i].sock;
+		socks[n++].events = clients[i].out ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE;
+	}
+	return n;
+}
+
+static void
+listener_socket_ready(pgsocket sock, uint32 events)
+{
+	for (int i = 0; i < n_listeners; i++)
+		if (listeners[i] == sock)
+		{
+			accept_clients(sock);
+			return;
+		}
+	for (int i = 0; i < MAX_CLIENTS; i++)
+	{
+		Client	   *c = &clients[i];
+
+		if (c->sock != sock)
+			continue;
+		if (c->out != NULL)
+			client_send(c);
+		else
+			client_read(c);
+		return;
+	}
+}
+
+static void
+listener_detach(int code, Datum arg)
+{
+	close_listeners();
+	hs_health_set_listener(0, "not running");
+}
+
+void
+hasched_health_listener_main(Datum main_arg)
+{
+	static const HsWorkerLoop loop = {
+		.name = "health listener",
+		.round = listener_round,
+		.after_error = NULL,
+		.error_pause_ms = 1000,
+		.sockets = listener_sockets,
+		.socket_ready = listener_socket_ready,
+	};
+
+	hs_worker_signals(false);
+	clients = MemoryContextAllocZero(TopMemoryContext, sizeof(Client) * MAX_CLIENTS);
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		clients[i].sock = PGINVALID_SOCKET;
+	hs_health_set_listener(MyProcPid, "starting");
+	on_shmem_exit(listener_detach, (Datum) 0);
+	hs_worker_run(&loop);
+}
+
+/* Register the listener; called from _PG_init when hasched.health_port > 0. */
+void
+hs_register_health_listener(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	/* shared memory only: it never connects to a database */
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hasched");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hasched_health_listener_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched health listener");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched health listener");
+	RegisterBackgroundWorker(&worker);
+}
