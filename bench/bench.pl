@@ -113,6 +113,11 @@ my $DB   = 'bench';    # database and superuser; a role named "hasched" would
                        # put schema hasched first on search_path via "$user"
 my $HZ   = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
+# A bad setting: said on the terminal (STDERR now goes to the harness log).
+sub fatal { print $TTY_ERR "bench: $_[0]\n"; exit 2 }
+fatal('initdb refuses root: run bench/run.sh (it runs this as an ordinary user)')
+  if $> == 0;
+
 # --------------------------------------------------------------------------
 # settings
 # --------------------------------------------------------------------------
@@ -154,10 +159,10 @@ my %C;    # lower-case names without BENCH_
 		my $list = $k =~ /^(STEPS|SNAPSHOT_LOOPS|CLAIM_CLIENTS)$/;
 		for my $w ($k eq 'CLAIM_CLIENTS' || !$list ? @words : ())
 		{
-			die "bench: BENCH_$k must be positive integers, not '$v'\n"
+			fatal("BENCH_$k must be positive integers, not '$v'")
 			  unless $w =~ /^[1-9][0-9]*$/;
 		}
-		die "bench: BENCH_$k is empty\n" unless @words;
+		fatal("BENCH_$k is empty") unless @words;
 		$C{ lc $k } = $list ? [@words] : $v;
 	}
 	my %number = map { ($_ + 1 => $STEP_NAMES[$_]) } 0 .. $#STEP_NAMES;
@@ -166,15 +171,14 @@ my %C;    # lower-case names without BENCH_
 	for my $s (@{ $C{steps} })
 	{
 		my $name = $number{$s} // $s;
-		die "bench: unknown step '$s' in BENCH_STEPS (known: 1-9 or "
-		  . join(' ', @STEP_NAMES) . ")\n"
+		fatal("unknown step '$s' in BENCH_STEPS (known: 1-9 or @STEP_NAMES)")
 		  unless $known{$name};
 		push @steps, $name;
 	}
 	$C{steps} = { map { ($_ => 1) } @steps };
 	for my $l (@{ $C{snapshot_loops} })
 	{
-		die "bench: unknown loop '$l' in BENCH_SNAPSHOT_LOOPS\n"
+		fatal("unknown loop '$l' in BENCH_SNAPSHOT_LOOPS (known: hasched hasched_many plain2 plain1)")
 		  unless $l =~ /^(hasched|hasched_many|plain2|plain1)$/;
 	}
 }
@@ -188,10 +192,22 @@ my $INVOCATION = join(' ',
 	  grep { !/^BENCH_(OUT|COMMIT|OS_USER|INVOKED_AS)$/ } sort keys %ENV),
 	$ENV{BENCH_INVOKED_AS} || 'perl bench/bench.pl');
 
+# Raw output: BENCH_OUT (run.sh makes it), else bench/out/<stamp> and a
+# link bench/out/latest to it.
 my $STAMP = POSIX::strftime('%Y%m%dT%H%M%SZ', gmtime);
-my $OUTDIR = $ENV{BENCH_OUT} || "$HERE/out/$STAMP";
-make_path($OUTDIR);
-open(my $RUNLOG, '>>', "$OUTDIR/run.log") or die "bench: $OUTDIR/run.log: $!\n";
+my $OUTDIR = $ENV{BENCH_OUT};
+if ($OUTDIR)
+{
+	$STAMP = $1 if $OUTDIR =~ m{/(\d{8}T\d{6}Z)/?$};
+}
+else
+{
+	$OUTDIR = "$HERE/out/$STAMP";
+	make_path($OUTDIR);
+	unlink("$HERE/out/latest");
+	symlink($STAMP, "$HERE/out/latest");
+}
+open(my $RUNLOG, '>>', "$OUTDIR/run.log") or fatal("$OUTDIR/run.log: $!");
 $RUNLOG->autoflush(1);
 
 # --------------------------------------------------------------------------
@@ -528,15 +544,6 @@ sub percentiles
 	return \%p;
 }
 
-sub say_percentiles
-{
-	my ($label, $p) = @_;
-	say(sprintf('  %-36s n %s  p50 %s  p90 %s  p99 %s  max %s ms',
-			$label, na($p->{n}), na($p->{p50}), na($p->{p90}), na($p->{p99}),
-			na($p->{max})));
-	return;
-}
-
 # median(@numbers) in SQL (percentile_cont); undef when there are none
 sub median
 {
@@ -710,12 +717,26 @@ sub executor_cpu
 sub target
 {
 	my (%t) = @_;
+	my @notes = grep { defined && $_ ne '' } @{ $t{note} // [] };
+	my $by_ratio = defined $t{min} || defined $t{max};
+	my ($v, $lo, $hi) = $by_ratio ? @t{qw(ratio min max)} : @t{qw(value value_min value_max)};
+	$t{target} //= defined $t{min} ? sprintf('>= %.2fx', $t{min}) : sprintf('<= %.2fx', $t{max});
+	$t{met} = @notes ? '?'
+	  : (!defined $v || $v eq '') ? ''
+	  : (defined $lo ? $v >= $lo : $v <= $hi) ? 'yes' : 'no';
+	$t{figure} .= ' (' . join('; ', @notes) . ')' if @notes;
 	push @TARGETS, \%t;
 	return;
 }
 
-# A section of the summary: markdown text.
-sub section { push @SECTIONS, join('', @_); return }
+# A step's section of the summary (markdown), printed now and at the end.
+sub section
+{
+	my $text = join('', @_);
+	push @SECTIONS, $text;
+	out("\n", $text);
+	return;
+}
 
 sub md_table
 {
@@ -742,7 +763,6 @@ sub step_submit
 	my $q0 = query($used);
 	my $on = pgbench_run('submit_quotas_on', script => 'submit.pgbench', clients => $c);
 	my $counted = query($used) - $q0;
-	say("  quota accounting: hasched.quota_use counted $counted jobs during submit_quotas_on");
 	my $off = pgbench_run('submit_quotas_off', script => 'submit.pgbench', clients => $c,
 		pgoptions => '-c hasched.enforce_quotas=off');
 	my $plain = pgbench_run('plain_insert', script => 'plain_insert.pgbench', clients => $c);
@@ -939,11 +959,6 @@ sub step_snapshot
 		}
 		$r->{note} = 'queue ran dry: raise the prefill' if waiting($kind) == 0;
 		$R{$name} = $r;
-		say(sprintf('  jobs/s: mean %s; first %d s %s, last %d s %s, ratio %s; server CPU %s us/job%s',
-				f0($r->{jobs}), $W, na($r->{first}), $W, na($r->{last}),
-				f2(ratio($r->{last}, $r->{first})), f0($r->{cpu}),
-				$r->{note} ? "  ($r->{note})" : ''));
-		say("  per $W s: " . na($r->{series}));
 		# leave nothing for autovacuum to chew on during the next run
 		vacuum_all();
 		push @rows, [
@@ -1098,18 +1113,6 @@ EOF
 	$d{workers} = query("SELECT string_agg(w || ' ' || n, ', ' ORDER BY w) FROM (SELECT worker w, count(*) n
 	                   FROM hasched.job WHERE queue = 'noop' AND id > $first_id GROUP BY worker) s");
 	$R{drain} = \%d;
-	say("  succeeded $d{succeeded} of $d{total}"
-		  . ($d{other} ? " (other states: $d{other})" : '')
-		  . "; attempts that did not succeed: $d{runs}");
-	say("  jobs/s = succeeded / (max(finished_at) - min(started_at)) = $d{succeeded} / "
-		  . na($d{busy_s}) . ' s = ' . f0($d{jobs_s}));
-	say("  set_mode('normal') -> first started_at " . na($d{wake_ms}) . ' ms; -> last finished_at '
-		  . na($d{wall_s}) . ' s (' . f0($d{wall_jobs_s}) . ' jobs/s); seen drained by the waiting session after '
-		  . f2($d{wall_poll_s}) . ' s');
-	say('  server CPU ' . f0($d{cpu}) . ' us/job, of which the executors ' . f0($d{exec_cpu})
-		  . ' us/job; jobs per executor: ' . na($d{workers}));
-	say('  executors / pull API: ' . f2(ratio($d{jobs_s}, $pull->{jobs})) . ' (jobs/s), '
-		  . f2(ratio($d{cpu}, $pull->{cpu})) . ' (server CPU per job)');
 	vacuum_all();
 
 	section("### 5. drain $N no-op SQL jobs through the executors (hasched.max_executors = $E)\n\n",
@@ -1175,12 +1178,8 @@ sub step_latency
 	$l{run} = percentiles('j.started_at - j.run_at', $from);
 	$l{pre} = percentiles('c.ct - j.run_at', "$from AND c.ct IS NOT NULL");
 	$l{commit} = percentiles('j.started_at - c.ct', "$from AND c.ct IS NOT NULL");
-	say_percentiles('started_at - run_at (main)', $l{run});
-	say_percentiles('commit timestamp - run_at', $l{pre});
-	say_percentiles('started_at - commit timestamp', $l{commit});
 	$l{states} = query("SELECT string_agg(state || ' ' || n, ', ') FROM (SELECT state::text, count(*) n
 	                  FROM hasched.job WHERE id IN ($ids) GROUP BY 1) s");
-	say("  jobs: $l{states}" . ($l{note} ? "  ($l{note})" : ''));
 	spew("$OUTDIR/latency.txt", query("SELECT j.id, round((extract(epoch FROM j.started_at - j.run_at) * 1000)::numeric, 2),
 	                                  round((extract(epoch FROM j.started_at - c.ct) * 1000)::numeric, 2), j.worker
 	                                $from ORDER BY j.id") . "\n");
@@ -1230,10 +1229,6 @@ sub step_cron
 		        count(*) - count(DISTINCT j.fire_at), count(*) FILTER (WHERE j.state = 'succeeded') $from");
 	$k{skips} = query("SELECT coalesce(string_agg(kind || ' ' || n, ', '), 'none') FROM (SELECT kind, count(*) n
 	                 FROM hasched.event WHERE at >= '$t0' AND detail->>'schedule' = 'bench-1s' GROUP BY kind) s");
-	say_percentiles('created_at - fire_at', $k{fire});
-	say_percentiles('started_at - fire_at', $k{start});
-	say("  runs $k{runs} (fire_at spans " . na($k{span}) . " s; fired twice: $k{dup}); succeeded $k{ok}; "
-		  . "schedule events: $k{skips}" . ($k{note} ? "  ($k{note})" : ''));
 	spew("$OUTDIR/cron.txt", query("SELECT j.id, j.fire_at, round((extract(epoch FROM j.created_at - j.fire_at) * 1000)::numeric, 2),
 	                               round((extract(epoch FROM j.started_at - j.fire_at) * 1000)::numeric, 2), j.state, j.worker
 	                             $from ORDER BY j.fire_at") . "\n");
@@ -1320,8 +1315,6 @@ sub step_failover
 	}
 	node_stop($cur, 'fast');
 	my %m = map { my $k = $_; ($k => median(map { $_->{$k} } @runs)) } qw(promote epoch job);
-	say('  median: first job started ' . na($m{job}) . ' ms after the promote call (epoch opened: '
-		  . na($m{epoch}) . ' ms)');
 	$R{failover} = { runs => \@runs, median => \%m };
 
 	section("### 8. promotion -> first started job ($FR runs; hasched.max_executors = $C{max_executors})\n\n",
@@ -1410,8 +1403,6 @@ sub step_long_drain
 		$ref_is = "the middle sample: shorter than the warm-up of $warm s, the table still fills";
 	}
 	$R{long_drain} = { samples => \@samples, ref => $ref };
-	say(sprintf('  end / t %.0f s (%s): table %s, indexes %s', $ref->{t}, $ref_is,
-			f2(ratio($end->{table}, $ref->{table})), f2(ratio($end->{idx}, $ref->{idx}))));
 	section("### 9. long executor run: $S s on a server of its own (hasched.max_executors = $C{max_executors})\n\n",
 		"A schedule '* * * * * *' whose SQL job submits $rate no-op SQL jobs (submit_many); the executors run them; ",
 		"the scheduler prunes finished jobs older than hasched.history_retention = $keep s (at most 10,000 a minute). ",
@@ -1448,36 +1439,12 @@ sub summary
 	if (@TARGETS)
 	{
 		$s .= "\n### targets (ratios against baselines measured in this run)\n\n";
-		my @rows;
-		for my $t (@TARGETS)
-		{
-			my ($met, $tgt) = ('', $t->{target});
-			if (defined $t->{min})
-			{
-				$tgt //= sprintf('>= %.2fx', $t->{min});
-				$met = defined $t->{ratio} ? ($t->{ratio} >= $t->{min} ? 'yes' : 'no') : '';
-			}
-			elsif (defined $t->{max})
-			{
-				$tgt //= sprintf('<= %.2fx', $t->{max});
-				$met = defined $t->{ratio} ? ($t->{ratio} <= $t->{max} ? 'yes' : 'no') : '';
-			}
-			elsif (defined $t->{value_min})
-			{
-				$met = (defined $t->{value} && $t->{value} ne '') ? ($t->{value} >= $t->{value_min} ? 'yes' : 'no') : '';
-			}
-			elsif (defined $t->{value_max})
-			{
-				$met = (defined $t->{value} && $t->{value} ne '') ? ($t->{value} <= $t->{value_max} ? 'yes' : 'no') : '';
-			}
-			my @notes = grep { defined && $_ ne '' } @{ $t->{note} // [] };
-			$met = '?' if @notes;
-			my $cpu = $t->{cpu}
-			  ? f0($t->{cpu}[0]) . ' / ' . f0($t->{cpu}[1]) . ' = ' . f2(ratio(@{ $t->{cpu} }))
-			  : '';
-			push @rows, [ $t->{figure} . (@notes ? ' (' . join('; ', @notes) . ')' : ''), $t->{hasched}, $t->{base} // '',
-				defined $t->{ratio} ? f2($t->{ratio}) : '', $cpu, $tgt, $met ];
-		}
+		my @rows = map {
+			[ $_->{figure}, $_->{hasched}, $_->{base} // '',
+				defined $_->{ratio} ? f2($_->{ratio}) : '',
+				$_->{cpu} ? join(' / ', map { f0($_) } @{ $_->{cpu} }) . ' = ' . f2(ratio(@{ $_->{cpu} })) : '',
+				$_->{target}, $_->{met} ]
+		} @TARGETS;
 		$s .= md_table([ 'figure', 'hasched', 'baseline (same run)', 'ratio',
 				'server CPU us/job: hasched / baseline', 'target', 'met' ], 'lrrrrll', @rows);
 	}
