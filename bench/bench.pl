@@ -245,6 +245,13 @@ sub spew
 # number formatting; '' and undef print as n/a
 sub f0 { my ($x) = @_; return (defined $x && $x ne '') ? sprintf('%.0f', $x) : 'n/a' }
 sub f2 { my ($x) = @_; return (defined $x && $x ne '') ? sprintf('%.2f', $x) : 'n/a' }
+# microseconds of CPU per job: one decimal below 10
+sub fus
+{
+	my ($x) = @_;
+	return 'n/a' unless defined $x && $x ne '';
+	return sprintf($x < 10 ? '%.1f' : '%.0f', $x);
+}
 sub na { my ($x) = @_; return (defined $x && $x ne '') ? $x : 'n/a' }
 
 sub ratio
@@ -460,16 +467,18 @@ sub server_cpu
 	return $t;
 }
 
-# Wait (up to 5 s) until at most $open client sessions are left, so that
-# the CPU of the backends of a run is counted once they have exited.
+# Wait (up to 5 s) until at most $open client sessions are left and every
+# backend that exited has been reaped: only then is the CPU of the backends
+# of a run in the postmaster's cutime (a zombie shows none of its own).
 sub wait_sessions
 {
 	my ($open) = @_;
 	for (1 .. 50)
 	{
-		my $n = grep { slurp("/proc/$_/cmdline") =~ /\[local\]/ }
-		  children_of($PID{ $NODE->name });
-		return if $n <= $open;
+		my @c = children_of($PID{ $NODE->name });
+		my $sessions = grep { slurp("/proc/$_/cmdline") =~ /\[local\]/ } @c;
+		my $zombies = grep { ((proc_stat($_))[0] // '') eq 'Z' } @c;
+		return if $sessions <= $open && $zombies == 0;
 		sleep 0.1;
 	}
 	return;
@@ -531,7 +540,7 @@ sub pgbench_run
 	$r{jobs} = $r{tps} * $per;
 	$r{cpu} = cpu_us($ticks, ($r{tx} // 0) * $per);
 	say(sprintf('  %-28s tps %s  latency %s ms  server CPU %s us/job%s',
-			$name, f2($r{tps}), na($r{lat}), f0($r{cpu}),
+			$name, f2($r{tps}), na($r{lat}), fus($r{cpu}),
 			$r{note} ? "  ($r{note})" : ''));
 	return \%r;
 }
@@ -781,7 +790,7 @@ sub step_submit
 		my ($label, $r, $tgt) = @$_;
 		push @rows, [ $label . ($r->{note} ? " ($r->{note})" : ''),
 			f0($r->{tps}), $r->{lat}, f2(ratio($r->{tps}, $plain->{tps})),
-			f0($r->{cpu}), f2(ratio($r->{cpu}, $plain->{cpu})), $tgt ];
+			fus($r->{cpu}), f2(ratio($r->{cpu}, $plain->{cpu})), $tgt ];
 	}
 	section("### 1. single-row submit (-c $c, $T s each)\n\n",
 		md_table([ 'statement', 'tps', 'latency ms', 'vs plain INSERT',
@@ -792,7 +801,7 @@ sub step_submit
 		ratio => ratio($on->{tps}, $plain->{tps}), min => 0.9,
 		cpu => [ $on->{cpu}, $plain->{cpu} ], note => [ $on->{note}, $plain->{note} ]);
 	target(figure => 'server CPU per submitted job / plain INSERT\'s (us)',
-		hasched => f0($on->{cpu}), base => f0($plain->{cpu}),
+		hasched => fus($on->{cpu}), base => fus($plain->{cpu}),
 		ratio => ratio($on->{cpu}, $plain->{cpu}), max => 1.5,
 		note => [ $on->{note}, $plain->{note} ]);
 	return;
@@ -815,7 +824,7 @@ sub step_submit_many
 		my ($label, $r, $tgt) = @$_;
 		push @rows, [ $label . ($r->{note} ? " ($r->{note})" : ''),
 			f0($r->{tps}), f0($r->{jobs}), $r->{lat},
-			f2(ratio($r->{tps}, $plain->{tps})), f0($r->{cpu}),
+			f2(ratio($r->{tps}, $plain->{tps})), fus($r->{cpu}),
 			f2(ratio($r->{cpu}, $plain->{cpu})), $tgt ];
 	}
 	section("### 2. 100 jobs per call (-c $c, $T s each)\n\n",
@@ -891,7 +900,7 @@ sub step_claim
 					plain1       => 'plain 1-step: one UPDATE ... FOR UPDATE SKIP LOCKED' }->{$kind};
 				push @rows, [ $c, $b, $label . ($r->{note} ? " ($r->{note})" : ''),
 					f0($r->{tps}), f0($r->{jobs}), $r->{lat},
-					f2(ratio($r->{jobs}, $plain->{jobs})), f0($r->{cpu}),
+					f2(ratio($r->{jobs}, $plain->{jobs})), fus($r->{cpu}),
 					$headline ? '>= 20000 jobs/s' : '' ];
 			}
 		}
@@ -973,7 +982,7 @@ sub step_snapshot
 			  plain2 => 'plain 2-step', plain1 => 'plain 1-step' }->{$kind}
 			  . ($r->{note} ? " ($r->{note})" : ''),
 			f0($r->{jobs}), f0($r->{first}), f0($r->{last}),
-			f2(ratio($r->{last}, $r->{first})), f0($r->{cpu}),
+			f2(ratio($r->{last}, $r->{first})), fus($r->{cpu}),
 			$kind =~ /^hasched/ ? '>= 0.90' : '(expected to degrade)' ];
 	}
 	my $plain = $R{snapshot_plain2} // $R{snapshot_plain1};
@@ -1093,6 +1102,7 @@ END
 SELECT 'end ' || extract(epoch FROM clock_timestamp());
 EOF
 	} // do { $d{note} = "not drained within $C{drain_timeout} s"; say("  $@"); '' };
+	wait_sessions(0);
 	my $ticks = server_cpu() - $cpu0;
 	my $ex1 = executor_cpu();
 	spew("$OUTDIR/drain_wait.txt", $out);
@@ -1128,7 +1138,7 @@ EOF
 				  . ($pull->{note} ? " ($pull->{note})" : ''), f0($pull->{jobs}), '' ],
 			[ 'executors / pull API (jobs/s)', f2(ratio($d{jobs_s}, $pull->{jobs})), '>= 0.80' ],
 			[ 'server CPU per job, us: executors (of which the executors themselves) / pull API',
-				f0($d{cpu}) . ' (' . f0($d{exec_cpu}) . ') / ' . f0($pull->{cpu}), '' ],
+				fus($d{cpu}) . ' (' . fus($d{exec_cpu}) . ') / ' . fus($pull->{cpu}), '' ],
 			[ 'max(finished_at) - min(started_at), s', $d{busy_s}, '' ],
 			[ "wall: set_mode('normal') -> last finished_at, s (jobs/s)",
 				na($d{wall_s}) . ' (' . f0($d{wall_jobs_s}) . ')', '' ],
@@ -1446,7 +1456,7 @@ sub summary
 		my @rows = map {
 			[ $_->{figure}, $_->{hasched}, $_->{base} // '',
 				defined $_->{ratio} ? f2($_->{ratio}) : '',
-				$_->{cpu} ? join(' / ', map { f0($_) } @{ $_->{cpu} }) . ' = ' . f2(ratio(@{ $_->{cpu} })) : '',
+				$_->{cpu} ? join(' / ', map { fus($_) } @{ $_->{cpu} }) . ' = ' . f2(ratio(@{ $_->{cpu} })) : '',
 				$_->{target}, $_->{met} ]
 		} @TARGETS;
 		$s .= md_table([ 'figure', 'hasched', 'baseline (same run)', 'ratio',
