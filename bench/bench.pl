@@ -1030,20 +1030,12 @@ sub prepare_executor_steps
 	return;
 }
 
-# 5. Drain no-op SQL jobs through the executors, against the pull API.
-# Baseline, just before and on the same server: batch-100 claim +
-# complete(ids[], tokens[]) from pgbench (-c the first BENCH_CLAIM_CLIENTS)
-# on the default queue, the rate an external worker gets.  Then:
-# set_mode('paused'), submit_many BENCH_DRAIN_JOBS jobs in batches of
-# BENCH_DRAIN_BATCH, set_mode('normal'), and a session waits on the server
-# until none is waiting or running.  jobs/s = succeeded / (max(finished_at)
-# - min(started_at)); also the wall time from set_mode('normal') to the
-# last finished_at, the gap to the first started_at, and the server CPU
-# per job (of which the executors').
-sub step_drain
+# The baseline of step 5, just before it and on the same server: batch-100
+# claim + complete(ids[], tokens[]) from pgbench (-c the first
+# BENCH_CLAIM_CLIENTS) on the default queue, the rate an external worker gets.
+sub pull_api_baseline
 {
-	my ($N, $B, $E, $c) = ($C{drain_jobs}, $C{drain_batch}, $C{max_executors},
-		$C{claim_clients}[0]);
+	my $c = $C{claim_clients}[0];
 	my $kind = $HAS_MANY ? 'hasched_many' : 'hasched';
 	header("5. pull API baseline: claim 100 + complete, same server (pgbench -c $c -j $C{threads} -T $C{seconds})");
 	top_up($kind, $C{claim_rate_100} * $C{seconds} * 2);
@@ -1052,6 +1044,21 @@ sub step_drain
 		batch => 100, clients => $c, comment => 'step 5 baseline, after the restart');
 	$pull->{note} = 'queue ran dry' if defined $pull->{tps} && waiting($kind) == 0;
 	vacuum_all();
+	return $pull;
+}
+
+# 5. Drain no-op SQL jobs through the executors, against the pull API
+# baseline: set_mode('paused'), submit_many BENCH_DRAIN_JOBS jobs in batches
+# of BENCH_DRAIN_BATCH, set_mode('normal'), and a session waits on the
+# server until none is waiting or running.  jobs/s = succeeded /
+# (max(finished_at) - min(started_at)); also the wall time from
+# set_mode('normal') to the last finished_at, the gap to the first
+# started_at, and the server CPU per job (of which the executors').
+sub step_drain
+{
+	my ($N, $B, $E, $c) = ($C{drain_jobs}, $C{drain_batch}, $C{max_executors},
+		$C{claim_clients}[0]);
+	my $pull = pull_api_baseline();
 
 	header("5. drain $N no-op SQL jobs (submit_many of $B while paused, then set_mode('normal'); max_executors = $E)");
 	my $calls = int(($N + $B - 1) / $B);
