@@ -478,10 +478,29 @@ sub wait_sessions
 		my @c = children_of($PID{ $NODE->name });
 		my $sessions = grep { slurp("/proc/$_/cmdline") =~ /\[local\]/ } @c;
 		my $zombies = grep { ((proc_stat($_))[0] // '') eq 'Z' } @c;
-		return if $sessions <= $open && $zombies == 0;
+		last if $sessions <= $open && $zombies == 0;
 		sleep 0.1;
 	}
 	return;
+}
+
+# The server's CPU ticks once a run's sessions are gone: wait_sessions, then
+# read until two readings 0.5 s apart differ by at most a tick (up to 5 s).
+# Seen under load: a reading right after the last backend had gone that
+# missed most of the run's CPU, and all of it 0.5 s later.
+sub settled_cpu
+{
+	my ($open) = @_;
+	wait_sessions($open);
+	my $prev = server_cpu();
+	for (1 .. 10)
+	{
+		sleep 0.5;
+		my $now = server_cpu();
+		return $now if $now - $prev <= 1;
+		$prev = $now;
+	}
+	return $prev;
 }
 
 # server CPU microseconds per job between two server_cpu readings
@@ -521,8 +540,7 @@ sub pgbench_run
 		IPC::Run::run([ 'pgbench', @args ], '>', \$output, '2>&1');
 	}
 	my $rc = $? >> 8;    # IPC::Run sets $? as system() does
-	wait_sessions($o{sessions} // 0);
-	my $ticks = server_cpu() - $cpu0;
+	my $ticks = settled_cpu($o{sessions} // 0) - $cpu0;
 	spew("$OUTDIR/$name.txt", $output);
 
 	my %r = (output => $output);
@@ -1109,8 +1127,7 @@ END
 SELECT 'end ' || extract(epoch FROM clock_timestamp());
 EOF
 	} // do { $d{note} = "not drained within $C{drain_timeout} s"; say("  $@"); '' };
-	wait_sessions(0);
-	my $ticks = server_cpu() - $cpu0;
+	my $ticks = settled_cpu(0) - $cpu0;
 	my $ex1 = executor_cpu();
 	spew("$OUTDIR/drain_wait.txt", $out);
 	my ($ta) = $out =~ /^start ([\d.]+)/m;
