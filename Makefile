@@ -6,7 +6,8 @@
 #                           missing, then pg_regress, pgTAP and TAP tests as an
 #                           ordinary user
 # make demo                 the local demo (scripts/demo.sh)
-# make bench                benchmarks (bench/run.sh); prints tables, asserts nothing
+# make bench                benchmarks (bench/run.sh runs bench/bench.pl); prints
+#                           tables, asserts nothing; BENCH_QUICK=1: a smoke run
 # make unittest             unit tests of the cron parser (test/unit)
 # make check-layers         the include rules between src/ layers (CI runs it)
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)

@@ -1,4 +1,4 @@
--- bench/setup.sql: the bench database, created by bench/run.sh in a
+-- bench/setup.sql: the bench database, created by bench/bench.pl in a
 -- throwaway cluster.  Run as the superuser that pgbench connects as.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
