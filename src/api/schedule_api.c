@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * schedule_api.c
- *		SQL functions for periodic jobs: schedule, unschedule, schedule_next.
+ *		SQL functions for periodic jobs: schedule, alter_schedule (pause,
+ *		resume), unschedule, schedule_next.
  *		Thin: read and check the arguments, refuse on a standby, then one
  *		call into core (schedule.c) as the extension owner.
  *
@@ -23,6 +24,7 @@
 #include "core/hasched.h"
 
 PG_FUNCTION_INFO_V1(hasched_schedule);
+PG_FUNCTION_INFO_V1(hasched_alter_schedule);
 PG_FUNCTION_INFO_V1(hasched_unschedule);
 PG_FUNCTION_INFO_V1(hasched_schedule_next);
 
@@ -58,7 +60,9 @@ check_choice(const char *what, const char *value, const char *const *choices)
 
 /*
  * schedule(name, spec, queue, payload, priority, timezone, misfire, overlap,
- *			tenant, replace) returns the next run.
+ *			tenant, replace, active) returns the next run, NULL when created
+ * paused.  (The 0.1.0 SQL declaration has no active: until ALTER EXTENSION
+ * hasched UPDATE, calls come with ten arguments.)
  */
 Datum
 hasched_schedule(PG_FUNCTION_ARGS)
@@ -74,6 +78,7 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	const char *misfire;
 	const char *overlap;
 	bool		replace;
+	bool		active = true;
 	int			priority;
 	CronSpec	cs;
 	TimestampTz next;
@@ -99,6 +104,15 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	misfire = check_choice("misfire", text_to_cstring(PG_GETARG_TEXT_PP(6)), misfires);
 	overlap = check_choice("overlap", text_to_cstring(PG_GETARG_TEXT_PP(7)), overlaps);
 	replace = PG_ARGISNULL(9) ? false : PG_GETARG_BOOL(9);
+	if (PG_NARGS() > 10)
+	{
+		if (PG_ARGISNULL(10))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("active must not be null"),
+					 errhint("Pass active => false to create the schedule paused, true (the default) to start it.")));
+		active = PG_GETARG_BOOL(10);
+	}
 	tenant = PG_ARGISNULL(8) ? NULL : pstrdup(NameStr(*PG_GETARG_NAME(8)));
 	if (tenant == NULL)
 		tenant = (hs_tenant && hs_tenant[0]) ? pstrdup(hs_tenant) :
@@ -122,10 +136,49 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	hs_privileged_enter(&priv);
 	SPI_connect();
 	next = hs_schedule_save(name, spec, zone, queue, PG_GETARG_DATUM(3), (int16) priority,
-							tenant, misfire, overlap, replace, next, caller);
+							tenant, misfire, overlap, replace, active, next, caller);
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	hs_wake_scheduler_at_commit();
+	if (TIMESTAMP_IS_NOEND(next))
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(next);
+}
+
+/*
+ * alter_schedule(name, active) pauses (false) or resumes (true) a schedule;
+ * returns its next run, NULL while paused.
+ */
+Datum
+hasched_alter_schedule(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *name;
+	bool		active;
+	TimestampTz next;
+	HsPrivileged priv;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("name must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("active must not be null"),
+				 errhint("Pass active => false to pause the schedule, active => true to resume it.")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	active = PG_GETARG_BOOL(1);
+	hs_require_primary("change schedules");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	next = hs_schedule_set_active(name, active, caller);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	hs_wake_scheduler_at_commit();
+	if (TIMESTAMP_IS_NOEND(next))
+		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(next);
 }
 

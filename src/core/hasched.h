@@ -272,9 +272,10 @@ extern TimestampTz hs_schedule_next_time(const struct CronSpec *cs, struct pg_tz
 extern TimestampTz hs_schedule_save(const char *name, const char *spec, const char *zone,
 									const char *queue, Datum payload, int16 priority,
 									const char *tenant, const char *misfire,
-									const char *overlap, bool replace, TimestampTz next,
-									Oid caller);
+									const char *overlap, bool replace, bool active,
+									TimestampTz next, Oid caller);
 extern void hs_schedule_delete(const char *name, Oid caller);
+extern TimestampTz hs_schedule_set_active(const char *name, bool active, Oid caller);
 extern TimestampTz hs_fire_due_schedules(TimestampTz now);
 
 /* health.c: component health from shared memory only */

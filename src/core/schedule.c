@@ -120,17 +120,21 @@ hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
 
 /*
  * Save a schedule (insert, or with replace update the caller's own of that
- * name); returns its next run.  caller: the role that called schedule().
- * Inside SPI, as the extension owner; the arguments are validated.
+ * name); returns its next run, DT_NOEND when it is saved paused (active
+ * false: no next run).  caller: the role that called schedule().  Inside
+ * SPI, as the extension owner; the arguments are validated.
  */
 TimestampTz
 hs_schedule_save(const char *name, const char *spec, const char *zone,
 				 const char *queue, Datum payload, int16 priority,
 				 const char *tenant, const char *misfire, const char *overlap,
-				 bool replace, TimestampTz next, Oid caller)
+				 bool replace, bool active, TimestampTz next, Oid caller)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[11];
+	Datum		values[12];
+	char		nulls[12];
+	bool		isnull;
+	Datum		saved;
 
 	hs_check_schedule_target(queue, payload);
 	/*
@@ -155,21 +159,22 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 	}
 	if (plan == NULL)
 	{
-		Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
-		NAMEOID, NAMEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+		Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
+		NAMEOID, NAMEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
 
 		plan = hs_prepare("INSERT INTO hasched.schedule AS s (name, spec, timezone, queue, payload,"
-						  " priority, tenant, owner, misfire, overlap, next_run_at)"
-						  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+						  " priority, tenant, owner, misfire, overlap, next_run_at, active)"
+						  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 						  " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec,"
 						  " timezone = excluded.timezone, queue = excluded.queue,"
 						  " payload = excluded.payload, priority = excluded.priority,"
 						  " tenant = excluded.tenant, owner = excluded.owner,"
 						  " misfire = excluded.misfire, overlap = excluded.overlap,"
-						  " next_run_at = excluded.next_run_at, active = true,"
+						  " next_run_at = excluded.next_run_at, active = excluded.active,"
 						  " queued_fires = 0"
-						  " RETURNING next_run_at", 11, types);
+						  " RETURNING next_run_at", 12, types);
 	}
+	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(spec);
 	values[2] = CStringGetTextDatum(zone);
@@ -181,11 +186,44 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 	values[8] = CStringGetTextDatum(misfire);
 	values[9] = CStringGetTextDatum(overlap);
 	values[10] = TimestampTzGetDatum(next);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+	if (!active)
+		nulls[10] = 'n';
+	values[11] = BoolGetDatum(active);
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "hasched: saving schedule \"%s\" failed", name);
-	return DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &(bool){false}));
+	saved = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(saved);
+}
+
+/*
+ * Lock the caller's schedule of that name, or raise JQ022 when there is none
+ * that the caller may see (another tenant's reads as missing).  Leaves the
+ * row (tenant, spec, timezone, active, next_run_at) in SPI_tuptable.
+ */
+static void
+lock_own_schedule(const char *name, Oid caller)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = hs_prepare("SELECT tenant::text, spec, timezone, active, next_run_at"
+						  " FROM hasched.schedule WHERE name = $1 FOR UPDATE",
+						  1, types);
+	}
+	values[0] = CStringGetTextDatum(name);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading schedule failed");
+	if (SPI_processed != 1 ||
+		!hs_role_visible(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_SCHEDULE),
+				 errmsg("schedule \"%s\" does not exist", name),
+				 errhint("List your schedules with SELECT name FROM hasched.schedules.")));
 }
 
 /*
@@ -195,31 +233,70 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 void
 hs_schedule_delete(const char *name, Oid caller)
 {
-	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
-	bool		found = false;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = hs_prepare("SELECT tenant::text FROM hasched.schedule WHERE name = $1 FOR UPDATE",
-						  1, types);
-	}
+	lock_own_schedule(name, caller);
 	values[0] = CStringGetTextDatum(name);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "hasched: reading schedule failed");
-	if (SPI_processed == 1 &&
-		hs_role_visible(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)))
-		found = true;
-	if (!found)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_SCHEDULE),
-				 errmsg("schedule \"%s\" does not exist", name),
-				 errhint("List your schedules with SELECT name FROM hasched.schedules.")));
 	if (SPI_execute_with_args("DELETE FROM hasched.schedule WHERE name = $1", 1,
 							  (Oid[]) {TEXTOID}, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "hasched: deleting schedule failed");
+}
+
+/*
+ * Pause (active false) or resume the caller's schedule of that name
+ * (JQ022 when there is none that the caller may see); returns its next run,
+ * DT_NOEND while paused.  A paused schedule has no next run and no queued
+ * run; a resumed one goes on from now, so the runs it missed while paused
+ * are not made up (and no misfire is recorded for them).  Changing nothing
+ * (pausing a paused one, resuming an active one) leaves the row as it is.
+ * Inside SPI, as the owner.
+ */
+TimestampTz
+hs_schedule_set_active(const char *name, bool active, Oid caller)
+{
+	static SPIPlanPtr plan = NULL;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	bool		was_active;
+	Datum		current;
+	TimestampTz next = DT_NOEND;
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	lock_own_schedule(name, caller);
+	row = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	was_active = DatumGetBool(SPI_getbinval(row, desc, 4, &isnull));
+	if (was_active == active)
+	{
+		current = SPI_getbinval(row, desc, 5, &isnull);
+		return isnull ? DT_NOEND : DatumGetTimestampTz(current);
+	}
+	if (active)
+	{
+		CronSpec	cs;
+
+		hs_parse_spec(SPI_getvalue(row, desc, 2), &cs);
+		next = hs_schedule_next_time(&cs, hs_find_timezone(SPI_getvalue(row, desc, 3)),
+									 GetCurrentTimestamp());
+	}
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {TEXTOID, BOOLOID, TIMESTAMPTZOID};
+
+		plan = hs_prepare("UPDATE hasched.schedule SET active = $2, next_run_at = $3,"
+						  " queued_fires = 0 WHERE name = $1", 3, types);
+	}
+	values[0] = CStringGetTextDatum(name);
+	values[1] = BoolGetDatum(active);
+	values[2] = TimestampTzGetDatum(next);
+	if (TIMESTAMP_IS_NOEND(next))
+		nulls[2] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "hasched: changing schedule \"%s\" failed", name);
+	return next;
 }
 
 /* ------------------------------------------------------------------------
