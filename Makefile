@@ -24,7 +24,7 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/common/*.c src/core/*.c src/api/
 # EXTENSION runs hasched--0.1.0.sql and then the upgrades up to EXTVERSION.
 DATA = $(sort $(wildcard sql/hasched--*.sql))
 
-PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/common
+PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/common -DHASCHED_VERSION='"$(EXTVERSION)"'
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
 REGRESS = setup submit claim quota security schedule
@@ -48,6 +48,8 @@ include $(PGXS)
 # PGXS does not track headers: an object is rebuilt when any header of src/
 # changed (a stale object with an old struct layout crashes at run time)
 $(OBJS): $(wildcard $(srcdir)/src/*/*.h)
+# the workers compare the installed extension's version with this one
+src/core/extension.o: hasched.control
 
 .PHONY: test demo bench unittest fuzz check-layers check-version
 test:

@@ -14,6 +14,32 @@
  * view, pausing schedules
  * ======================================================================== */
 
+/*
+ * hasched works in one database per server, hasched.database: its
+ * scheduler and executors serve only that one, so jobs and schedules made
+ * anywhere else would never run.  CREATE EXTENSION (through this script)
+ * and ALTER EXTENSION UPDATE refuse other databases.
+ */
+DO $database$
+DECLARE
+	served text := pg_catalog.current_setting('hasched.database', true);
+	here text := pg_catalog.current_database();
+BEGIN
+	IF served IS NULL THEN
+		RAISE EXCEPTION 'hasched is not loaded in this server'
+			USING ERRCODE = 'JQ023',
+				  DETAIL = 'The setting hasched.database is not defined: the hasched library is not in shared_preload_libraries.',
+				  HINT = 'Add hasched to shared_preload_libraries in postgresql.conf, set hasched.database, and restart the server.';
+	END IF;
+	IF served <> here THEN
+		RAISE EXCEPTION 'cannot install hasched in database "%"', here
+			USING ERRCODE = 'JQ023',
+				  DETAIL = pg_catalog.format('hasched.database is "%s": the scheduler and executors serve only that database, so jobs and schedules of database "%s" would never run.', served, here),
+				  HINT = pg_catalog.format('Install hasched in database "%s", or set hasched.database = ''%s'' in postgresql.conf and restart the server.', served, here);
+	END IF;
+END
+$database$;
+
 /* ------------------------------------------------------------------------
  * Pausing schedules: hasched.alter_schedule(name, active), and active in
  * hasched.schedule().  A paused schedule has no next run; resumed, it goes

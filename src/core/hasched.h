@@ -294,6 +294,12 @@ extern bool hs_health_active_primary(void);
 extern bool hs_health_streaming(void);
 extern void hs_health_set_listener(pid_t pid, const char *error);
 
+/*
+ * extension.c: may the workers act on their database's hasched (there, at
+ * this library's version, not being restored)?
+ */
+extern bool hs_extension_usable(void);
+
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);
 extern void hs_bucket_shmem_init(void);

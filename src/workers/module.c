@@ -37,6 +37,12 @@ _PG_init(void)
 	hs_define_settings();
 	hs_shmem_install_hooks();
 	hs_xact_callbacks_init();
+	/*
+	 * pg_upgrade (binary upgrade mode) drops and recreates every database:
+	 * no hasched worker may run then, let alone hold hasched.database open
+	 */
+	if (IsBinaryUpgrade)
+		return;
 	hs_register_scheduler();
 	if (hs_health_port > 0)
 		hs_register_health_listener();

@@ -323,13 +323,6 @@ sql_work(bool *any_sql_queue, TimestampTz *next_due)
 	return due;
 }
 
-static bool
-extension_ready(void)
-{
-	return SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'hasched'",
-					   true, 1) == SPI_OK_SELECT && SPI_processed == 1;
-}
-
 /*
  * One round of the primary's work, in one transaction.  Returns the
  * milliseconds to sleep.
@@ -348,7 +341,7 @@ primary_tick(bool *became_primary)
 
 	hs_xact_begin("hasched scheduler");
 
-	ready = extension_ready();
+	ready = hs_extension_usable();
 	if (ready)
 	{
 		if (!*became_primary)
