@@ -40,6 +40,109 @@ BEGIN
 END
 $database$;
 
+/*
+ * pg_dump keeps every row users and the scheduler made.  CREATE EXTENSION
+ * puts rows in four tables itself (the tiers, the default queue, the mode,
+ * the first epoch); a restore runs CREATE EXTENSION first, then copies the
+ * dumped rows in.  So the dump holds such a row once it differs from what
+ * was shipped (an edited tier), or always (the mode, the epochs), and a row
+ * copied in over one still as shipped replaces it (the trigger below)
+ * instead of failing on its key.
+ */
+
+-- Is the row what CREATE EXTENSION put there, unchanged?
+CREATE FUNCTION hasched._as_shipped(t hasched.tier) RETURNS boolean
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (t.name, t.jobs_per_day, t.rate_per_second, t.burst) IS NOT DISTINCT FROM ('free'::text, 100::bigint, 1::float8, 10)
+		OR (t.name, t.jobs_per_day, t.rate_per_second, t.burst) IS NOT DISTINCT FROM ('pro'::text, 10000::bigint, 100::float8, 1000)
+		OR (t.name, t.jobs_per_day, t.rate_per_second, t.burst) IS NOT DISTINCT FROM ('enterprise'::text, NULL::bigint, NULL::float8, 1)
+$$;
+CREATE FUNCTION hasched._as_shipped(q hasched.queue) RETURNS boolean
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (q.name, q.transport, q.concurrency, q.default_timeout, q.default_max_attempts,
+			q.lease, q.backoff_base, q.backoff_max)
+		IS NOT DISTINCT FROM ('default'::text, 'pull'::text, 0, interval '5 minutes', 3,
+							  interval '30 seconds', interval '1 second', interval '1 hour')
+$$;
+CREATE FUNCTION hasched._as_shipped(s hasched.state) RETURNS boolean
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.mode = 'normal' AND s.reason IS NULL AND s.changed_by IS NULL
+$$;
+CREATE FUNCTION hasched._as_shipped(e hasched.epoch) RETURNS boolean
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT e.epoch = 1 AND e.reason = 'extension created'
+$$;
+COMMENT ON FUNCTION hasched._as_shipped(hasched.tier) IS
+	'Internal: is this tier one CREATE EXTENSION made, unchanged (pg_dump leaves those out)?';
+COMMENT ON FUNCTION hasched._as_shipped(hasched.queue) IS
+	'Internal: is this the default queue as CREATE EXTENSION made it (pg_dump leaves it out)?';
+COMMENT ON FUNCTION hasched._as_shipped(hasched.state) IS
+	'Internal: is this the mode row as CREATE EXTENSION made it (a restored one replaces it)?';
+COMMENT ON FUNCTION hasched._as_shipped(hasched.epoch) IS
+	'Internal: is this the first epoch as CREATE EXTENSION made it (a restored one replaces it)?';
+-- pg_dump (a superuser) and the trigger below (as whoever inserts) call them
+REVOKE ALL ON FUNCTION hasched._as_shipped(hasched.tier), hasched._as_shipped(hasched.queue),
+	hasched._as_shipped(hasched.state), hasched._as_shipped(hasched.epoch) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched._as_shipped(hasched.tier), hasched._as_shipped(hasched.queue),
+	hasched._as_shipped(hasched.state), hasched._as_shipped(hasched.epoch) TO hasched_admin;
+
+/*
+ * BEFORE INSERT on the four tables: a row whose key (the trigger's
+ * argument) matches a row still as shipped updates that row in place and
+ * is not inserted.  Any other row is inserted as usual, so a duplicate of an
+ * edited row is still refused.
+ */
+CREATE FUNCTION hasched._restore_over_shipped() RETURNS trigger
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	key text := TG_ARGV[0];
+	cols text;
+	replaced bigint;
+BEGIN
+	SELECT string_agg(pg_catalog.format('%I = ($1).%I', a.attname, a.attname), ', ' ORDER BY a.attnum)
+	  INTO cols
+	  FROM pg_catalog.pg_attribute a
+	 WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+	   AND a.attidentity = '' AND a.attgenerated = '';
+	EXECUTE pg_catalog.format('UPDATE %I.%I t SET %s WHERE t.%I = ($1).%I AND hasched._as_shipped(t)',
+							  TG_TABLE_SCHEMA, TG_TABLE_NAME, cols, key, key)
+	  USING NEW;
+	GET DIAGNOSTICS replaced = ROW_COUNT;
+	IF replaced > 0 THEN
+		RETURN NULL;
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION hasched._restore_over_shipped() IS
+	'Internal: a row copied in by pg_restore replaces the one CREATE EXTENSION made, if that one is still as shipped.';
+REVOKE ALL ON FUNCTION hasched._restore_over_shipped() FROM PUBLIC;
+CREATE TRIGGER hasched_restore_over_shipped BEFORE INSERT ON hasched.tier
+	FOR EACH ROW EXECUTE FUNCTION hasched._restore_over_shipped('name');
+CREATE TRIGGER hasched_restore_over_shipped BEFORE INSERT ON hasched.queue
+	FOR EACH ROW EXECUTE FUNCTION hasched._restore_over_shipped('name');
+CREATE TRIGGER hasched_restore_over_shipped BEFORE INSERT ON hasched.state
+	FOR EACH ROW EXECUTE FUNCTION hasched._restore_over_shipped('one');
+CREATE TRIGGER hasched_restore_over_shipped BEFORE INSERT ON hasched.epoch
+	FOR EACH ROW EXECUTE FUNCTION hasched._restore_over_shipped('epoch');
+
+SELECT pg_catalog.pg_extension_config_dump('hasched.tier', 'WHERE NOT hasched._as_shipped(tier)');
+SELECT pg_catalog.pg_extension_config_dump('hasched.queue', 'WHERE NOT hasched._as_shipped(queue)');
+SELECT pg_catalog.pg_extension_config_dump('hasched.state', '');
+SELECT pg_catalog.pg_extension_config_dump('hasched.epoch', '');
+-- the position of the event ids (an identity column's sequence)
+SELECT pg_catalog.pg_extension_config_dump('hasched.event_id_seq', '');
+
 /* ------------------------------------------------------------------------
  * Pausing schedules: hasched.alter_schedule(name, active), and active in
  * hasched.schedule().  A paused schedule has no next run; resumed, it goes

@@ -72,8 +72,14 @@ SELECT kind, detail->>'mode' AS mode, detail->>'reason' AS reason FROM hasched.e
 
 -- the state machine: an impossible transition is an error, whoever tries it
 SELECT try(format($$UPDATE hasched.job SET state = 'succeeded' WHERE id = %s RETURNING state$$, :j1));
+-- a new job starts scheduled or pending, even written by hand by an admin
+-- (only a superuser may put back a row in any state, as pg_restore does:
+-- test/t/010_dump_restore.pl)
+CREATE ROLE hs_admin NOLOGIN IN ROLE hasched_admin;
+SET ROLE hs_admin;
 SELECT try($$INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
              VALUES ('mail', 'hs_acme', 'hs_acme', 5, 'running', now(), 1, '1 minute', '{}') RETURNING id$$);
+RESET ROLE;
 SELECT state FROM hasched.job WHERE id = :j1;
 
 -- the views

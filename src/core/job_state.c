@@ -141,6 +141,27 @@ check_job_ranges(TupleDesc tupdesc, HeapTuple tup)
 				 errmsg("job timeout must be positive")));
 }
 
+/*
+ * Who may INSERT a job row as it is given: in any state, with its run_at
+ * kept even when past (the ranges are still checked).  pg_restore does
+ * that: COPY puts back jobs running, finished, failed, with their history.
+ * A superuser may, when writing directly (not through hasched's functions,
+ * which run as the extension owner in a security-restricted context, nor
+ * a SECURITY DEFINER function, nor a job run by an executor).  Everyone
+ * else, and hasched itself, keeps the rule that a new job starts scheduled
+ * or pending, with run_at not before now.
+ *
+ * A waiting job restored with a run_at in the past may sit behind a claim
+ * cursor of its queue that moved in the meantime: the next rescan from the
+ * head (hasched.claim_rewind_interval) finds it.  In a freshly restored
+ * server there is no cursor yet.
+ */
+static bool
+insert_as_restored(void)
+{
+	return superuser() && !InLocalUserIdChange() && !InSecurityRestrictedOperation();
+}
+
 Datum
 hasched_job_state_trigger(PG_FUNCTION_ARGS)
 {
@@ -153,6 +174,7 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 	bool		isnull;
 	HsJobState	to;
 	bool		becomes_claimable;
+	bool		as_given = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
@@ -175,12 +197,13 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
-		if (to != HS_STATE_SCHEDULED && to != HS_STATE_PENDING)
+		as_given = insert_as_restored();
+		if (!as_given && to != HS_STATE_SCHEDULED && to != HS_STATE_PENDING)
 			ereport(ERROR,
 					(errcode(HS_ERRCODE_INVALID_TRANSITION),
 					 errmsg("a new job cannot start in state %s", hs_state_name(to)),
 					 errhint("Submit jobs with hasched.submit(); they start scheduled or pending.")));
-		becomes_claimable = true;
+		becomes_claimable = hs_state_is_waiting(to);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
@@ -212,7 +235,8 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 	/*
 	 * A job that becomes claimable: register this transaction as a writer
 	 * first, then make sure run_at is not before now.  Claim cursors rely
-	 * on both (see claim.c).
+	 * on both (see claim.c).  A restored row keeps its run_at (see
+	 * insert_as_restored).
 	 */
 	if (becomes_claimable)
 	{
@@ -222,7 +246,7 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 		hs_writer_note();
 		now = GetCurrentTimestamp();
 		run_at = DatumGetTimestampTz(heap_getattr(newtup, run_at_att, tupdesc, &isnull));
-		if (run_at < now)
+		if (run_at < now && !as_given)
 		{
 			int			cols[1] = {run_at_att};
 			Datum		vals[1] = {TimestampTzGetDatum(now)};
