@@ -144,6 +144,20 @@ SELECT pg_catalog.pg_extension_config_dump('hasched.epoch', '');
 SELECT pg_catalog.pg_extension_config_dump('hasched.event_id_seq', '');
 
 /* ------------------------------------------------------------------------
+ * The executors' view: hasched.executor_slots; hasched.workers, its 0.1.0
+ * name, stays as a deprecated alias ("worker" means an external worker
+ * everywhere else) and will be dropped in a later version.
+ * ------------------------------------------------------------------------ */
+CREATE VIEW hasched.executor_slots WITH (security_invoker = true) AS
+SELECT e.slot, e.pid, e.state, e.job_id, e.since FROM hasched.executors() e;
+COMMENT ON VIEW hasched.executor_slots IS
+	'The executor slots of this server (background workers that run the SQL jobs): pid, state (free, starting, idle, woken, busy), the job it runs and since when.';
+REVOKE ALL ON hasched.executor_slots FROM PUBLIC;
+GRANT SELECT ON hasched.executor_slots TO hasched_admin;
+COMMENT ON VIEW hasched.workers IS
+	'Deprecated alias of hasched.executor_slots (kept for 0.1.0 users; to be dropped in a later version).';
+
+/* ------------------------------------------------------------------------
  * Pausing schedules: hasched.alter_schedule(name, active), and active in
  * hasched.schedule().  A paused schedule has no next run; resumed, it goes
  * on from now, without making up the runs it missed.
