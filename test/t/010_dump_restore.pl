@@ -34,16 +34,13 @@
 use strict;
 use warnings;
 
+use HaschedCluster;
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(usleep);
 
 my $conf = q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
 hasched.max_executors = 2
 hasched.misfire_threshold = '2s'
 };
@@ -54,29 +51,6 @@ my @tables = qw(epoch event job job_run queue quota_use schedule state tenant ti
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-sub q_on
-{
-	my ($node, $sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
-}
-
-# Poll $sql on $node until it returns $expected, for at most $secs seconds.
-sub poll_on
-{
-	my ($node, $secs, $sql, $expected) = @_;
-	$expected //= 't';
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq $expected;
-		usleep(100_000);
-	}
-	diag("no '$expected' within $secs s on " . $node->name . " from: $sql\nlast output: $out $err");
-	return 0;
-}
-
 # Every row of a hasched table as text (UTC, one line each), sorted.
 sub rows_of
 {
@@ -95,8 +69,8 @@ sub sequences_of
 		"pg_get_serial_sequence('hasched.event', 'id')")
 	{
 		my $name = $seq =~ /event/ ? 'event id' : $seq;
-		my $rel = $seq =~ /^pg_get/ ? q_on($node, "SELECT $seq") : $seq;
-		$s{$name} = q_on($node, "SELECT last_value || '/' || is_called FROM $rel");
+		my $rel = $seq =~ /^pg_get/ ? $node->query("SELECT $seq") : $seq;
+		$s{$name} = $node->query("SELECT last_value || '/' || is_called FROM $rel");
 	}
 	return \%s;
 }
@@ -121,21 +95,14 @@ sub missing
 # ---------------------------------------------------------------------------
 # the source: a primary, then its promoted standby
 # ---------------------------------------------------------------------------
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', $conf);
-$primary->start;
-
-my $source = PostgreSQL::Test::Cluster->new('source');
-my ($pport, $sport) = ($primary->port, $source->port);
+my $primary = HaschedCluster->primary('primary', streaming => 1, conf => $conf);
 
 # The SQL job that is running at the dump sleeps on the two source servers
-# and returns at once anywhere else.
-my $sleeper = "SELECT pg_sleep(CASE WHEN current_setting('port')::int IN ($pport, $sport) THEN 3600 ELSE 0 END)";
+# and returns at once anywhere else (the nodes' cluster_name is their name).
+my $sleeper = "SELECT pg_sleep(CASE WHEN current_setting('cluster_name') IN ('primary', 'source') THEN 3600 ELSE 0 END)";
 
-q_on(
-	$primary, qq{
-	CREATE EXTENSION hasched;
+$primary->query(
+	qq{
 	CREATE ROLE acme NOLOGIN;
 	CREATE ROLE globex NOLOGIN;
 	CREATE ROLE app LOGIN IN ROLE acme, globex, hasched_submitter;
@@ -154,25 +121,19 @@ q_on(
 	SELECT hasched.set_mode('read_only', 'maintenance');
 	SELECT hasched.set_mode('normal', 'maintenance done');
 });
-my $sleeping = q_on($primary,
-	"SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$s\$$sleeper\$s\$))");
-ok(poll_on($primary, 60, "SELECT state FROM hasched.job WHERE id = $sleeping", 'running'),
+my $sleeping = $primary->query("SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$s\$$sleeper\$s\$))");
+ok($primary->poll_within(60, "SELECT state FROM hasched.job WHERE id = $sleeping", 'running'),
 	'source: the long SQL job runs in an executor of the primary');
-q_on($primary,
-	q{SELECT hasched.schedule('tick', '@every 1 second', 'emails', '{"from": "tick"}', tenant => 'acme', overlap => 'allow')});
-ok(poll_on($primary, 30, q{SELECT count(*) >= 2 FROM hasched.job WHERE schedule = 'tick'}),
+$primary->query(q{SELECT hasched.schedule('tick', '@every 1 second', 'emails', '{"from": "tick"}', tenant => 'acme', overlap => 'allow')});
+ok($primary->poll_within(30, q{SELECT count(*) >= 2 FROM hasched.job WHERE schedule = 'tick'}),
 	'source: schedule tick fired on the primary');
 
-$primary->backup('base');
-$source->init_from_backup($primary, 'base', has_streaming => 1);
-$source->start;
-$primary->wait_for_catchup($source);
+my $source = HaschedCluster->standby($primary, 'source');
 $primary->stop('immediate');
 $source->promote;
-ok(poll_on($source, 60, 'SELECT max(epoch) FROM hasched.epoch', '2'),
+ok($source->poll_within(60, 'SELECT max(epoch) FROM hasched.epoch', '2'),
 	'source: the promoted standby opened epoch 2');
-ok( poll_on(
-		$source, 60,
+ok( $source->poll_within(60,
 		"SELECT state = 'running' AND attempt = 2 FROM hasched.job WHERE id = $sleeping"),
 	'source: the SQL job of the old primary was retried and runs again there');
 
@@ -180,41 +141,36 @@ ok( poll_on(
 my @app = (extra_params => [ '-U', 'app' ]);
 my @wrk = (extra_params => [ '-U', 'worker' ]);
 my %id;
-$id{scheduled} = q_on($source,
-	q{SELECT hasched.submit('emails', '{"n": "later"}', run_at => now() + interval '1 day', tenant => 'acme')}, @app);
-$id{pending_low} = q_on($source,
-	q{SELECT hasched.submit('emails', '{"n": "low"}', priority => 'low', tenant => 'acme')}, @app);
-$id{pending_high} = q_on($source,
-	q{SELECT hasched.submit('emails', '{"n": "high"}', priority => 'high', tenant => 'acme', idempotency_key => 'k-high')}, @app);
-q_on($source, q{SELECT hasched.submit_many('emails', ARRAY['{"m": 1}', '{"m": 2}', '{"m": 3}']::jsonb[], tenant => 'globex')}, @app);
+$id{scheduled} = $source->query(q{SELECT hasched.submit('emails', '{"n": "later"}', run_at => now() + interval '1 day', tenant => 'acme')}, @app);
+$id{pending_low} = $source->query(q{SELECT hasched.submit('emails', '{"n": "low"}', priority => 'low', tenant => 'acme')}, @app);
+$id{pending_high} = $source->query(q{SELECT hasched.submit('emails', '{"n": "high"}', priority => 'high', tenant => 'acme', idempotency_key => 'k-high')}, @app);
+$source->query(q{SELECT hasched.submit_many('emails', ARRAY['{"m": 1}', '{"m": 2}', '{"m": 3}']::jsonb[], tenant => 'globex')}, @app);
 for my $what (qw(succeeded failed dead running))
 {
-	$id{$what} = q_on($source,
-		qq{SELECT hasched.submit('default', '{"n": "$what"}', tenant => 'acme')}, @app);
-	my $tok = q_on($source,
-		"SELECT token FROM hasched.claim('default', 'w-$what', 1, lease => '1 hour') WHERE job_id = $id{$what}", @wrk);
+	$id{$what} = $source->query(qq{SELECT hasched.submit('default', '{"n": "$what"}', tenant => 'acme')}, @app);
+	my $tok = $source->query("SELECT token FROM hasched.claim('default', 'w-$what', 1, lease => '1 hour') WHERE job_id = $id{$what}", @wrk);
 	die "claim of job $id{$what} failed" if $tok eq '';
-	q_on($source, "SELECT hasched.complete($id{$what}, '$tok', '{\"ok\": true}')", @wrk) if $what eq 'succeeded';
-	q_on($source, "SELECT hasched.fail($id{$what}, '$tok', 'smtp timeout')", @wrk) if $what eq 'failed';
-	q_on($source, "SELECT hasched.fail($id{$what}, '$tok', 'bad address', retry => false)", @wrk) if $what eq 'dead';
+	$source->query("SELECT hasched.complete($id{$what}, '$tok', '{\"ok\": true}')", @wrk) if $what eq 'succeeded';
+	$source->query("SELECT hasched.fail($id{$what}, '$tok', 'smtp timeout')", @wrk) if $what eq 'failed';
+	$source->query("SELECT hasched.fail($id{$what}, '$tok', 'bad address', retry => false)", @wrk) if $what eq 'dead';
 	$id{running_token} = $tok if $what eq 'running';
 }
 # ('default' has its lease edited to 2 minutes, the claims asked for 1 hour)
-$id{cancelled} = q_on($source, q{SELECT hasched.submit('emails', '{"n": "cancel me"}', tenant => 'acme')}, @app);
-q_on($source, "SELECT hasched.cancel($id{cancelled})", @app);
+$id{cancelled} = $source->query(q{SELECT hasched.submit('emails', '{"n": "cancel me"}', tenant => 'acme')}, @app);
+$source->query("SELECT hasched.cancel($id{cancelled})", @app);
 # dispatched: no broker here; the transition itself, as the dispatcher makes it
-$id{dispatched} = q_on($source, q{SELECT hasched.submit('emails', '{"n": "to the broker"}', tenant => 'globex')}, @app);
-q_on($source, "UPDATE hasched.job SET state = 'dispatched', started_at = now() WHERE id = $id{dispatched}");
-$id{sql_done} = q_on($source, q{SELECT hasched.submit('sqlq', '{"sql": "SELECT 41 + 1"}')});
-ok(poll_on($source, 60, "SELECT state FROM hasched.job WHERE id = $id{sql_done}", 'succeeded'),
+$id{dispatched} = $source->query(q{SELECT hasched.submit('emails', '{"n": "to the broker"}', tenant => 'globex')}, @app);
+$source->query("UPDATE hasched.job SET state = 'dispatched', started_at = now() WHERE id = $id{dispatched}");
+$id{sql_done} = $source->query(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT 41 + 1"}')});
+ok($source->poll_within(60, "SELECT state FROM hasched.job WHERE id = $id{sql_done}", 'succeeded'),
 	'source: an SQL job succeeded in an executor');
 
 # Pause tick (due every second, so the restored server would fire it at
 # once if it were not kept paused) and add a yearly schedule.
-q_on($source, q{SELECT hasched.alter_schedule('tick', active => false)});
-q_on($source, q{SELECT hasched.schedule('yearly', '0 0 0 1 1 *', 'emails', '{"n": "new year"}', tenant => 'acme')});
+$source->query(q{SELECT hasched.alter_schedule('tick', active => false)});
+$source->query(q{SELECT hasched.schedule('yearly', '0 0 0 1 1 *', 'emails', '{"n": "new year"}', tenant => 'acme')});
 
-my $states = q_on($source, 'SELECT string_agg(DISTINCT state::text, \',\' ORDER BY state::text) FROM hasched.job');
+my $states = $source->query('SELECT string_agg(DISTINCT state::text, \',\' ORDER BY state::text) FROM hasched.job');
 is($states, 'cancelled,dead,dispatched,failed,pending,running,scheduled,succeeded',
 	'source: jobs in every state');
 
@@ -234,27 +190,23 @@ is_deeply($after, $before, 'the source did not change while it was dumped (the s
 my $njobs = scalar @{ $before->{job} };
 cmp_ok($njobs, '>=', 15, "source: $njobs jobs dumped");
 # what a claim of two on emails should take: by priority, then run_at
-my $first_two = q_on($source,
-	q{SELECT string_agg(id::text, ',' ORDER BY id) FROM (SELECT id FROM hasched.job WHERE queue = 'emails' AND state = 'pending' AND run_at <= now() ORDER BY priority, run_at, id LIMIT 2) s});
+my $first_two = $source->query(q{SELECT string_agg(id::text, ',' ORDER BY id) FROM (SELECT id FROM hasched.job WHERE queue = 'emails' AND state = 'pending' AND run_at <= now() ORDER BY priority, run_at, id LIMIT 2) s});
 like($first_two, qr/^(\d+,)?$id{pending_high}(,\d+)?$/, 'source: the high priority job is among the two most urgent');
-my $nticks = q_on($source, q{SELECT count(*) FROM hasched.job WHERE schedule = 'tick'});
+my $nticks = $source->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'tick'});
 my %maxid = (
-	job => q_on($source, 'SELECT max(id) FROM hasched.job'),
-	lease => q_on($source, 'SELECT max(lease_id) FROM hasched.job'),
-	event => q_on($source, 'SELECT max(id) FROM hasched.event'),
-	epoch => q_on($source, 'SELECT max(epoch) FROM hasched.epoch'));
+	job => $source->query('SELECT max(id) FROM hasched.job'),
+	lease => $source->query('SELECT max(lease_id) FROM hasched.job'),
+	event => $source->query('SELECT max(id) FROM hasched.event'),
+	epoch => $source->query('SELECT max(epoch) FROM hasched.epoch'));
 
 # ---------------------------------------------------------------------------
 # (a) restore into a fresh server
 # ---------------------------------------------------------------------------
-my $target = PostgreSQL::Test::Cluster->new('target');
-$target->init;
-$target->append_conf('postgresql.conf', $conf);
-$target->start;
+my $target = HaschedCluster->primary('target', extension => 0, conf => $conf);
 
 # roles first, as pg_dumpall -g wrote them (the bootstrap superuser exists)
 $target->psql('postgres', '', on_error_stop => 0, extra_params => [ '-f', $globals ]);
-is(q_on($target, q{SELECT count(*) FROM pg_roles WHERE rolname IN ('acme', 'globex', 'app', 'worker', 'hasched_admin')}),
+is($target->query(q{SELECT count(*) FROM pg_roles WHERE rolname IN ('acme', 'globex', 'app', 'worker', 'hasched_admin')}),
 	'5', 'target: the roles are there before the restore');
 
 # pg_restore as an operator runs it: with its default application_name
@@ -270,20 +222,20 @@ my $rc;
 ok($rc, 'pg_restore into the fresh server succeeds') or diag($stderr);
 unlike($stderr, qr/ERROR/, 'pg_restore reports no error');
 
-my $restored = q_on($target, 'SELECT count(*) FROM hasched.job');
+my $restored = $target->query('SELECT count(*) FROM hasched.job');
 is($restored, $njobs, "restored jobs: $restored of $njobs");
 diag("restored jobs: $restored of $njobs");
 
 # The scheduler resumes: a new epoch for this server's timeline (1, after
 # the source's timeline 2), the running SQL job retried and then run here.
 my $epoch = $maxid{epoch} + 1;
-ok(poll_on($target, 60, "SELECT count(*) FROM hasched.epoch WHERE epoch = $epoch AND timeline = 1", '1'),
+ok($target->poll_within(60, "SELECT count(*) FROM hasched.epoch WHERE epoch = $epoch AND timeline = 1", '1'),
 	"target: the scheduler opened epoch $epoch for timeline 1");
-ok(poll_on($target, 60, "SELECT state FROM hasched.job WHERE id = $sleeping", 'succeeded'),
+ok($target->poll_within(60, "SELECT state FROM hasched.job WHERE id = $sleeping", 'succeeded'),
 	'target: the SQL job that was running at the dump ran again and succeeded');
-is(q_on($target, "SELECT string_agg(attempt || ':' || outcome, ',' ORDER BY attempt) FROM hasched.job_run WHERE job_id = $sleeping"),
+is($target->query("SELECT string_agg(attempt || ':' || outcome, ',' ORDER BY attempt) FROM hasched.job_run WHERE job_id = $sleeping"),
 	'1:failover,2:failover', 'target: its attempt of the source ended as failover (like the first, on the old primary)');
-is(q_on($target, "SELECT attempt FROM hasched.job WHERE id = $sleeping"), '3', 'target: attempt 3 succeeded');
+is($target->query("SELECT attempt FROM hasched.job WHERE id = $sleeping"), '3', 'target: attempt 3 succeeded');
 
 my $now = snapshot($target);
 for my $t (@tables)
@@ -307,13 +259,13 @@ for my $t (qw(queue quota_use schedule state tenant tier))
 	is(scalar(@{ $extra{$t} }), 0, "target: hasched.$t has no row that the source lacks")
 	  or diag(join("\n", @{ $extra{$t} }));
 }
-is(q_on($target, 'SELECT last_value FROM hasched.job_id_seq'),
+is($target->query('SELECT last_value FROM hasched.job_id_seq'),
 	(split m{/}, $before->{sequences}{'hasched.job_id_seq'})[0], 'target: job_id_seq is where the source left it');
-is(q_on($target, q{SELECT mode || '/' || reason FROM hasched.state}), 'normal/maintenance done',
+is($target->query(q{SELECT mode || '/' || reason FROM hasched.state}), 'normal/maintenance done',
 	'target: the mode row is the source\'s');
-is(q_on($target, q{SELECT jobs_per_day || '/' || burst FROM hasched.tier WHERE name = 'free'}), '250/20',
+is($target->query(q{SELECT jobs_per_day || '/' || burst FROM hasched.tier WHERE name = 'free'}), '250/20',
 	'target: the edited shipped tier is kept');
-is(q_on($target, q{SELECT concurrency || '/' || lease FROM hasched.queue WHERE name = 'default'}), '7/00:02:00',
+is($target->query(q{SELECT concurrency || '/' || lease FROM hasched.queue WHERE name = 'default'}), '7/00:02:00',
 	'target: the edited shipped queue is kept');
 
 # ---------------------------------------------------------------------------
@@ -321,24 +273,23 @@ is(q_on($target, q{SELECT concurrency || '/' || lease FROM hasched.queue WHERE n
 # ---------------------------------------------------------------------------
 # (in an eval: with jobs lost, these statements fail; part (c) still runs)
 eval {
-	my $new = q_on($target, q{SELECT hasched.submit('emails', '{"n": "after restore"}', tenant => 'acme')}, @app);
+	my $new = $target->query(q{SELECT hasched.submit('emails', '{"n": "after restore"}', tenant => 'acme')}, @app);
 	cmp_ok($new, '>', $maxid{job}, "target: a new submit gets id $new, above every restored id ($maxid{job})");
-	is(q_on($target, q{SELECT hasched.submit('emails', '{}', tenant => 'acme', idempotency_key => 'k-high')}, @app),
+	is($target->query(q{SELECT hasched.submit('emails', '{}', tenant => 'acme', idempotency_key => 'k-high')}, @app),
 		$id{pending_high}, 'target: a restored idempotency key returns its restored job');
-	my $claimed = q_on($target,
-		q{SELECT string_agg(job_id::text, ',' ORDER BY job_id) FROM hasched.claim('emails', 'w-new', 2, lease => '1 minute')}, @wrk);
+	my $claimed = $target->query(q{SELECT string_agg(job_id::text, ',' ORDER BY job_id) FROM hasched.claim('emails', 'w-new', 2, lease => '1 minute')}, @wrk);
 	is($claimed, $first_two,
 		"target: a pull worker claims the two most urgent restored jobs ($first_two: the high one, then the oldest medium)");
-	my $lease = q_on($target, "SELECT lease_id FROM hasched.job WHERE id = $id{pending_high}");
+	my $lease = $target->query("SELECT lease_id FROM hasched.job WHERE id = $id{pending_high}");
 	cmp_ok($lease, '>', $maxid{lease}, "target: a new lease gets id $lease, above every restored lease id ($maxid{lease})");
-	q_on($target, "SELECT hasched.complete($id{running}, '$id{running_token}', '{\"late\": true}')", @wrk);
-	is(q_on($target, "SELECT state FROM hasched.job WHERE id = $id{running}"), 'succeeded',
+	$target->query("SELECT hasched.complete($id{running}, '$id{running_token}', '{\"late\": true}')", @wrk);
+	is($target->query("SELECT state FROM hasched.job WHERE id = $id{running}"), 'succeeded',
 		'target: a lease taken on the source is completed with its token');
-	my $fo_event = q_on($target, q{SELECT max(id) FROM hasched.event WHERE kind = 'failover'});
+	my $fo_event = $target->query(q{SELECT max(id) FROM hasched.event WHERE kind = 'failover'});
 	cmp_ok($fo_event, '>', $maxid{event}, "target: the failover event got id $fo_event, above every restored event id");
-	is(q_on($target, q{SELECT count(*) FROM hasched.job WHERE schedule = 'tick'}),
+	is($target->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'tick'}),
 		$nticks, "target: the paused schedule did not fire (still its $nticks jobs of the source)");
-	is(q_on($target, q{SELECT active FROM hasched.schedule WHERE name = 'tick'}), 'f', 'target: tick is still paused');
+	is($target->query(q{SELECT active FROM hasched.schedule WHERE name = 'tick'}), 'f', 'target: tick is still paused');
 	1;
 } or fail("the restored server works on: $@");
 
@@ -367,10 +318,10 @@ my $err = restore_refused($target, 'other', 'into database other (hasched.databa
 	qr/ERROR:  cannot install hasched in database "other"/);
 like($err, qr/DETAIL:  .*hasched\.database/s, 'other database: the detail names hasched.database');
 like($err, qr/HINT:  .*hasched\.database/s, 'other database: the hint names hasched.database');
-is(q_on($target, 'SELECT count(*) FROM hasched.job WHERE id > ' . $maxid{job}), '1',
+is($target->query('SELECT count(*) FROM hasched.job WHERE id > ' . $maxid{job}), '1',
 	'other database: the server\'s own hasched (database postgres) is untouched');
 
-my $bare = PostgreSQL::Test::Cluster->new('bare');
+my $bare = HaschedCluster->new('bare');    # hasched not preloaded
 $bare->init;
 $bare->start;
 $bare->psql('postgres', '', on_error_stop => 0, extra_params => [ '-f', $globals ]);

@@ -34,53 +34,34 @@
 use strict;
 use warnings;
 
+use HaschedCluster;
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('upgrade');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+# the extension is created below, at 0.1.0
+my $node = HaschedCluster->primary(
+	'upgrade',
+	extension => 0,
+	conf => q{
 hasched.max_executors = 2
 hasched.scheduler_naptime = '200ms'
 });
-$node->start;
 
 sub query
 {
 	my ($sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
+	return $node->query($sql, @opt);
 }
 
-# Run SQL expected to fail (or to say something); returns stderr, with
-# the SQLSTATE (VERBOSITY verbose).
+# SQL expected to fail (or to say something) in database $db: its stderr,
+# with the SQLSTATE (VERBOSITY verbose).
 sub query_stderr
 {
 	my ($db, $sql) = @_;
 	my ($rc, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\n$sql");
 	return $rc == 0 ? "(no error; output: $out) $err" : $err;
-}
-
-sub poll_within
-{
-	my ($secs, $sql, $expected) = @_;
-	$expected //= 't';
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq $expected;
-		usleep(100_000);
-	}
-	diag("no '$expected' within $secs s from: $sql\nlast output: $out $err");
-	return 0;
 }
 
 my @tables = qw(epoch event job job_run queue quota_use schedule state tenant tier);
@@ -178,9 +159,9 @@ is(scalar(@lines), 1, 'the waiting line is logged once, not once per round');
 query('ALTER EXTENSION hasched UPDATE');
 is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}),
 	$default_version, "ALTER EXTENSION hasched UPDATE: now at $default_version");
-ok(poll_within(30, "SELECT state FROM hasched.job WHERE id = $job", 'succeeded'),
+ok($node->poll_within(30, "SELECT state FROM hasched.job WHERE id = $job", 'succeeded'),
 	'after the update the waiting SQL job runs');
-ok(poll_within(30, q{SELECT count(*) > 0 FROM public.ran WHERE what = 'tick'}),
+ok($node->poll_within(30, q{SELECT count(*) > 0 FROM public.ran WHERE what = 'tick'}),
 	'after the update the schedule fires');
 my $rows_after = table_rows();
 for my $t (qw(queue tenant tier))

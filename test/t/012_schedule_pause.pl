@@ -22,25 +22,17 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('pause');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+my $node = HaschedCluster->primary(
+	'pause', conf => q{
 hasched.max_executors = 2
 hasched.misfire_threshold = '500ms'
 });
-$node->start;
-$node->safe_psql(
-	'postgres', q{
-	CREATE EXTENSION hasched;
+$node->query(
+	q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	CREATE ROLE acme NOLOGIN;
@@ -48,36 +40,23 @@ $node->safe_psql(
 	CREATE ROLE alice LOGIN IN ROLE acme, hasched_submitter;
 	CREATE ROLE bob LOGIN IN ROLE globex, hasched_submitter;
 	INSERT INTO hasched.tenant (name, tier) VALUES ('acme', 'enterprise'), ('globex', 'enterprise');
-	GRANT USAGE ON SCHEMA public TO alice;
 });
 
 sub query
 {
 	my ($sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
+	return $node->query($sql, @opt);
 }
 
 sub query_error
 {
 	my ($sql, @opt) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql", @opt);
-	return $rc == 0 ? "(no error; output: $out)" : $err;
+	return $node->query_error($sql, @opt);
 }
 
 sub poll_within
 {
-	my ($secs, $sql, $expected) = @_;
-	$expected //= 't';
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq $expected;
-		usleep(100_000);
-	}
-	diag("no '$expected' within $secs s from: $sql\nlast output: $out $err");
-	return 0;
+	return $node->poll_within(@_);
 }
 
 sub fired

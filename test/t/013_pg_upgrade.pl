@@ -23,38 +23,16 @@ use strict;
 use warnings;
 
 use Cwd;
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
+use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
 my $conf = q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
 hasched.max_executors = 2
 };
 
-my $old = PostgreSQL::Test::Cluster->new('old');
-$old->init;
-$old->append_conf('postgresql.conf', $conf);
-$old->start;
-
-sub poll_on
-{
-	my ($node, $secs, $sql, $expected) = @_;
-	$expected //= 't';
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq $expected;
-		usleep(100_000);
-	}
-	diag("no '$expected' within $secs s on " . $node->name . " from: $sql\nlast output: $out $err");
-	return 0;
-}
+my $old = HaschedCluster->primary('old', conf => $conf);
 
 my @tables = qw(epoch event job job_run queue quota_use schedule state tenant tier);
 
@@ -74,10 +52,8 @@ sub rows
 	return \%r;
 }
 
-my $datadir = $old->data_dir;
-$old->safe_psql(
-	'postgres', qq{
-	CREATE EXTENSION hasched;
+$old->query(
+	q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	UPDATE hasched.tier SET jobs_per_day = 123 WHERE name = 'free';
 	INSERT INTO hasched.queue (name, transport, default_max_attempts) VALUES ('sqlq', 'sql', 5);
@@ -87,14 +63,15 @@ $old->safe_psql(
 	SELECT hasched.submit('pullq', '{"n": 2}', run_at => now() + interval '1 day');
 	SELECT hasched.schedule('yearly', '0 0 0 1 1 *', 'pullq', '{"n": "new year"}');
 });
-# runs for an hour in the old cluster, at once anywhere else
-my $sleeper = $old->safe_psql('postgres',
-	"SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$s\$SELECT pg_sleep(CASE WHEN current_setting('data_directory') = '$datadir' THEN 3600 ELSE 0 END)\$s\$))"
+# runs for an hour in the old cluster, at once anywhere else (a node's
+# cluster_name is its name)
+my $sleeper = $old->query(
+	q{SELECT hasched.submit('sqlq', jsonb_build_object('sql', $s$SELECT pg_sleep(CASE WHEN current_setting('cluster_name') = 'old' THEN 3600 ELSE 0 END)$s$))}
 );
-my $done = $old->safe_psql('postgres', q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran VALUES (''before'')"}')});
-ok(poll_on($old, 60, "SELECT state FROM hasched.job WHERE id = $sleeper", 'running'), 'old: the long SQL job runs');
-ok(poll_on($old, 60, "SELECT state FROM hasched.job WHERE id = $done", 'succeeded'), 'old: a short SQL job succeeded');
-my $version = $old->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'});
+my $done = $old->query(q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran VALUES (''before'')"}')});
+ok($old->poll_within(60, "SELECT state FROM hasched.job WHERE id = $sleeper", 'running'), 'old: the long SQL job runs');
+ok($old->poll_within(60, "SELECT state FROM hasched.job WHERE id = $done", 'succeeded'), 'old: a short SQL job succeeded');
+my $version = $old->query(q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'});
 $old->stop('fast');
 
 # The rows of a stopped cluster, read while its scheduler cannot act (it
@@ -113,9 +90,16 @@ my $before = rows_quiet($old);
 is(scalar(split /\n/, $before->{job}), 4, 'old: four jobs (pending, scheduled, running, succeeded)')
   or diag($before->{job});
 
-my $new = PostgreSQL::Test::Cluster->new('new');
+# the new cluster, configured as the old one (HaschedCluster->primary would
+# start it; pg_upgrade needs it stopped)
+my $new = HaschedCluster->new('new');
 $new->init;
-$new->append_conf('postgresql.conf', $conf);
+$new->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'hasched'
+hasched.database = 'postgres'
+max_worker_processes = 16
+$conf});
 
 my $bindir = $old->config_data('--bindir');
 my $cwd = getcwd;
@@ -137,16 +121,16 @@ SKIP:
 	skip 'pg_upgrade failed', 8 unless $ok;
 	is_deeply(rows_quiet($new), $before, 'new: every row of every hasched table and the sequences are as in the old cluster');
 	$new->start;
-	is($new->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}),
+	is($new->query(q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}),
 		$version, "new: hasched at the same version ($version)");
-	ok(poll_on($new, 60, "SELECT state FROM hasched.job WHERE id = $sleeper", 'succeeded'),
+	ok($new->poll_within(60, "SELECT state FROM hasched.job WHERE id = $sleeper", 'succeeded'),
 		'new: the SQL job that was running when the old server stopped ran again and succeeded');
-	is($new->safe_psql('postgres', "SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $sleeper"),
+	is($new->query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $sleeper"),
 		'executor_exited', 'new: its interrupted attempt is in the run history');
-	my $id = $new->safe_psql('postgres', q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran VALUES (''after'')"}')});
+	my $id = $new->query(q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran VALUES (''after'')"}')});
 	cmp_ok($id, '>', $sleeper + 1, "new: a new submit gets id $id, above the old ones");
-	ok(poll_on($new, 60, "SELECT state FROM hasched.job WHERE id = $id", 'succeeded'), 'new: it runs');
-	is($new->safe_psql('postgres', q{SELECT string_agg(what, ',' ORDER BY what) FROM public.ran}), 'after,before',
+	ok($new->poll_within(60, "SELECT state FROM hasched.job WHERE id = $id", 'succeeded'), 'new: it runs');
+	is($new->query(q{SELECT string_agg(what, ',' ORDER BY what) FROM public.ran}), 'after,before',
 		'new: each job ran once');
 	$new->stop;
 }
