@@ -27,7 +27,8 @@
 #   (f) CREATE EXTENSION hasched in a database other than hasched.database
 #       is refused (JQ023) with a detail and a hint naming the setting, and
 #       leaves nothing behind; so is ALTER EXTENSION hasched UPDATE of a
-#       0.1.0 installed there.
+#       0.1.0 installed there;
+#   (g) a pg_dump taken at 0.1.0 restores into this version, every job.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/011_upgrade.pl
@@ -130,6 +131,8 @@ query(q{
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	INSERT INTO hasched.queue (name) VALUES ('pullq');
 	SELECT hasched.submit('pullq', '{"n": 1}');
+	SELECT hasched.submit('pullq', '{"n": 2}');
+	SELECT count(*) FROM hasched.claim('pullq', 'w', 1, lease => '1 hour');
 });
 is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}), '0.1.0', 'installed at 0.1.0');
 my $job = query(q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran VALUES (''job'')"}')});
@@ -152,6 +155,15 @@ is(query(q{SELECT count(*) FROM public.ran}), '0', 'nothing ran: no job, no sche
 is_deeply(table_rows(), $rows_before, 'no row of any hasched table changed while it waited');
 my @lines = (slurp_file($node->logfile, $log_offset) =~ /$waiting/g);
 is(scalar(@lines), 1, 'the waiting line is logged once, not once per round');
+
+# a dump of this 0.1.0 database, restored into this version in (g)
+my $dump010 = PostgreSQL::Test::Utils::tempdir . '/hasched-0.1.0.dump';
+my $jobs010 = query('SELECT count(*) FROM hasched.job');
+{
+	my ($o, $e) = ('', '');
+	IPC::Run::run([ 'pg_dump', '-Fc', '-f', $dump010, '-d', $node->connstr('postgres') ], '>', \$o, '2>', \$e)
+	  or die "pg_dump failed: $e";
+}
 
 # ---------------------------------------------------------------------------
 # (b) ALTER EXTENSION hasched UPDATE
@@ -250,6 +262,23 @@ like(query_stderr('other', 'ALTER EXTENSION hasched UPDATE'),
 	'ALTER EXTENSION hasched UPDATE of a 0.1.0 in database other: refused too');
 is($node->safe_psql('other', q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}), '0.1.0',
 	'and it stays at 0.1.0');
+
+# ---------------------------------------------------------------------------
+# (g) a dump taken at 0.1.0 restores into this version
+# ---------------------------------------------------------------------------
+query('DROP EXTENSION hasched CASCADE; DROP SCHEMA hasched CASCADE; DROP TABLE public.ran');
+{
+	my ($o, $e) = ('', '');
+	local $ENV{PGAPPNAME};
+	delete $ENV{PGAPPNAME};
+	ok(IPC::Run::run([ 'pg_restore', '-d', $node->connstr('postgres'), $dump010 ], '>', \$o, '2>', \$e),
+		'a dump taken at 0.1.0: pg_restore succeeds')
+	  or diag($e);
+}
+is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}), $default_version,
+	"it comes back at $default_version");
+is(query('SELECT count(*) FROM hasched.job'), $jobs010, "with its $jobs010 jobs");
+is(query(q{SELECT count(*) FROM hasched.job WHERE state = 'running'}), '1', 'the leased one still running');
 
 $node->stop;
 done_testing();
