@@ -22,13 +22,16 @@
  */
 DO $database$
 DECLARE
-	served text := pg_catalog.current_setting('hasched.database', true);
+	-- pg_settings lists hasched.database only when the library defined it (a
+	-- line in postgresql.conf alone makes a hidden placeholder)
+	served text := (SELECT s.setting FROM pg_catalog.pg_settings s
+					 WHERE s.name OPERATOR(pg_catalog.=) 'hasched.database');
 	here text := pg_catalog.current_database();
 BEGIN
 	IF served IS NULL THEN
 		RAISE EXCEPTION 'hasched is not loaded in this server'
 			USING ERRCODE = 'JQ023',
-				  DETAIL = 'The setting hasched.database is not defined: the hasched library is not in shared_preload_libraries.',
+				  DETAIL = 'The hasched library is not in shared_preload_libraries, so no scheduler or executor would serve this database.',
 				  HINT = 'Add hasched to shared_preload_libraries in postgresql.conf, set hasched.database, and restart the server.';
 	END IF;
 	IF served <> here THEN

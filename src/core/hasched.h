@@ -57,6 +57,8 @@
 #define HS_ERRCODE_UNKNOWN_TIMEZONE		MAKE_SQLSTATE('J','Q','0','2','0')
 #define HS_ERRCODE_DUPLICATE_SCHEDULE	MAKE_SQLSTATE('J','Q','0','2','1')
 #define HS_ERRCODE_UNKNOWN_SCHEDULE		MAKE_SQLSTATE('J','Q','0','2','2')
+/* raised by the upgrade script (SQL): not hasched.database, or not preloaded */
+#define HS_ERRCODE_WRONG_DATABASE		MAKE_SQLSTATE('J','Q','0','2','3')
 
 /* Priorities: 0 is the most urgent. */
 #define HS_PRIORITY_MIN		0

@@ -28,7 +28,9 @@
 #       is refused (JQ023) with a detail and a hint naming the setting, and
 #       leaves nothing behind; so is ALTER EXTENSION hasched UPDATE of a
 #       0.1.0 installed there;
-#   (g) a pg_dump taken at 0.1.0 restores into this version, every job.
+#   (g) a pg_dump taken at 0.1.0 restores into this version, every job;
+#   (h) ALTER EXTENSION hasched UPDATE in a server without hasched preloaded
+#       is refused with an error that says so.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/011_upgrade.pl
@@ -279,6 +281,17 @@ is(query(q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}), $def
 	"it comes back at $default_version");
 is(query('SELECT count(*) FROM hasched.job'), $jobs010, "with its $jobs010 jobs");
 is(query(q{SELECT count(*) FROM hasched.job WHERE state = 'running'}), '1', 'the leased one still running');
+
+# ---------------------------------------------------------------------------
+# (h) ALTER EXTENSION hasched UPDATE in a server without hasched preloaded
+# ---------------------------------------------------------------------------
+$node->append_conf('postgresql.conf', "shared_preload_libraries = ''");
+$node->restart;
+like(query_stderr('other', 'ALTER EXTENSION hasched UPDATE'),
+	qr/ERROR:  (JQ023: hasched is not loaded in this server|55000: hasched must be loaded via shared_preload_libraries)/,
+	'ALTER EXTENSION hasched UPDATE without hasched preloaded: refused, saying so');
+is($node->safe_psql('other', q{SELECT extversion FROM pg_extension WHERE extname = 'hasched'}), '0.1.0',
+	'and it stays at 0.1.0');
 
 $node->stop;
 done_testing();
