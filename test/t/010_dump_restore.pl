@@ -27,7 +27,10 @@
 #   (c) restore into a server without hasched preloaded, and into a
 #       database that is not hasched.database: pg_restore fails with a clear
 #       error and nothing of hasched's is restored (no table, no job) that a
-#       scheduler could act on.
+#       scheduler could act on;
+#   (d) while a pg_restore session is connected to the database, the
+#       scheduler acts on nothing (a schedule due every second does not
+#       fire) and says why in the log; it goes on when the session ends.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/010_dump_restore.pl
@@ -38,7 +41,7 @@ use HaschedCluster;
 use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(time usleep);
 
 my $conf = q{
 hasched.max_executors = 2
@@ -327,6 +330,32 @@ $bare->start;
 $bare->psql('postgres', '', on_error_stop => 0, extra_params => [ '-f', $globals ]);
 restore_refused($bare, 'postgres', 'into a server without hasched preloaded',
 	qr/hasched must be loaded via shared_preload_libraries.*\n.*HINT:  Add hasched to shared_preload_libraries/);
+
+# ---------------------------------------------------------------------------
+# (d) the scheduler does nothing while a pg_restore is connected
+# ---------------------------------------------------------------------------
+# (part (a) could pass without that by luck of timing: this proves it)
+$target->query(
+	q{SELECT hasched.schedule('beat', '* * * * * *', 'emails', '{"n": "beat"}', tenant => 'acme', overlap => 'allow')});
+ok($target->poll_within(30, q{SELECT count(*) > 0 FROM hasched.job WHERE schedule = 'beat'}), 'target: beat fires');
+my $log_offset = -s $target->logfile;
+my $restore = $target->background_psql('postgres');
+$restore->query_safe(q{SET application_name = 'pg_restore'});
+ok( $target->poll_within(
+		30, q{SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pg_restore'}),
+	'a session named pg_restore is connected');
+my $waits = qr/hasched: waiting for the restore into database "postgres" to finish \(pg_restore, pid \d+\)/;
+my $end = time + 30;
+usleep(100_000) while time < $end && slurp_file($target->logfile, $log_offset) !~ $waits;
+like(slurp_file($target->logfile, $log_offset), $waits, 'the scheduler logs that it waits for the restore');
+my $beats = $target->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'beat'});
+sleep(3);
+is($target->query(q{SELECT count(*) FROM hasched.job WHERE schedule = 'beat'}), $beats,
+	'while it is connected, beat (every second) does not fire');
+$restore->quit;
+ok($target->poll_within(30, "SELECT count(*) > $beats FROM hasched.job WHERE schedule = 'beat'"),
+	'once it is gone, beat fires again');
+$target->query(q{SELECT hasched.unschedule('beat')});
 
 $bare->stop;
 $target->stop;
