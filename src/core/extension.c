@@ -22,6 +22,8 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/backend_status.h"
 
 #include "core/hasched.h"
 
@@ -42,6 +44,31 @@ typedef enum ExtensionWait
 static ExtensionWait last_wait = WAIT_UNKNOWN;
 
 /*
+ * The pid of a session of pg_restore connected to this database (its
+ * application_name), or 0.  Read from the backend status array, which the
+ * transaction reads once: no SQL, as it runs every scheduler round.
+ */
+static int
+restore_session_pid(void)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+
+	for (int i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *local = pgstat_fetch_stat_local_beentry(i);
+		PgBackendStatus *be;
+
+		if (local == NULL)
+			continue;
+		be = &local->backendStatus;
+		if (be->st_procpid != MyProcPid && be->st_databaseid == MyDatabaseId &&
+			be->st_appname != NULL && strcmp(be->st_appname, "pg_restore") == 0)
+			return be->st_procpid;
+	}
+	return 0;
+}
+
+/*
  * True when the workers may act on this database's hasched.  Runs inside
  * the caller's transaction, with SPI connected.
  */
@@ -50,7 +77,7 @@ hs_extension_usable(void)
 {
 	ExtensionWait wait;
 	char	   *version = NULL;
-	char	   *restore_pid = NULL;
+	int			restore_pid = 0;
 
 	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'hasched'",
 					true, 1) != SPI_OK_SELECT)
@@ -64,20 +91,8 @@ hs_extension_usable(void)
 			wait = WAIT_UPDATE;
 		else
 		{
-			if (SPI_execute("SELECT pid FROM pg_catalog.pg_stat_activity"
-							" WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()"
-							" AND application_name OPERATOR(pg_catalog.=) 'pg_restore'"
-							" AND pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()"
-							" ORDER BY backend_start LIMIT 1",
-							true, 1) != SPI_OK_SELECT)
-				elog(ERROR, "hasched: reading pg_stat_activity failed");
-			if (SPI_processed == 1)
-			{
-				restore_pid = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-				wait = WAIT_RESTORE;
-			}
-			else
-				wait = WAIT_NONE;
+			restore_pid = restore_session_pid();
+			wait = restore_pid != 0 ? WAIT_RESTORE : WAIT_NONE;
 		}
 	}
 
@@ -98,7 +113,7 @@ hs_extension_usable(void)
 			break;
 		case WAIT_RESTORE:
 			ereport(LOG,
-					(errmsg("hasched: waiting for the restore into database \"%s\" to finish (pg_restore, pid %s)",
+					(errmsg("hasched: waiting for the restore into database \"%s\" to finish (pg_restore, pid %d)",
 							hs_database, restore_pid)));
 			break;
 		case WAIT_NONE:
