@@ -359,6 +359,15 @@ primary_tick(bool *became_primary)
 		SpinLockRelease(&hs_shared->mutex);
 		next = Min(next, sql_next);
 	}
+	else
+	{
+		/*
+		 * Not usable (no extension yet, an update or a restore under way):
+		 * when it is again, take over anew, as after a promotion, so that
+		 * a restored database gets its epoch check and its jobs' recovery.
+		 */
+		*became_primary = false;
+	}
 
 	hs_xact_end(true);
 
