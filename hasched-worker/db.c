@@ -233,6 +233,7 @@ hw_db_call(const char *sql, int nparams, const char *const *values, PGresult **r
 	PGresult   *r;
 	ExecStatusType st;
 	const char *state;
+	bool		stale;
 
 	if (res)
 		*res = NULL;
@@ -288,9 +289,9 @@ hw_db_call(const char *sql, int nparams, const char *const *values, PGresult **r
 			fatal_config = f;
 		}
 	}
-	st = sqlstate_is(state, "JQ006") ? PGRES_FATAL_ERROR : PGRES_NONFATAL_ERROR;
+	stale = sqlstate_is(state, "JQ006");
 	PQclear(r);
-	return st == PGRES_FATAL_ERROR ? HW_DB_STALE : HW_DB_ERROR;
+	return stale ? HW_DB_STALE : HW_DB_ERROR;
 }
 
 /* ------------------------------------------------------------------------

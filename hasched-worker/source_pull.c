@@ -60,12 +60,13 @@ pull_reconnected(HwSource *src, PGconn *conn)
 	}
 	else
 	{
-		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-
+		/*
+		 * An older hasched without listen(), or a server that refuses the
+		 * worker (not the primary, unknown queue): poll; the claim finds
+		 * out about the latter and says so.
+		 */
 		hw_log("WARNING", "cannot listen for jobs of queue \"%s\", polling every %.3f s: %s",
 			   ps->queue, (double) hw_cfg.poll_usec / 1e6, PQresultErrorMessage(r));
-		/* a standby, or a server going away: let the claim find out */
-		(void) state;
 	}
 	PQclear(r);
 }
