@@ -22,7 +22,8 @@
 #     busy and nothing finished within --stall-timeout; a cancelled job's
 #     command is killed at its next heartbeat (lease lost) and health is 200
 #     again; 405 for POST, 404 for another path; 503 naming "database" while
-#     the server is down, 200 after it is back (the breaker probes).
+#     the server is down, 200 after it is back (the breaker probes); a job
+#     that finished while the server was down is recorded once it is back.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/051_worker_program.pl
@@ -357,6 +358,10 @@ ok(within(10, sub { http($hport, "GET /health HTTP/1.1\r\n\r\n") =~ /^HTTP\/1.1 
 	'health is 200 again');
 like(slurp_log($w), qr/job $id: lease lost .*killing its command/, 'the log says why the command was killed');
 
+# the server goes away while a job runs: its report waits for it
+$node->query(q{UPDATE hasched.queue SET lease = '60 seconds' WHERE name = 'health'});
+my $napper = $node->query(q{SELECT hasched.submit('health', '{"mode": "nap"}')});
+ok($node->wait_state($napper, 'running'), 'a job runs');
 $node->stop('fast');
 my $down = '';
 for (1 .. 100)
@@ -365,9 +370,15 @@ for (1 .. 100)
 	last if $down =~ /^HTTP\/1.1 503/;
 	usleep(100_000);
 }
-like($down, qr/^HTTP\/1.1 503 .*"failed": \["database"\].*"database": \{"ok": false, "breaker": "(open|half-open)"/s,
+like($down, qr/^HTTP\/1.1 503 .*"failed": \["database".*"database": \{"ok": false, "breaker": "(open|half-open)"/s,
 	'the server down: 503 naming the database, the breaker open');
+ok(within(30, sub { slurp_log($w) =~ /job $napper attempt 1: succeeded after/ }),
+	'the job finished while the server was down');
 $node->start;
+ok($node->wait_state($napper, 'succeeded'), 'its success is recorded once the server is back');
+is($node->job($napper, q{attempt || ' ' || result::text}), '1 {"napped": true}',
+	'by its only attempt, with its result');
+is($node->runs_of($napper), '', 'no failed attempt');
 my $up = '';
 for (1 .. 300)
 {
