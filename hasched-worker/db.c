@@ -70,10 +70,10 @@ connect_once(void)
 	/* defaults first: the connection string given overrides each of them */
 	const char *const keys[] = {
 		"connect_timeout", "application_name", "keepalives", "keepalives_idle",
-		"keepalives_interval", "keepalives_count", "dbname", NULL
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname", NULL
 	};
 	const char *const vals[] = {
-		"5", "hasched-worker", "1", "10", "3", "3", hw_cfg.db, NULL
+		"5", "hasched-worker", "1", "10", "3", "3", "20000", hw_cfg.db, NULL
 	};
 	PGconn	   *c = PQconnectdbParams(keys, vals, 1);
 
