@@ -7,8 +7,8 @@
  * The program is one thread and one poll() loop (main.c) over: a self-pipe
  * for signals, the database connection's socket (LISTEN/NOTIFY), the pipes
  * of the running commands and the health endpoint's sockets.  Database
- * calls are synchronous and short; connect_timeout and TCP keepalives bound
- * them when a server goes away.
+ * calls are synchronous and short; connect_timeout, TCP keepalives and
+ * tcp_user_timeout bound them when a server goes away.
  *
  *   main.c        arguments, the loop, signals, the log, a job's life
  *   db.c          the database connection and its circuit breaker, and the
