@@ -1,7 +1,9 @@
 # hasched: PGXS build, tests and benchmarks.
 #
-# make                      build hasched.so (-Wall -Wextra -Werror)
+# make                      build hasched.so and hasched-worker/hasched-worker
+#                           (-Wall -Wextra -Werror)
 # make install              install into the PostgreSQL found by PG_CONFIG
+#                           (hasched-worker into its bindir, pg_config --bindir)
 # make test                 everything (see scripts/test.sh): installs what is
 #                           missing, then pg_regress, pgTAP and TAP tests as an
 #                           ordinary user
@@ -50,6 +52,19 @@ include $(PGXS)
 $(OBJS): $(wildcard $(srcdir)/src/*/*.h)
 # the workers compare the installed extension's version with this one
 src/core/extension.o: hasched.control
+
+# hasched-worker/: the external worker program, its own Makefile (libpq and
+# src/common); built, installed and cleaned with the extension
+.PHONY: hasched-worker install-hasched-worker clean-hasched-worker
+all: hasched-worker
+hasched-worker:
+	$(MAKE) -C $(srcdir)/hasched-worker PG_CONFIG=$(PG_CONFIG)
+install: install-hasched-worker
+install-hasched-worker: hasched-worker
+	$(MAKE) -C $(srcdir)/hasched-worker PG_CONFIG=$(PG_CONFIG) install
+clean: clean-hasched-worker
+clean-hasched-worker:
+	$(MAKE) -C $(srcdir)/hasched-worker clean
 
 .PHONY: test demo bench unittest fuzz check-layers check-version
 test:

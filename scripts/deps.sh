@@ -21,6 +21,7 @@ PACKAGES=(
     postgresql-15 postgresql-client-15 postgresql-server-dev-15
     postgresql-15-pgtap libipc-run-perl libtap-parser-sourcehandler-pgtap-perl
     make gcc perl util-linux procps
+    libpq-dev   # hasched-worker links libpq
 )
 # Packages for later parts of the project (brokers, coordination, ...).
 EXTRA_PACKAGES=(

@@ -25,7 +25,8 @@ SELECT format('%s:%s:%s', epoch, attempt, lease_id) AS ta FROM hasched.job WHERE
 -- heartbeat extends the lease
 SELECT hasched.heartbeat(:c, :'tc', '2 minutes') > now() + interval '119 seconds' AS extended;
 
--- complete records the result once; the same token again is stale
+-- complete records the result once; the same token again is a no-op (a
+-- report repeated after its reply was lost), other reports with it are stale
 SELECT hasched.complete(:c, :'tc', '{"sent": true}');
 SELECT state, result, lease_until IS NULL AS lease_gone, finished_at IS NOT NULL AS finished FROM hasched.job WHERE id = :c;
 SELECT try(format($$SELECT hasched.complete(%s, %L, '{"sent": "again"}')$$, :c, :'tc'));
@@ -45,7 +46,9 @@ SELECT state FROM hasched.job WHERE id = :d;
 SELECT hasched.fail(:d, :'td', 'smtp timeout');
 SELECT state, attempt, last_error, run_at - now() BETWEEN interval '4 seconds' AND interval '11 seconds' AS backoff
   FROM hasched.job WHERE id = :d;
+-- the same failure again: a no-op that returns the job's state
 SELECT try(format($$SELECT hasched.fail(%s, %L, 'twice')$$, :d, :'td'));
+SELECT count(*) AS runs, max(error) AS error FROM hasched.job_run WHERE job_id = :d;
 SELECT hasched.fail(:b, :'tb', 'bad input', retry => false);
 SELECT state, finished_at IS NOT NULL AS finished FROM hasched.job WHERE id = :b;
 SELECT try(format($$SELECT hasched.fail(%s, %L, NULL)$$, :a, :'ta'));
@@ -132,6 +135,7 @@ SELECT try($$SELECT hasched.complete((SELECT array_agg(job_id) FROM batch) || 99
 SELECT count(*) FILTER (WHERE state = 'running') AS still_running FROM hasched.job WHERE id IN (SELECT job_id FROM batch);
 SELECT hasched.complete(array_agg(job_id), array_agg(token), array_agg('{"ok": 1}'::jsonb)) FROM batch;
 SELECT state, result FROM hasched.job WHERE id IN (SELECT job_id FROM batch) GROUP BY 1, 2;
+-- the batch again: recorded already, a no-op that counts them
 SELECT regexp_replace(try($$SELECT hasched.complete((SELECT array_agg(job_id) FROM batch), (SELECT array_agg(token) FROM batch))$$),
                       'token: [0-9, ]+', 'token: <ids>');
 SELECT hasched.complete('{}'::bigint[], '{}'::text[]);

@@ -9,7 +9,8 @@
 
 \echo Use "ALTER EXTENSION hasched UPDATE TO '0.2.0'" to load this file. \quit
 
-/* ========================================================================
+/* =================================================================
+
  * Packaging: the database hasched serves, dump and restore, the executors'
  * view, pausing schedules
  * ======================================================================== */
@@ -193,3 +194,22 @@ COMMENT ON FUNCTION hasched.alter_schedule(text, boolean) IS
 	'Pause (active => false) or resume (active => true) a periodic job without deleting it; returns its next run (NULL while paused). A resumed schedule goes on from now: the runs it missed while paused are not made up.';
 REVOKE ALL ON FUNCTION hasched.alter_schedule(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.alter_schedule(text, boolean) TO hasched_submitter;
+=======
+/* ------------------------------------------------------------------------
+ * Pull workers: LISTEN/NOTIFY wake-ups (hasched.listen) and idempotent
+ * reports (hasched-worker, issue 9)
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION hasched.listen(queue text)
+RETURNS text
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_listen';
+COMMENT ON FUNCTION hasched.listen(text) IS
+	'LISTEN for jobs of a pull queue: from the commit of this transaction on, a transaction that makes jobs of the queue due sends a NOTIFY on the returned channel when it commits. Jobs due later are not notified: poll for them.';
+REVOKE ALL ON FUNCTION hasched.listen(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.listen(text) TO hasched_worker;
+
+COMMENT ON FUNCTION hasched.complete(bigint, text, jsonb) IS
+	'Record the success of a leased job, exactly once: a stale token is refused (SQLSTATE JQ006) and changes nothing. Idempotent: repeated with the token whose success was recorded (a lost reply), it succeeds and changes nothing.';
+COMMENT ON FUNCTION hasched.complete(bigint[], text[], jsonb[]) IS
+	'Record the success of many leased jobs in one statement; returns how many. All or nothing: one stale token (SQLSTATE JQ006, the detail names the jobs) records none. Jobs that already succeeded under the same tokens count as recorded.';
+COMMENT ON FUNCTION hasched.fail(bigint, text, text, boolean) IS
+	'Record a failed attempt: the job retries after exponential backoff with jitter (state failed) until max_attempts, then it is dead; retry => false makes it dead at once. Returns the new state. Idempotent: repeated with the token whose failure was recorded, it changes nothing and returns the job''s state now.';

@@ -103,7 +103,7 @@ hasched_claim_cursors(PG_FUNCTION_ARGS)
 Datum
 hasched_wake_workers(PG_FUNCTION_ARGS)
 {
-	hs_note_claimable(GetCurrentTimestamp());
+	hs_note_claimable((Datum) 0, GetCurrentTimestamp());
 	hs_wake_scheduler_at_commit();
 	PG_RETURN_VOID();
 }

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * worker_api.c
- *		SQL functions of workers (the pull API): claim, heartbeat, complete,
- *		fail; and requeue_expired for administrators.  Thin: read and check
+ *		SQL functions of workers (the pull API): claim, listen, heartbeat,
+ *		complete, fail; and requeue_expired for administrators.  Thin: read and check
  *		the arguments, refuse on a standby, then one call into core
  *		(claim.c, job_state.c) as the extension owner.
  *
@@ -24,6 +24,7 @@
 #include "core/hasched.h"
 
 PG_FUNCTION_INFO_V1(hasched_claim);
+PG_FUNCTION_INFO_V1(hasched_listen);
 PG_FUNCTION_INFO_V1(hasched_heartbeat);
 PG_FUNCTION_INFO_V1(hasched_complete);
 PG_FUNCTION_INFO_V1(hasched_complete_many);
@@ -98,6 +99,33 @@ hasched_claim(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+/*
+ * listen(queue): LISTEN for jobs of a pull queue becoming claimable (a
+ * NOTIFY on the returned channel when a transaction that made some due
+ * commits).  From the commit of the calling transaction on, as LISTEN.
+ */
+Datum
+hasched_listen(PG_FUNCTION_ARGS)
+{
+	char	   *queue;
+	char	   *channel;
+	HsPrivileged priv;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("queue must not be null")));
+	queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	hs_require_primary("listen for jobs");
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	channel = hs_listen_queue(queue);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	PG_RETURN_TEXT_P(cstring_to_text(channel));
+}
+
 /* ------------------------------------------------------------------------
  * Reports from workers: heartbeat, complete, fail
  * ------------------------------------------------------------------------ */
@@ -164,7 +192,8 @@ hasched_complete(PG_FUNCTION_ARGS)
  * complete(job_ids[], tokens[], results[]): record many successes in one
  * statement.  All or nothing: if any token is stale, none is recorded and
  * the error names the stale jobs, so the worker can complete the others
- * one by one.
+ * one by one.  Jobs that already succeeded under the same tokens (a retried
+ * batch whose reply was lost) count as recorded.
  */
 Datum
 hasched_complete_many(PG_FUNCTION_ARGS)
@@ -236,32 +265,45 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 								   PG_ARGISNULL(2));
 	if (done < (uint64) n)
 	{
-		/* name the stale ones (not among those recorded); the error rolls back the others */
+		/*
+		 * Some did not match a running lease.  Those that already succeeded
+		 * under the same token are retried reports (nothing to do); any
+		 * other is stale: name them, and the error rolls back the others.
+		 */
 		StringInfoData stale;
 		int			nstale = 0;
+		int64	   *recorded = palloc(sizeof(int64) * n);
+		int			nrecorded = 0;
+		bool		isnull;
+
+		for (uint64 k = 0; k < done; k++)
+			recorded[nrecorded++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+																SPI_tuptable->tupdesc, 1, &isnull));
+		(void) hs_completed_already_many(n, ids, epochs, attempts, leases);
+		for (uint64 k = 0; k < SPI_processed && nrecorded < n; k++)
+			recorded[nrecorded++] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
+																SPI_tuptable->tupdesc, 1, &isnull));
 
 		initStringInfo(&stale);
 		for (int i = 0; i < n; i++)
 		{
 			int64		id = DatumGetInt64(ids[i]);
-			bool		recorded = false;
+			bool		found = false;
 
-			for (uint64 k = 0; k < done && !recorded; k++)
-			{
-				bool		isnull;
-
-				recorded = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k],
-													   SPI_tuptable->tupdesc, 1, &isnull)) == id;
-			}
-			if (!recorded && nstale++ < 20)
+			for (int k = 0; k < nrecorded && !found; k++)
+				found = recorded[k] == id;
+			if (!found && nstale++ < 20)
 				appendStringInfo(&stale, "%s%lld", stale.len ? ", " : "", (long long) id);
 		}
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_STALE_LEASE),
-				 errmsg("stale lease tokens for %d of %d jobs", n - (int) done, n),
-				 errdetail("Jobs with a stale token: %s%s. Nothing was recorded.",
-						   stale.data, nstale > 20 ? ", ..." : ""),
-				 errhint("Complete the other jobs again without those; their leases expired, or they were cancelled or given to another worker.")));
+		if (nstale == 0)
+			done = (uint64) n;
+		else
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_STALE_LEASE),
+					 errmsg("stale lease tokens for %d of %d jobs", nstale, n),
+					 errdetail("Jobs with a stale token: %s%s. Nothing was recorded.",
+							   stale.data, nstale > 20 ? ", ..." : ""),
+					 errhint("Complete the other jobs again without those; their leases expired, or they were cancelled or given to another worker.")));
 	}
 	SPI_finish();
 	hs_privileged_leave(&priv);

@@ -144,6 +144,13 @@ typedef struct HaschedShared
 {
 	LWLock	   *cursor_lock;	/* guards the claim cursor hash table */
 	LWLock	   *bucket_lock;	/* guards the rate-limit bucket hash table */
+	LWLock	   *listen_lock;	/* guards the pull listener hash table */
+
+	/*
+	 * Sessions that called hasched.listen(), summed over queues (each
+	 * session counted once per queue); 0 lets commits skip the NOTIFY work.
+	 */
+	pg_atomic_uint32 pull_listeners;
 
 	/* the scheduler and executor fields, under mutex */
 	slock_t		mutex;
@@ -221,6 +228,8 @@ extern const char *hs_lease_update_sql(void);
 extern bool hs_report_complete(const HsLease *lease, Datum result, bool result_null);
 extern uint64 hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 									  Datum *leases, Datum results, bool results_null);
+extern uint64 hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
+										Datum *leases);
 extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
 extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);
 extern void hs_stale_lease(const HsLease *lease, const char *what) pg_attribute_noreturn();
@@ -314,7 +323,10 @@ extern void hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
  * commits (wake the scheduler, wake an executor, stop a cancelled job),
  * delivered through shared memory and latches; the transaction callbacks.
  */
-extern void hs_note_claimable(TimestampTz run_at);
+extern void hs_note_claimable(Datum queue, TimestampTz run_at);
+extern char *hs_listen_queue(const char *queue);
+extern Size hs_listen_shmem_size(void);
+extern void hs_listen_shmem_init(void);
 extern void hs_wake_scheduler_at_commit(void);
 extern void hs_executor_cancel_at_commit(int64 job_id);
 extern void hs_xact_callbacks_init(void);

@@ -171,6 +171,7 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 	int			state_att;
 	int			run_at_att;
 	int			id_att;
+	int			queue_att;
 	bool		isnull;
 	HsJobState	to;
 	bool		becomes_claimable;
@@ -185,8 +186,9 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 	state_att = SPI_fnumber(tupdesc, "state");
 	run_at_att = SPI_fnumber(tupdesc, "run_at");
 	id_att = SPI_fnumber(tupdesc, "id");
-	if (state_att <= 0 || run_at_att <= 0 || id_att <= 0)
-		elog(ERROR, "hasched_job_state_trigger: table has no state, run_at or id column");
+	queue_att = SPI_fnumber(tupdesc, "queue");
+	if (state_att <= 0 || run_at_att <= 0 || id_att <= 0 || queue_att <= 0)
+		elog(ERROR, "hasched_job_state_trigger: table has no state, run_at, id or queue column");
 
 	newtup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
@@ -255,7 +257,7 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 			newtup = heap_modify_tuple_by_cols(newtup, tupdesc, 1, cols, vals, nulls);
 			run_at = now;
 		}
-		hs_note_claimable(run_at);
+		hs_note_claimable(heap_getattr(newtup, queue_att, tupdesc, &isnull), run_at);
 	}
 
 	return PointerGetDatum(newtup);
@@ -376,8 +378,72 @@ hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null)
 }
 
 /*
- * Record the success of the lease's attempt; false when the lease is not
- * the job's current one (nothing changed).  Inside SPI, as the owner.
+ * Idempotent reports.  A worker whose report committed but whose reply was
+ * lost (a failover between the commit and the reply, a broken connection)
+ * sends the same report again with the same token.  That retry must succeed
+ * without changing anything, while a token that never recorded this
+ * attempt's outcome stays stale (JQ006).  How to tell them apart:
+ *  - a success is the job row itself, which keeps the epoch, attempt and
+ *    lease id of the attempt that succeeded (succeeded is final);
+ *  - a failure recorded by fail() is the run row of that lease with outcome
+ *    'failed' (lease ids are unique; an expired lease, a cancel or a
+ *    failover writes another outcome, so a late report of those attempts
+ *    is still stale).
+ * The checks take a fresh snapshot (read_only = false): a retry that raced
+ * with the first report waited for its row lock, and must see it committed.
+ */
+static bool
+completed_by_lease(const HsLease *lease)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT8OID};
+
+		plan = hs_prepare("SELECT 1 FROM hasched.job WHERE id = $1 AND state::text = 'succeeded'"
+						  " AND epoch = $2 AND attempt = $3 AND lease_id = $4", 4, types);
+	}
+	lease_params(lease, values);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading job failed");
+	return SPI_processed > 0;
+}
+
+/*
+ * The job's state now (an enum Datum) when the lease's failure was recorded
+ * by fail(), else (Datum) 0.
+ */
+static Datum
+failed_by_lease(const HsLease *lease)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT8OID};
+
+		plan = hs_prepare("SELECT j.state FROM hasched.job j WHERE j.id = $1 AND EXISTS"
+						  " (SELECT 1 FROM hasched.job_run r WHERE r.job_id = $1 AND r.attempt = $3"
+						  " AND r.epoch = $2 AND r.lease_id = $4 AND r.outcome = 'failed')",
+						  4, types);
+	}
+	lease_params(lease, values);
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading job failed");
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+}
+
+/*
+ * Record the success of the lease's attempt.  True when recorded now, or
+ * when this lease had already recorded it (a retried report: nothing
+ * changes); false when the lease is not the job's current one (nothing
+ * changed).  Inside SPI, as the owner.
  */
 bool
 hs_report_complete(const HsLease *lease, Datum result, bool result_null)
@@ -401,7 +467,7 @@ hs_report_complete(const HsLease *lease, Datum result, bool result_null)
 		nulls[4] = 'n';
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "hasched: complete failed");
-	return SPI_processed > 0;
+	return SPI_processed > 0 || completed_by_lease(lease);
 }
 
 /*
@@ -445,6 +511,36 @@ hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 }
 
 /*
+ * Of n leases, the jobs that already succeeded under them (retried reports
+ * of a batch): returns how many; their ids are left in SPI_tuptable
+ * (column 1).  Inside SPI, as the owner.
+ */
+uint64
+hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
+						  Datum *leases)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
+
+		plan = hs_prepare("SELECT j.id FROM unnest($1, $2, $3, $4) AS i (id, epoch, attempt, lease_id)"
+						  " JOIN hasched.job j ON j.id = i.id AND j.state::text = 'succeeded'"
+						  " AND j.epoch = i.epoch AND j.attempt = i.attempt AND j.lease_id = i.lease_id",
+						  4, types);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(leases, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading jobs failed");
+	return SPI_processed;
+}
+
+/*
  * The one statement that ends attempts as failed: another attempt while
  * attempts remain and `retry` holds (after a backoff when `backoff`, else
  * due now), otherwise dead; a run row records each ended attempt with
@@ -482,8 +578,10 @@ end_attempt_sql(const char *filter, const char *retry, const char *error,
 
 /*
  * Record a failed attempt of the lease: retried after backoff (when retry
- * and attempts remain) or dead.  Returns the new state (an enum Datum), or
- * (Datum) 0 when the lease is not the job's current one.
+ * and attempts remain) or dead.  Returns the new state (an enum Datum); when
+ * this lease had already recorded its failure (a retried report), nothing
+ * changes and the job's state now is returned; (Datum) 0 when the lease is
+ * not the job's current one.
  */
 Datum
 hs_report_fail(const HsLease *lease, const char *error, bool retry)
@@ -507,7 +605,7 @@ hs_report_fail(const HsLease *lease, const char *error, bool retry)
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: fail failed");
 	if (SPI_processed == 0)
-		return (Datum) 0;
+		return failed_by_lease(lease);
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 }
 

@@ -3,8 +3,8 @@
  * shmem.c
  *		hasched's shared memory: the HaschedShared struct (the scheduler's
  *		state and the writer registry), the executor slots, and the hooks
- *		that size and create them together with the claim cursor and
- *		rate-limit hash tables.
+ *		that size and create them together with the claim cursor,
+ *		rate-limit and pull listener hash tables.
  *
  * hasched must be in shared_preload_libraries: all of it is sized at
  * postmaster start.
@@ -59,9 +59,10 @@ hasched_shmem_request(void)
 
 	RequestAddinShmemSpace(add_size(add_size(shared_struct_size(),
 											 executor_shmem_size()),
-									add_size(hs_cursor_shmem_size(),
-											 hs_bucket_shmem_size())));
-	RequestNamedLWLockTranche("hasched", 2);
+									add_size(add_size(hs_cursor_shmem_size(),
+													  hs_bucket_shmem_size()),
+											 hs_listen_shmem_size())));
+	RequestNamedLWLockTranche("hasched", 3);
 }
 
 static void
@@ -81,6 +82,8 @@ hasched_shmem_startup(void)
 
 		hs_shared->cursor_lock = &locks[0].lock;
 		hs_shared->bucket_lock = &locks[1].lock;
+		hs_shared->listen_lock = &locks[2].lock;
+		pg_atomic_init_u32(&hs_shared->pull_listeners, 0);
 		SpinLockInit(&hs_shared->mutex);
 		hs_shared->scheduler_role = HS_ROLE_DOWN;
 		hs_shared->n_writer_slots = writer_slot_count();
@@ -94,6 +97,7 @@ hasched_shmem_startup(void)
 
 	hs_cursor_shmem_init();
 	hs_bucket_shmem_init();
+	hs_listen_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -5,7 +5,9 @@
  *		the transaction callbacks that deliver it: wake an idle executor or
  *		the scheduler after a commit that made jobs claimable, interrupt the
  *		executor of a job that a committed cancel() stopped, and end the
- *		claim path's per-transaction state (claim.c).
+ *		claim path's per-transaction state (claim.c); and NOTIFY the pull
+ *		workers that wait on a queue (hasched.listen()) when a commit made
+ *		its jobs claimable.
  *
  * A backend never calls into a worker's code: it sets the worker's latch,
  * or signals the process named in its shared-memory slot.  Nothing is
@@ -24,11 +26,19 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -41,15 +51,270 @@ static TimestampTz wake_for_run_at = 0;
 /* backend-local: jobs whose executor is to be interrupted at commit */
 static List *cancel_at_commit = NIL;
 
+/* ------------------------------------------------------------------------
+ * NOTIFY for pull workers
+ *
+ * A pull worker (hasched-worker, or any client) calls hasched.listen(queue):
+ * its session LISTENs on the queue's channel and is counted as a listener
+ * of that queue in shared memory until it exits.  A transaction that makes
+ * jobs of a listened queue claimable now NOTIFYs that channel at commit, so
+ * the workers claim at once instead of at their next poll.  Only listened
+ * queues are notified: a NOTIFY serialises the commits of the transactions
+ * that send one (PostgreSQL holds a cluster-wide lock from the NOTIFY's
+ * queueing to the end of the commit), a price only worth paying when
+ * someone waits.  Jobs due later (run_at in the future, retries after a
+ * backoff) are not notified: the workers' polling finds them.
+ * ------------------------------------------------------------------------ */
+
+typedef struct ListenEntry
+{
+	char		queue[HS_QUEUE_NAME_MAX];	/* hash key */
+	int			listeners;		/* sessions, under listen_lock */
+} ListenEntry;
+
+static HTAB *listen_hash = NULL;
+
+/* backend-local: the queues this session listens to (TopMemoryContext) */
+static List *my_listens = NIL;
+static bool listen_exit_registered = false;
+
+/* backend-local: queues this transaction made claimable, with the earliest run_at */
+#define MAX_NOTIFY_QUEUES 8
+static char notify_queue[MAX_NOTIFY_QUEUES][HS_QUEUE_NAME_MAX];
+static TimestampTz notify_run_at[MAX_NOTIFY_QUEUES];
+static int	n_notify_queues = 0;
+static TimestampTz notify_all_run_at = 0;	/* >0: too many, or set_mode() */
+
+Size
+hs_listen_shmem_size(void)
+{
+	return hash_estimate_size(hs_max_queues, sizeof(ListenEntry));
+}
+
+void
+hs_listen_shmem_init(void)
+{
+	listen_hash = hs_shmem_hash("hasched pull listeners", hs_max_queues,
+								HS_QUEUE_NAME_MAX, sizeof(ListenEntry));
+}
+
 /*
- * Called by the state trigger when a job becomes claimable with this
- * run_at: remember to wake the workers when the transaction commits.
+ * The NOTIFY channel of a queue: "hasched." and the queue's name, or, for a
+ * name too long for a channel, its first 46 bytes and a hash of it.
+ */
+static void
+listen_channel(const char *queue, char *buf)
+{
+	size_t		len = strlen(queue);
+
+	if (len <= NAMEDATALEN - 1 - 8)
+		snprintf(buf, NAMEDATALEN, "hasched.%s", queue);
+	else
+		snprintf(buf, NAMEDATALEN, "hasched.%.46s.%08x", queue,
+				 (unsigned) hash_bytes((const unsigned char *) queue, (int) len));
+}
+
+/* Session exit: this session no longer listens. */
+static void
+listen_at_exit(int code, Datum arg)
+{
+	ListCell   *lc;
+
+	if (my_listens == NIL || hs_shared == NULL)
+		return;
+	LWLockAcquire(hs_shared->listen_lock, LW_EXCLUSIVE);
+	foreach(lc, my_listens)
+	{
+		ListenEntry *e = hash_search(listen_hash, lfirst(lc), HASH_FIND, NULL);
+
+		if (e != NULL && --e->listeners <= 0)
+			hash_search(listen_hash, lfirst(lc), HASH_REMOVE, NULL);
+		pg_atomic_fetch_sub_u32(&hs_shared->pull_listeners, 1);
+	}
+	LWLockRelease(hs_shared->listen_lock);
+	my_listens = NIL;
+}
+
+/*
+ * hasched.listen(queue): check that queue is a pull queue, LISTEN on its
+ * channel (from this transaction's commit on) and count this session as a
+ * listener.  Returns the channel.  Inside SPI, as the owner.
+ */
+char *
+hs_listen_queue(const char *queue)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+	char		key[HS_QUEUE_NAME_MAX];
+	char	   *channel = palloc(NAMEDATALEN);
+	char	   *transport;
+	ListCell   *lc;
+	ListenEntry *e;
+	bool		found;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = hs_prepare("SELECT transport FROM hasched.queue WHERE name = $1", 1, types);
+	}
+	values[0] = CStringGetTextDatum(queue);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading queue \"%s\" failed", queue);
+	if (SPI_processed == 0)
+		hs_unknown_queue(queue);
+	transport = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (strcmp(transport, "pull") != 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_WRONG_TRANSPORT),
+				 errmsg("queue \"%s\" is not a pull queue", queue),
+				 errdetail("Its transport is %s.", transport),
+				 errhint("Listen on a queue whose transport is pull; jobs of %s queues are handed out by hasched itself.",
+						 transport)));
+
+	listen_channel(queue, channel);
+	Async_Listen(channel);
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, queue, sizeof(key));
+	foreach(lc, my_listens)
+		if (strcmp((char *) lfirst(lc), key) == 0)
+			return channel;		/* counted already */
+
+	if (!listen_exit_registered)
+	{
+		before_shmem_exit(listen_at_exit, (Datum) 0);
+		listen_exit_registered = true;
+	}
+	LWLockAcquire(hs_shared->listen_lock, LW_EXCLUSIVE);
+	e = hash_search(listen_hash, key, HASH_ENTER_NULL, &found);
+	if (e == NULL)
+	{
+		LWLockRelease(hs_shared->listen_lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many listened queues"),
+				 errdetail("Sessions listen to %d queues already, the most hasched.max_queues allows.",
+						   hs_max_queues),
+				 errhint("Raise hasched.max_queues (needs a restart), or poll with claim() without listening.")));
+	}
+	if (!found)
+		e->listeners = 0;
+	e->listeners++;
+	pg_atomic_fetch_add_u32(&hs_shared->pull_listeners, 1);
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		my_listens = lappend(my_listens, pstrdup(key));
+		MemoryContextSwitchTo(old);
+	}
+	LWLockRelease(hs_shared->listen_lock);
+	return channel;
+}
+
+/*
+ * Called by the state trigger when a job of queue (a text Datum; (Datum) 0:
+ * any queue, from set_mode()) becomes claimable with this run_at: remember
+ * to wake the workers, and to notify the queue's listeners, when the
+ * transaction commits.
  */
 void
-hs_note_claimable(TimestampTz run_at)
+hs_note_claimable(Datum queue, TimestampTz run_at)
 {
 	if (wake_for_run_at == 0 || run_at < wake_for_run_at)
 		wake_for_run_at = run_at;
+
+	/* the notes for NOTIFY: only while some session listens at all */
+	if (hs_shared == NULL || pg_atomic_read_u32(&hs_shared->pull_listeners) == 0)
+		return;
+	if (queue != (Datum) 0 && n_notify_queues <= MAX_NOTIFY_QUEUES)
+	{
+		text	   *t = DatumGetTextPP(queue);
+		int			len = VARSIZE_ANY_EXHDR(t);
+
+		if (len < HS_QUEUE_NAME_MAX)
+		{
+			for (int i = 0; i < n_notify_queues; i++)
+				if (strncmp(notify_queue[i], VARDATA_ANY(t), len) == 0 &&
+					notify_queue[i][len] == '\0')
+				{
+					if (run_at < notify_run_at[i])
+						notify_run_at[i] = run_at;
+					return;
+				}
+			if (n_notify_queues < MAX_NOTIFY_QUEUES)
+			{
+				memcpy(notify_queue[n_notify_queues], VARDATA_ANY(t), len);
+				notify_queue[n_notify_queues][len] = '\0';
+				notify_run_at[n_notify_queues++] = run_at;
+				return;
+			}
+		}
+	}
+	/* too many queues, an odd name, or any queue: notify every listened one */
+	if (notify_all_run_at == 0 || run_at < notify_all_run_at)
+		notify_all_run_at = run_at;
+}
+
+/* Queue the NOTIFY of one queue if anyone listens to it; listen_lock held. */
+static void
+notify_if_listened(const char *queue)
+{
+	char		key[HS_QUEUE_NAME_MAX];
+	ListenEntry *e;
+	char		channel[NAMEDATALEN];
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, queue, sizeof(key));
+	e = hash_search(listen_hash, key, HASH_FIND, NULL);
+	if (e == NULL || e->listeners <= 0)
+		return;
+	listen_channel(queue, channel);
+	Async_Notify(channel, NULL);
+}
+
+/*
+ * Before commit (NOTIFYs must be queued before PostgreSQL's own pre-commit
+ * step sends them; they are delivered only if the commit succeeds): notify
+ * the listened queues whose jobs this transaction made due.
+ */
+static void
+notify_before_commit(void)
+{
+	TimestampTz now;
+
+	if (n_notify_queues == 0 && notify_all_run_at == 0)
+		return;
+	now = GetCurrentTimestamp();
+	LWLockAcquire(hs_shared->listen_lock, LW_SHARED);
+	if (notify_all_run_at != 0 && notify_all_run_at <= now)
+	{
+		HASH_SEQ_STATUS status;
+		ListenEntry *e;
+		char		channel[NAMEDATALEN];
+
+		hash_seq_init(&status, listen_hash);
+		while ((e = hash_seq_search(&status)) != NULL)
+			if (e->listeners > 0)
+			{
+				listen_channel(e->queue, channel);
+				Async_Notify(channel, NULL);
+			}
+	}
+	else
+	{
+		for (int i = 0; i < n_notify_queues; i++)
+			if (notify_run_at[i] <= now)
+				notify_if_listened(notify_queue[i]);
+	}
+	LWLockRelease(hs_shared->listen_lock);
+}
+
+static void
+notify_notes_clear(void)
+{
+	n_notify_queues = 0;
+	notify_all_run_at = 0;
 }
 
 void
@@ -195,22 +460,30 @@ xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			/* nothing happened: wake nobody, stop nothing */
+			/* nothing happened: wake nobody, stop nothing, notify nobody */
+			notify_notes_clear();
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(false);
 			break;
+		case XACT_EVENT_PRE_COMMIT:
+			/* NOTIFYs are queued now and sent only if the commit succeeds */
+			notify_before_commit();
+			notify_notes_clear();
+			break;
 		case XACT_EVENT_PREPARE:
 			/*
 			 * Not committed yet, and this backend will not see the COMMIT
-			 * PREPARED: drop the requests rather than deliver them early.
+			 * PREPARED: drop the requests rather than deliver them early
+			 * (a prepared transaction cannot NOTIFY either).
 			 */
+			notify_notes_clear();
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(true);
 			break;
 		default:
-			/* the PRE_ events: nothing to do before the outcome is known */
+			/* the other PRE_ events: nothing to do before the outcome is known */
 			break;
 	}
 }

@@ -168,7 +168,13 @@ BEGIN
 		INSERT INTO pg_temp.errs VALUES ('claim/heartbeat/complete', SQLSTATE, SQLERRM);
 	END;
 	BEGIN
+		-- the same token again: a no-op (idempotent reports)
 		PERFORM hasched.complete(jid, tok, '{"twice": true}');
+	EXCEPTION WHEN OTHERS THEN
+		INSERT INTO pg_temp.errs VALUES ('repeated report', SQLSTATE, SQLERRM);
+	END;
+	BEGIN
+		PERFORM hasched.complete(jid, '1:1:0', '{"forged": true}');
 	EXCEPTION WHEN OTHERS THEN
 		INSERT INTO pg_temp.errs VALUES ('stale token', SQLSTATE, SQLERRM);
 	END;

@@ -1,0 +1,936 @@
+/*-------------------------------------------------------------------------
+ *
+ * main.c
+ *		hasched-worker: runs a command for each job of a hasched pull queue.
+ *
+ *	  hasched-worker --db CONNSTR --queue QUEUE [options] -- COMMAND [ARG...]
+ *
+ * This file: the arguments, the log, signals, and the one poll() loop that
+ * carries each job through its life: fetched from the job source, its
+ * command started (run.c), heartbeats while it runs, the timeout enforced,
+ * then its outcome reported with the lease token (db.c) and the job
+ * settled with its source.  See hw.h for the map of the files.
+ *
+ * IDENTIFICATION
+ *		hasched-worker/main.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hw.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef HW_VERSION
+#define HW_VERSION "unknown"
+#endif
+
+/* reports still undelivered this long after SIGTERM: give up (EX_TEMPFAIL) */
+#define DRAIN_REPORT_LIMIT_USEC		(30 * 1000000LL)
+#define MAX_REPORT_TRIES			5
+
+HwConfig	hw_cfg;
+HwSource   *hw_source = NULL;
+
+static const char *progname = "hasched-worker";
+static FILE *log_fp = NULL;
+static int	sig_pipe[2] = {-1, -1};
+static HwJob *jobs = NULL;
+static HwHealth health;
+static bool have_health = false;
+
+/* the state the health report reads */
+static int64_t last_finish = 0;
+static int64_t saturated_since = 0;
+static bool draining = false;
+
+/* ------------------------------------------------------------------------
+ * Time and log
+ * ------------------------------------------------------------------------ */
+
+int64_t
+hw_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void
+hw_log(const char *level, const char *fmt,...)
+{
+	FILE	   *f = log_fp ? log_fp : stderr;
+	struct timespec ts;
+	struct tm	tm;
+	char		when[32];
+	va_list		ap;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	fprintf(f, "%s.%03ldZ %s[%d] %s: ", when, ts.tv_nsec / 1000000, progname, (int) getpid(), level);
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fputc('\n', f);
+	fflush(f);
+}
+
+static bool
+log_open(void)
+{
+	FILE	   *f;
+
+	if (hw_cfg.log_path == NULL)
+		return true;
+	f = fopen(hw_cfg.log_path, "ae");
+	if (f == NULL)
+		return false;
+	if (log_fp != NULL)
+		fclose(log_fp);
+	log_fp = f;
+	return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Arguments
+ * ------------------------------------------------------------------------ */
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+			"%s runs a command for each job of a hasched pull queue.\n"
+			"\n"
+			"Usage:\n"
+			"  %s --db CONNSTR --queue QUEUE [OPTION]... -- COMMAND [ARG]...\n"
+			"\n"
+			"Each job runs COMMAND in its own process group, with the job's payload (JSON)\n"
+			"on stdin and in the environment: HASCHED_JOB_ID, HASCHED_ATTEMPT,\n"
+			"HASCHED_PAYLOAD (up to 100 kB), HASCHED_QUEUE, HASCHED_TENANT, HASCHED_PRIORITY,\n"
+			"HASCHED_TIMEOUT (seconds), HASCHED_WORKER.  Exit status 0 completes the job\n"
+			"with stdout as its result (as JSON when it is JSON, else as a string); any\n"
+			"other status fails the attempt with the status and the tail of stderr (it is\n"
+			"retried after a backoff until its attempts are spent).  A command that runs\n"
+			"past the job's timeout has its process group killed (SIGTERM, then SIGKILL).\n"
+			"\n"
+			"Options:\n"
+			"  --db CONNSTR          libpq connection string or URI (required); list\n"
+			"                        several hosts with target_session_attrs=read-write\n"
+			"                        to follow a failover\n"
+			"  --queue QUEUE         the pull queue to work (required)\n"
+			"  --concurrency N       jobs run at once (1..%d, default 1)\n"
+			"  --poll-interval SECS  look for jobs at least this often (default 1); a NOTIFY\n"
+			"                        wakes the worker at once for jobs due now\n"
+			"  --no-listen           poll only (for a connection pooler without LISTEN)\n"
+			"  --health-port PORT    serve GET /health on 127.0.0.1:PORT\n"
+			"  --stall-timeout SECS  /health fails when every slot is busy and no job\n"
+			"                        finished for this long (default 300)\n"
+			"  --kill-grace SECS     SIGTERM to SIGKILL on a timeout (default 5)\n"
+			"  --max-output BYTES    stdout kept as the result (default 65536)\n"
+			"  --name NAME           worker name recorded with the jobs (default host:pid)\n"
+			"  --log FILE            log to FILE (appended; SIGHUP reopens it), not stderr\n"
+			"  -h, --help            this text\n"
+			"  --version             the version\n"
+			"\n"
+			"Signals: SIGTERM or SIGINT stops taking jobs, waits for the running ones and\n"
+			"their reports, then exits 0 (a second one kills the running commands, whose\n"
+			"attempts fail and are retried); SIGHUP reopens the log file.\n"
+			"\n"
+			"Exit status: 0 stopped by a signal after draining; %d (EX_USAGE) bad arguments;\n"
+			"%d (EX_UNAVAILABLE) COMMAND not found or not executable, or the health port\n"
+			"cannot be bound; %d (EX_CANTCREAT) the log file cannot be opened; %d\n"
+			"(EX_TEMPFAIL) reports still undelivered 30 s after SIGTERM (those jobs run\n"
+			"again after their lease); %d (EX_CONFIG) the server refused the worker's\n"
+			"setup (unknown queue, not a pull queue, permission denied); %d (EX_OSERR)\n"
+			"a system call failed.\n",
+			progname, progname, HW_MAX_CONCURRENCY, EX_USAGE, EX_UNAVAILABLE,
+			EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG, EX_OSERR);
+}
+
+static void
+bad_usage(const char *fmt,...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+bad_usage(const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry \"%s --help\" for more information.\n", progname);
+	exit(EX_USAGE);
+}
+
+static long long
+int_arg(const char *opt, const char *s, long long min, long long max)
+{
+	char	   *end;
+	long long	v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		bad_usage("%s must be an integer from %lld to %lld, not \"%s\"", opt, min, max, s);
+	return v;
+}
+
+static int64_t
+secs_arg(const char *opt, const char *s, double min, double max)
+{
+	char	   *end;
+	double		v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v >= min && v <= max))
+		bad_usage("%s must be a number of seconds from %g to %g, not \"%s\"", opt, min, max, s);
+	return (int64_t) (v * 1e6);
+}
+
+/* Is the command an executable file, as execvp would find it? */
+static bool
+command_found(const char *cmd, char *why, size_t whysz)
+{
+	const char *path;
+	struct stat st;
+
+	if (strchr(cmd, '/') != NULL)
+	{
+		if (stat(cmd, &st) < 0)
+		{
+			snprintf(why, whysz, "%s", strerror(errno));
+			return false;
+		}
+		if (!S_ISREG(st.st_mode) || access(cmd, X_OK) < 0)
+		{
+			snprintf(why, whysz, "not an executable file");
+			return false;
+		}
+		return true;
+	}
+	path = getenv("PATH");
+	if (path == NULL || *path == '\0')
+		path = "/usr/local/bin:/usr/bin:/bin";
+	while (*path)
+	{
+		const char *colon = strchr(path, ':');
+		size_t		n = colon ? (size_t) (colon - path) : strlen(path);
+		char		full[PATH_MAX];
+
+		snprintf(full, sizeof(full), "%.*s/%s", (int) (n ? n : 1), n ? path : ".", cmd);
+		if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && access(full, X_OK) == 0)
+			return true;
+		path += n;
+		if (*path == ':')
+			path++;
+	}
+	snprintf(why, whysz, "not found in PATH");
+	return false;
+}
+
+static void
+parse_args(int argc, char **argv)
+{
+	enum
+	{
+		OPT_DB = 256, OPT_QUEUE, OPT_CONC, OPT_POLL, OPT_HEALTH, OPT_LOG, OPT_NAME,
+		OPT_GRACE, OPT_MAXOUT, OPT_STALL, OPT_NOLISTEN, OPT_VERSION
+	};
+	static const struct option opts[] = {
+		{"db", required_argument, NULL, OPT_DB},
+		{"queue", required_argument, NULL, OPT_QUEUE},
+		{"concurrency", required_argument, NULL, OPT_CONC},
+		{"poll-interval", required_argument, NULL, OPT_POLL},
+		{"health-port", required_argument, NULL, OPT_HEALTH},
+		{"log", required_argument, NULL, OPT_LOG},
+		{"name", required_argument, NULL, OPT_NAME},
+		{"kill-grace", required_argument, NULL, OPT_GRACE},
+		{"max-output", required_argument, NULL, OPT_MAXOUT},
+		{"stall-timeout", required_argument, NULL, OPT_STALL},
+		{"no-listen", no_argument, NULL, OPT_NOLISTEN},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, OPT_VERSION},
+		{NULL, 0, NULL, 0}
+	};
+	int			c;
+	static char name[256];
+
+	memset(&hw_cfg, 0, sizeof(hw_cfg));
+	hw_cfg.concurrency = 1;
+	hw_cfg.poll_usec = 1000000;
+	hw_cfg.kill_grace_usec = 5000000;
+	hw_cfg.max_output = 65536;
+	hw_cfg.stall_usec = 300 * 1000000LL;
+	hw_cfg.listen = true;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1)
+	{
+		switch (c)
+		{
+			case OPT_DB:
+				hw_cfg.db = optarg;
+				break;
+			case OPT_QUEUE:
+				hw_cfg.queue = optarg;
+				break;
+			case OPT_CONC:
+				hw_cfg.concurrency = (int) int_arg("--concurrency", optarg, 1, HW_MAX_CONCURRENCY);
+				break;
+			case OPT_POLL:
+				hw_cfg.poll_usec = secs_arg("--poll-interval", optarg, 0.01, 3600);
+				break;
+			case OPT_HEALTH:
+				hw_cfg.health_port = (int) int_arg("--health-port", optarg, 1, 65535);
+				break;
+			case OPT_LOG:
+				hw_cfg.log_path = optarg;
+				break;
+			case OPT_NAME:
+				hw_cfg.name = optarg;
+				break;
+			case OPT_GRACE:
+				hw_cfg.kill_grace_usec = secs_arg("--kill-grace", optarg, 0, 3600);
+				break;
+			case OPT_MAXOUT:
+				hw_cfg.max_output = (size_t) int_arg("--max-output", optarg, 0, 64 * 1024 * 1024);
+				break;
+			case OPT_STALL:
+				hw_cfg.stall_usec = secs_arg("--stall-timeout", optarg, 1, 86400 * 7);
+				break;
+			case OPT_NOLISTEN:
+				hw_cfg.listen = false;
+				break;
+			case 'h':
+				usage(stdout);
+				exit(EX_OK);
+			case OPT_VERSION:
+				printf("hasched-worker %s\n", HW_VERSION);
+				exit(EX_OK);
+			case ':':
+				bad_usage("option %s needs a value", argv[optind - 1]);
+			default:
+				if (optopt != 0)
+					bad_usage("unknown option -%c", optopt);
+				bad_usage("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (hw_cfg.db == NULL || *hw_cfg.db == '\0')
+		bad_usage("--db CONNSTR is required (a libpq connection string or URI)");
+	if (hw_cfg.queue == NULL || *hw_cfg.queue == '\0')
+		bad_usage("--queue QUEUE is required");
+	if (strlen(hw_cfg.queue) > 63)
+		bad_usage("--queue: a queue name has at most 63 bytes");
+	if (optind >= argc)
+		bad_usage("no command given: put it after \"--\", e.g. -- /usr/local/bin/handle-job");
+	if (optind < 1 || strcmp(argv[optind - 1], "--") != 0)
+		bad_usage("put the command after \"--\" (found \"%s\")", argv[optind]);
+	hw_cfg.argv = argv + optind;
+	if (strchr(hw_cfg.db, '=') != NULL || strncmp(hw_cfg.db, "postgres", 8) == 0)
+	{
+		char	   *err = NULL;
+		PQconninfoOption *o = PQconninfoParse(hw_cfg.db, &err);
+
+		if (o == NULL)
+		{
+			size_t		n = err ? strlen(err) : 0;
+
+			while (n > 0 && err[n - 1] == '\n')
+				n--;
+			bad_usage("--db: invalid connection string: %.*s", (int) n, err ? err : "out of memory");
+		}
+		PQconninfoFree(o);
+	}
+	if (hw_cfg.name == NULL)
+	{
+		char		host[200];
+
+		if (gethostname(host, sizeof(host)) != 0)
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = '\0';
+		snprintf(name, sizeof(name), "%s:%d", host, (int) getpid());
+		hw_cfg.name = name;
+	}
+	else if (*hw_cfg.name == '\0' || strlen(hw_cfg.name) > 200)
+		bad_usage("--name must have 1 to 200 bytes");
+}
+
+/* ------------------------------------------------------------------------
+ * Signals: a self-pipe read by the loop
+ * ------------------------------------------------------------------------ */
+
+static void
+on_signal(int sig)
+{
+	unsigned char b = (unsigned char) sig;
+	int			save = errno;
+
+	if (write(sig_pipe[1], &b, 1) < 0)
+	{
+		/* full: the loop will wake anyway */
+	}
+	errno = save;
+}
+
+static void
+signals_init(void)
+{
+	struct sigaction sa;
+
+	if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+	{
+		fprintf(stderr, "%s: pipe: %s\n", progname, strerror(errno));
+		exit(EX_OSERR);
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+	sigaction(SIGCHLD, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* ------------------------------------------------------------------------
+ * A job's life
+ * ------------------------------------------------------------------------ */
+
+static int
+jobs_in_use(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < hw_cfg.concurrency; i++)
+		if (jobs[i].phase != HW_FREE)
+			n++;
+	return n;
+}
+
+static void
+job_free(HwJob *job)
+{
+	hw_run_close(job);
+	free(job->payload);
+	free(job->failure);
+	hw_buf_free(&job->out);
+	memset(job, 0, sizeof(*job));
+	job->phase = HW_FREE;
+	job->fd_in = job->fd_out = job->fd_err = -1;
+}
+
+static void
+job_start(HwJob *job, int64_t now)
+{
+	job->phase = HW_RUNNING;
+	job->fd_in = job->fd_out = job->fd_err = -1;
+	if (!hw_run_start(job))
+		hw_log("WARNING", "job %lld: cannot run command \"%s\": %s",
+			   (long long) job->id, hw_cfg.argv[0], strerror(job->exec_errno));
+	else
+		hw_log("INFO", "job %lld attempt %d: started (pid %d)", (long long) job->id,
+			   job->attempt, (int) job->pid);
+	job->deadline = job->started + (int64_t) (job->timeout_s * 1e6);
+	job->next_heartbeat = job->started + (int64_t) (job->lease_s * 1e6 / 3);
+}
+
+/* The command finished: the outcome waits to be reported. */
+static void
+job_finished(HwJob *job, int64_t now)
+{
+	last_finish = now;
+	if (job->abandoned)
+	{
+		hw_log("INFO", "job %lld: its lease is gone; nothing reported", (long long) job->id);
+		hw_source->settle(hw_source, job, false);
+		job_free(job);
+		return;
+	}
+	job->failure = hw_run_failure(job);
+	job->phase = HW_REPORTING;
+	job->reporting_since = now;
+	job->next_report = now;
+	if (job->failure)
+		hw_log("INFO", "job %lld attempt %d: failed after %.3f s: %s", (long long) job->id,
+			   job->attempt, (double) (now - job->started) / 1e6, job->failure);
+	else
+		hw_log("INFO", "job %lld attempt %d: succeeded after %.3f s", (long long) job->id,
+			   job->attempt, (double) (now - job->started) / 1e6);
+}
+
+static void
+job_report(HwJob *job, int64_t now)
+{
+	HwDbResult	r;
+
+	r = job->failure ? hw_report_fail(job, job->failure, true) : hw_report_complete(job);
+	switch (r)
+	{
+		case HW_DB_OK:
+		case HW_DB_STALE:
+			hw_source->settle(hw_source, job, r == HW_DB_OK);
+			job_free(job);
+			return;
+		case HW_DB_DOWN:
+			{
+				int64_t		until;
+
+				(void) hw_db_breaker(&until);
+				job->next_report = until > now ? until : now + 100000;
+			}
+			return;
+		case HW_DB_ERROR:
+			if (++job->report_tries >= MAX_REPORT_TRIES)
+			{
+				hw_log("WARNING", "job %lld: report refused %d times; dropped (the job runs again after its lease)",
+					   (long long) job->id, job->report_tries);
+				hw_source->settle(hw_source, job, false);
+				job_free(job);
+				return;
+			}
+			job->next_report = now + 1000000;
+			return;
+	}
+}
+
+static void
+job_heartbeat(HwJob *job, int64_t now)
+{
+	switch (hw_report_heartbeat(job))
+	{
+		case HW_DB_OK:
+		case HW_DB_ERROR:
+			break;
+		case HW_DB_STALE:
+			hw_log("WARNING", "job %lld: lease lost (cancelled, or expired and given away): killing its command",
+				   (long long) job->id);
+			job->abandoned = true;
+			hw_run_kill(job, SIGKILL);
+			break;
+		case HW_DB_DOWN:
+			job->next_heartbeat = now + 200000;
+			return;
+	}
+	/* a third of the lease: two chances before it ends */
+	job->next_heartbeat = now + (job->lease_s > 0.3 ? (int64_t) (job->lease_s * 1e6 / 3) : 100000);
+}
+
+static void
+job_timers(HwJob *job, int64_t now)
+{
+	if (job->exited || job->pid <= 0)
+		return;
+	if (!job->timed_out && now >= job->deadline)
+	{
+		job->timed_out = true;
+		hw_log("WARNING", "job %lld: timed out after %.3f s: SIGTERM to process group %d",
+			   (long long) job->id, job->timeout_s, (int) job->pid);
+		hw_run_kill(job, SIGTERM);
+		job->kill_at = now + hw_cfg.kill_grace_usec;
+	}
+	if (job->kill_at != 0 && now >= job->kill_at)
+	{
+		hw_log("WARNING", "job %lld: still running %.3f s after SIGTERM: SIGKILL to process group %d",
+			   (long long) job->id, (double) hw_cfg.kill_grace_usec / 1e6, (int) job->pid);
+		hw_run_kill(job, SIGKILL);
+		job->kill_at = 0;
+	}
+}
+
+/* ------------------------------------------------------------------------
+ * Health
+ * ------------------------------------------------------------------------ */
+
+static int
+health_report(char *body, size_t size)
+{
+	int64_t		now = hw_now();
+	int			in_use = jobs_in_use();
+	bool		db_ok = hw_db_up();
+	bool		saturated = in_use >= hw_cfg.concurrency;
+	int64_t		since = last_finish > saturated_since ? last_finish : saturated_since;
+	bool		progress_ok = !saturated || now - since < hw_cfg.stall_usec;
+	int64_t		until;
+	HwBreakerState b = hw_db_breaker(&until);
+	const char *bname = b == HW_BREAKER_CLOSED ? "closed" : b == HW_BREAKER_OPEN ? "open" : "half-open";
+
+	snprintf(body, size,
+			 "{\"status\": \"%s\", \"failed\": [%s%s%s],"
+			 " \"checks\": {\"database\": {\"ok\": %s, \"breaker\": \"%s\"},"
+			 " \"progress\": {\"ok\": %s, \"running\": %d, \"concurrency\": %d,"
+			 " \"seconds_since_last_finish\": %.3f}},"
+			 " \"draining\": %s}\n",
+			 db_ok && progress_ok ? "ok" : "unavailable",
+			 db_ok ? "" : "\"database\"", !db_ok && !progress_ok ? ", " : "",
+			 progress_ok ? "" : "\"progress\"",
+			 db_ok ? "true" : "false", bname,
+			 progress_ok ? "true" : "false", in_use, hw_cfg.concurrency,
+			 last_finish ? (double) (now - last_finish) / 1e6 : -1.0,
+			 draining ? "true" : "false");
+	return db_ok && progress_ok ? 200 : 503;
+}
+
+/* ------------------------------------------------------------------------
+ * The loop
+ * ------------------------------------------------------------------------ */
+
+static void
+kill_all(void)
+{
+	for (int i = 0; i < hw_cfg.concurrency; i++)
+		if (jobs[i].phase == HW_RUNNING && jobs[i].pid > 0)
+		{
+			jobs[i].stopping = true;
+			hw_run_kill(&jobs[i], SIGKILL);
+		}
+}
+
+/* Returns the exit status. */
+static int
+run_loop(void)
+{
+	struct pollfd *pfd;
+	HwJob	  **fetch_into;
+	int			npfd_max = 3 + 3 * hw_cfg.concurrency + 1 + HW_HEALTH_MAX_CLIENTS;
+	bool		wake = true;	/* look for jobs now */
+	int64_t		next_fetch = 0;
+	int64_t		drain_started = 0;
+	int			stop_signals = 0;
+
+	pfd = calloc((size_t) npfd_max, sizeof(struct pollfd));
+	fetch_into = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob *));
+	if (pfd == NULL || fetch_into == NULL)
+	{
+		hw_log("FATAL", "out of memory");
+		return EX_OSERR;
+	}
+
+	for (;;)
+	{
+		int64_t		now = hw_now();
+		int64_t		wake_at = now + 1000000;
+		int			nfree = 0;
+		int			npfd = 0;
+		int			db_slot = -1;
+		int			health_first = -1;
+		int			rc;
+
+		/* children that exited; jobs whose command finished; reports */
+		hw_run_reap(jobs, hw_cfg.concurrency);
+		for (int i = 0; i < hw_cfg.concurrency; i++)
+		{
+			HwJob	   *job = &jobs[i];
+
+			if (job->phase == HW_RUNNING && hw_run_done(job, now))
+				job_finished(job, now);
+			if (job->phase == HW_REPORTING && now >= job->next_report)
+				job_report(job, now);
+			if (job->phase == HW_RUNNING && !job->exited && job->exec_errno == 0)
+			{
+				if (!job->abandoned && now >= job->next_heartbeat)
+					job_heartbeat(job, now);
+				job_timers(job, now);
+			}
+		}
+		if (hw_db_fatal_config())
+		{
+			hw_log("FATAL", "the server refused this worker's setup: %s", hw_db_fatal_config());
+			kill_all();
+			return EX_CONFIG;
+		}
+
+		/* stopping */
+		if (draining)
+		{
+			bool		only_reports = true;
+			int			in_use = 0;
+
+			for (int i = 0; i < hw_cfg.concurrency; i++)
+				if (jobs[i].phase != HW_FREE)
+				{
+					in_use++;
+					if (jobs[i].phase != HW_REPORTING ||
+						now - jobs[i].reporting_since < DRAIN_REPORT_LIMIT_USEC)
+						only_reports = false;
+				}
+			if (in_use == 0)
+			{
+				hw_log("INFO", "drained: every job finished and reported; exiting");
+				return EX_OK;
+			}
+			if (only_reports && now - drain_started >= DRAIN_REPORT_LIMIT_USEC)
+			{
+				for (int i = 0; i < hw_cfg.concurrency; i++)
+					if (jobs[i].phase == HW_REPORTING)
+						hw_log("ERROR", "job %lld: outcome not reported (database unreachable); it runs again after its lease",
+							   (long long) jobs[i].id);
+				return EX_TEMPFAIL;
+			}
+		}
+
+		/* take jobs */
+		for (int i = 0; i < hw_cfg.concurrency; i++)
+			if (jobs[i].phase == HW_FREE)
+				fetch_into[nfree++] = &jobs[i];
+		if (!draining && nfree > 0 && (wake || now >= next_fetch))
+		{
+			int			asked = nfree;
+			int			got = hw_source->fetch(hw_source, fetch_into, asked);
+
+			now = hw_now();
+			if (got > 0)
+			{
+				for (int i = 0; i < got; i++)
+					job_start(fetch_into[i], now);
+				nfree -= got;
+			}
+			/* a full batch: more may wait; look again as soon as a slot is free */
+			wake = got > 0 && got == asked;
+			if (got < 0)
+			{
+				int64_t		until;
+
+				wake = false;
+				next_fetch = hw_db_breaker(&until) == HW_BREAKER_OPEN && until > now ?
+					until : now + hw_cfg.poll_usec;
+			}
+			else
+				next_fetch = now + hw_cfg.poll_usec;
+			if (hw_db_fatal_config())
+				continue;
+		}
+		if (nfree == 0 && saturated_since == 0)
+			saturated_since = now;
+		else if (nfree > 0)
+			saturated_since = 0;
+
+		/* what to wait for, and until when */
+		if (!draining && nfree > 0)
+			wake_at = wake ? now : (next_fetch < wake_at ? next_fetch : wake_at);
+		pfd[npfd].fd = sig_pipe[0];
+		pfd[npfd++].events = POLLIN;
+		if (hw_source->fd(hw_source) >= 0)
+		{
+			db_slot = npfd;
+			pfd[npfd].fd = hw_source->fd(hw_source);
+			pfd[npfd++].events = POLLIN;
+		}
+		for (int i = 0; i < hw_cfg.concurrency; i++)
+		{
+			HwJob	   *job = &jobs[i];
+
+			if (job->phase == HW_RUNNING)
+			{
+				if (job->fd_in >= 0)
+				{
+					pfd[npfd].fd = job->fd_in;
+					pfd[npfd++].events = POLLOUT;
+				}
+				if (job->fd_out >= 0)
+				{
+					pfd[npfd].fd = job->fd_out;
+					pfd[npfd++].events = POLLIN;
+				}
+				if (job->fd_err >= 0)
+				{
+					pfd[npfd].fd = job->fd_err;
+					pfd[npfd++].events = POLLIN;
+				}
+				if (!job->exited && job->exec_errno == 0)
+				{
+					if (!job->abandoned && job->next_heartbeat < wake_at)
+						wake_at = job->next_heartbeat;
+					if (!job->timed_out && job->deadline < wake_at)
+						wake_at = job->deadline;
+					if (job->kill_at != 0 && job->kill_at < wake_at)
+						wake_at = job->kill_at;
+				}
+				if (job->exited && job->exited_at + 1000000 < wake_at)
+					wake_at = job->exited_at + 1000000;
+				if (job->exec_errno != 0)
+					wake_at = now;
+			}
+			else if (job->phase == HW_REPORTING && job->next_report < wake_at)
+				wake_at = job->next_report;
+		}
+		if (have_health)
+		{
+			health_first = npfd;
+			pfd[npfd].fd = health.listen_fd;
+			pfd[npfd++].events = POLLIN;
+			for (int i = 0; i < HW_HEALTH_MAX_CLIENTS; i++)
+			{
+				pfd[npfd].fd = health.client_fd[i];		/* -1 is ignored by poll */
+				pfd[npfd++].events = POLLIN;
+				if (health.client_fd[i] >= 0 && health.client_deadline[i] < wake_at)
+					wake_at = health.client_deadline[i];
+			}
+		}
+
+		rc = poll(pfd, (nfds_t) npfd, wake_at > now ? (int) ((wake_at - now + 999) / 1000) : 0);
+		if (rc < 0 && errno != EINTR)
+		{
+			hw_log("FATAL", "poll: %s", strerror(errno));
+			kill_all();
+			return EX_OSERR;
+		}
+		if (rc <= 0)
+			continue;
+
+		/* signals */
+		if (pfd[0].revents & POLLIN)
+		{
+			unsigned char sigs[64];
+			ssize_t		n = read(sig_pipe[0], sigs, sizeof(sigs));
+
+			for (ssize_t i = 0; i < n; i++)
+			{
+				if (sigs[i] == SIGHUP)
+				{
+					if (!log_open())
+						hw_log("ERROR", "cannot reopen log file \"%s\": %s; logging on",
+							   hw_cfg.log_path, strerror(errno));
+					else
+						hw_log("INFO", "log file reopened");
+				}
+				else if (sigs[i] == SIGTERM || sigs[i] == SIGINT)
+				{
+					stop_signals++;
+					if (stop_signals == 1)
+					{
+						draining = true;
+						drain_started = hw_now();
+						hw_log("INFO", "%s: taking no more jobs; waiting for %d running or unreported",
+							   sigs[i] == SIGTERM ? "SIGTERM" : "SIGINT", jobs_in_use());
+					}
+					else if (stop_signals == 2)
+					{
+						hw_log("INFO", "second stop signal: killing the running commands");
+						kill_all();
+					}
+				}
+			}
+		}
+		/* a NOTIFY, or the connection closed */
+		if (db_slot >= 0 && pfd[db_slot].revents)
+		{
+			if (hw_source->readable(hw_source))
+				wake = true;
+		}
+		/* the commands' pipes */
+		for (int k = 1; k < npfd; k++)
+		{
+			if (k == db_slot || (health_first >= 0 && k >= health_first) || pfd[k].revents == 0)
+				continue;
+			for (int i = 0; i < hw_cfg.concurrency; i++)
+			{
+				HwJob	   *job = &jobs[i];
+
+				if (job->phase != HW_RUNNING)
+					continue;
+				if (pfd[k].fd == job->fd_in)
+					hw_run_write_stdin(job);
+				else if (pfd[k].fd == job->fd_out || pfd[k].fd == job->fd_err)
+					hw_run_read(job, pfd[k].fd);
+				else
+					continue;
+				break;
+			}
+		}
+		if (have_health)
+		{
+			if (pfd[health_first].revents & POLLIN)
+				hw_health_accept(&health);
+			for (int i = 0; i < HW_HEALTH_MAX_CLIENTS; i++)
+				if (pfd[health_first + 1 + i].revents && health.client_fd[i] >= 0 &&
+					health.client_fd[i] == pfd[health_first + 1 + i].fd)
+					hw_health_io(&health, i, health_report);
+			hw_health_expire(&health, hw_now());
+		}
+	}
+}
+
+/* Descriptors 0-2 must be open, or pipes would land there. */
+static void
+std_fds_open(void)
+{
+	for (int fd = 0; fd < 3; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+			exit(EX_OSERR);
+}
+
+int
+main(int argc, char **argv)
+{
+	char		why[256];
+	int			status;
+
+	std_fds_open();
+	parse_args(argc, argv);
+
+	if (!log_open())
+	{
+		fprintf(stderr, "%s: cannot open log file \"%s\": %s\n", progname, hw_cfg.log_path,
+				strerror(errno));
+		return EX_CANTCREAT;
+	}
+	if (!command_found(hw_cfg.argv[0], why, sizeof(why)))
+	{
+		fprintf(stderr, "%s: cannot run command \"%s\": %s\n", progname, hw_cfg.argv[0], why);
+		if (log_fp)
+			hw_log("FATAL", "cannot run command \"%s\": %s", hw_cfg.argv[0], why);
+		return EX_UNAVAILABLE;
+	}
+	if (hw_cfg.health_port > 0)
+	{
+		char	   *err = NULL;
+
+		if (hw_health_open(&health, hw_cfg.health_port, &err) < 0)
+		{
+			fprintf(stderr, "%s: cannot serve health on 127.0.0.1:%d: %s\n", progname,
+					hw_cfg.health_port, err ? err : "?");
+			return EX_UNAVAILABLE;
+		}
+		have_health = true;
+	}
+	signals_init();
+	srandom((unsigned) (hw_now() ^ getpid()));
+
+	jobs = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob));
+	hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
+	if (jobs == NULL || hw_source == NULL)
+	{
+		fprintf(stderr, "%s: out of memory\n", progname);
+		return EX_OSERR;
+	}
+	for (int i = 0; i < hw_cfg.concurrency; i++)
+		job_free(&jobs[i]);
+
+	hw_log("INFO", "hasched-worker %s: queue \"%s\", concurrency %d, worker \"%s\"%s",
+		   HW_VERSION, hw_cfg.queue, hw_cfg.concurrency, hw_cfg.name,
+		   hw_cfg.listen ? "" : ", polling only");
+	if (have_health)
+		hw_log("INFO", "health on http://127.0.0.1:%d/health", hw_cfg.health_port);
+
+	status = run_loop();
+	hw_db_close();
+	hw_log("INFO", "exiting with status %d", status);
+	return status;
+}

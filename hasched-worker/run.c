@@ -1,0 +1,426 @@
+/*-------------------------------------------------------------------------
+ *
+ * run.c
+ *		Running a job's command: fork and exec in its own process group, the
+ *		payload on stdin and in the environment, stdout and stderr read
+ *		through pipes, the process group killed on timeout, when the worker
+ *		stops, or when the lease is lost; whatever the command left running
+ *		in its group is killed when it exits.
+ *
+ * IDENTIFICATION
+ *		hasched-worker/run.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hw.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* how long the pipes may stay open after the command exited */
+#define DRAIN_AFTER_EXIT_USEC	1000000
+/* environment strings are limited to 128 kB by the kernel */
+#define MAX_ENV_PAYLOAD			(100 * 1024)
+
+static void
+set_nonblock(int fd)
+{
+	int			fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0)
+		(void) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+void
+hw_buf_free(HwBuf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+static void
+buf_append(HwBuf *b, const char *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap)
+	{
+		size_t		cap = b->cap ? b->cap : 4096;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		b->data = realloc(b->data, cap);
+		if (b->data == NULL)
+		{
+			hw_log("FATAL", "out of memory");
+			exit(70);
+		}
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+/*
+ * In the child, between fork and exec: its own process group, killed with
+ * the worker, stdio on the pipes, no other descriptor of the worker, the
+ * job in the environment.  Reports an exec failure's errno on status_fd.
+ */
+static void
+child(HwJob *job, pid_t parent, int in_r, int out_w, int err_w, int status_fd)
+{
+	char		num[64];
+	sigset_t	none;
+	int			err;
+
+	(void) setpgid(0, 0);
+	(void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+
+	signal(SIGPIPE, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+		goto fail;
+	if (status_fd != 3)
+	{
+		if (dup3(status_fd, 3, O_CLOEXEC) < 0)
+			goto fail;
+	}
+	else
+		(void) fcntl(3, F_SETFD, FD_CLOEXEC);
+	/* everything else of the worker: the database, the health socket, the log */
+	if (syscall(SYS_close_range, 4U, ~0U, 0) < 0)
+	{
+		long		max = sysconf(_SC_OPEN_MAX);
+
+		for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+			(void) close(fd);
+	}
+
+	snprintf(num, sizeof(num), "%lld", (long long) job->id);
+	setenv("HASCHED_JOB_ID", num, 1);
+	snprintf(num, sizeof(num), "%d", job->attempt);
+	setenv("HASCHED_ATTEMPT", num, 1);
+	snprintf(num, sizeof(num), "%d", job->priority);
+	setenv("HASCHED_PRIORITY", num, 1);
+	snprintf(num, sizeof(num), "%.3f", job->timeout_s);
+	setenv("HASCHED_TIMEOUT", num, 1);
+	setenv("HASCHED_QUEUE", hw_cfg.queue, 1);
+	setenv("HASCHED_TENANT", job->tenant, 1);
+	setenv("HASCHED_WORKER", hw_cfg.name, 1);
+	if (strlen(job->payload) <= MAX_ENV_PAYLOAD)
+		setenv("HASCHED_PAYLOAD", job->payload, 1);
+	else
+		unsetenv("HASCHED_PAYLOAD");	/* too large: stdin only */
+
+	execvp(hw_cfg.argv[0], hw_cfg.argv);
+fail:
+	err = errno;
+	if (write(3, &err, sizeof(err)) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+/*
+ * Start the job's command.  False when it could not be started: then
+ * job->exec_errno says why and the job is done (nothing to wait for).
+ */
+bool
+hw_run_start(HwJob *job)
+{
+	int			in[2] = {-1, -1},
+				out[2] = {-1, -1},
+				err[2] = {-1, -1},
+				st[2] = {-1, -1};
+	pid_t		parent = getpid();
+	pid_t		pid;
+	ssize_t		n;
+	int			child_errno = 0;
+
+	job->fd_in = job->fd_out = job->fd_err = -1;
+	job->pid = 0;
+	job->exited = false;
+	job->exec_errno = 0;
+	job->started = hw_now();
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
+		pipe2(err, O_CLOEXEC) < 0 || pipe2(st, O_CLOEXEC) < 0)
+	{
+		job->exec_errno = errno;
+		goto fail;
+	}
+	pid = fork();
+	if (pid < 0)
+	{
+		job->exec_errno = errno;
+		goto fail;
+	}
+	if (pid == 0)
+		child(job, parent, in[0], out[1], err[1], st[1]);
+
+	/* both sides set the group: whichever runs first, it exists before a kill */
+	(void) setpgid(pid, pid);
+	job->pid = pid;
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	close(st[1]);
+	in[0] = out[1] = err[1] = st[1] = -1;
+
+	/* EOF: exec succeeded; an int: its errno */
+	do
+		n = read(st[0], &child_errno, sizeof(child_errno));
+	while (n < 0 && errno == EINTR);
+	close(st[0]);
+	if (n == (ssize_t) sizeof(child_errno))
+	{
+		job->exec_errno = child_errno;
+		close(in[1]);
+		close(out[0]);
+		close(err[0]);
+		/* the child exits at once; the reaper collects it */
+		return false;
+	}
+
+	job->fd_in = in[1];
+	job->fd_out = out[0];
+	job->fd_err = err[0];
+	job->in_off = 0;
+	set_nonblock(job->fd_in);
+	set_nonblock(job->fd_out);
+	set_nonblock(job->fd_err);
+	hw_run_write_stdin(job);
+	return true;
+
+fail:
+	for (int i = 0; i < 2; i++)
+	{
+		if (in[i] >= 0)
+			close(in[i]);
+		if (out[i] >= 0)
+			close(out[i]);
+		if (err[i] >= 0)
+			close(err[i]);
+		if (st[i] >= 0)
+			close(st[i]);
+	}
+	return false;
+}
+
+/* Write what the pipe takes of the payload; close stdin when it is all there. */
+void
+hw_run_write_stdin(HwJob *job)
+{
+	size_t		len = strlen(job->payload);
+
+	while (job->fd_in >= 0 && job->in_off < len)
+	{
+		ssize_t		n = write(job->fd_in, job->payload + job->in_off, len - job->in_off);
+
+		if (n > 0)
+			job->in_off += (size_t) n;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else if (n < 0 && errno == EAGAIN)
+			return;
+		else
+			break;				/* EPIPE: the command does not read stdin */
+	}
+	if (job->fd_in >= 0)
+	{
+		close(job->fd_in);
+		job->fd_in = -1;
+	}
+}
+
+/* fd of the job is readable (or hung up): take what is there. */
+void
+hw_run_read(HwJob *job, int fd)
+{
+	char		buf[65536];
+
+	for (;;)
+	{
+		ssize_t		n = read(fd, buf, sizeof(buf));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0)
+		{
+			close(fd);
+			if (fd == job->fd_out)
+				job->fd_out = -1;
+			else
+				job->fd_err = -1;
+			return;
+		}
+		if (fd == job->fd_out)
+		{
+			size_t		room = hw_cfg.max_output > job->out.len ?
+				hw_cfg.max_output - job->out.len : 0;
+
+			if ((size_t) n > room)
+				job->out_truncated = true;
+			if (room > 0)
+				buf_append(&job->out, buf, (size_t) n < room ? (size_t) n : room);
+		}
+		else
+		{
+			for (ssize_t i = 0; i < n; i++)
+				job->err[(job->err_total + (size_t) i) % HW_STDERR_TAIL] = buf[i];
+			job->err_total += (size_t) n;
+		}
+	}
+}
+
+/* Signal the command's process group (while its leader is not reaped). */
+void
+hw_run_kill(HwJob *job, int sig)
+{
+	if (job->pid > 0)
+		(void) kill(-job->pid, sig);
+}
+
+/*
+ * Collect the commands that exited.  Each is looked at before it is
+ * reaped (WNOWAIT), so that its process group id cannot have been reused
+ * when what it left running in the group is killed.
+ */
+void
+hw_run_reap(HwJob *jobs, int njobs)
+{
+	for (;;)
+	{
+		siginfo_t	info;
+		int			status;
+		pid_t		pid;
+		HwJob	   *job = NULL;
+
+		memset(&info, 0, sizeof(info));
+		if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0)
+			return;
+		pid = info.si_pid;
+		for (int i = 0; i < njobs; i++)
+			if (jobs[i].phase != HW_FREE && jobs[i].pid == pid)
+				job = &jobs[i];
+		if (job != NULL)
+			(void) kill(-pid, SIGKILL);
+		if (waitpid(pid, &status, 0) < 0)
+			continue;
+		if (job != NULL)
+		{
+			job->status = status;
+			job->exited = true;
+			job->exited_at = hw_now();
+			job->pid = 0;
+		}
+	}
+}
+
+/*
+ * Has the job's command finished: exited and its output read (or a second
+ * since it exited, for a descendant that escaped its group with the pipes)?
+ */
+bool
+hw_run_done(HwJob *job, int64_t now)
+{
+	if (job->exec_errno != 0)
+		return true;
+	if (!job->exited)
+		return false;
+	if ((job->fd_out < 0 && job->fd_err < 0) ||
+		now - job->exited_at >= DRAIN_AFTER_EXIT_USEC)
+	{
+		hw_run_close(job);
+		return true;
+	}
+	return false;
+}
+
+void
+hw_run_close(HwJob *job)
+{
+	if (job->fd_in >= 0)
+		close(job->fd_in);
+	if (job->fd_out >= 0)
+		close(job->fd_out);
+	if (job->fd_err >= 0)
+		close(job->fd_err);
+	job->fd_in = job->fd_out = job->fd_err = -1;
+}
+
+/*
+ * Why the command failed, for fail(): NULL when it succeeded (exit 0).
+ * The text names the exit status or signal, or the timeout, then the tail
+ * of stderr.  malloc'd.
+ */
+char *
+hw_run_failure(const HwJob *job)
+{
+	char		head[512];
+	size_t		tail_len = job->err_total < HW_STDERR_TAIL ? job->err_total : HW_STDERR_TAIL;
+	size_t		start = job->err_total < HW_STDERR_TAIL ? 0 : job->err_total % HW_STDERR_TAIL;
+	char	   *msg;
+	size_t		hl;
+
+	if (job->exec_errno != 0)
+		snprintf(head, sizeof(head), "cannot run command \"%s\": %s",
+				 hw_cfg.argv[0], strerror(job->exec_errno));
+	else if (job->timed_out)
+		snprintf(head, sizeof(head), "timed out after %.3f s: process group killed",
+				 job->timeout_s);
+	else if (job->stopping)
+		snprintf(head, sizeof(head), "stopped: the worker was told to stop at once");
+	else if (WIFEXITED(job->status) && WEXITSTATUS(job->status) == 0)
+		return NULL;
+	else if (WIFEXITED(job->status))
+		snprintf(head, sizeof(head), "command exited with status %d", WEXITSTATUS(job->status));
+	else if (WIFSIGNALED(job->status))
+		snprintf(head, sizeof(head), "command killed by signal %d (%s)",
+				 WTERMSIG(job->status), strsignal(WTERMSIG(job->status)));
+	else
+		snprintf(head, sizeof(head), "command ended with wait status %d", job->status);
+
+	hl = strlen(head);
+	msg = malloc(hl + tail_len + 32);
+	if (msg == NULL)
+		return strdup(head);
+	memcpy(msg, head, hl);
+	if (tail_len > 0)
+	{
+		size_t		k = hl;
+
+		memcpy(msg + k, "; stderr: ", 10);
+		k += 10;
+		if (job->err_total > HW_STDERR_TAIL)
+		{
+			memcpy(msg + k, "...", 3);
+			k += 3;
+		}
+		for (size_t i = 0; i < tail_len; i++)
+			msg[k + i] = job->err[(start + i) % HW_STDERR_TAIL];
+		k += tail_len;
+		while (k > hl && (msg[k - 1] == '\n' || msg[k - 1] == '\r'))
+			k--;
+		msg[k] = '\0';
+		hw_utf8_clean(msg, k);
+	}
+	else
+		msg[hl] = '\0';
+	return msg;
+}
