@@ -9,8 +9,7 @@
 
 \echo Use "ALTER EXTENSION hasched UPDATE TO '0.2.0'" to load this file. \quit
 
-/* =================================================================
-
+/* ========================================================================
  * Packaging: the database hasched serves, dump and restore, the executors'
  * view, pausing schedules
  * ======================================================================== */
@@ -194,7 +193,7 @@ COMMENT ON FUNCTION hasched.alter_schedule(text, boolean) IS
 	'Pause (active => false) or resume (active => true) a periodic job without deleting it; returns its next run (NULL while paused). A resumed schedule goes on from now: the runs it missed while paused are not made up.';
 REVOKE ALL ON FUNCTION hasched.alter_schedule(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.alter_schedule(text, boolean) TO hasched_submitter;
-=======
+
 /* ------------------------------------------------------------------------
  * Pull workers: LISTEN/NOTIFY wake-ups (hasched.listen) and idempotent
  * reports (hasched-worker, issue 9)
@@ -203,7 +202,7 @@ CREATE FUNCTION hasched.listen(queue text)
 RETURNS text
 	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_listen';
 COMMENT ON FUNCTION hasched.listen(text) IS
-	'LISTEN for jobs of a pull queue: from the commit of this transaction on, a transaction that makes jobs of the queue due sends a NOTIFY on the returned channel when it commits. Jobs due later are not notified: poll for them.';
+	'LISTEN for jobs of a pull queue: from the commit of this transaction on, when a transaction that made jobs of the queue due commits, the scheduler sends a NOTIFY on the returned channel. Jobs due later are not notified: poll for them.';
 REVOKE ALL ON FUNCTION hasched.listen(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.listen(text) TO hasched_worker;
 

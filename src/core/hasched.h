@@ -151,6 +151,8 @@ typedef struct HaschedShared
 	 * session counted once per queue); 0 lets commits skip the NOTIFY work.
 	 */
 	pg_atomic_uint32 pull_listeners;
+	pg_atomic_uint32 notify_pending;	/* queues are marked for a NOTIFY */
+	pg_atomic_uint32 round_requested;	/* a commit asked the scheduler for a round */
 
 	/* the scheduler and executor fields, under mutex */
 	slock_t		mutex;
@@ -325,6 +327,8 @@ extern void hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
  */
 extern void hs_note_claimable(Datum queue, TimestampTz run_at);
 extern char *hs_listen_queue(const char *queue);
+extern bool hs_notify_pending(void);
+extern void hs_send_notifies(void);
 extern Size hs_listen_shmem_size(void);
 extern void hs_listen_shmem_init(void);
 extern void hs_wake_scheduler_at_commit(void);

@@ -84,6 +84,8 @@ hasched_shmem_startup(void)
 		hs_shared->bucket_lock = &locks[1].lock;
 		hs_shared->listen_lock = &locks[2].lock;
 		pg_atomic_init_u32(&hs_shared->pull_listeners, 0);
+		pg_atomic_init_u32(&hs_shared->notify_pending, 0);
+		pg_atomic_init_u32(&hs_shared->round_requested, 0);
 		SpinLockInit(&hs_shared->mutex);
 		hs_shared->scheduler_role = HS_ROLE_DOWN;
 		hs_shared->n_writer_slots = writer_slot_count();

@@ -404,14 +404,20 @@ primary_tick(bool *became_primary)
 /* Is this server the primary, with the takeover done (become_primary)? */
 static bool primary = false;
 
+/* when the next round of the primary's work is due */
+static TimestampTz next_round_at = 0;
+
 /*
- * One round: on a standby, watch for the promotion; on the primary, the
- * primary's work.  Returns the milliseconds to sleep.
+ * One round: on a standby, watch for the promotion; on the primary, send
+ * the NOTIFYs that commits asked for (wakeup.c), then the primary's work
+ * when it is due or a commit asked for it.  Returns the milliseconds to
+ * sleep.
  */
 static long
 scheduler_round(void)
 {
 	long		delay;
+	TimestampTz now;
 
 	if (RecoveryInProgress())
 	{
@@ -419,7 +425,20 @@ scheduler_round(void)
 		primary = false;
 		return STANDBY_POLL_MS;
 	}
+	if (primary && hs_notify_pending())
+	{
+		hs_xact_begin("hasched scheduler: notifying pull workers");
+		hs_send_notifies();
+		hs_xact_end(true);
+	}
+	now = GetCurrentTimestamp();
+	if (primary && now < next_round_at &&
+		pg_atomic_exchange_u32(&hs_shared->round_requested, 0) == 0)
+		return (long) ((next_round_at - now + 999) / 1000);
+
+	pg_atomic_write_u32(&hs_shared->round_requested, 0);
 	delay = primary_tick(&primary);
+	next_round_at = GetCurrentTimestamp() + (int64) delay * 1000;
 	if (primary)
 		set_role(HS_ROLE_PRIMARY);
 	return delay;
