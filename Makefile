@@ -25,6 +25,9 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/common/*.c src/core/*.c src/api/
 DATA = $(sort $(wildcard sql/hasched--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/common -DHASCHED_VERSION='"$(EXTVERSION)"'
+# the ZooKeeper coordinator (src/workers/coordinator.c): the single-threaded
+# C client, driven from the worker's own wait loop (libzookeeper-st-dev)
+SHLIB_LINK = -lzookeeper_st
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
 REGRESS = setup submit claim quota security schedule

@@ -193,3 +193,15 @@ COMMENT ON FUNCTION hasched.alter_schedule(text, boolean) IS
 	'Pause (active => false) or resume (active => true) a periodic job without deleting it; returns its next run (NULL while paused). A resumed schedule goes on from now: the runs it missed while paused are not made up.';
 REVOKE ALL ON FUNCTION hasched.alter_schedule(text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.alter_schedule(text, boolean) TO hasched_submitter;
+
+/* ------------------------------------------------------------------------
+ * ZooKeeper leadership and fencing (issue 10)
+ *
+ * With hasched.zookeeper set, each leadership term opens an epoch that
+ * records the leader's fencing token: the sequence number of its ephemeral
+ * election znode.  Lease tokens keep their form, epoch:attempt:lease; the
+ * epoch of a term names the token.
+ * ------------------------------------------------------------------------ */
+ALTER TABLE hasched.epoch ADD COLUMN fencing_token bigint;
+COMMENT ON COLUMN hasched.epoch.fencing_token IS
+	'With hasched.zookeeper: the sequence number of the election znode of the server that led when this epoch opened (its fencing token); NULL for epochs opened without ZooKeeper.';

@@ -59,8 +59,9 @@ hasched_shmem_request(void)
 
 	RequestAddinShmemSpace(add_size(add_size(shared_struct_size(),
 											 executor_shmem_size()),
-									add_size(hs_cursor_shmem_size(),
-											 hs_bucket_shmem_size())));
+									add_size(add_size(hs_cursor_shmem_size(),
+													  hs_bucket_shmem_size()),
+											 hs_fencing_shmem_size())));
 	RequestNamedLWLockTranche("hasched", 2);
 }
 
@@ -94,6 +95,7 @@ hasched_shmem_startup(void)
 
 	hs_cursor_shmem_init();
 	hs_bucket_shmem_init();
+	hs_fencing_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }
