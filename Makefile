@@ -9,6 +9,8 @@
 # make bench                benchmarks (bench/run.sh runs bench/bench.pl); prints
 #                           tables, asserts nothing; BENCH_QUICK=1: a smoke run
 # make unittest             unit tests of the cron parser (test/unit)
+# make zk-long              the ZooKeeper TAP tests 061-063 with a 20 s session
+#                           timeout (the suite uses 6 s)
 # make check-layers         the include rules between src/ layers (CI runs it)
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
 
@@ -54,7 +56,7 @@ $(OBJS): $(wildcard $(srcdir)/src/*/*.h)
 # the workers compare the installed extension's version with this one
 src/core/extension.o: hasched.control
 
-.PHONY: test demo bench unittest fuzz check-layers check-version
+.PHONY: test demo bench unittest fuzz check-layers check-version zk-long
 test:
 	bash scripts/test.sh
 demo:
@@ -63,6 +65,11 @@ bench:
 	bash bench/run.sh
 unittest:
 	$(MAKE) -C test/unit
+# the ZooKeeper ensemble tests with production-like timeouts
+zk-long:
+	HASCHED_ZK_SESSION_MS=20000 HASCHED_SUITES=tap \
+		PROVE_TESTS="test/t/061_zookeeper_quorum.pl test/t/062_zookeeper_split_brain.pl test/t/063_zookeeper_hung_primary.pl" \
+		bash scripts/test.sh
 # libFuzzer on the cron parser; FUZZ_SECONDS=600 by default
 fuzz:
 	$(MAKE) -C fuzz run

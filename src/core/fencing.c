@@ -596,7 +596,8 @@ hs_fencing_health(const char **status, bool *healthy, char **detail)
 			psprintf("standby: not in the election; session 0x%llx on %s%s%s",
 					 (unsigned long long) f.session_id, f.server,
 					 f.leader_info[0] ? "; leader: " : "", f.leader_info) :
-			psprintf("standby: %s", why);
+			psprintf("standby: not connected to ZooKeeper (hasched.zookeeper = '%s')%s%s",
+					 hs_zookeeper, f.server[0] ? ": " : "", f.server);
 		return;
 	}
 	*status = f.coordinator_pid == 0 ? "down" :

@@ -142,6 +142,22 @@ EOF
 
 =pod
 
+=item HaschedZooKeeper::tick_for($session_timeout_ms)
+
+A tickTime that grants that session timeout (at most 20 ticks): 500 ms up
+to 10 s sessions, longer beyond.
+
+=cut
+
+sub tick_for
+{
+	my ($timeout_ms) = @_;
+	my $tick = int(($timeout_ms + 19) / 20);
+	return $tick < 500 ? 500 : $tick;
+}
+
+=pod
+
 =item $zk->connect_string
 
 host:port,host:port,... of every node.

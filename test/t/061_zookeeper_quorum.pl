@@ -25,10 +25,11 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $timeout_ms = 6000;
-my $margin_ms = 2000;
+# HASCHED_ZK_SESSION_MS: longer, production-like timeouts (make zk-long)
+my $timeout_ms = $ENV{HASCHED_ZK_SESSION_MS} // 6000;
+my $margin_ms = int($timeout_ms / 3);
 
-my $zk = HaschedZooKeeper->new('e061');
+my $zk = HaschedZooKeeper->new('e061', tick_ms => HaschedZooKeeper::tick_for($timeout_ms));
 $zk->start;
 my $node = HaschedCluster->primary('primary',
 	conf => $zk->hasched_conf(timeout_ms => $timeout_ms, margin_ms => $margin_ms));

@@ -28,9 +28,11 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 
 my $split_secs = 8;
-my $zk = HaschedZooKeeper->new('e062');
+# HASCHED_ZK_SESSION_MS: longer, production-like timeouts (make zk-long)
+my $timeout_ms = $ENV{HASCHED_ZK_SESSION_MS} // 6000;
+my $zk = HaschedZooKeeper->new('e062', tick_ms => HaschedZooKeeper::tick_for($timeout_ms));
 $zk->start;
-my $conf = $zk->hasched_conf(timeout_ms => 6000, margin_ms => 2000);
+my $conf = $zk->hasched_conf(timeout_ms => $timeout_ms, margin_ms => int($timeout_ms / 3));
 my $p = HaschedCluster->primary('p', streaming => 1, conf => $conf);
 $p->query(q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');

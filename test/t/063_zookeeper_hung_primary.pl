@@ -25,10 +25,11 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $timeout_ms = 6000;
-my $zk = HaschedZooKeeper->new('e063');
+# HASCHED_ZK_SESSION_MS: longer, production-like timeouts (make zk-long)
+my $timeout_ms = $ENV{HASCHED_ZK_SESSION_MS} // 6000;
+my $zk = HaschedZooKeeper->new('e063', tick_ms => HaschedZooKeeper::tick_for($timeout_ms));
 $zk->start;
-my $conf = $zk->hasched_conf(timeout_ms => $timeout_ms, margin_ms => 2000);
+my $conf = $zk->hasched_conf(timeout_ms => $timeout_ms, margin_ms => int($timeout_ms / 3));
 my $p = HaschedCluster->primary('p', streaming => 1, conf => $conf);
 $p->query(q{
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
@@ -82,10 +83,12 @@ diag(scalar(@frozen) . ' processes of P stopped');
 
 # past the session timeout (the ensemble rounds expiry up to its tick)
 sleep(($timeout_ms + 2000) / 1000);
+my $t_promote = time;
 $s->promote;
 ok($s->poll_within(60, q{SELECT status FROM hasched.health() WHERE component = 'coordinator'},
 		'leader'), 'S leads after P\'s session expired') or diag(coordinator($s));
-diag(sprintf('S leads %.1f s after P froze', time - $t0));
+diag(sprintf('S leads %.1f s after P froze, %.2f s after pg_ctl promote was called (health() polled every 0.1 s)',
+		time - $t0, time - $t_promote));
 ok($s->poll_within(15, qq{SELECT count(*) >= 2 FROM public.ran WHERE at > '$t_stop'}),
 	'S runs the schedule');
 
