@@ -77,6 +77,7 @@
 #define ERROR_RETRY_MS	10000
 #define CLOSE_DRAIN_MS	2000
 #define SEQ_DIGITS		10
+#define STANDBY_POLL_MS	100
 
 /* ------------------------------------------------------------------------
  * Asynchronous requests: one outstanding per channel
@@ -1266,6 +1267,9 @@ coordinator_round(void)
 	}
 	else
 		delay_us = Min(delay_us, next_init - now);
+	/* a standby looks for its promotion as often as the scheduler does */
+	if (!primary)
+		delay_us = Min(delay_us, STANDBY_POLL_MS * 1000);
 	if (acting)
 	{
 		/* wake when the deadline comes (a confirm of nothing only reads it) */
