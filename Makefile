@@ -11,6 +11,8 @@
 # make bench                benchmarks (bench/run.sh runs bench/bench.pl); prints
 #                           tables, asserts nothing; BENCH_QUICK=1: a smoke run
 # make unittest             unit tests of the cron parser (test/unit)
+# make zk-long              the ZooKeeper TAP tests 061-063 with a 20 s session
+#                           timeout (the suite uses 6 s)
 # make check-layers         the include rules between src/ layers (CI runs it)
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
 
@@ -27,6 +29,9 @@ OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/common/*.c src/core/*.c src/api/
 DATA = $(sort $(wildcard sql/hasched--*.sql))
 
 PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/common -DHASCHED_VERSION='"$(EXTVERSION)"'
+# the ZooKeeper coordinator (src/workers/coordinator.c): the single-threaded
+# C client, driven from the worker's own wait loop (libzookeeper-st-dev)
+SHLIB_LINK = -lzookeeper_st
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
 REGRESS = setup submit claim quota security schedule
@@ -66,7 +71,7 @@ clean: clean-hasched-worker
 clean-hasched-worker:
 	$(MAKE) -C $(srcdir)/hasched-worker clean
 
-.PHONY: test demo bench unittest fuzz check-layers check-version
+.PHONY: test demo bench unittest fuzz check-layers check-version zk-long
 test:
 	bash scripts/test.sh
 demo:
@@ -75,6 +80,11 @@ bench:
 	bash bench/run.sh
 unittest:
 	$(MAKE) -C test/unit
+# the ZooKeeper ensemble tests with production-like timeouts
+zk-long:
+	HASCHED_ZK_SESSION_MS=20000 HASCHED_SUITES=tap \
+		PROVE_TESTS="test/t/061_zookeeper_quorum.pl test/t/062_zookeeper_split_brain.pl test/t/063_zookeeper_hung_primary.pl" \
+		bash scripts/test.sh
 # libFuzzer on the cron parser; FUZZ_SECONDS=600 by default
 fuzz:
 	$(MAKE) -C fuzz run

@@ -57,7 +57,8 @@ hs_free_port() {
 # Stop every PostgreSQL server whose data directory lies under DIR, by the
 # pid in its postmaster.pid: pg_ctl stop -m fast first, then SIGQUIT/SIGKILL
 # to that pid. Used as a safety net after suites and in traps; servers that
-# were stopped properly have no postmaster.pid any more.
+# were stopped properly have no postmaster.pid any more. ZooKeeper nodes of
+# the TAP tests (java, by their zookeeper.pid) are killed too.
 hs_stop_servers_under() {
     local dir=$1 pidfile datadir pid bindir n
     [ -d "$dir" ] || return 0
@@ -82,5 +83,14 @@ hs_stop_servers_under() {
         done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     done < <(find "$dir" -name postmaster.pid -type f 2>/dev/null)
+    # ZooKeeper nodes of the TAP tests (test/perl/HaschedZooKeeper.pm)
+    while IFS= read -r pidfile; do
+        pid=$(head -n 1 "$pidfile" 2>/dev/null || true)
+        case "$pid" in ''|*[!0-9]*) continue ;; esac
+        kill -0 "$pid" 2>/dev/null || continue
+        case "$(cat "/proc/$pid/comm" 2>/dev/null)" in java) ;; *) continue ;; esac
+        hs_warn "stopping leftover ZooKeeper pid $pid ($(dirname "$pidfile"))"
+        kill -KILL "$pid" 2>/dev/null
+    done < <(find "$dir" -name zookeeper.pid -type f 2>/dev/null)
     return 0
 }

@@ -212,3 +212,15 @@ COMMENT ON FUNCTION hasched.complete(bigint[], text[], jsonb[]) IS
 	'Record the success of many leased jobs in one statement; returns how many. All or nothing: one stale token (SQLSTATE JQ006, the detail names the jobs) records none. Jobs that already succeeded under the same tokens count as recorded.';
 COMMENT ON FUNCTION hasched.fail(bigint, text, text, boolean) IS
 	'Record a failed attempt: the job retries after exponential backoff with jitter (state failed) until max_attempts, then it is dead; retry => false makes it dead at once. Returns the new state. Idempotent: repeated with the token whose failure was recorded, it changes nothing and returns the job''s state now.';
+
+/* ------------------------------------------------------------------------
+ * ZooKeeper leadership and fencing (issue 10)
+ *
+ * With hasched.zookeeper set, each leadership term opens an epoch that
+ * records the leader's fencing token: the sequence number of its ephemeral
+ * election znode.  Lease tokens keep their form, epoch:attempt:lease; the
+ * epoch of a term names the token.
+ * ------------------------------------------------------------------------ */
+ALTER TABLE hasched.epoch ADD COLUMN fencing_token bigint;
+COMMENT ON COLUMN hasched.epoch.fencing_token IS
+	'With hasched.zookeeper: the sequence number of the election znode of the server that led when this epoch opened (its fencing token); NULL for epochs opened without ZooKeeper.';

@@ -2,8 +2,9 @@
  *
  * worker_api.c
  *		SQL functions of workers (the pull API): claim, listen, heartbeat,
- *		complete, fail; and requeue_expired for administrators.  Thin: read and check
- *		the arguments, refuse on a standby, then one call into core
+ *		complete, fail; and requeue_expired for administrators.  Thin: read
+ *		and check the arguments, refuse on a standby (JQ004) and, with
+ *		ZooKeeper, on a server that does not lead (JQ024), then one call into core
  *		(claim.c, job_state.c) as the extension owner.
  *
  * IDENTIFICATION
@@ -65,6 +66,7 @@ hasched_claim(PG_FUNCTION_ARGS)
 					 errmsg("lease must be positive")));
 	}
 	hs_require_primary("claim jobs");
+	hs_require_leader("claim jobs");
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -159,6 +161,7 @@ hasched_heartbeat(PG_FUNCTION_ARGS)
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("lease must be positive")));
 	hs_require_primary("record a heartbeat");
+	hs_require_leader("record a heartbeat");
 
 	hs_privileged_enter(&priv);
 	SPI_connect();
@@ -177,6 +180,7 @@ hasched_complete(PG_FUNCTION_ARGS)
 
 	read_lease(fcinfo, &lease);
 	hs_require_primary("complete a job");
+	hs_require_leader("complete a job");
 
 	hs_privileged_enter(&priv);
 	SPI_connect();
@@ -255,6 +259,7 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 		leases[i] = Int64GetDatum(l);
 	}
 	hs_require_primary("complete jobs");
+	hs_require_leader("complete jobs");
 	if (n == 0)
 		PG_RETURN_INT32(0);
 
@@ -328,6 +333,7 @@ hasched_fail(PG_FUNCTION_ARGS)
 	error = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	retry = PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3);
 	hs_require_primary("fail a job");
+	hs_require_leader("fail a job");
 
 	hs_privileged_enter(&priv);
 	SPI_connect();
@@ -346,6 +352,7 @@ hasched_requeue_expired(PG_FUNCTION_ARGS)
 	uint64		n;
 
 	hs_require_primary("requeue expired leases");
+	hs_require_leader("requeue expired leases");
 
 	hs_privileged_enter(&priv);
 	SPI_connect();

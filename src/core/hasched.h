@@ -20,6 +20,7 @@
 
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
 #include "nodes/execnodes.h"
@@ -59,6 +60,7 @@
 #define HS_ERRCODE_UNKNOWN_SCHEDULE		MAKE_SQLSTATE('J','Q','0','2','2')
 /* raised by the upgrade script (SQL): not hasched.database, or not preloaded */
 #define HS_ERRCODE_WRONG_DATABASE		MAKE_SQLSTATE('J','Q','0','2','3')
+#define HS_ERRCODE_NOT_LEADER			MAKE_SQLSTATE('J','Q','0','2','4')
 
 /* Priorities: 0 is the most urgent. */
 #define HS_PRIORITY_MIN		0
@@ -103,6 +105,10 @@ extern int	hs_misfire_threshold;
 extern int	hs_history_retention;
 extern int	hs_health_port;
 extern char *hs_health_listen_addresses;
+extern char *hs_zookeeper;
+extern char *hs_zookeeper_path;
+extern int	hs_zookeeper_session_timeout;
+extern int	hs_zookeeper_fence_margin;
 
 extern void hs_define_settings(void);
 extern void hs_force_submit_commit_level(void);
@@ -312,6 +318,47 @@ extern void hs_health_set_listener(pid_t pid, const char *error);
  * this library's version, not being restored)?
  */
 extern bool hs_extension_usable(void);
+
+/*
+ * fencing.c: the gate (may this server act?), and the ZooKeeper
+ * coordinator's shared state behind it.
+ */
+#define HS_WORKER_NAME_MAX	200		/* claim()'s worker argument */
+#define HS_ZK_INFO_MAX		256
+
+/* the coordinator's states, as health shows them */
+#define HS_ZK_DOWN			0
+#define HS_ZK_STARTING		1
+#define HS_ZK_CONNECTING	2
+#define HS_ZK_ERROR			3
+#define HS_ZK_STANDBY		4
+#define HS_ZK_ELECTING		5
+#define HS_ZK_LEADER		6
+#define HS_ZK_CLOSING		7
+
+extern Size hs_fencing_shmem_size(void);
+extern void hs_fencing_shmem_init(void);
+extern bool hs_zookeeper_enabled(void);
+extern int64 hs_clock_usec(void);
+extern bool hs_node_may_act(void);
+extern bool hs_fencing_leader_ok(void);
+extern char *hs_fencing_why(void);
+extern void hs_require_leader(const char *what);
+extern void hs_fencing_guard_xact(bool with_epoch);
+extern void hs_fencing_xact_event(XactEvent event);
+extern void hs_fencing_attach(pid_t pid);
+extern void hs_fencing_set_session(int state, bool connected, int64 session_id,
+								   int timeout_ms, const char *server, const char *error);
+extern void hs_fencing_set_leader(bool leader, int64 token, int64 sent,
+								  const char *leader_info);
+extern int64 hs_fencing_confirm(int64 sent);
+extern void hs_fencing_close(int wait_ms);
+extern void hs_fencing_stop_executors(void);
+extern bool hs_fencing_term_pending(uint64 *term, int64 *token);
+extern void hs_fencing_epoch_opened(uint64 term, int32 epoch);
+extern void hs_fencing_worker_lost(const char *name, TimestampTz at);
+extern bool hs_fencing_next_lost_worker(char *name, TimestampTz *at);
+extern void hs_fencing_health(const char **status, bool *healthy, char **detail);
 
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);

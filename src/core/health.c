@@ -126,6 +126,17 @@ hs_health_report(HsHealthRow *rows)
 				psprintf("port %d: %s", hs_health_port,
 						 snap.listener_error[0] ? snap.listener_error : "not running"));
 	}
+
+	/* the ZooKeeper coordinator, when configured: leading, or why fenced */
+	if (hs_zookeeper_enabled())
+	{
+		const char *status;
+		bool		healthy;
+		char	   *detail;
+
+		hs_fencing_health(&status, &healthy, &detail);
+		add_row(rows, &n, "coordinator", status, healthy, detail);
+	}
 	return n;
 }
 
@@ -141,7 +152,8 @@ hs_health_active_primary(void)
 		return false;
 	snapshot(&snap, &live, &busy);
 	return snap.scheduler_pid != 0 && snap.scheduler_role == HS_ROLE_PRIMARY &&
-		GetCurrentTimestamp() - snap.last_tick <= stall_usec();
+		GetCurrentTimestamp() - snap.last_tick <= stall_usec() &&
+		hs_node_may_act();
 }
 
 /* Is this server a standby whose WAL receiver streams (GET /replica)? */

@@ -36,6 +36,10 @@ int			hs_history_retention = 7 * 24 * 3600;
 /* The values synchronous_commit accepts, in the order used by the GUC. */
 int			hs_health_port = 0;
 char	   *hs_health_listen_addresses = NULL;
+char	   *hs_zookeeper = NULL;
+char	   *hs_zookeeper_path = NULL;
+int			hs_zookeeper_session_timeout = 10000;
+int			hs_zookeeper_fence_margin = 3000;
 
 static const struct config_enum_entry commit_levels[] = {
 	{"on", 0, false},
@@ -114,6 +118,14 @@ static const IntSetting int_settings[] = {
 		"TCP port of the HTTP health listener (GET /health, /primary, /replica, /metrics); 0 turns it off.",
 		"It answers from shared memory only, on every server, primary or standby.",
 		&hs_health_port, 0, 0, 65535, PGC_POSTMASTER, 0},
+	{"hasched.zookeeper_session_timeout",
+		"ZooKeeper session timeout the coordinator asks for.",
+		"The ensemble must grant exactly this (between its minSessionTimeout and maxSessionTimeout), or the server does not lead.",
+		&hs_zookeeper_session_timeout, 10000, 1000, 600000, PGC_POSTMASTER, GUC_UNIT_MS},
+	{"hasched.zookeeper_fence_margin",
+		"How long before its ZooKeeper session could expire a leader stops acting.",
+		"The leader fences itself this long before the session timeout has passed since ZooKeeper last answered it; it must be below the session timeout.",
+		&hs_zookeeper_fence_margin, 3000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS},
 };
 
 void
@@ -153,6 +165,18 @@ hs_define_settings(void)
 							   "Comma-separated IP addresses the HTTP health listener binds to.",
 							   "Loopback by default; use * for every address.",
 							   &hs_health_listen_addresses, "127.0.0.1",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hasched.zookeeper",
+							   "ZooKeeper ensemble (host:port,host:port,...[/chroot]) that elects the one server allowed to schedule; empty: none.",
+							   "With it set, a primary schedules, runs jobs and answers claim, heartbeat, complete and fail only while it holds hasched's ZooKeeper leadership.",
+							   &hs_zookeeper, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("hasched.zookeeper_path",
+							   "Root znode of hasched's election and worker registrations.",
+							   "Servers that share it elect one leader among them.",
+							   &hs_zookeeper_path, "/hasched",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 
 	for (int i = 0; i < lengthof(int_settings); i++)

@@ -62,6 +62,7 @@ hasched_shmem_request(void)
 									add_size(add_size(hs_cursor_shmem_size(),
 													  hs_bucket_shmem_size()),
 											 hs_listen_shmem_size())));
+	RequestAddinShmemSpace(hs_fencing_shmem_size());
 	RequestNamedLWLockTranche("hasched", 3);
 }
 
@@ -100,6 +101,7 @@ hasched_shmem_startup(void)
 	hs_cursor_shmem_init();
 	hs_bucket_shmem_init();
 	hs_listen_shmem_init();
+	hs_fencing_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -500,6 +500,9 @@ executor_cancels_at_end(bool committed)
 static void
 xact_callback(XactEvent event, void *arg)
 {
+	/* the fencing gate: asked again before commit, released after the end */
+	hs_fencing_xact_event(event);
+
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:

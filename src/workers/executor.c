@@ -115,6 +115,7 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 	char	  **queues;
 
 	hs_xact_begin("hasched executor: claiming");
+	hs_fencing_guard_xact(true);
 
 	if (SPI_execute("SELECT name FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
 					true, 0) != SPI_OK_SELECT)
@@ -171,6 +172,8 @@ run_job(ExecJob *job)
 
 	set_state(HS_EXEC_BUSY, job->lease.job_id);
 	hs_xact_begin(job->sql ? job->sql : "(no sql)");
+	/* a server that lost the right to act commits neither the job nor its outcome */
+	hs_fencing_guard_xact(true);
 
 	owner_oid = get_role_oid(job->owner, true);
 	if (!OidIsValid(owner_oid))
@@ -311,6 +314,9 @@ executor_round(void)
 
 	if (RecoveryInProgress())
 		return -1;
+	/* fenced (src/core/fencing.c): claim nothing; the scheduler wakes us */
+	if (!hs_node_may_act())
+		return 1000;
 
 	MemoryContextReset(batch_cxt);
 	set_state(HS_EXEC_BUSY, 0);

@@ -4,7 +4,8 @@
  *		The module's entry: _PG_init, which refuses to load outside
  *		shared_preload_libraries, defines the settings, installs the shared
  *		memory hooks and the transaction callbacks, and registers the
- *		scheduler (and the health listener when hasched.health_port is set).
+ *		scheduler (and the health listener when hasched.health_port is set,
+ *		the ZooKeeper coordinator when hasched.zookeeper is).
  *
  * It lives in the workers' layer because it registers them; it reaches the
  * core through core/hasched.h only.
@@ -46,4 +47,6 @@ _PG_init(void)
 	hs_register_scheduler();
 	if (hs_health_port > 0)
 		hs_register_health_listener();
+	if (hs_zookeeper_enabled())
+		hs_register_coordinator();
 }

@@ -14,6 +14,12 @@
  * ran on a primary that is gone, so the attempt counts and the job runs
  * again.  Leases of external (pull) workers stay valid until they expire.
  *
+ * With hasched.zookeeper set, a primary does all this only while the gate
+ * of src/core/fencing.c is open (it holds hasched's ZooKeeper leadership,
+ * within its own deadline): each leadership term opens an epoch that
+ * records the leader's fencing token, and the leases of external workers
+ * whose ZooKeeper session ended are requeued at once.
+ *
  * Wake-ups: a transaction that made jobs claimable wakes an idle executor
  * after it commits (never before: the job must be visible), and the
  * scheduler when no executor is idle or when it made a job due earlier than
@@ -41,6 +47,7 @@
 #include "workers/worker.h"
 
 #define STANDBY_POLL_MS		100
+#define FENCED_POLL_MS		1000	/* the coordinator wakes it sooner */
 #define PRUNE_INTERVAL_US	(60 * USECS_PER_SEC)
 #define PRUNE_BATCH			10000
 
@@ -240,6 +247,105 @@ become_primary(void)
 	SpinLockRelease(&hs_shared->mutex);
 }
 
+/*
+ * With ZooKeeper: the first round of a leadership term opens an epoch that
+ * records the leader's fencing token (the sequence number of its election
+ * znode); the gate opens only after it committed, so every lease of the
+ * term names it.  SQL jobs still running under older epochs ran under
+ * another term (here, or on a server that led before): they run again.
+ */
+static void
+open_term_epoch(void)
+{
+	uint64		term;
+	int64		token;
+	int32		epoch = 0;
+	int32		timeline = 0;
+	TimeLineID	tli = GetWALInsertionTimeLine();
+	bool		isnull;
+	bool		opened = false;
+	uint64		retried = 0;
+
+	if (!hs_fencing_term_pending(&term, &token))
+		return;
+
+	hs_xact_begin("hasched scheduler: opening an epoch");
+	/* the epoch commits only while this server still leads */
+	hs_fencing_guard_xact(false);
+	if (hs_extension_usable())
+	{
+		char	   *sql;
+
+		if (SPI_execute("SELECT epoch, timeline FROM hasched.epoch ORDER BY epoch DESC LIMIT 1",
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "hasched: reading epochs failed");
+		if (SPI_processed == 1)
+		{
+			epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			timeline = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		}
+		epoch++;
+		sql = psprintf("INSERT INTO hasched.epoch (epoch, timeline, reason, fencing_token)"
+					   " VALUES (%d, %u, 'ZooKeeper leadership, fencing token %lld', %lld)",
+					   epoch, tli, (long long) token, (long long) token);
+		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hasched: opening epoch %d failed", epoch);
+		retried = hs_end_attempts_now(psprintf(SQL_RUNNING " AND j.epoch < %d", epoch),
+									  "the attempt began in an earlier leadership term", "failover");
+		sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('leadership',"
+					   " jsonb_build_object('epoch', %d, 'fencing_token', %lld, 'timeline', %u,"
+					   " 'previous_timeline', %d, 'sql_jobs_retried', " UINT64_FORMAT
+					   ", 'scheduler_pid', %d))",
+					   epoch, (long long) token, tli, timeline, retried, MyProcPid);
+		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hasched: writing the leadership event failed");
+		opened = true;
+	}
+	hs_xact_end(true);
+	if (!opened)
+		return;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->epoch = epoch;
+	SpinLockRelease(&hs_shared->mutex);
+	hs_fencing_epoch_opened(term, epoch);
+	ereport(LOG,
+			(errmsg("hasched: scheduler active on timeline %u, epoch %d (ZooKeeper fencing token %lld); %llu SQL jobs of earlier terms retried",
+					tli, epoch, (long long) token, (unsigned long long) retried)));
+}
+
+/*
+ * Requeue the leases of external workers whose ZooKeeper session ended
+ * (their ephemeral znode vanished): the attempts they began before that
+ * moment run again at once, without waiting for the leases to expire.
+ */
+static void
+requeue_lost_workers(void)
+{
+	char		name[HS_WORKER_NAME_MAX + 1];
+	TimestampTz at;
+
+	while (hs_fencing_next_lost_worker(name, &at))
+	{
+		const char *qname = quote_literal_cstr(name);
+		const char *qat = quote_literal_cstr(timestamptz_to_str(at));
+		uint64		n;
+
+		n = hs_end_attempts_now(psprintf("j.state = 'running' AND j.worker = %s"
+										 " AND j.started_at < %s::timestamptz", qname, qat),
+								psprintf("worker %s lost its ZooKeeper session", name),
+								"worker_lost");
+		if (SPI_execute(psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('worker_lost',"
+								 " jsonb_build_object('worker', %s, 'at', %s::timestamptz,"
+								 " 'jobs_requeued', " UINT64_FORMAT "))", qname, qat, n),
+						false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "hasched: writing the worker_lost event failed");
+		ereport(LOG,
+				(errmsg("hasched: worker \"%s\" lost its ZooKeeper session; %llu of its jobs requeued",
+						name, (unsigned long long) n)));
+	}
+}
+
 /* SQL jobs running under this epoch whose executor is gone: run again. */
 static void
 recover_orphans(void)
@@ -339,7 +445,25 @@ primary_tick(bool *became_primary)
 	bool		ready;
 	long		delay;
 
+	/* with ZooKeeper, only the leader acts, and each term has its epoch */
+	if (hs_zookeeper_enabled())
+	{
+		open_term_epoch();
+		*became_primary = true;
+		if (!hs_node_may_act())
+		{
+			now = GetCurrentTimestamp();
+			SpinLockAcquire(&hs_shared->mutex);
+			hs_shared->last_tick = now;
+			hs_shared->scheduler_next_wake = now + (int64) FENCED_POLL_MS * 1000;
+			SpinLockRelease(&hs_shared->mutex);
+			return FENCED_POLL_MS;
+		}
+	}
+
 	hs_xact_begin("hasched scheduler");
+	/* nothing of the round commits if the server lost the right to act */
+	hs_fencing_guard_xact(true);
 
 	ready = hs_extension_usable();
 	if (ready)
@@ -352,6 +476,7 @@ primary_tick(bool *became_primary)
 		now = GetCurrentTimestamp();
 		next = hs_fire_due_schedules(now);
 		(void) hs_requeue_expired();
+		requeue_lost_workers();
 		recover_orphans();
 		due = sql_work(&sql_queues, &sql_next);
 		SpinLockAcquire(&hs_shared->mutex);

@@ -4,7 +4,7 @@
 -- pgtap, hasched has been done (scripts/pgtap.sh). Self-contained: all in
 -- one transaction that is rolled back.
 BEGIN;
-SELECT plan(102);
+SELECT plan(103);
 
 -- ------------------------------------------------------------------------
 -- Schema, tables, views, sequences (17)
@@ -144,6 +144,7 @@ SELECT col_type_is('hasched', 'job', 'max_attempts', 'integer', 'job.max_attempt
 SELECT col_type_is('hasched', 'job', 'timeout', 'interval', 'job.timeout is interval');
 SELECT col_type_is('hasched', 'job', 'idempotency_key', 'text', 'job.idempotency_key is text');
 SELECT col_type_is('hasched', 'job', 'epoch', 'integer', 'job.epoch is integer');
+SELECT col_type_is('hasched', 'epoch', 'fencing_token', 'bigint', 'epoch.fencing_token is bigint (the ZooKeeper leader''s token)');
 SELECT col_type_is('hasched', 'job', 'lease_id', 'bigint', 'job.lease_id is bigint');
 SELECT col_type_is('hasched', 'job', 'lease_until', 'timestamp with time zone', 'job.lease_until is timestamptz');
 SELECT col_type_is('hasched', 'job', 'payload', 'jsonb', 'job.payload is jsonb');
