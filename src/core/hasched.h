@@ -366,6 +366,8 @@ extern void hs_bucket_shmem_init(void);
 extern void hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 							bool has_day_limit, int64 jobs_per_day,
 							bool has_rate, double rate_per_second, int32 burst);
+extern void hs_quota_xact_end(void);
+extern void hs_quota_subxact_end(bool committed);
 
 /*
  * wakeup.c: what a transaction asks of the background workers when it

@@ -9,9 +9,22 @@
  * in hasched.quota_use, one row per (tenant, day, shard): a backend always
  * counts into the shard of its own PGPROC slot, so concurrent submits of
  * one tenant update different rows and do not queue behind one another.
- * The check adds up the shards after counting: concurrent transactions
- * that have not committed yet are not seen, so a tenant can overshoot its
- * quota by at most the number of submits in flight at that moment.
+ *
+ * The check adds up the shards after counting, and adds the jobs that
+ * other transactions have charged to the tenant but not committed yet:
+ * those are reserved in the tenant's shared-memory entry (the one of its
+ * rate bucket) before the count, and released when their transaction (or
+ * subtransaction) ends.  A batch thus counts in full, and so do the
+ * batches in flight: of concurrent submits that would together pass the
+ * quota, the later ones are refused, and a tenant never ends a day above
+ * its quota.  (A transaction that commits releases its reservation just
+ * after its rows become visible: a submit in that instant counts those
+ * jobs twice, and is refused when it would have fitted.)  Left out: a
+ * submit in a REPEATABLE READ or SERIALIZABLE transaction counts from its
+ * transaction's snapshot, so it misses batches that committed after that
+ * snapshot; PREPARE TRANSACTION releases the reservation, so a prepared
+ * transaction's jobs count only once it commits; and a tenant that finds
+ * the table full (hasched.max_tenants) is counted without reservations.
  *
  * IDENTIFICATION
  *		src/core/quota.c
@@ -22,6 +35,7 @@
 
 #include <math.h>
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "storage/proc.h"
@@ -29,17 +43,35 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 
 #include "core/hasched.h"
 
 typedef struct RateBucket
 {
 	char		tenant[NAMEDATALEN];	/* hash key */
+	bool		rate_set;		/* tokens and refilled_at are set */
 	double		tokens;
 	TimestampTz refilled_at;
+	int64		reserved;		/* jobs charged by transactions in flight */
 } RateBucket;
 
 static HTAB *bucket_hash = NULL;
+
+/*
+ * This backend's reservations: jobs charged in its open transaction, per
+ * tenant and per (sub)transaction nesting level, to release at its end.
+ */
+typedef struct Reservation
+{
+	char		tenant[NAMEDATALEN];
+	int64		njobs;
+	int			level;
+} Reservation;
+
+static Reservation *reservations = NULL;
+static int	n_reservations = 0;
+static int	max_reservations = 0;
 
 Size
 hs_bucket_shmem_size(void)
@@ -87,7 +119,10 @@ bucket_take(const char *tenant, int64 njobs, double rate, int32 burst)
 		return 0;
 	}
 	if (!found)
+		b->reserved = 0;
+	if (!found || !b->rate_set)
 	{
+		b->rate_set = true;
 		b->tokens = burst;
 		b->refilled_at = now;
 	}
@@ -106,6 +141,128 @@ bucket_take(const char *tenant, int64 njobs, double rate, int32 burst)
 		wait = (int64) ceil(((double) njobs - b->tokens) / rate * 1e6);
 	LWLockRelease(hs_shared->bucket_lock);
 	return wait;
+}
+
+/*
+ * Reserve njobs for the tenant until this transaction (or subtransaction)
+ * ends.  Returns the jobs that other backends have reserved for it, which
+ * are not committed yet; 0 when the table is full.
+ */
+static int64
+reserve(const char *tenant, int64 njobs)
+{
+	char		key[NAMEDATALEN];
+	RateBucket *b;
+	bool		found;
+	int64		mine = 0;
+	int64		others;
+	int			level = GetCurrentTransactionNestLevel();
+	Reservation *r = NULL;
+
+	memset(key, 0, sizeof(key));
+	strlcpy(key, tenant, NAMEDATALEN);
+	for (int i = 0; i < n_reservations; i++)
+		if (strcmp(reservations[i].tenant, key) == 0)
+		{
+			mine += reservations[i].njobs;
+			if (reservations[i].level == level)
+				r = &reservations[i];
+		}
+	/* room to record it first: nothing may fail once it is reserved */
+	if (r == NULL && n_reservations == max_reservations)
+	{
+		int			n = Max(8, max_reservations * 2);
+
+		reservations = reservations == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(Reservation) * n) :
+			repalloc(reservations, sizeof(Reservation) * n);
+		max_reservations = n;
+	}
+
+	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
+	b = hash_search(bucket_hash, key, HASH_ENTER_NULL, &found);
+	if (b == NULL)
+	{
+		LWLockRelease(hs_shared->bucket_lock);
+		ereport(LOG,
+				(errmsg("hasched rate-limit table is full; jobs of tenant \"%s\" in flight are not counted against its quota",
+						tenant),
+				 errhint("Raise hasched.max_tenants.")));
+		return 0;
+	}
+	if (!found)
+	{
+		b->rate_set = false;
+		b->reserved = 0;
+	}
+	others = Max(b->reserved - mine, 0);
+	b->reserved += njobs;
+	if (r == NULL)
+	{
+		r = &reservations[n_reservations++];
+		memcpy(r->tenant, key, NAMEDATALEN);
+		r->njobs = 0;
+		r->level = level;
+	}
+	r->njobs += njobs;
+	LWLockRelease(hs_shared->bucket_lock);
+	return others;
+}
+
+/* Give back the reservations made at nesting level `level` or deeper. */
+static void
+release(int level)
+{
+	int			kept = 0;
+
+	if (n_reservations == 0)
+		return;
+	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n_reservations; i++)
+	{
+		Reservation *r = &reservations[i];
+
+		if (r->level >= level)
+		{
+			RateBucket *b = hash_search(bucket_hash, r->tenant, HASH_FIND, NULL);
+
+			if (b != NULL)
+				b->reserved = Max(b->reserved - r->njobs, 0);
+		}
+		else
+			reservations[kept++] = *r;
+	}
+	LWLockRelease(hs_shared->bucket_lock);
+	n_reservations = kept;
+}
+
+/*
+ * The end of a transaction (commit, abort or prepare): its jobs are
+ * visible now, or gone; either way no longer reserved.
+ */
+void
+hs_quota_xact_end(void)
+{
+	release(0);
+}
+
+/*
+ * The end of a subtransaction: an abort gives its reservations back, a
+ * commit hands them to the parent.
+ */
+void
+hs_quota_subxact_end(bool committed)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (!committed)
+	{
+		release(level);
+		return;
+	}
+	for (int i = 0; i < n_reservations; i++)
+		if (reservations[i].level >= level)
+			reservations[i].level = level - 1;
 }
 
 /* Count njobs against the tenant's day, returning the day's total. */
@@ -157,6 +314,7 @@ hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	DateADT		day;
 	int64		used;
+	int64		in_flight = 0;
 
 	if (!hs_enforce_quotas || njobs <= 0)
 		return;
@@ -186,8 +344,10 @@ hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 	/* count every tenant's day, so hasched.tenants shows use; check if limited */
 	day = DatumGetDateADT(DirectFunctionCall1(timestamp_date,
 											  TimestampGetDatum(now)));
+	if (has_day_limit)
+		in_flight = reserve(tenant, njobs);
 	used = count_day(tenant, day, njobs);
-	if (has_day_limit && used > jobs_per_day)
+	if (has_day_limit && used + in_flight > jobs_per_day)
 	{
 		TimestampTz reset = (TimestampTz) (day + 1) * USECS_PER_DAY;
 
@@ -195,8 +355,12 @@ hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 				(errcode(HS_ERRCODE_QUOTA_EXCEEDED),
 				 errmsg("tenant \"%s\" has reached its quota of %lld jobs per day",
 						tenant, (long long) jobs_per_day),
+				 in_flight == 0 ?
 				 errdetail("Tier \"%s\" allows %lld jobs per UTC day; this submit would make it %lld.",
-						   tier, (long long) jobs_per_day, (long long) used),
+						   tier, (long long) jobs_per_day, (long long) used) :
+				 errdetail("Tier \"%s\" allows %lld jobs per UTC day; this submit would make it %lld, counting %lld submitted in transactions not yet committed.",
+						   tier, (long long) jobs_per_day, (long long) (used + in_flight),
+						   (long long) in_flight),
 				 errhint("The quota resets at %s. A larger tier raises it: UPDATE hasched.tenant SET tier = 'pro' WHERE name = %s.",
 						 timestamptz_to_str(reset), quote_literal_cstr(tenant))));
 	}

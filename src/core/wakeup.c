@@ -513,6 +513,7 @@ xact_callback(XactEvent event, void *arg)
 			wake_after_commit(true);
 			executor_cancels_at_end(true);
 			hs_claim_xact_end(true);
+			hs_quota_xact_end();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -521,6 +522,7 @@ xact_callback(XactEvent event, void *arg)
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(false);
+			hs_quota_xact_end();
 			break;
 		case XACT_EVENT_PREPARE:
 			/*
@@ -532,6 +534,8 @@ xact_callback(XactEvent event, void *arg)
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(true);
+			/* its jobs count once COMMIT PREPARED makes them visible */
+			hs_quota_xact_end();
 			break;
 		default:
 			/* the PRE_ events: nothing to do before the outcome is known */
@@ -544,7 +548,12 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 				 SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		hs_claim_subxact_abort();
+		hs_quota_subxact_end(false);
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		hs_quota_subxact_end(true);
 }
 
 /* Register the callbacks; called once, from _PG_init. */

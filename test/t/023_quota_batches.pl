@@ -111,6 +111,7 @@ is($a->query($batch), '10', 'an open batch takes the last 10');
 $b->query_safe('BEGIN');
 $b->query("\\set VERBOSITY sqlstate\n$batch");
 like($b->{stderr}, qr/JQ001/, 'a second batch meanwhile is refused: the open one counts');
+$b->{stderr} = '';    # BackgroundPsql keeps stderr until told
 $b->query('ROLLBACK');
 $a->query('ROLLBACK');
 $b->query_safe('BEGIN');
