@@ -15,7 +15,7 @@ SET hasched.tenant = 'hs_tiny';
 SELECT count(*) FROM (SELECT hasched.submit('default', '{}') FROM generate_series(1, 3)) s;
 SELECT try($$SELECT hasched.submit('default', '{}')$$);
 SELECT try($$SELECT hasched.submit_many('default', ARRAY['{}']::jsonb[])$$);
-SELECT count(*) FROM hasched.job WHERE tenant = 'hs_tiny';
+SELECT count(*) FROM hasched.job WHERE tenant = 'hs_tiny'::regrole;
 -- a tenant-level override lifts the tier's limit; an idempotent repeat is
 -- the same job, so it is counted once
 UPDATE hasched.tenant SET jobs_per_day = 5 WHERE name = 'hs_tiny';
@@ -27,7 +27,7 @@ SET hasched.tenant = 'hs_slow';
 SELECT hasched.submit('default', '{}') > 0 AS first, hasched.submit('default', '{}') > 0 AS second;
 SELECT regexp_replace(try($$SELECT hasched.submit('default', '{}')$$), 'Retry in \d+ ms', 'Retry in N ms');
 SELECT try($$SELECT hasched.submit_many('default', ARRAY['{}', '{}', '{}']::jsonb[])$$);
-SELECT count(*) FROM hasched.job WHERE tenant = 'hs_slow';
+SELECT count(*) FROM hasched.job WHERE tenant = 'hs_slow'::regrole;
 
 -- quotas off: nothing is counted or refused
 SET hasched.enforce_quotas = off;
@@ -38,7 +38,12 @@ RESET hasched.enforce_quotas;
 SET hasched.tenant = 'hs_free';
 SELECT count(*) FROM (SELECT hasched.submit('default', '{}') FROM generate_series(1, 10)) s;
 SELECT regexp_replace(try($$SELECT hasched.submit('default', '{}')$$), 'Retry in \d+ ms', 'Retry in N ms');
+-- hasched.default_tier must name a tier; one removed after it was set is
+-- refused at submit
+SELECT try($$SET hasched.default_tier = 'gold'$$);
+INSERT INTO hasched.tier (name) VALUES ('gold');
 SET hasched.default_tier = 'gold';
+DELETE FROM hasched.tier WHERE name = 'gold';
 SELECT try($$SELECT hasched.submit('default', '{}')$$);
 RESET hasched.default_tier;
 SELECT tenant, tier, jobs_per_day, used_today, rate_per_second, burst FROM hasched.tenants

@@ -60,10 +60,7 @@ hasched_claim(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 	{
 		lease = PG_GETARG_INTERVAL_P(3);
-		if (hs_interval_usec(lease) <= 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("lease must be positive")));
+		hs_check_interval_arg("lease", lease);
 	}
 	hs_require_primary("claim jobs");
 	hs_require_leader("claim jobs");
@@ -156,10 +153,8 @@ hasched_heartbeat(PG_FUNCTION_ARGS)
 	TimestampTz until;
 
 	read_lease(fcinfo, &lease);
-	if (!PG_ARGISNULL(2) && hs_interval_usec(PG_GETARG_INTERVAL_P(2)) <= 0)
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("lease must be positive")));
+	if (!PG_ARGISNULL(2))
+		hs_check_interval_arg("lease", PG_GETARG_INTERVAL_P(2));
 	hs_require_primary("record a heartbeat");
 	hs_require_leader("record a heartbeat");
 
@@ -199,6 +194,40 @@ hasched_complete(PG_FUNCTION_ARGS)
  * one by one.  Jobs that already succeeded under the same tokens (a retried
  * batch whose reply was lost) count as recorded.
  */
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * A job given twice in one complete(): refused before anything is looked
+ * up, with the job named (its second report would only ever be stale).
+ */
+static void
+check_distinct_ids(Datum *ids, int n)
+{
+	int64	   *sorted;
+
+	if (n < 2)
+		return;
+	sorted = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+		sorted[i] = DatumGetInt64(ids[i]);
+	qsort(sorted, n, sizeof(int64), cmp_int64);
+	for (int i = 1; i < n; i++)
+		if (sorted[i] == sorted[i - 1])
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("job %lld is given twice", (long long) sorted[i]),
+					 errdetail("A job is completed once; nothing was recorded."),
+					 errhint("Pass each job id once, with the token that claim() returned for it.")));
+	pfree(sorted);
+}
+
 Datum
 hasched_complete_many(PG_FUNCTION_ARGS)
 {
@@ -258,6 +287,7 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 		attempts[i] = Int32GetDatum(a);
 		leases[i] = Int64GetDatum(l);
 	}
+	check_distinct_ids(ids, n);
 	hs_require_primary("complete jobs");
 	hs_require_leader("complete jobs");
 	if (n == 0)

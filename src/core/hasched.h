@@ -210,6 +210,8 @@ extern int16 hs_priority_arg(const char *name);
 extern void hs_unknown_queue(const char *queue) pg_attribute_noreturn();
 extern char *hs_payload_sql(Datum payload);
 extern int64 hs_interval_usec(const Interval *iv);
+extern bool hs_interval_usec_checked(const Interval *iv, int64 *usec);
+extern void hs_check_interval_arg(const char *what, const Interval *iv);
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
 extern bool hs_role_visible(Oid roleid, const char *tenant);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);

@@ -11,7 +11,17 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/parallel.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #include "core/hasched.h"
 
@@ -49,6 +59,60 @@ static const struct config_enum_entry commit_levels[] = {
 	{"off", 4, false},
 	{NULL, 0, false}
 };
+
+/*
+ * hasched.default_tier must name a row of hasched.tier, or every submit of
+ * a tenant without a row would fail later.  It can be checked only inside
+ * a transaction of a database where hasched is installed: SET, set_config(),
+ * ALTER SYSTEM; not when the configuration file is read.  ALTER ROLE or
+ * ALTER DATABASE ... SET (which may be meant for another database) only
+ * get a notice.
+ */
+static bool
+check_default_tier(char **newval, void **extra, GucSource source)
+{
+	Oid			nsp;
+	Oid			relid;
+	Relation	rel;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		found = false;
+
+	if (!IsTransactionState() || InitializingParallelWorker || IsBinaryUpgrade)
+		return true;
+	nsp = get_namespace_oid("hasched", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("tier", nsp) : InvalidOid;
+	if (!OidIsValid(relid))
+		return true;
+
+	/* a few rows, read directly: no privilege on the table is needed */
+	rel = table_open(relid, AccessShareLock);
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (!found && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		name = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
+
+		found = !isnull && strcmp(TextDatumGetCString(name), *newval) == 0;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (found)
+		return true;
+
+	if (source == PGC_S_TEST)
+	{
+		ereport(NOTICE,
+				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
+				 errmsg("tier \"%s\" does not exist", *newval)));
+		return true;
+	}
+	GUC_check_errcode(HS_ERRCODE_UNKNOWN_TENANT);
+	GUC_check_errmsg("tier \"%s\" does not exist", *newval);
+	GUC_check_errdetail("hasched.default_tier is the tier of tenants without a row in hasched.tenant.");
+	GUC_check_errhint("Add the tier to hasched.tier first, or use one of SELECT name FROM hasched.tier.");
+	return false;
+}
 
 /* Define every hasched.* setting; called once, from _PG_init. */
 /*
@@ -141,7 +205,7 @@ hs_define_settings(void)
 							   "Tier of tenants that have no row in hasched.tenant.",
 							   NULL,
 							   &hs_default_tier, "free",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, 0, check_default_tier, NULL, NULL);
 
 	DefineCustomBoolVariable("hasched.enforce_quotas",
 							 "Whether submits are counted and checked against tenant quotas and rate limits.",

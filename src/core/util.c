@@ -17,12 +17,14 @@
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "common/int.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "core/hasched.h"
 
@@ -161,6 +163,47 @@ hs_interval_usec(const Interval *iv)
 {
 	return iv->time + (int64) iv->day * USECS_PER_DAY +
 		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+}
+
+/*
+ * An interval as microseconds, like hs_interval_usec, but false when that
+ * does not fit in 64 bits (about 292,000 years).
+ */
+bool
+hs_interval_usec_checked(const Interval *iv, int64 *usec)
+{
+	int64		days;
+	int64		result;
+
+	if (pg_mul_s64_overflow((int64) iv->month, DAYS_PER_MONTH, &days) ||
+		pg_add_s64_overflow(days, (int64) iv->day, &days) ||
+		pg_mul_s64_overflow(days, USECS_PER_DAY, &result) ||
+		pg_add_s64_overflow(result, iv->time, &result))
+		return false;
+	*usec = result;
+	return true;
+}
+
+/*
+ * Refuse an interval argument (a timeout, a lease) that is not positive or
+ * too long to count in microseconds.
+ */
+void
+hs_check_interval_arg(const char *what, const Interval *iv)
+{
+	int64		usec;
+
+	if (!hs_interval_usec_checked(iv, &usec))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("%s %s is too long", what,
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 errdetail("hasched counts a %s in microseconds, which covers up to about 292,000 years.", what),
+				 errhint("Pass a shorter %s.", what)));
+	if (usec <= 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("%s must be positive", what)));
 }
 
 /* A lease token as text (see src/common/lease_token.c). */
