@@ -224,3 +224,138 @@ COMMENT ON FUNCTION hasched.fail(bigint, text, text, boolean) IS
 ALTER TABLE hasched.epoch ADD COLUMN fencing_token bigint;
 COMMENT ON COLUMN hasched.epoch.fencing_token IS
 	'With hasched.zookeeper: the sequence number of the election znode of the server that led when this epoch opened (its fencing token); NULL for epochs opened without ZooKeeper.';
+
+/* ------------------------------------------------------------------------
+ * Security: whose rights a job runs with, what may be a tenant, and what a
+ * tenant can read (issue 8)
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Jobs and schedules name their tenant and owner by role OID (regrole),
+ * not by name: a renamed role keeps them, and a role created later under a
+ * dropped one's name gets nothing of it.  regrole shows the role's name,
+ * pg_dump writes the name and pg_upgrade keeps the OID.  A row whose role
+ * no longer exists gets OID 0, which is no role: administrators still see
+ * it, and the executors and the scheduler refuse to run it.
+ * Each job also records the role that wrote it (submitted_by): a job runs
+ * with its owner's rights only if the owner wrote it or a superuser did.
+ * The views and policies over these columns are made again.
+ */
+DROP VIEW hasched.jobs;
+DROP VIEW hasched.schedules;
+DROP POLICY job_tenant ON hasched.job;
+DROP POLICY schedule_tenant ON hasched.schedule;
+
+ALTER TABLE hasched.job ADD COLUMN submitted_by name;
+ALTER TABLE hasched.job
+	ALTER COLUMN tenant TYPE regrole
+		USING coalesce(pg_catalog.to_regrole(pg_catalog.quote_ident(tenant)), 0::oid::regrole),
+	ALTER COLUMN owner TYPE regrole
+		USING coalesce(pg_catalog.to_regrole(pg_catalog.quote_ident(owner)), 0::oid::regrole),
+	-- 0.1.0 kept no writer: its jobs count as written by their owners
+	ALTER COLUMN submitted_by TYPE regrole
+		USING coalesce(pg_catalog.to_regrole(pg_catalog.quote_ident(owner)), 0::oid::regrole);
+ALTER TABLE hasched.job ALTER COLUMN submitted_by SET NOT NULL;
+ALTER TABLE hasched.schedule
+	ALTER COLUMN tenant TYPE regrole
+		USING coalesce(pg_catalog.to_regrole(pg_catalog.quote_ident(tenant)), 0::oid::regrole),
+	ALTER COLUMN owner TYPE regrole
+		USING coalesce(pg_catalog.to_regrole(pg_catalog.quote_ident(owner)), 0::oid::regrole);
+
+COMMENT ON COLUMN hasched.job.tenant IS
+	'The tenant: its members see and cancel the job.';
+COMMENT ON COLUMN hasched.job.owner IS
+	'The role whose rights the SQL of the job runs with: the role that submitted it (or the owner of its schedule).';
+COMMENT ON COLUMN hasched.job.submitted_by IS
+	'The role that wrote the job. The job runs only if that is its owner, or a superuser.';
+COMMENT ON COLUMN hasched.schedule.owner IS
+	'The role whose rights the runs of the schedule have: the role that made it.';
+
+CREATE FUNCTION hasched.tenant_visible(tenant regrole)
+RETURNS boolean
+	LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'hasched_tenant_visible_role';
+COMMENT ON FUNCTION hasched.tenant_visible(regrole) IS
+	'True when the current role may see the tenant''s jobs: it has the privileges of the tenant role, or of hasched_admin.';
+
+CREATE POLICY job_tenant ON hasched.job FOR SELECT
+	USING (hasched.tenant_visible(tenant));
+CREATE POLICY schedule_tenant ON hasched.schedule FOR SELECT
+	USING (hasched.tenant_visible(tenant));
+
+/*
+ * Direct writes.  hasched_admin may write hasched.job and hasched.schedule;
+ * a writer that is not a superuser (nor the owner of the table, as the API
+ * is) may name only itself as the owner, may not change the SQL, queue or
+ * owner of another role's row, and may name only a role that can be a
+ * tenant as the tenant.  An owner left out is the writer.
+ */
+CREATE FUNCTION hasched.owner_trigger() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'hasched_owner_trigger';
+COMMENT ON FUNCTION hasched.owner_trigger() IS
+	'Keeps the rows of hasched.job and hasched.schedule from running with the rights of a role other than the one that wrote them (unless a superuser wrote them).';
+CREATE TRIGGER hasched_job_owner
+	BEFORE INSERT OR UPDATE OF owner, submitted_by, tenant, queue, payload ON hasched.job
+	FOR EACH ROW EXECUTE FUNCTION hasched.owner_trigger();
+CREATE TRIGGER hasched_schedule_owner
+	BEFORE INSERT OR UPDATE OF owner, tenant, queue, payload ON hasched.schedule
+	FOR EACH ROW EXECUTE FUNCTION hasched.owner_trigger();
+
+/*
+ * Events about a tenant's schedules (a refused run names the tenant and its
+ * quota) are that tenant's: other roles see only the events of no tenant
+ * (mode changes, failovers).  The schedule events of 0.1.0 are given the
+ * tenant of their schedule; those of schedules since removed, to
+ * administrators only.
+ */
+ALTER TABLE hasched.event ADD COLUMN tenant regrole;
+COMMENT ON COLUMN hasched.event.tenant IS
+	'The tenant the event is about (only its members and administrators see it); NULL for events about no tenant.';
+UPDATE hasched.event e
+   SET tenant = coalesce((SELECT s.tenant FROM hasched.schedule s WHERE s.name = e.detail->>'schedule'),
+						 0::oid::regrole)
+ WHERE e.detail ? 'schedule';
+ALTER TABLE hasched.event ENABLE ROW LEVEL SECURITY;
+CREATE POLICY event_tenant ON hasched.event FOR SELECT
+	USING (tenant IS NULL OR hasched.tenant_visible(tenant));
+CREATE POLICY admin_all ON hasched.event TO hasched_admin USING (true) WITH CHECK (true);
+
+-- the views show tenants by name, as in 0.1.0 (WHERE tenant = 'acme' works)
+CREATE VIEW hasched.jobs WITH (security_invoker = true) AS
+SELECT j.id, j.queue, pg_catalog.pg_get_userbyid(j.tenant) AS tenant,
+	   CASE WHEN j.state IN ('scheduled', 'pending') AND j.run_at > pg_catalog.now()
+			THEN 'scheduled'::hasched.job_state
+			WHEN j.state = 'scheduled' THEN 'pending'::hasched.job_state
+			ELSE j.state END AS state,
+	   j.priority, hasched.priority_name(j.priority) AS priority_class,
+	   j.run_at, j.attempt, j.max_attempts, j.timeout, j.idempotency_key,
+	   j.worker, j.lease_until, j.created_at, j.started_at, j.finished_at,
+	   j.last_error, j.result, j.payload
+  FROM hasched.job j;
+COMMENT ON VIEW hasched.jobs IS
+	'Jobs you may see (your tenants'', or all for hasched_admin); state shows scheduled while run_at is in the future.';
+
+CREATE VIEW hasched.schedules WITH (security_invoker = true) AS
+SELECT s.name, s.spec, s.timezone, s.queue, pg_catalog.pg_get_userbyid(s.tenant) AS tenant, s.active,
+	   s.next_run_at, s.last_run_at, s.misfire, s.overlap,
+	   j.id AS last_job_id, j.state AS last_job_state, s.queued_fires
+  FROM hasched.schedule s
+  LEFT JOIN hasched.job j ON j.id = s.last_job_id;
+COMMENT ON VIEW hasched.schedules IS
+	'Periodic jobs you may see, with their next run and the state of their last job.';
+
+REVOKE ALL ON hasched.jobs, hasched.schedules FROM PUBLIC;
+GRANT SELECT ON hasched.jobs, hasched.schedules TO hasched_submitter, hasched_worker;
+GRANT SELECT, INSERT, UPDATE, DELETE ON hasched.jobs, hasched.schedules TO hasched_admin;
+REVOKE ALL ON FUNCTION hasched.owner_trigger() FROM PUBLIC;
+-- tenant_visible(regrole) is for everyone, like tenant_visible(name)
+REVOKE ALL ON FUNCTION hasched.tenant_visible(regrole) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.tenant_visible(regrole) TO PUBLIC;
+
+/*
+ * The functions documented as everyone's (health(), schedule_next(), the
+ * pure helpers) need USAGE on the schema; every other function is revoked
+ * from PUBLIC, and no table or sequence is granted to it, so USAGE shows
+ * nothing else (test/pgtap/04_tenant_rules.sql lists what a role without a
+ * hasched role can run).
+ */
+GRANT USAGE ON SCHEMA hasched TO PUBLIC;

@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(hasched_wake_workers);
 PG_FUNCTION_INFO_V1(hasched_claim_cursors);
 PG_FUNCTION_INFO_V1(hasched_backoff_delay);
 PG_FUNCTION_INFO_V1(hasched_tenant_visible);
+PG_FUNCTION_INFO_V1(hasched_tenant_visible_role);
 PG_FUNCTION_INFO_V1(hasched_priority_value);
 
 static const char *const exec_state_names[] = {"free", "starting", "idle", "woken", "busy"};
@@ -150,4 +151,11 @@ hasched_tenant_visible(PG_FUNCTION_ARGS)
 	Name		tenant = PG_GETARG_NAME(0);
 
 	PG_RETURN_BOOL(hs_role_visible(GetUserId(), NameStr(*tenant)));
+}
+
+/* tenant_visible(regrole): the row-level security of jobs, schedules, events */
+Datum
+hasched_tenant_visible_role(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(hs_tenant_visible(GetUserId(), PG_GETARG_OID(0)));
 }

@@ -75,6 +75,7 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	char	   *queue;
 	char	   *zone;
 	char	   *tenant;
+	Oid			tenant_oid;
 	const char *misfire;
 	const char *overlap;
 	bool		replace;
@@ -117,15 +118,20 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	if (tenant == NULL)
 		tenant = (hs_tenant && hs_tenant[0]) ? pstrdup(hs_tenant) :
 			GetUserNameFromId(caller, false);
-	if (!OidIsValid(get_role_oid(tenant, true)))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
-				 errmsg("tenant \"%s\" does not exist", tenant)));
-	if (!hs_role_visible(caller, tenant))
+	tenant_oid = hs_tenant_role(tenant);
+	if (!hs_tenant_visible(caller, tenant_oid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to schedule jobs for tenant \"%s\"", tenant)));
+				 errmsg("permission denied to schedule jobs for tenant \"%s\"", tenant),
+				 errhint("Ask an administrator to GRANT %s TO %s.",
+						 quote_identifier(tenant),
+						 quote_identifier(GetUserNameFromId(caller, false)))));
 	next = hs_schedule_next_time(&cs, hs_find_timezone(zone), GetCurrentTimestamp());
+	if (TIMESTAMP_IS_NOEND(next) && cs.every_usec > 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_SCHEDULE),
+				 errmsg("schedule \"%s\" never fires: its @every interval reaches past the last time PostgreSQL can store", spec),
+				 errhint("Use a shorter @every interval; timestamps end in the year 294276.")));
 	if (TIMESTAMP_IS_NOEND(next))
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_SCHEDULE),
@@ -136,7 +142,7 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	hs_privileged_enter(&priv);
 	SPI_connect();
 	next = hs_schedule_save(name, spec, zone, queue, PG_GETARG_DATUM(3), (int16) priority,
-							tenant, misfire, overlap, replace, active, next, caller);
+							tenant_oid, misfire, overlap, replace, active, next, caller);
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	hs_wake_scheduler_at_commit();

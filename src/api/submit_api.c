@@ -37,7 +37,6 @@ static void
 read_submit_args(FunctionCallInfo fcinfo, SubmitArgs *a)
 {
 	Oid			caller = GetUserId();
-	Oid			tenant_oid;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -78,38 +77,27 @@ read_submit_args(FunctionCallInfo fcinfo, SubmitArgs *a)
 	if (!PG_ARGISNULL(6))
 	{
 		a->timeout = PG_GETARG_INTERVAL_P(6);
-		if (hs_interval_usec(a->timeout) <= 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("timeout must be positive")));
+		hs_check_interval_arg("timeout", a->timeout);
 	}
 
+	/* the tenant: a role that may be one, and that the caller acts for */
 	if (!PG_ARGISNULL(7))
 		a->tenant = pstrdup(NameStr(*PG_GETARG_NAME(7)));
 	else if (hs_tenant != NULL && hs_tenant[0] != '\0')
 		a->tenant = pstrdup(hs_tenant);
 	else
 		a->tenant = GetUserNameFromId(caller, false);
-	if (a->tenant[0] == '\0')
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("tenant must not be empty")));
-	tenant_oid = get_role_oid(a->tenant, true);
-	if (!OidIsValid(tenant_oid))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
-				 errmsg("tenant \"%s\" does not exist", a->tenant),
-				 errdetail("A tenant is a role; its members see and cancel its jobs."),
-				 errhint("Create it with CREATE ROLE %s NOLOGIN and grant it to the roles that submit for it.",
-						 quote_identifier(a->tenant))));
-	if (!hs_role_visible(caller, a->tenant))
+	a->tenant_oid = hs_tenant_role(a->tenant);
+	if (!hs_tenant_visible(caller, a->tenant_oid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to submit jobs for tenant \"%s\"", a->tenant),
 				 errhint("Ask an administrator to GRANT %s TO %s.",
 						 quote_identifier(a->tenant),
 						 quote_identifier(GetUserNameFromId(caller, false)))));
-	a->owner = GetUserNameFromId(caller, false);
+	/* the job is the caller's SQL: it runs with the caller's rights */
+	a->owner = caller;
+	a->submitted_by = caller;
 	a->schedule = NULL;
 	a->fire_at = 0;
 }
@@ -206,15 +194,16 @@ hasched_submit_many(PG_FUNCTION_ARGS)
 								  HS_MAX_KEY_BYTES);
 	}
 	hs_require_primary("submit jobs");
-	if (n == 0)
-		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
 	hs_force_submit_commit_level();
 	hs_privileged_enter(&priv);
 	SPI_connect();
+	/* no payloads: the queue, mode and tenant are still checked */
 	ids = hs_submit_many(&a, payloads, pay_elems, n, keys, key_elems, key_nulls);
 	SPI_finish();
 	hs_privileged_leave(&priv);
 
+	if (n == 0)
+		PG_RETURN_ARRAYTYPE_P(construct_empty_array(INT8OID));
 	result = construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 	PG_RETURN_ARRAYTYPE_P(result);
 }

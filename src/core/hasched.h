@@ -213,9 +213,19 @@ extern int64 hs_interval_usec(const Interval *iv);
 extern bool hs_interval_usec_checked(const Interval *iv, int64 *usec);
 extern void hs_check_interval_arg(const char *what, const Interval *iv);
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
-extern bool hs_role_visible(Oid roleid, const char *tenant);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
+
+/*
+ * roles.c: what may be a tenant, who sees a tenant's jobs, whose rights a
+ * job runs with (and the owner trigger of hasched.job and hasched.schedule)
+ */
+extern Oid	hs_tenant_role(const char *name);
+extern bool hs_tenant_visible(Oid roleid, Oid tenant);
+extern bool hs_role_visible(Oid roleid, const char *tenant);
+extern char *hs_role_name(Oid roleid);
+extern char *hs_owner_refusal(Oid owner, Oid submitted_by);
+extern char *hs_schedule_roles_refusal(Oid owner, Oid tenant);
 
 /*
  * job_state.c: the state machine, its trigger, and every statement that
@@ -268,8 +278,10 @@ typedef struct HsSubmit
 	TimestampTz run_at;
 	int32		max_attempts;	/* 0: the queue's default */
 	Interval   *timeout;		/* NULL: the queue's default */
-	char	   *tenant;
-	char	   *owner;
+	char	   *tenant;			/* the tenant's name (quotas, messages) */
+	Oid			tenant_oid;		/* and its role */
+	Oid			owner;			/* whose rights the job runs with */
+	Oid			submitted_by;	/* who submitted it: owner, or the owner of a schedule */
 	const char *schedule;		/* the schedule of a scheduled run, else NULL */
 	TimestampTz fire_at;		/* when that run was due */
 } HsSubmit;
@@ -292,7 +304,7 @@ extern TimestampTz hs_schedule_next_time(const struct CronSpec *cs, struct pg_tz
 										 TimestampTz after);
 extern TimestampTz hs_schedule_save(const char *name, const char *spec, const char *zone,
 									const char *queue, Datum payload, int16 priority,
-									const char *tenant, const char *misfire,
+									Oid tenant, const char *misfire,
 									const char *overlap, bool replace, bool active,
 									TimestampTz next, Oid caller);
 extern void hs_schedule_delete(const char *name, Oid caller);

@@ -285,7 +285,8 @@ hs_lease_update_sql(void)
 		" finished_at = NULL"
 		" WHERE j.ctid = ANY (ARRAY(SELECT c.ctid FROM c))"
 		" RETURNING j.id, j.epoch, j.attempt, j.lease_id, j.payload,"
-		" j.priority, j.tenant, j.timeout, j.lease_until, j.run_at, j.owner";
+		" j.priority, pg_get_userbyid(j.tenant), j.timeout, j.lease_until, j.run_at,"
+		" j.owner, j.submitted_by";
 }
 
 /* ------------------------------------------------------------------------
@@ -663,13 +664,13 @@ read_own_job(int64 job_id, Oid caller, JobRow *row)
 	static SPIPlanPtr peek_plan = NULL;
 	static SPIPlanPtr lock_plan = NULL;
 	Datum		values[1];
-	char	   *tenant;
+	bool		isnull;
 
 	if (peek_plan == NULL)
 	{
 		Oid			types[1] = {INT8OID};
 
-		peek_plan = hs_prepare("SELECT tenant::text, queue FROM hasched.job WHERE id = $1",
+		peek_plan = hs_prepare("SELECT tenant, queue FROM hasched.job WHERE id = $1",
 							   1, types);
 		lock_plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1 FOR UPDATE",
 							   1, types);
@@ -677,9 +678,9 @@ read_own_job(int64 job_id, Oid caller, JobRow *row)
 	values[0] = Int64GetDatum(job_id);
 	if (SPI_execute_plan(peek_plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading job failed");
-	tenant = SPI_processed == 1 ?
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
-	if (tenant == NULL || !hs_role_visible(caller, tenant))
+	if (SPI_processed != 1 ||
+		!hs_tenant_visible(caller, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																  SPI_tuptable->tupdesc, 1, &isnull))))
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_UNKNOWN_JOB),
 				 errmsg("job %lld does not exist", (long long) job_id),

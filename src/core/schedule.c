@@ -127,7 +127,7 @@ hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
 TimestampTz
 hs_schedule_save(const char *name, const char *spec, const char *zone,
 				 const char *queue, Datum payload, int16 priority,
-				 const char *tenant, const char *misfire, const char *overlap,
+				 Oid tenant, const char *misfire, const char *overlap,
 				 bool replace, bool active, TimestampTz next, Oid caller)
 {
 	static SPIPlanPtr plan = NULL;
@@ -145,12 +145,14 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 		Datum		nv[1];
 
 		nv[0] = CStringGetTextDatum(name);
-		if (SPI_execute_with_args("SELECT tenant::text FROM hasched.schedule WHERE name = $1 FOR UPDATE",
+		if (SPI_execute_with_args("SELECT tenant FROM hasched.schedule WHERE name = $1 FOR UPDATE",
 								  1, (Oid[]) {TEXTOID}, nv, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "hasched: reading schedule failed");
 		if (SPI_processed == 1 &&
 			(!replace ||
-			 !hs_role_visible(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1))))
+			 !hs_tenant_visible(caller, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																	   SPI_tuptable->tupdesc, 1,
+																	   &(bool) {false})))))
 			ereport(ERROR,
 					(errcode(HS_ERRCODE_DUPLICATE_SCHEDULE),
 					 errmsg("schedule \"%s\" already exists", name),
@@ -160,7 +162,7 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 	if (plan == NULL)
 	{
 		Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
-		NAMEOID, NAMEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+		REGROLEOID, REGROLEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
 
 		plan = hs_prepare("INSERT INTO hasched.schedule AS s (name, spec, timezone, queue, payload,"
 						  " priority, tenant, owner, misfire, overlap, next_run_at, active)"
@@ -181,8 +183,9 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 	values[3] = CStringGetTextDatum(queue);
 	values[4] = payload;
 	values[5] = Int16GetDatum(priority);
-	values[6] = DirectFunctionCall1(namein, CStringGetDatum(tenant));
-	values[7] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(caller, false)));
+	values[6] = ObjectIdGetDatum(tenant);
+	/* the schedule is the caller's SQL: its runs have the caller's rights */
+	values[7] = ObjectIdGetDatum(caller);
 	values[8] = CStringGetTextDatum(misfire);
 	values[9] = CStringGetTextDatum(overlap);
 	values[10] = TimestampTzGetDatum(next);
@@ -211,7 +214,7 @@ lock_own_schedule(const char *name, Oid caller)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		plan = hs_prepare("SELECT tenant::text, spec, timezone, active, next_run_at"
+		plan = hs_prepare("SELECT tenant, spec, timezone, active, next_run_at"
 						  " FROM hasched.schedule WHERE name = $1 FOR UPDATE",
 						  1, types);
 	}
@@ -219,7 +222,9 @@ lock_own_schedule(const char *name, Oid caller)
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading schedule failed");
 	if (SPI_processed != 1 ||
-		!hs_role_visible(caller, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)))
+		!hs_tenant_visible(caller, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																  SPI_tuptable->tupdesc, 1,
+																  &(bool) {false}))))
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_UNKNOWN_SCHEDULE),
 				 errmsg("schedule \"%s\" does not exist", name),
@@ -311,8 +316,8 @@ typedef struct DueSchedule
 	char	   *queue;
 	Datum		payload;
 	int16		priority;
-	char	   *tenant;
-	char	   *owner;
+	Oid			tenant;
+	Oid			owner;
 	char	   *misfire;
 	char	   *overlap;
 	TimestampTz next_run_at;
@@ -321,18 +326,44 @@ typedef struct DueSchedule
 	bool		last_active;
 } DueSchedule;
 
+/*
+ * An event about a schedule, for its tenant's eyes (and administrators'):
+ * hasched.event shows other roles only the events of no tenant.
+ */
 static void
-log_event(const char *kind, const char *name, const char *detail)
+log_event(const char *kind, const DueSchedule *d, const char *detail)
 {
-	Datum		values[3];
+	Datum		values[4];
 
 	values[0] = CStringGetTextDatum(kind);
-	values[1] = CStringGetTextDatum(name);
+	values[1] = CStringGetTextDatum(d->name);
 	values[2] = CStringGetTextDatum(detail ? detail : "");
-	if (SPI_execute_with_args("INSERT INTO hasched.event (kind, detail)"
-							  " VALUES ($1, jsonb_build_object('schedule', $2::text, 'detail', $3::text))",
-							  3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_INSERT)
+	values[3] = ObjectIdGetDatum(d->tenant);
+	if (SPI_execute_with_args("INSERT INTO hasched.event (kind, detail, tenant)"
+							  " VALUES ($1, jsonb_build_object('schedule', $2::text, 'detail', $3::text), $4)",
+							  4, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, REGROLEOID}, values, NULL, false,
+							  0) != SPI_OK_INSERT)
 		elog(ERROR, "hasched: writing an event failed");
+}
+
+/*
+ * A schedule whose owner or tenant was dropped (or whose tenant may no
+ * longer be one) stops: it is deactivated, with an event that says why,
+ * rather than refused once a run.  An administrator who turns it on again
+ * sees it stop again until its roles are put right.
+ */
+static void
+deactivate(const DueSchedule *d, const char *why)
+{
+	Datum		values[1];
+
+	ereport(LOG,
+			(errmsg("hasched: schedule \"%s\" deactivated: %s", d->name, why)));
+	log_event("schedule_deactivated", d, why);
+	values[0] = CStringGetTextDatum(d->name);
+	if (SPI_execute_with_args("UPDATE hasched.schedule SET active = false WHERE name = $1",
+							  1, (Oid[]) {TEXTOID}, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: deactivating schedule \"%s\" failed", d->name);
 }
 
 /*
@@ -357,8 +388,10 @@ submit_run(DueSchedule *d, TimestampTz fire_at)
 		a.queue = d->queue;
 		a.priority = d->priority;
 		a.run_at = GetCurrentTimestamp();
-		a.tenant = d->tenant;
+		a.tenant = hs_role_name(d->tenant);
+		a.tenant_oid = d->tenant;
 		a.owner = d->owner;
+		a.submitted_by = d->owner;
 		a.schedule = d->name;
 		a.fire_at = fire_at;
 		id = hs_submit_one(&a, d->payload, NULL);
@@ -378,7 +411,7 @@ submit_run(DueSchedule *d, TimestampTz fire_at)
 		CurrentResourceOwner = oldowner;
 		ereport(LOG,
 				(errmsg("hasched: run of schedule \"%s\" refused: %s", d->name, edata->message)));
-		log_event("schedule_refused", d->name, edata->message);
+		log_event("schedule_refused", d, edata->message);
 		id = 0;
 	}
 	PG_END_TRY();
@@ -407,7 +440,7 @@ hs_fire_due_schedules(TimestampTz now)
 		Oid			types[1] = {TIMESTAMPTZOID};
 
 		due_plan = hs_prepare("SELECT s.name, s.spec, s.timezone, s.queue, s.payload, s.priority,"
-							  " s.tenant::text, s.owner::text, s.misfire, s.overlap, s.next_run_at,"
+							  " s.tenant, s.owner, s.misfire, s.overlap, s.next_run_at,"
 							  " s.queued_fires,"
 							  " EXISTS (SELECT 1 FROM hasched.job j WHERE j.id = s.last_job_id"
 							  "   AND j.state IN ('scheduled', 'pending', 'running', 'dispatched', 'failed'))"
@@ -440,8 +473,8 @@ hs_fire_due_schedules(TimestampTz now)
 		d->queue = SPI_getvalue(tup, desc, 4);
 		d->payload = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
 		d->priority = DatumGetInt16(SPI_getbinval(tup, desc, 6, &isnull));
-		d->tenant = SPI_getvalue(tup, desc, 7);
-		d->owner = SPI_getvalue(tup, desc, 8);
+		d->tenant = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+		d->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		d->misfire = SPI_getvalue(tup, desc, 9);
 		d->overlap = SPI_getvalue(tup, desc, 10);
 		v = SPI_getbinval(tup, desc, 11, &isnull);
@@ -463,12 +496,18 @@ hs_fire_due_schedules(TimestampTz now)
 		int32		queued = d->queued_fires;
 		Datum		uv[5];
 		char		un[5] = {' ', ' ', ' ', ' ', ' '};
+		char	   *why_not = hs_schedule_roles_refusal(d->owner, d->tenant);
 
+		if (why_not)
+		{
+			deactivate(d, why_not);
+			continue;
+		}
 		tz = pg_tzset(d->zone);
 		if (!cron_parse(d->spec, &cs, err, sizeof(err)) || tz == NULL)
 		{
 			/* cannot happen through schedule(); a hand-edited row: park it */
-			log_event("schedule_invalid", d->name, tz == NULL ? "unknown time zone" : err);
+			log_event("schedule_invalid", d, tz == NULL ? "unknown time zone" : err);
 			next = DT_NOEND;
 		}
 		else
@@ -488,9 +527,9 @@ hs_fire_due_schedules(TimestampTz now)
 				bool		missed = now - due_at > misfire_usec;
 
 				if (missed && strcmp(d->misfire, "skip") == 0)
-					log_event("misfire_skipped", d->name, timestamptz_to_str(due_at));
+					log_event("misfire_skipped", d, timestamptz_to_str(due_at));
 				else if (d->last_active && strcmp(d->overlap, "skip") == 0)
-					log_event("overlap_skipped", d->name, timestamptz_to_str(due_at));
+					log_event("overlap_skipped", d, timestamptz_to_str(due_at));
 				else if (d->last_active && strcmp(d->overlap, "queue") == 0)
 					queued = 1;
 				else

@@ -122,27 +122,32 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 		ctx->burst = 1;
 }
 
-/* The values of the columns every new job of this submit shares: $1..$8. */
+/*
+ * The values of the columns every new job of this submit shares: $1..$9.
+ * Tenant, owner and submitter are roles (regrole columns), by OID.
+ */
+#define N_COMMON	9
 static void
 common_values(const SubmitArgs *a, const SubmitContext *ctx, Datum *values)
 {
 	values[0] = CStringGetTextDatum(a->queue);
-	values[1] = DirectFunctionCall1(namein, CStringGetDatum(a->tenant));
-	values[2] = DirectFunctionCall1(namein, CStringGetDatum(a->owner));
+	values[1] = ObjectIdGetDatum(a->tenant_oid);
+	values[2] = ObjectIdGetDatum(a->owner);
 	values[3] = Int16GetDatum(a->priority);
 	values[4] = CStringGetTextDatum(a->run_at > GetCurrentTimestamp() ? "scheduled" : "pending");
 	values[5] = TimestampTzGetDatum(a->run_at);
 	values[6] = Int32GetDatum(a->max_attempts > 0 ? a->max_attempts : ctx->default_max_attempts);
 	values[7] = IntervalPGetDatum(a->timeout ? a->timeout : ctx->default_timeout);
+	values[8] = ObjectIdGetDatum(a->submitted_by);
 }
 
 #define INSERT_COLUMNS \
 	"INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at," \
-	" max_attempts, timeout, idempotency_key, payload, schedule, fire_at) "
+	" max_attempts, timeout, submitted_by, idempotency_key, payload, schedule, fire_at) "
 #define ON_KEY_CONFLICT \
 	" ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-static Oid	common_types[8] = {TEXTOID, NAMEOID, NAMEOID, INT2OID, TEXTOID,
-TIMESTAMPTZOID, INT4OID, INTERVALOID};
+static Oid	common_types[N_COMMON] = {TEXTOID, REGROLEOID, REGROLEOID, INT2OID, TEXTOID,
+TIMESTAMPTZOID, INT4OID, INTERVALOID, REGROLEOID};
 
 /*
  * The jobs of sql queues carry their SQL in payload->>'sql': it must be
@@ -215,8 +220,8 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
 	SubmitContext ctx;
-	Datum		values[12];
-	char		nulls[12];
+	Datum		values[N_COMMON + 4];
+	char		nulls[N_COMMON + 4];
 	int64		id;
 	bool		isnull;
 
@@ -226,32 +231,32 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 
 	if (insert_plan == NULL)
 	{
-		Oid			types[12];
+		Oid			types[N_COMMON + 4];
 
 		memcpy(types, common_types, sizeof(common_types));
-		types[8] = TEXTOID;
-		types[9] = JSONBOID;
-		types[10] = TEXTOID;
-		types[11] = TIMESTAMPTZOID;
+		types[N_COMMON] = TEXTOID;
+		types[N_COMMON + 1] = JSONBOID;
+		types[N_COMMON + 2] = TEXTOID;
+		types[N_COMMON + 3] = TIMESTAMPTZOID;
 		insert_plan = hs_prepare(INSERT_COLUMNS
 								 "VALUES ($1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, $9, $10,"
-								 " $11, $12)"
-								 ON_KEY_CONFLICT " RETURNING id", 12, types);
+								 " $11, $12, $13)"
+								 ON_KEY_CONFLICT " RETURNING id", N_COMMON + 4, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	common_values(a, &ctx, values);
 	if (key)
-		values[8] = CStringGetTextDatum(key);
+		values[N_COMMON] = CStringGetTextDatum(key);
 	else
-		nulls[8] = 'n';
-	values[9] = payload;
+		nulls[N_COMMON] = 'n';
+	values[N_COMMON + 1] = payload;
 	if (a->schedule)
 	{
-		values[10] = CStringGetTextDatum(a->schedule);
-		values[11] = TimestampTzGetDatum(a->fire_at);
+		values[N_COMMON + 2] = CStringGetTextDatum(a->schedule);
+		values[N_COMMON + 3] = TimestampTzGetDatum(a->fire_at);
 	}
 	else
-		nulls[10] = nulls[11] = 'n';
+		nulls[N_COMMON + 2] = nulls[N_COMMON + 3] = 'n';
 	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the job failed");
 
@@ -268,13 +273,13 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 
 		if (lookup_plan == NULL)
 		{
-			Oid			types[2] = {NAMEOID, TEXTOID};
+			Oid			types[2] = {REGROLEOID, TEXTOID};
 
 			lookup_plan = hs_prepare("SELECT id FROM hasched.job"
 									 " WHERE tenant = $1 AND idempotency_key = $2", 2, types);
 		}
 		lv[0] = values[1];
-		lv[1] = values[8];
+		lv[1] = values[N_COMMON];
 		if (SPI_execute_plan(lookup_plan, lv, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "hasched: job with idempotency key \"%s\" not found", key);
@@ -294,7 +299,8 @@ typedef struct KeyId
  * charge the tenant for the jobs inserted.  Returns the job ids in payload
  * order, allocated with SPI_palloc (they outlive SPI_finish).  The caller
  * is connected to SPI and runs as the extension owner; a's fields, the
- * payloads and keys are validated, n > 0.
+ * payloads and keys are validated.  With no payloads (n = 0) only the
+ * queue, the mode and the tenant's tier are checked, and NULL returned.
  */
 Datum *
 hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
@@ -303,8 +309,8 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
 	SubmitContext ctx;
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[N_COMMON + 2];
+	char		nulls[N_COMMON + 2];
 	Datum	   *ids;
 	HTAB	   *by_key = NULL;
 	uint64		inserted;
@@ -313,31 +319,33 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 	int			n_unkeyed = 0;
 
 	load_submit_context(a, &ctx);
+	if (n == 0)
+		return NULL;
 	if (strcmp(ctx.transport, "sql") == 0)
 		for (int i = 0; i < n; i++)
 			check_sql_payload(pay_elems[i], i + 1);
 
 	if (insert_plan == NULL)
 	{
-		Oid			types[10];
+		Oid			types[N_COMMON + 2];
 
 		memcpy(types, common_types, sizeof(common_types));
-		types[8] = JSONBARRAYOID;
-		types[9] = TEXTARRAYOID;
+		types[N_COMMON] = JSONBARRAYOID;
+		types[N_COMMON + 1] = TEXTARRAYOID;
 		insert_plan = hs_prepare(INSERT_COLUMNS
-								 "SELECT $1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, u.k, u.p,"
+								 "SELECT $1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, $9, u.k, u.p,"
 								 " NULL, NULL"
-								 " FROM unnest($9, $10) WITH ORDINALITY AS u (p, k, ord)"
+								 " FROM unnest($10, $11) WITH ORDINALITY AS u (p, k, ord)"
 								 " ORDER BY u.ord"
-								 ON_KEY_CONFLICT " RETURNING id, idempotency_key", 10, types);
+								 ON_KEY_CONFLICT " RETURNING id, idempotency_key", N_COMMON + 2, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	common_values(a, &ctx, values);
-	values[8] = PointerGetDatum(payloads);
+	values[N_COMMON] = PointerGetDatum(payloads);
 	if (keys)
-		values[9] = PointerGetDatum(keys);
+		values[N_COMMON + 1] = PointerGetDatum(keys);
 	else
-		values[9] = PointerGetDatum(construct_empty_array(TEXTOID));
+		values[N_COMMON + 1] = PointerGetDatum(construct_empty_array(TEXTOID));
 	if (SPI_execute_plan(insert_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the jobs failed");
 	inserted = SPI_processed;
@@ -361,7 +369,7 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 
 		if (lookup_plan == NULL)
 		{
-			Oid			types[2] = {NAMEOID, TEXTARRAYOID};
+			Oid			types[2] = {REGROLEOID, TEXTARRAYOID};
 
 			lookup_plan = hs_prepare("SELECT idempotency_key, id FROM hasched.job"
 									 " WHERE tenant = $1 AND idempotency_key = ANY ($2)",

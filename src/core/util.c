@@ -2,8 +2,7 @@
  *
  * util.c
  *		Helpers of the core layer: running hasched's statements as the
- *		extension owner, priorities, intervals, tenant visibility, plans,
- *		argument checks.
+ *		extension owner, priorities, intervals, plans, argument checks.
  *
  * IDENTIFICATION
  *		src/core/util.c
@@ -214,27 +213,6 @@ hs_format_token(int32 epoch, int32 attempt, int64 lease_id)
 
 	hs_token_format(buf, sizeof(buf), epoch, attempt, lease_id);
 	return pstrdup(buf);
-}
-
-/* ------------------------------------------------------------------------
- * Tenants
- * ------------------------------------------------------------------------ */
-
-/*
- * May roleid see the jobs of tenant?  Yes when it has the privileges of the
- * tenant role (membership with inheritance, or superuser) or of
- * hasched_admin.  A tenant whose role was dropped is visible to admins only.
- */
-bool
-hs_role_visible(Oid roleid, const char *tenant)
-{
-	Oid			tenant_oid = get_role_oid(tenant, true);
-	Oid			admin_oid;
-
-	if (OidIsValid(tenant_oid) && has_privs_of_role(roleid, tenant_oid))
-		return true;
-	admin_oid = get_role_oid("hasched_admin", true);
-	return OidIsValid(admin_oid) && has_privs_of_role(roleid, admin_oid);
 }
 
 /* ------------------------------------------------------------------------

@@ -20,7 +20,9 @@
  * objects, no holdable cursors.  Settings it changes are undone and
  * statements it prepared are dropped after it, so that nothing a job leaves
  * in the executor's session acts in a later job of another role.  A job
- * whose owner role was dropped is not run: it goes dead with that reason.
+ * whose owner role was dropped, or that was written for its owner by a
+ * role that is not a superuser, is not run: it goes dead with that reason
+ * (see hs_owner_refusal in src/core/roles.c).
  *
  * cancel() of a running SQL job marks it cancelled, then interrupts the
  * executor (SIGINT) with the job id in its slot: the job's subtransaction
@@ -64,7 +66,8 @@ typedef struct ExecJob
 {
 	HsLease		lease;
 	char	   *sql;
-	char	   *owner;
+	Oid			owner;			/* runs with this role's rights */
+	Oid			submitted_by;	/* if hs_owner_refusal() allows it */
 	int64		timeout_ms;
 } ExecJob;
 
@@ -137,10 +140,8 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 			MemoryContext old;
 			bool		isnull;
 			char	   *sql;
-			char	   *owner;
 
 			sql = hs_payload_sql(SPI_getbinval(tup, desc, 5, &isnull));
-			owner = SPI_getvalue(tup, desc, 11);
 			old = MemoryContextSwitchTo(cxt);
 			job->lease.job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 			job->lease.epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
@@ -148,7 +149,8 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 			job->lease.lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 			job->lease.token = NULL;
 			job->sql = sql ? pstrdup(sql) : NULL;
-			job->owner = pstrdup(owner);
+			job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 11, &isnull));
+			job->submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
 			job->timeout_ms = hs_interval_usec(DatumGetIntervalP(SPI_getbinval(tup, desc, 8, &isnull))) / 1000;
 			MemoryContextSwitchTo(old);
 		}
@@ -175,12 +177,11 @@ run_job(ExecJob *job)
 	/* a server that lost the right to act commits neither the job nor its outcome */
 	hs_fencing_guard_xact(true);
 
-	owner_oid = get_role_oid(job->owner, true);
-	if (!OidIsValid(owner_oid))
-	{
-		error = psprintf("the owner of the job, role \"%s\", no longer exists", job->owner);
+	/* the owner still exists, and wrote the job or a superuser did */
+	owner_oid = job->owner;
+	error = hs_owner_refusal(job->owner, job->submitted_by);
+	if (error != NULL)
 		retry = false;
-	}
 	else if (job->sql == NULL)
 	{
 		error = pstrdup("the payload has no \"sql\" string");

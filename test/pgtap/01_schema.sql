@@ -134,8 +134,8 @@ SELECT ok(
 SELECT col_is_pk('hasched', 'job', 'id', 'job.id is the primary key');
 SELECT col_type_is('hasched', 'job', 'id', 'bigint', 'job.id is bigint');
 SELECT col_type_is('hasched', 'job', 'queue', 'text', 'job.queue is text');
-SELECT col_type_is('hasched', 'job', 'tenant', 'name', 'job.tenant is name');
-SELECT col_type_is('hasched', 'job', 'owner', 'name', 'job.owner is name');
+SELECT col_type_is('hasched', 'job', 'tenant', 'regrole', 'job.tenant is regrole (bound to the role, not its name)');
+SELECT col_type_is('hasched', 'job', 'owner', 'regrole', 'job.owner is regrole (bound to the role, not its name)');
 SELECT col_type_is('hasched', 'job', 'priority', 'smallint', 'job.priority is smallint');
 SELECT col_type_is('hasched', 'job', 'state', 'hasched.job_state', 'job.state is hasched.job_state');
 SELECT col_type_is('hasched', 'job', 'run_at', 'timestamp with time zone', 'job.run_at is timestamptz');

@@ -96,8 +96,8 @@ SELECT is(
 		AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(coalesce(p.proacl,
 						pg_catalog.acldefault('f', p.proowner))) a
 					 WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')),
-	ARRAY['backoff_delay', 'health', 'priority_name', 'priority_value', 'schedule_next', 'tenant_visible'],
-	'PUBLIC executes only backoff_delay, health, priority_name, priority_value, schedule_next, tenant_visible');
+	ARRAY['backoff_delay', 'health', 'priority_name', 'priority_value', 'schedule_next', 'tenant_visible', 'tenant_visible'],
+	'PUBLIC executes only backoff_delay, health, priority_name, priority_value, schedule_next, tenant_visible (by name and by role)');
 SELECT is_empty(
 	$$SELECT p.oid::regprocedure::text
 		FROM pg_catalog.pg_proc p

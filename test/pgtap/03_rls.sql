@@ -225,7 +225,7 @@ SELECT results_eq(
 	'the API gives the caller back its own role and search_path, after success and after an error');
 SELECT results_eq(
 	$$SELECT queue, tenant, owner, priority, payload FROM hasched.job WHERE id = pg_temp.jid('evil1')$$,
-	$$VALUES ('r_evil'::text, 'acme'::name, 'alice'::name, 0::smallint, '{"n": 1}'::jsonb)$$,
+	$$VALUES ('r_evil'::text, 'acme'::regrole, 'alice'::regrole, 0::smallint, '{"n": 1}'::jsonb)$$,
 	'submit under a hostile search_path stored the right job');
 SELECT ok(pg_temp.jid('evil1') IS NOT NULL AND pg_temp.jid('evil2') IS NOT NULL
 		  AND pg_temp.jid('evil1') <> pg_temp.jid('evil2'), 'two distinct job ids');
@@ -314,7 +314,7 @@ SELECT results_eq($$SELECT id FROM hasched.jobs ORDER BY id$$,
 SELECT results_eq($$SELECT id FROM hasched.job ORDER BY id$$,
 	$$SELECT id FROM truth WHERE tenant = 'acme' ORDER BY id$$,
 	'alice sees exactly the acme jobs in hasched.job');
-SELECT is((SELECT count(*)::int FROM hasched.job WHERE tenant = 'globex'), 0,
+SELECT is((SELECT count(*)::int FROM hasched.job WHERE tenant = 'globex'::regrole), 0,
 	'alice counts no globex job in hasched.job');
 SELECT is((SELECT count(*)::int FROM hasched.jobs WHERE id = pg_temp.jid('globex:1')), 0,
 	'alice cannot read bob''s job by its id');
@@ -338,7 +338,7 @@ SELECT lives_ok($$SELECT count(*) FROM hasched.jobs WHERE evil.leak(payload)$$,
 	'alice runs a leaky function over hasched.jobs');
 RESET ROLE;
 SELECT is_empty($$SELECT l.p FROM evil.leaked l
-				   WHERE NOT EXISTS (SELECT 1 FROM hasched.job j WHERE j.tenant = 'acme' AND j.payload = l.p)$$,
+				   WHERE NOT EXISTS (SELECT 1 FROM hasched.job j WHERE j.tenant = 'acme'::regrole AND j.payload = l.p)$$,
 	'a leaky function in alice''s WHERE clause saw no row of another tenant');
 SELECT ok((SELECT count(*) FROM evil.leaked) > 0, '(the leaky function did run on alice''s rows)');
 
@@ -373,8 +373,8 @@ SET ROLE alice;
 SET hasched.tenant = 'acme';
 SELECT throws_ok($$SELECT hasched.submit('default', '{}', tenant => 'globex')$$, '42501',
 	'permission denied to submit jobs for tenant "globex"', 'alice cannot submit for globex (42501)');
-SELECT throws_ok($$SELECT hasched.submit('default', '{}', tenant => 'hasched_admin')$$, '42501', NULL,
-	'alice cannot submit as tenant hasched_admin');
+SELECT throws_ok($$SELECT hasched.submit('default', '{}', tenant => 'hasched_admin')$$, 'JQ015', NULL,
+	'alice cannot submit as tenant hasched_admin (not a tenant: JQ015)');
 SELECT throws_ok(pg_catalog.format('SELECT hasched.submit(%L, %L, tenant => %L)', 'default', '{}', session_user), '42501', NULL,
 	'alice cannot submit as the superuser''s tenant');
 SELECT throws_ok($$INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
@@ -507,7 +507,7 @@ SELECT results_eq($$SELECT id FROM hasched.job ORDER BY id$$, $$SELECT id FROM t
 SELECT results_eq($$SELECT id FROM hasched.jobs ORDER BY id$$, $$SELECT id FROM truth ORDER BY id$$,
 	'a member of hasched_admin sees every job in hasched.jobs');
 SELECT is((SELECT count(DISTINCT tenant)::int FROM hasched.job_run r JOIN hasched.job j ON j.id = r.job_id
-			WHERE j.tenant IN ('acme', 'globex')), 2, 'the admin sees the run history of both tenants');
+			WHERE j.tenant IN ('acme'::regrole, 'globex'::regrole)), 2, 'the admin sees the run history of both tenants');
 SELECT is(hasched.cancel(pg_temp.jid('globex:later')), true, 'the admin can cancel a job of any tenant');
 RESET ROLE;
 

@@ -11,7 +11,7 @@
 -- Every hasched table that submitters or workers can read either has
 -- row-level security or holds no tenant's data.
 BEGIN;
-SELECT plan(23);
+SELECT plan(25);
 
 CREATE ROLE acme NOLOGIN;
 CREATE ROLE globex NOLOGIN;
@@ -21,6 +21,7 @@ CREATE ROLE alice LOGIN IN ROLE acme, hasched_submitter;
 CREATE ROLE bob LOGIN IN ROLE globex, hasched_submitter;
 CREATE ROLE carol LOGIN IN ROLE hasched_submitter;
 CREATE ROLE adm LOGIN IN ROLE hasched_admin;
+CREATE ROLE nobody LOGIN;
 INSERT INTO hasched.tenant (name, tier) VALUES ('acme', 'enterprise'), ('globex', 'enterprise'),
 	('carol', 'enterprise'), ('everyone', 'enterprise'), ('hasched_submitter', 'enterprise');
 CREATE TEMP TABLE before AS SELECT count(*) AS n FROM hasched.job;
@@ -95,7 +96,7 @@ SELECT is((SELECT count(*)::int FROM hasched.jobs WHERE tenant::text <> 'carol')
 RESET ROLE;
 
 -- ------------------------------------------------------------------------
--- What submitters and workers can read (4)
+-- What submitters, workers and other roles can read (6)
 -- ------------------------------------------------------------------------
 SELECT is_empty(
 	$$SELECT c.relname FROM pg_catalog.pg_class c
@@ -112,6 +113,25 @@ SELECT is_empty(
 			  OR pg_catalog.has_table_privilege('hasched_worker', c.oid, 'SELECT'))
 		 AND NOT coalesce('security_invoker=true' = ANY (c.reloptions), false)$$,
 	'every hasched view that submitters or workers read applies the reader''s row-level security');
+-- the schema is usable by everyone (for health() and schedule_next()): so
+-- nothing else in it may be open to PUBLIC
+SELECT results_eq(
+	$$SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+	   WHERE p.pronamespace = 'hasched'::regnamespace
+		 AND pg_catalog.has_function_privilege('nobody', p.oid, 'EXECUTE')
+	   ORDER BY 1$$,
+	$$VALUES ('hasched.backoff_delay(integer,interval,interval,double precision)'),
+			 ('hasched.health()'), ('hasched.priority_name(smallint)'), ('hasched.priority_value(text)'),
+			 ('hasched.schedule_next(text,text,timestamp with time zone)'),
+			 ('hasched.tenant_visible(name)'), ('hasched.tenant_visible(regrole)')$$,
+	'a role without a hasched role can run only the functions documented as everyone''s');
+SELECT is_empty(
+	$$SELECT c.relname FROM pg_catalog.pg_class c
+	   WHERE c.relnamespace = 'hasched'::regnamespace
+		 AND ((c.relkind IN ('r', 'p', 'v', 'm')
+			   AND pg_catalog.has_table_privilege('nobody', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'))
+			  OR (c.relkind = 'S' AND pg_catalog.has_sequence_privilege('nobody', c.oid, 'USAGE, SELECT, UPDATE')))$$,
+	'a role without a hasched role has no privilege on any hasched table, view or sequence');
 SELECT ok((SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = 'hasched.event'::regclass),
 	'hasched.event has row-level security');
 SELECT ok(EXISTS (SELECT 1 FROM pg_catalog.pg_policy WHERE polrelid = 'hasched.event'::regclass),

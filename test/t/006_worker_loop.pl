@@ -81,7 +81,7 @@ my $sched_pid = query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'ha
 # break a round through the schedule table instead (an invalid spec saved by
 # hand is parked, not fatal) and check the scheduler keeps its pid and goes on
 query(q{INSERT INTO hasched.schedule (name, spec, queue, tenant, owner, next_run_at)
-	VALUES ('broken', 'not a spec', 'sqlq', current_user, current_user, now())});
+	VALUES ('broken', 'not a spec', 'sqlq', current_user::regrole, current_user::regrole, now())});
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT count(*) > 0 FROM hasched.event WHERE kind = 'schedule_invalid' AND detail->>'schedule' = 'broken'"),

@@ -19,6 +19,9 @@
 # After the executors and the scheduler have had their turn (a canary job
 # submitted after the attacks has run, and the 1-second schedules have had
 # time to fire), no attacker is a superuser and no attacker's SQL ran.
+# Then the executors' own check, behind the trigger: a job written for a
+# role by another role that is not a superuser is not run (dead, with the
+# reason), and one a superuser wrote for another role runs as that role.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/020_owner_escalation.pl
@@ -144,6 +147,31 @@ is(query("SELECT payload->>'sql' FROM hasched.job WHERE id = $su_later"),
 is(query("SELECT queue FROM hasched.job WHERE id = $su_pull"), 'pullq', "the superuser's pull job stayed a pull job");
 is(query("SELECT payload->>'sql' FROM hasched.schedule WHERE name = 'su-hourly'"),
 	q{INSERT INTO public.ran (tag) VALUES ('su-hourly')}, "the superuser's schedule kept its SQL");
+
+# Behind the trigger, the executors check again: a row that says a role
+# that is not a superuser wrote it for another role (written here with the
+# triggers off, as only a superuser can) is not run; a superuser may write
+# a job for another role.
+$node->safe_psql('postgres', q{CREATE ROLE plain LOGIN; GRANT INSERT ON public.ran TO plain;
+	INSERT INTO hasched.tenant (name, tier) VALUES ('plain', 'enterprise')});
+my $forged = query(
+	"SET session_replication_role = replica;"
+	  . " INSERT INTO hasched.job (queue, tenant, owner, submitted_by, priority, state, run_at, max_attempts, timeout, payload)"
+	  . " VALUES ('sqlq', 'adm_insert', '$superuser', 'adm_insert', 5, 'pending', now(), 1, '1 minute', "
+	  . attack_payload('adm_insert') . ") RETURNING id");
+my $for_plain = query(
+	"INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)"
+	  . " VALUES ('sqlq', 'plain', 'plain', 5, 'pending', now(), 1, '1 minute',"
+	  . q{ '{"sql": "INSERT INTO public.ran (tag) VALUES (''for-plain'')"}') RETURNING id});
+query('SELECT hasched._wake_workers()');
+ok($node->poll_query_until('postgres', "SELECT state = 'dead' FROM hasched.job WHERE id = $forged"),
+	'a job that a role other than its owner wrote, not a superuser, goes dead');
+like(query("SELECT last_error FROM hasched.job WHERE id = $forged"), qr/adm_insert.*not a superuser/,
+	'and says who wrote it for whom');
+is(query("SELECT rolsuper FROM pg_roles WHERE rolname = 'adm_insert'"), 'f', 'its SQL did not run');
+ok($node->poll_query_until('postgres', "SELECT state = 'succeeded' FROM hasched.job WHERE id = $for_plain"),
+	'a job a superuser wrote for another role runs');
+is(query(q{SELECT who FROM public.ran WHERE tag = 'for-plain'}), 'plain', "with that role's rights");
 
 $node->stop;
 done_testing();
