@@ -28,27 +28,20 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(sleep);
 
-my $node = PostgreSQL::Test::Cluster->new('escalation');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+my $node = HaschedCluster->primary(
+	'escalation', conf => q{
 hasched.max_executors = 2
 });
-$node->start;
 
 my @attackers = qw(adm_insert adm_payload adm_queue adm_owner adm_schedule adm_sched_sql);
 
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql'), ('pullq', 'pull');
 	CREATE TABLE public.ran (tag text, who name DEFAULT current_user, at timestamptz DEFAULT clock_timestamp());
@@ -62,11 +55,7 @@ for my $a (@attackers)
 
 my $superuser = $node->safe_psql('postgres', 'SELECT rolname FROM pg_roles WHERE oid = 10');
 
-sub query
-{
-	my ($sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
-}
+sub query { my ($sql, @opt) = @_; return $node->query($sql, @opt); }
 
 # Run SQL as a role; returns "ok" or the error (SQLSTATE first).
 sub as_role
@@ -125,12 +114,12 @@ note("attack $_: $result{$_}") for @attackers;
 
 # a canary after the attacks: once it has run, the executors have had their turn
 my $canary = query(q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran (tag) VALUES (''canary'')"}')});
-ok($node->poll_query_until('postgres', "SELECT state = 'succeeded' FROM hasched.job WHERE id = $canary"),
+ok($node->poll("SELECT state = 'succeeded' FROM hasched.job WHERE id = $canary"),
 	'a canary job submitted after the attacks ran');
 # the schedules fire every second: give them two rounds, then a second canary
 sleep(2.5);
 my $canary2 = query(q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.ran (tag) VALUES (''canary2'')"}')});
-ok($node->poll_query_until('postgres', "SELECT state = 'succeeded' FROM hasched.job WHERE id = $canary2"),
+ok($node->poll("SELECT state = 'succeeded' FROM hasched.job WHERE id = $canary2"),
 	'a second canary ran after the schedules had time to fire');
 
 for my $a (@attackers)
@@ -164,12 +153,12 @@ my $for_plain = query(
 	  . " VALUES ('sqlq', 'plain', 'plain', 5, 'pending', now(), 1, '1 minute',"
 	  . q{ '{"sql": "INSERT INTO public.ran (tag) VALUES (''for-plain'')"}') RETURNING id});
 query('SELECT hasched._wake_workers()');
-ok($node->poll_query_until('postgres', "SELECT state = 'dead' FROM hasched.job WHERE id = $forged"),
+ok($node->poll("SELECT state = 'dead' FROM hasched.job WHERE id = $forged"),
 	'a job that a role other than its owner wrote, not a superuser, goes dead');
 like(query("SELECT last_error FROM hasched.job WHERE id = $forged"), qr/adm_insert.*not a superuser/,
 	'and says who wrote it for whom');
 is(query("SELECT rolsuper FROM pg_roles WHERE rolname = 'adm_insert'"), 'f', 'its SQL did not run');
-ok($node->poll_query_until('postgres', "SELECT state = 'succeeded' FROM hasched.job WHERE id = $for_plain"),
+ok($node->poll("SELECT state = 'succeeded' FROM hasched.job WHERE id = $for_plain"),
 	'a job a superuser wrote for another role runs');
 is(query(q{SELECT who FROM public.ran WHERE tag = 'for-plain'}), 'plain', "with that role's rights");
 

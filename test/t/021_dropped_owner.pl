@@ -19,25 +19,18 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(sleep time);
+use Time::HiRes qw(sleep);
 
-my $node = PostgreSQL::Test::Cluster->new('dropped');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+my $node = HaschedCluster->primary(
+	'dropped', conf => q{
 hasched.max_executors = 2
 });
-$node->start;
 
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	CREATE TABLE public.runs (tag text, who name DEFAULT current_user, at timestamptz DEFAULT clock_timestamp());
 	GRANT INSERT ON public.runs TO PUBLIC;
@@ -48,31 +41,9 @@ $node->safe_psql(
 	INSERT INTO hasched.tenant (name, tier) VALUES ('rs', 'enterprise'), ('tt', 'enterprise'), ('rj', 'enterprise');
 });
 
-sub query
-{
-	my ($sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
-}
+sub query { my ($sql, @opt) = @_; return $node->query($sql, @opt); }
 
-# Poll until the query returns 't', for at most $secs seconds.
-sub poll_within
-{
-	my ($secs, $sql) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		return 1 if query($sql) eq 't';
-		sleep(0.1);
-	}
-	diag("not true within $secs s: $sql");
-	return 0;
-}
-
-sub as_role
-{
-	my ($role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
+sub as_role { my ($role, $sql) = @_; return $node->query($sql, extra_params => [ '-U', $role ]); }
 
 as_role('rs', q{SELECT hasched.schedule('rs-every', '@every 1 second', 'sqlq',
 	'{"sql": "INSERT INTO public.runs (tag) VALUES (''rs-every'')"}')});
@@ -82,9 +53,9 @@ as_role('rt', q{SELECT hasched.schedule('tt-every', '@every 1 second', 'sqlq',
 my $rj_job = as_role('rj', q{SELECT hasched.submit('sqlq',
 	'{"sql": "INSERT INTO public.runs (tag) VALUES (''rj-job'')"}', run_at => now() + interval '4 seconds')});
 
-ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM public.runs WHERE tag = 'rs-every' AND who = 'rs'"),
+ok($node->poll("SELECT count(*) > 0 FROM public.runs WHERE tag = 'rs-every' AND who = 'rs'"),
 	'the schedule of rs runs, as rs');
-ok($node->poll_query_until('postgres', "SELECT count(*) > 0 FROM public.runs WHERE tag = 'tt-every' AND who = 'rt'"),
+ok($node->poll("SELECT count(*) > 0 FROM public.runs WHERE tag = 'tt-every' AND who = 'rt'"),
 	'the schedule of rt for tenant tt runs, as rt');
 
 # drop the owner of one schedule, the tenant of the other, and rj
@@ -93,9 +64,9 @@ sleep(2.5);
 my $created_at = query(q{CREATE ROLE rs LOGIN; CREATE ROLE tt NOLOGIN; GRANT tt TO rt; CREATE ROLE rj LOGIN;
 	SELECT clock_timestamp()});
 
-ok(poll_within(10, "SELECT NOT active FROM hasched.schedule WHERE name = 'rs-every'"),
+ok($node->poll_within(10, "SELECT NOT active FROM hasched.schedule WHERE name = 'rs-every'"),
 	'the schedule of a dropped owner is deactivated');
-ok(poll_within(10, "SELECT NOT active FROM hasched.schedule WHERE name = 'tt-every'"),
+ok($node->poll_within(10, "SELECT NOT active FROM hasched.schedule WHERE name = 'tt-every'"),
 	'the schedule of a dropped tenant is deactivated');
 is(query(q{SELECT count(*) > 0 FROM hasched.event WHERE detail->>'schedule' = 'rs-every'
 	AND kind = 'schedule_deactivated'}), 't', 'an event says why the schedule of the dropped owner stopped');
@@ -107,7 +78,7 @@ is(query(q{SELECT count(*) > 0 FROM hasched.event WHERE detail->>'schedule' = 't
 query(q{UPDATE hasched.schedule SET active = true, next_run_at = now() WHERE name IN ('rs-every', 'tt-every')});
 query('SELECT hasched._wake_workers()');
 # rj's job is due 4 s after it was submitted; wait until it has ended
-ok(poll_within(30,
+ok($node->poll_within(30,
 	"SELECT state NOT IN ('scheduled', 'pending', 'running', 'failed') FROM hasched.job WHERE id = $rj_job"),
 	'the job of the dropped rj has ended');
 sleep(2);

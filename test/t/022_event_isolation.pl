@@ -19,24 +19,17 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('events');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 16
+my $node = HaschedCluster->primary(
+	'events', conf => q{
 hasched.max_executors = 2
 });
-$node->start;
 
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	INSERT INTO hasched.tier (name, jobs_per_day) VALUES ('nothing', 0);
 	CREATE ROLE acme NOLOGIN;
@@ -47,17 +40,9 @@ $node->safe_psql(
 	INSERT INTO hasched.tenant (name, tier) VALUES ('acme', 'nothing'), ('globex', 'enterprise');
 });
 
-sub query
-{
-	my ($sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
-}
+sub query { my ($sql, @opt) = @_; return $node->query($sql, @opt); }
 
-sub as_role
-{
-	my ($role, $sql) = @_;
-	return $node->safe_psql('postgres', $sql, extra_params => [ '-U', $role ]);
-}
+sub as_role { my ($role, $sql) = @_; return $node->query($sql, extra_params => [ '-U', $role ]); }
 
 as_role('alice', q{SELECT hasched.schedule('acme-secret-report', '@every 1 second', 'sqlq',
 	'{"sql": "SELECT 1"}', tenant => 'acme')});
@@ -65,7 +50,7 @@ as_role('bob', q{SELECT hasched.schedule('globex-report', '@every 1 hour', 'sqlq
 	'{"sql": "SELECT 1"}', tenant => 'globex')});
 query(q{SELECT hasched.set_mode('paused', 'maintenance window'); SELECT hasched.set_mode('normal')});
 
-ok($node->poll_query_until('postgres',
+ok($node->poll(
 	q{SELECT count(*) > 0 FROM hasched.event WHERE kind = 'schedule_refused' AND detail->>'schedule' = 'acme-secret-report'}),
 	"the scheduler recorded the refused runs of acme's schedule");
 like(query(q{SELECT detail->>'detail' FROM hasched.event WHERE detail->>'schedule' = 'acme-secret-report' LIMIT 1}),

@@ -20,26 +20,20 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('quota');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
+my $node = HaschedCluster->primary(
+	'quota', conf => q{
 max_connections = 40
 # a shard per session: sessions that share a shard wait for each other's
 # commit (see quota.c), and these sessions commit only after all have tried
 hasched.quota_shards = 64
 });
-$node->start;
 
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.queue (name) VALUES ('pullq');
 	-- 100 a day, no rate limit: only the daily quota is at stake
 	INSERT INTO hasched.tier (name, jobs_per_day) VALUES ('capped', 100);
@@ -49,11 +43,7 @@ $node->safe_psql(
 	ALTER ROLE alice SET hasched.tenant = 'acme';
 });
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
+sub query { return $node->query($_[0]); }
 
 my $batch = q{SELECT cardinality(hasched.submit_many('pullq', array_fill('{}'::jsonb, ARRAY[10])))};
 
