@@ -301,6 +301,41 @@ CREATE TRIGGER hasched_schedule_owner
 	FOR EACH ROW EXECUTE FUNCTION hasched.owner_trigger();
 
 /*
+ * The transport of a job's queue decides whether an executor runs its
+ * payload's "sql" with its owner's rights.  So a writer that is not a
+ * superuser may not give the sql transport to a queue name under which
+ * another role's jobs wait (by INSERT, or UPDATE of name or transport): it
+ * would make their payloads run as SQL.  Creating an sql queue of one's
+ * own, or any pull queue, is unaffected.
+ */
+CREATE FUNCTION hasched.queue_transport_trigger() RETURNS trigger
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.transport = 'sql'
+	   AND (TG_OP = 'INSERT' OR OLD.transport <> 'sql' OR OLD.name <> NEW.name)
+	   AND NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.oid = current_user::regrole)
+	   AND EXISTS (SELECT 1 FROM hasched.job j
+				    WHERE j.queue = NEW.name AND j.owner <> current_user::regrole
+					  AND j.state IN ('scheduled', 'pending', 'failed'))
+	THEN
+		RAISE EXCEPTION 'permission denied to make "%" an sql queue: jobs of other roles wait in it', NEW.name
+			USING ERRCODE = '42501',
+				  DETAIL = 'An executor runs the "sql" of a job of an sql queue with the rights of the job''s owner; those jobs were not submitted to run as SQL.',
+				  HINT = 'Use a new queue name for SQL jobs, or ask a superuser.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION hasched.queue_transport_trigger() IS
+	'Keeps a writer that is not a superuser from turning a queue where other roles'' jobs wait into an sql queue.';
+REVOKE ALL ON FUNCTION hasched.queue_transport_trigger() FROM PUBLIC;
+CREATE TRIGGER hasched_queue_transport
+	BEFORE INSERT OR UPDATE OF name, transport ON hasched.queue
+	FOR EACH ROW EXECUTE FUNCTION hasched.queue_transport_trigger();
+
+/*
  * Events about a tenant's schedules (a refused run names the tenant and its
  * quota) are that tenant's: other roles see only the events of no tenant
  * (mode changes, failovers).  The schedule events of 0.1.0 are given the

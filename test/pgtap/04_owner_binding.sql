@@ -4,7 +4,8 @@
 -- role that wrote the job: a member of hasched_admin (who may write
 -- hasched.job and hasched.schedule directly) must not be able to name a
 -- superuser, or anyone else, as the owner of a job or schedule, nor change
--- the SQL, the queue or the owner of someone else's job or schedule.
+-- the SQL, the queue or the owner of someone else's job or schedule, nor
+-- turn the queue where someone else's jobs wait into an sql queue.
 -- Jobs and schedules are bound to their roles, not to the roles' names: a
 -- rename keeps them, and a role created later under a dropped one's name
 -- gets nothing of the dropped role's.
@@ -12,7 +13,7 @@
 -- What the executor then runs is proved with the background workers in
 -- test/t/020_owner_escalation.pl and test/t/021_dropped_owner.pl.
 BEGIN;
-SELECT plan(29);
+SELECT plan(35);
 
 CREATE ROLE acme NOLOGIN;
 CREATE ROLE adm LOGIN IN ROLE hasched_admin;
@@ -30,7 +31,7 @@ INSERT INTO ids SELECT 'su:pull', hasched.submit('o_pull', '{"sql": "SELECT 2"}'
 DO $$ BEGIN PERFORM hasched.schedule('su-sched', '@every 1 hour', 'o_sql', '{"sql": "SELECT 3"}'); END $$;
 
 -- ------------------------------------------------------------------------
--- An administrator writing the tables directly (14)
+-- An administrator writing the tables directly (20)
 -- ------------------------------------------------------------------------
 SET ROLE adm;
 SELECT throws_ok(pg_catalog.format(
@@ -83,6 +84,23 @@ SELECT lives_ok($$UPDATE hasched.schedule SET active = false WHERE name = 'su-sc
 	'a member of hasched_admin may still pause any schedule');
 SELECT lives_ok($$UPDATE hasched.schedule SET active = true WHERE name = 'su-sched'$$,
 	'and resume it');
+-- the queue of a waiting job decides whether an executor runs its payload's
+-- SQL: turning the superuser's pull queue into an sql queue would too
+SELECT throws_ok($$UPDATE hasched.queue SET transport = 'sql' WHERE name = 'o_pull'$$,
+	'42501', NULL,
+	'a member of hasched_admin cannot make an sql queue of a queue where another role''s jobs wait');
+SELECT lives_ok($$UPDATE hasched.queue SET name = 'o_pull_old' WHERE name = 'o_pull'$$,
+	'(it may rename that pull queue)');
+SELECT throws_ok($$INSERT INTO hasched.queue (name, transport) VALUES ('o_pull', 'sql')$$,
+	'42501', NULL,
+	'a member of hasched_admin cannot create an sql queue under the name of another role''s waiting jobs');
+SELECT throws_ok($$UPDATE hasched.queue SET name = 'o_pull' WHERE name = 'o_sql'$$,
+	'42501', NULL,
+	'a member of hasched_admin cannot rename an sql queue to the name of another role''s waiting jobs');
+SELECT lives_ok($$INSERT INTO hasched.queue (name, transport) VALUES ('adm_sql', 'sql')$$,
+	'a member of hasched_admin may create an sql queue where no other role''s jobs wait');
+SELECT lives_ok($$UPDATE hasched.queue SET name = 'o_pull' WHERE name = 'o_pull_old'$$,
+	'(and rename the pull queue back)');
 RESET ROLE;
 
 -- ------------------------------------------------------------------------
