@@ -226,6 +226,7 @@ extern bool hs_role_visible(Oid roleid, const char *tenant);
 extern char *hs_role_name(Oid roleid);
 extern char *hs_owner_refusal(Oid owner, Oid submitted_by);
 extern char *hs_schedule_roles_refusal(Oid owner, Oid tenant);
+extern void hs_forget_dropped_roles(void);
 
 /*
  * job_state.c: the state machine, its trigger, and every statement that

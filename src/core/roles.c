@@ -48,6 +48,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -204,6 +205,64 @@ hs_owner_refusal(Oid owner, Oid submitted_by)
 		return psprintf("role \"%s\" wrote the job for role \"%s\" and is not a superuser: a job runs only with its writer's rights",
 						hs_role_name(submitted_by), hs_role_name(owner));
 	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Rows of dropped roles
+ * ------------------------------------------------------------------------ */
+
+/*
+ * A dropped role's OID stays in the rows that named it.  pg_dump writes such
+ * an OID as a number, and a restore into another server would hand the rows
+ * to whichever role has that number there (OIDs are reused).  So the
+ * scheduler rewrites them to OID 0, which no role has: after a role is
+ * dropped (any change of pg_authid sets the flag, and it is set at start),
+ * its jobs, schedules and events name no role.  The schedules are also
+ * deactivated, with an event; the jobs go dead when an executor meets them.
+ */
+static bool roles_changed = true;
+static bool roles_callback_set = false;
+
+static void
+authid_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	roles_changed = true;
+}
+
+#define DROPPED(col) \
+	"(" col " <> 0 AND NOT EXISTS (SELECT 1 FROM pg_authid a WHERE a.oid = " col "))"
+#define OR_ZERO(col) \
+	"CASE WHEN " DROPPED(col) " THEN 0 ELSE " col " END"
+
+/* For the scheduler, inside its transaction and SPI, as a superuser. */
+void
+hs_forget_dropped_roles(void)
+{
+	static const char *const sql[] = {
+		"UPDATE hasched.job j SET tenant = " OR_ZERO("j.tenant") ","
+		" owner = " OR_ZERO("j.owner") ", submitted_by = " OR_ZERO("j.submitted_by")
+		" WHERE " DROPPED("j.tenant") " OR " DROPPED("j.owner") " OR " DROPPED("j.submitted_by"),
+		"WITH d AS (UPDATE hasched.schedule s SET active = false,"
+		"   tenant = " OR_ZERO("s.tenant") ", owner = " OR_ZERO("s.owner")
+		"   WHERE " DROPPED("s.tenant") " OR " DROPPED("s.owner")
+		"   RETURNING s.name, s.tenant)"
+		" INSERT INTO hasched.event (kind, detail, tenant)"
+		" SELECT 'schedule_deactivated', jsonb_build_object('schedule', d.name,"
+		"   'detail', 'its owner or tenant role was dropped'), d.tenant FROM d",
+		"UPDATE hasched.event e SET tenant = 0 WHERE " DROPPED("e.tenant"),
+	};
+
+	if (!roles_callback_set)
+	{
+		CacheRegisterSyscacheCallback(AUTHOID, authid_changed, (Datum) 0);
+		roles_callback_set = true;
+	}
+	if (!roles_changed)
+		return;
+	roles_changed = false;
+	for (int i = 0; i < lengthof(sql); i++)
+		if (SPI_execute(sql[i], false, 0) < 0)
+			elog(ERROR, "hasched: forgetting dropped roles failed");
 }
 
 /* ------------------------------------------------------------------------

@@ -473,6 +473,8 @@ primary_tick(bool *became_primary)
 			become_primary();
 			*became_primary = true;
 		}
+		/* rows of roles dropped since the last round name no role */
+		hs_forget_dropped_roles();
 		now = GetCurrentTimestamp();
 		next = hs_fire_due_schedules(now);
 		(void) hs_requeue_expired();

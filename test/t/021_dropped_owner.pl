@@ -12,7 +12,10 @@
 #     the schedule's SQL, not even when it is made active again;
 #   - the same for a schedule whose tenant role was dropped;
 #   - a job submitted by a role that is dropped before the job runs does not
-#     run as the role later created under that name.
+#     run as the role later created under that name;
+#   - soon after the drop, the rows of the dropped roles name no role (OID
+#     0), so that a dump restored elsewhere cannot give them to a role that
+#     has the dropped OID there.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/021_dropped_owner.pl
@@ -64,6 +67,15 @@ sleep(2.5);
 my $created_at = query(q{CREATE ROLE rs LOGIN; CREATE ROLE tt NOLOGIN; GRANT tt TO rt; CREATE ROLE rj LOGIN;
 	SELECT clock_timestamp()});
 
+# the scheduler rewrites a dropped role's OID to 0 (no role): pg_dump would
+# write the dropped OID as a number, and a restore into another server would
+# give the rows to whichever role has that number there
+ok($node->poll_within(10, "SELECT owner::oid = 0 AND tenant::oid = 0 AND submitted_by::oid = 0"
+	  . " FROM hasched.job WHERE id = $rj_job"),
+	'the waiting job of a dropped role names no role (OID 0) soon after the drop');
+is(query(q{SELECT string_agg(name || ' ' || owner::text || ' ' || tenant::text, ', ' ORDER BY name)
+	FROM hasched.schedule WHERE name IN ('rs-every', 'tt-every')}), 'rs-every - -, tt-every rt -',
+	'the schedules of a dropped owner and of a dropped tenant name no such role (regrole shows "-")');
 ok($node->poll_within(10, "SELECT NOT active FROM hasched.schedule WHERE name = 'rs-every'"),
 	'the schedule of a dropped owner is deactivated');
 ok($node->poll_within(10, "SELECT NOT active FROM hasched.schedule WHERE name = 'tt-every'"),
