@@ -78,7 +78,7 @@ SELECT try(format($$UPDATE hasched.job SET state = 'succeeded' WHERE id = %s RET
 CREATE ROLE hs_admin NOLOGIN IN ROLE hasched_admin;
 SET ROLE hs_admin;
 SELECT try($$INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
-             VALUES ('mail', 'hs_acme', 'hs_acme', 5, 'running', now(), 1, '1 minute', '{}') RETURNING id$$);
+             VALUES ('mail', 'hs_acme', 'hs_admin', 5, 'running', now(), 1, '1 minute', '{}') RETURNING id$$);
 RESET ROLE;
 SELECT state FROM hasched.job WHERE id = :j1;
 

@@ -338,7 +338,11 @@ hasched_owner_trigger(PG_FUNCTION_ARGS)
 
 	free_hand = superuser() || writer == rel->rd_rel->relowner;
 
-	/* an owner left out is the writer; so is a writer left out */
+	/*
+	 * An owner left out is the writer.  A superuser's row without a writer
+	 * (submitted_by) counts as written by its owner: so are the jobs of a
+	 * dump of 0.1.0, which had no such column, when pg_restore copies them.
+	 */
 	owner = DatumGetObjectId(heap_getattr(newtup, owner_att, desc, &isnull));
 	if (isnull)
 	{
@@ -352,7 +356,7 @@ hasched_owner_trigger(PG_FUNCTION_ARGS)
 		if (isnull && free_hand)
 		{
 			cols[ncols] = by_att;
-			vals[ncols++] = ObjectIdGetDatum(writer);
+			vals[ncols++] = ObjectIdGetDatum(owner);
 		}
 	}
 
