@@ -75,6 +75,7 @@ use warnings;
 
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use FindBin;
 use File::Copy qw(copy);
 use File::Path qw(make_path rmtree);
 use File::Temp ();
@@ -102,6 +103,8 @@ BEGIN
 	$ENV{TESTDIR} = $TMP;
 	delete @ENV{qw(PGHOST PGHOSTADDR PGPORT PGDATABASE PGOPTIONS PGSERVICE)};
 }
+use lib "$FindBin::Bin/../test/perl";
+use HaschedCluster;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils ();
 use IPC::Run ();
@@ -262,9 +265,8 @@ sub ratio
 }
 
 # --------------------------------------------------------------------------
-# servers: PostgreSQL::Test::Cluster through these few subs, so that the
-# shared harness (test/perl/HaschedCluster.pm: ->primary, ->standby,
-# ->postmaster_pid) can replace them.  Every node runs as the current user
+# servers: through test/perl/HaschedCluster.pm, the harness the tests and
+# the demo use (on PostgreSQL::Test::Cluster).  Every node runs as the current user
 # with the superuser "bench"; %PID holds each running postmaster's pid, so
 # that END can stop it by its pid whatever happened.
 # --------------------------------------------------------------------------
@@ -277,27 +279,26 @@ my (@NODES, %PID);
 sub node_primary
 {
 	my ($name, %opt) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init(
-		extra            => [ '-U', $DB, '-E', 'UTF8', '--locale=C' ],
-		allows_streaming => $opt{streaming} ? 1 : 0);
-	$node->append_conf('postgresql.conf', server_conf(%opt));
+	my $node = HaschedCluster->primary(
+		$name,
+		db        => $DB,
+		extension => 0,    # setup.sql creates it, in the bench database
+		streaming => $opt{streaming} ? 1 : 0,
+		initdb    => [ '-U', $DB, '-E', 'UTF8', '--locale=C' ],
+		conf      => server_conf(%opt));
 	push @NODES, $node;
-	node_start($node);
+	$PID{ $node->name } = node_pid($node);
 	$node->safe_psql('postgres', "CREATE DATABASE $DB");
 	psql_script(slurp("$HERE/setup.sql"), $node);
 	return $node;
 }
 
-# A streaming standby of $primary, cloned with pg_basebackup, started.
 sub node_standby
 {
 	my ($primary, $name) = @_;
-	$primary->backup("for_$name");
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init_from_backup($primary, "for_$name", has_streaming => 1);
+	my $node = HaschedCluster->standby($primary, $name);
 	push @NODES, $node;
-	node_start($node);
+	$PID{ $node->name } = node_pid($node);
 	return $node;
 }
 

@@ -62,9 +62,11 @@ if ! id -u "$os_user" >/dev/null 2>&1; then
 fi
 copy=$(mktemp -d /tmp/hasched-bench-src.XXXXXX)
 trap 'rm -rf "$copy"' EXIT
-cp "$here"/bench.pl "$here"/setup.sql "$here"/*.pgbench "$copy/"
+mkdir -p "$copy/bench" "$copy/test/perl"
+cp "$here"/bench.pl "$here"/setup.sql "$here"/*.pgbench "$copy/bench/"
+cp "$here"/../test/perl/*.pm "$copy/test/perl/"
 chown -R "$os_user:" "$copy" "$out"
-chmod 755 "$copy"
+chmod -R a+rX "$copy"
 vars=()
 while IFS= read -r v; do
     vars+=("$v=${!v}")
@@ -72,7 +74,7 @@ done < <(compgen -e | grep -E '^(BENCH_|PG_CONFIG$)')
 # In the background, so that a signal here is handled at once: SIGTERM goes
 # to bench.pl itself (runuser would SIGKILL it 2 s after passing a SIGTERM
 # on), which stops its servers by their pids and exits; runuser follows.
-runuser -u "$os_user" -- env TMPDIR=/tmp "${vars[@]}" perl "$copy/bench.pl" &
+runuser -u "$os_user" -- env TMPDIR=/tmp "${vars[@]}" perl "$copy/bench/bench.pl" &
 child=$!
 stop_bench() {
     local p
