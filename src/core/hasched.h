@@ -196,7 +196,6 @@ typedef struct HsPrivileged
 {
 	Oid			save_userid;
 	int			save_sec_context;
-	int			guc_nest_level;
 } HsPrivileged;
 
 extern void hs_plan_for_queues(GucAction action);

@@ -255,10 +255,22 @@ hs_define_settings(void)
 	MarkGUCPrefixReserved("hasched");
 }
 
-/* Make the current transaction commit at hasched.submit_synchronous_commit. */
+/*
+ * Make the current transaction commit at hasched.submit_synchronous_commit
+ * (nothing to do when synchronous_commit already says so: the usual case).
+ */
 void
 hs_force_submit_commit_level(void)
 {
+	/* the SyncCommitLevel of each entry of commit_levels */
+	static const int levels[] = {
+		SYNCHRONOUS_COMMIT_ON, SYNCHRONOUS_COMMIT_REMOTE_APPLY,
+		SYNCHRONOUS_COMMIT_REMOTE_WRITE, SYNCHRONOUS_COMMIT_LOCAL_FLUSH,
+		SYNCHRONOUS_COMMIT_OFF
+	};
+
+	if (synchronous_commit == levels[hs_submit_synchronous_commit])
+		return;
 	(void) set_config_option("synchronous_commit",
 							 commit_levels[hs_submit_synchronous_commit].name,
 							 PGC_USERSET, PGC_S_SESSION,

@@ -13,64 +13,62 @@
 
 #include <ctype.h>
 
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "common/int.h"
+#include "jit/jit.h"
 #include "miscadmin.h"
+#include "optimizer/cost.h"
+#include "optimizer/optimizer.h"
+#include "optimizer/planner.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "core/hasched.h"
 
-/*
- * The role that owns the hasched schema: the SQL API runs its statements as
- * that role, after checking what the caller may do.
- */
-static Oid
-extension_owner(void)
+/* ------------------------------------------------------------------------
+ * Running hasched's statements as the extension owner
+ *
+ * The SQL API checks what the caller may do, then runs its statements as
+ * the role that owns the hasched schema, with only pg_catalog on the search
+ * path, and plans them with sequential scans (and JIT) off.  This happens
+ * around every API call, so it avoids the GUC machinery, which costs a
+ * submit more than a tenth of its time:
+ *  - the search path is pushed as an override (PushOverrideSearchPath, as
+ *    in PostgreSQL 15 and 16): no GUC is set, and the session's own path is
+ *    neither recomputed under the owner's role nor after the call;
+ *  - enable_seqscan and jit only matter when a statement is planned, which
+ *    for hasched's kept plans is rare: a planner hook turns them off while
+ *    a privileged section is open (privileged_levels below);
+ *  - the owner's OID is kept until pg_namespace changes.
+ * An error in a section is cleaned up by the (sub)transaction abort, which
+ * restores the user and pops the search path; the transaction callbacks
+ * below forget the sections it ended.
+ * ------------------------------------------------------------------------ */
+
+static OverrideSearchPath catalog_only = {NIL, true, false, 0};
+
+static Oid	owner_oid = InvalidOid;
+
+/* the transaction nest level of each open privileged section, innermost last */
+#define MAX_PRIVILEGED_DEPTH 64
+static int	privileged_levels[MAX_PRIVILEGED_DEPTH];
+static int	privileged_depth = 0;
+
+static bool privileged_initialized = false;
+static planner_hook_type prev_planner_hook = NULL;
+
+static void
+owner_inval(Datum arg, int cacheid, uint32 hashvalue)
 {
-	Oid			nspid = get_namespace_oid("hasched", false);
-	HeapTuple	tup;
-	Oid			owner;
-
-	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for namespace %u", nspid);
-	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
- * Become the extension owner with search_path pinned to pg_catalog, until
- * hs_privileged_leave().  An error in between is cleaned up by the
- * (sub)transaction abort, which restores both.
- */
-void
-hs_privileged_enter(HsPrivileged *priv)
-{
-	Oid			owner = extension_owner();
-
-	GetUserIdAndSecContext(&priv->save_userid, &priv->save_sec_context);
-	priv->guc_nest_level = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	hs_plan_for_queues(GUC_ACTION_SAVE);
-	SetUserIdAndSecContext(owner,
-						   priv->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-}
-
-void
-hs_privileged_leave(HsPrivileged *priv)
-{
-	SetUserIdAndSecContext(priv->save_userid, priv->save_sec_context);
-	AtEOXact_GUC(true, priv->guc_nest_level);
+	owner_oid = InvalidOid;
 }
 
 /*
@@ -79,8 +77,123 @@ hs_privileged_leave(HsPrivileged *priv)
  * job table was small would scan all of it once it is large (a full scan of
  * hasched.job per scheduler round was seen in a benchmark).  Every one of
  * them has an index that fits.  (JIT goes off with it: the cost of a
- * disabled scan would pass jit_above_cost.)  The executors turn both back to
- * their reset values around the SQL of jobs.
+ * disabled scan would pass jit_above_cost.)  The two settings are only
+ * changed for the duration of the planning.
+ */
+static PlannedStmt *
+privileged_planner(Query *parse, const char *query_string, int cursorOptions,
+				   ParamListInfo boundParams)
+{
+	PlannedStmt *result;
+	bool		save_seqscan = enable_seqscan;
+	bool		save_jit = jit_enabled;
+
+	if (privileged_depth == 0)
+		return prev_planner_hook ?
+			prev_planner_hook(parse, query_string, cursorOptions, boundParams) :
+			standard_planner(parse, query_string, cursorOptions, boundParams);
+
+	enable_seqscan = false;
+	jit_enabled = false;
+	PG_TRY();
+	{
+		result = prev_planner_hook ?
+			prev_planner_hook(parse, query_string, cursorOptions, boundParams) :
+			standard_planner(parse, query_string, cursorOptions, boundParams);
+	}
+	PG_FINALLY();
+	{
+		enable_seqscan = save_seqscan;
+		jit_enabled = save_jit;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static void
+privileged_xact_callback(XactEvent event, void *arg)
+{
+	privileged_depth = 0;
+}
+
+static void
+privileged_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	while (privileged_depth > 0 && privileged_levels[privileged_depth - 1] >= level)
+		privileged_depth--;
+}
+
+static void
+privileged_init(void)
+{
+	CacheRegisterSyscacheCallback(NAMESPACEOID, owner_inval, (Datum) 0);
+	RegisterXactCallback(privileged_xact_callback, NULL);
+	RegisterSubXactCallback(privileged_subxact_callback, NULL);
+	prev_planner_hook = planner_hook;
+	planner_hook = privileged_planner;
+	privileged_initialized = true;
+}
+
+/*
+ * The role that owns the hasched schema: the SQL API runs its statements as
+ * that role, after checking what the caller may do.
+ */
+static Oid
+extension_owner(void)
+{
+	Oid			nspid;
+	HeapTuple	tup;
+
+	if (OidIsValid(owner_oid))
+		return owner_oid;
+	nspid = get_namespace_oid("hasched", false);
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nspid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nspid);
+	owner_oid = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner_oid;
+}
+
+/*
+ * Become the extension owner with only pg_catalog on the search path, until
+ * hs_privileged_leave() at the same transaction nest level.
+ */
+void
+hs_privileged_enter(HsPrivileged *priv)
+{
+	Oid			owner;
+
+	if (!privileged_initialized)
+		privileged_init();
+	if (privileged_depth >= MAX_PRIVILEGED_DEPTH)
+		elog(ERROR, "hasched: privileged sections nested too deeply");
+	owner = extension_owner();
+	GetUserIdAndSecContext(&priv->save_userid, &priv->save_sec_context);
+	PushOverrideSearchPath(&catalog_only);
+	privileged_levels[privileged_depth++] = GetCurrentTransactionNestLevel();
+	SetUserIdAndSecContext(owner,
+						   priv->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+hs_privileged_leave(HsPrivileged *priv)
+{
+	SetUserIdAndSecContext(priv->save_userid, priv->save_sec_context);
+	if (privileged_depth > 0)
+		privileged_depth--;
+	PopOverrideSearchPath();
+}
+
+/*
+ * For the background workers, whose every statement is hasched's: plan
+ * with sequential scans and JIT off for the whole session (the executors
+ * turn both back to their reset values around the SQL of jobs).
  */
 void
 hs_plan_for_queues(GucAction action)
