@@ -67,6 +67,7 @@ static HTAB *cursor_hash = NULL;
 
 /* this backend's registration state */
 static bool writer_registered = false;
+static TimestampTz writer_since = 0;	/* when it registered */
 #define MAX_NOTED_QUEUES 8
 static char noted_queues[MAX_NOTED_QUEUES][HS_QUEUE_NAME_MAX];
 static int	n_noted_queues = 0;
@@ -164,16 +165,24 @@ hs_claim_note_locked(const char *queue)
 		noted_overflow = true;
 }
 
-/* Register this transaction as one that makes jobs claimable. */
-void
+/*
+ * Register this transaction as one that makes jobs claimable.  Returns the
+ * time it registered at (now, when there is no registry): the run_at of the
+ * jobs it makes claimable must not be before it.
+ */
+TimestampTz
 hs_writer_note(void)
 {
-	if (writer_registered || hs_shared == NULL || MyProc == NULL)
-		return;
+	if (writer_registered)
+		return writer_since;
+	if (hs_shared == NULL || MyProc == NULL)
+		return GetCurrentTimestamp();
+	writer_since = GetCurrentTimestamp();
 	pg_atomic_write_u64(&hs_shared->writer_since[MyProc->pgprocno],
-						(uint64) GetCurrentTimestamp());
+						(uint64) writer_since);
 	pg_memory_barrier();
 	writer_registered = true;
+	return writer_since;
 }
 
 static void

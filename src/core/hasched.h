@@ -262,7 +262,7 @@ extern void hs_retry_job(int64 job_id, Oid caller);
 extern uint64 hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 							Interval *lease, const char *transport,
 							bool lease_plus_timeout);
-extern void hs_writer_note(void);
+extern TimestampTz hs_writer_note(void);
 extern void hs_claim_note_locked(const char *queue);
 extern void hs_claim_xact_end(bool committed);
 extern void hs_claim_subxact_abort(void);

@@ -23,6 +23,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -116,15 +117,63 @@ state_from_datum(Oid typoid, Datum value)
 	return HS_STATE_PENDING;	/* keep compiler quiet */
 }
 
+/*
+ * The attribute numbers of the columns the trigger reads, found by name once
+ * per tuple descriptor (and checked by name at every use, so a changed
+ * table is never read by stale numbers).
+ */
+typedef enum JobAtt
+{
+	ATT_ID, ATT_QUEUE, ATT_PRIORITY, ATT_STATE, ATT_RUN_AT, ATT_ATTEMPT,
+	ATT_MAX_ATTEMPTS, ATT_TIMEOUT, NUM_JOB_ATTS
+} JobAtt;
+
+static const char *const job_att_names[NUM_JOB_ATTS] = {
+	"id", "queue", "priority", "state", "run_at", "attempt", "max_attempts", "timeout"
+};
+
+static TupleDesc job_atts_desc = NULL;
+static int	job_atts[NUM_JOB_ATTS];
+
+static const int *
+job_attnums(TupleDesc tupdesc)
+{
+	bool		valid = tupdesc == job_atts_desc;
+
+	for (int i = 0; i < NUM_JOB_ATTS && valid; i++)
+	{
+		Form_pg_attribute att;
+
+		valid = job_atts[i] <= tupdesc->natts;
+		if (!valid)
+			break;
+		att = TupleDescAttr(tupdesc, job_atts[i] - 1);
+		valid = !att->attisdropped &&
+			strcmp(NameStr(att->attname), job_att_names[i]) == 0;
+	}
+	if (!valid)
+	{
+		for (int i = 0; i < NUM_JOB_ATTS; i++)
+		{
+			job_atts[i] = SPI_fnumber(tupdesc, job_att_names[i]);
+			if (job_atts[i] <= 0)
+				elog(ERROR, "hasched_job_state_trigger: table has no column %s",
+					 job_att_names[i]);
+		}
+		job_atts_desc = tupdesc;
+	}
+	return job_atts;
+}
+
 /* The ranges a job's numbers must keep (CHECK constraints, done here). */
 static void
-check_job_ranges(TupleDesc tupdesc, HeapTuple tup)
+check_job_ranges(TupleTableSlot *slot, const int *atts)
 {
 	bool		isnull;
-	int16		priority = DatumGetInt16(heap_getattr(tup, SPI_fnumber(tupdesc, "priority"), tupdesc, &isnull));
-	int32		attempt = DatumGetInt32(heap_getattr(tup, SPI_fnumber(tupdesc, "attempt"), tupdesc, &isnull));
-	int32		max_attempts = DatumGetInt32(heap_getattr(tup, SPI_fnumber(tupdesc, "max_attempts"), tupdesc, &isnull));
-	Interval   *timeout = DatumGetIntervalP(heap_getattr(tup, SPI_fnumber(tupdesc, "timeout"), tupdesc, &isnull));
+	int16		priority = DatumGetInt16(slot_getattr(slot, atts[ATT_PRIORITY], &isnull));
+	int32		attempt = DatumGetInt32(slot_getattr(slot, atts[ATT_ATTEMPT], &isnull));
+	int32		max_attempts = DatumGetInt32(slot_getattr(slot, atts[ATT_MAX_ATTEMPTS], &isnull));
+	Datum		timeout = slot_getattr(slot, atts[ATT_TIMEOUT], &isnull);
 
 	if (priority < HS_PRIORITY_MIN || priority > HS_PRIORITY_MAX)
 		ereport(ERROR,
@@ -135,7 +184,7 @@ check_job_ranges(TupleDesc tupdesc, HeapTuple tup)
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("job attempt must be at least 0 and max_attempts at least 1, not %d and %d",
 						attempt, max_attempts)));
-	if (isnull || hs_interval_usec(timeout) <= 0)
+	if (isnull || hs_interval_usec(DatumGetIntervalP(timeout)) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("job timeout must be positive")));
@@ -162,16 +211,19 @@ insert_as_restored(void)
 	return superuser() && !InLocalUserIdChange() && !InSecurityRestrictedOperation();
 }
 
+/*
+ * The columns are read from the trigger's slots, which deform the tuple
+ * once for all of them.
+ */
 Datum
 hasched_job_state_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	TupleDesc	tupdesc;
+	const int  *atts;
 	HeapTuple	newtup;
-	int			state_att;
-	int			run_at_att;
-	int			id_att;
-	int			queue_att;
+	TupleTableSlot *newslot;
+	Oid			state_type;
 	bool		isnull;
 	HsJobState	to;
 	bool		becomes_claimable;
@@ -183,19 +235,22 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 		elog(ERROR, "hasched_job_state_trigger: must be fired before, for each row");
 
 	tupdesc = trigdata->tg_relation->rd_att;
-	state_att = SPI_fnumber(tupdesc, "state");
-	run_at_att = SPI_fnumber(tupdesc, "run_at");
-	id_att = SPI_fnumber(tupdesc, "id");
-	queue_att = SPI_fnumber(tupdesc, "queue");
-	if (state_att <= 0 || run_at_att <= 0 || id_att <= 0 || queue_att <= 0)
-		elog(ERROR, "hasched_job_state_trigger: table has no state, run_at, id or queue column");
+	atts = job_attnums(tupdesc);
+	state_type = TupleDescAttr(tupdesc, atts[ATT_STATE] - 1)->atttypid;
 
-	newtup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		newtup = trigdata->tg_newtuple;
+		newslot = trigdata->tg_newslot;
+	}
+	else
+	{
+		newtup = trigdata->tg_trigtuple;
+		newslot = trigdata->tg_trigslot;
+	}
 
-	to = state_from_datum(TupleDescAttr(tupdesc, state_att - 1)->atttypid,
-						  heap_getattr(newtup, state_att, tupdesc, &isnull));
-	check_job_ranges(tupdesc, newtup);
+	to = state_from_datum(state_type, slot_getattr(newslot, atts[ATT_STATE], &isnull));
+	check_job_ranges(newslot, atts);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
@@ -209,24 +264,23 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		HeapTuple	oldtup = trigdata->tg_trigtuple;
+		TupleTableSlot *oldslot = trigdata->tg_trigslot;
 		HsJobState	from;
 		bool		run_at_changed;
 		Datum		old_run_at;
 		Datum		new_run_at;
 
-		from = state_from_datum(TupleDescAttr(tupdesc, state_att - 1)->atttypid,
-								heap_getattr(oldtup, state_att, tupdesc, &isnull));
+		from = state_from_datum(state_type, slot_getattr(oldslot, atts[ATT_STATE], &isnull));
 		if (from != to && !hs_transition_allowed(from, to))
 			ereport(ERROR,
 					(errcode(HS_ERRCODE_INVALID_TRANSITION),
 					 errmsg("job %lld cannot go from %s to %s",
-							(long long) DatumGetInt64(heap_getattr(oldtup, id_att, tupdesc, &isnull)),
+							(long long) DatumGetInt64(slot_getattr(oldslot, atts[ATT_ID], &isnull)),
 							hs_state_name(from), hs_state_name(to)),
 					 errdetail("That transition is not in the hasched job state machine.")));
 
-		old_run_at = heap_getattr(oldtup, run_at_att, tupdesc, &isnull);
-		new_run_at = heap_getattr(newtup, run_at_att, tupdesc, &isnull);
+		old_run_at = slot_getattr(oldslot, atts[ATT_RUN_AT], &isnull);
+		new_run_at = slot_getattr(newslot, atts[ATT_RUN_AT], &isnull);
 		run_at_changed = DatumGetTimestampTz(old_run_at) != DatumGetTimestampTz(new_run_at);
 		becomes_claimable = hs_state_is_waiting(to) &&
 			(!hs_state_is_waiting(from) || run_at_changed);
@@ -236,28 +290,30 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 
 	/*
 	 * A job that becomes claimable: register this transaction as a writer
-	 * first, then make sure run_at is not before now.  Claim cursors rely
-	 * on both (see claim.c).  A restored row keeps its run_at (see
+	 * first, then make sure run_at is not before the time it registered
+	 * (if it is, it becomes now).  Claim cursors rely on both (see
+	 * claim.c).  A submit computes run_at after registering, so its rows
+	 * need no change here.  A restored row keeps its run_at (see
 	 * insert_as_restored).
 	 */
 	if (becomes_claimable)
 	{
 		TimestampTz run_at;
-		TimestampTz now;
+		TimestampTz since;
 
-		hs_writer_note();
-		now = GetCurrentTimestamp();
-		run_at = DatumGetTimestampTz(heap_getattr(newtup, run_at_att, tupdesc, &isnull));
-		if (run_at < now && !as_given)
+		since = hs_writer_note();
+		run_at = DatumGetTimestampTz(slot_getattr(newslot, atts[ATT_RUN_AT], &isnull));
+		if (run_at < since && !as_given)
 		{
-			int			cols[1] = {run_at_att};
+			TimestampTz now = GetCurrentTimestamp();
+			int			cols[1] = {atts[ATT_RUN_AT]};
 			Datum		vals[1] = {TimestampTzGetDatum(now)};
 			bool		nulls[1] = {false};
 
 			newtup = heap_modify_tuple_by_cols(newtup, tupdesc, 1, cols, vals, nulls);
 			run_at = now;
 		}
-		hs_note_claimable(heap_getattr(newtup, queue_att, tupdesc, &isnull), run_at);
+		hs_note_claimable(slot_getattr(newslot, atts[ATT_QUEUE], &isnull), run_at);
 	}
 
 	return PointerGetDatum(newtup);
