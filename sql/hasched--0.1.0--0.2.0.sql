@@ -394,3 +394,115 @@ GRANT EXECUTE ON FUNCTION hasched.tenant_visible(regrole) TO PUBLIC;
  * hasched role can run).
  */
 GRANT USAGE ON SCHEMA hasched TO PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Submit as cheap as an INSERT (issue 6): each session caches what a
+ * submit reads from queue, tenant, tier and state, emptied by a trigger on
+ * each; the day's quota use is counted in shared memory and recorded by
+ * the job table itself (src/core/submit.c, src/core/quota.c)
+ * ------------------------------------------------------------------------ */
+
+-- A committed change of queue, tenant, tier or state empties every
+-- session's cache of what a submit reads from them.
+CREATE FUNCTION hasched.config_changed() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'hasched_config_changed';
+COMMENT ON FUNCTION hasched.config_changed() IS
+	'Internal: once the writing transaction commits, every session reads hasched.queue, hasched.tenant, hasched.tier and hasched.state afresh at its next submit.';
+CREATE TRIGGER hasched_config_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hasched.queue
+	FOR EACH STATEMENT EXECUTE FUNCTION hasched.config_changed();
+CREATE TRIGGER hasched_config_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hasched.tenant
+	FOR EACH STATEMENT EXECUTE FUNCTION hasched.config_changed();
+CREATE TRIGGER hasched_config_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hasched.tier
+	FOR EACH STATEMENT EXECUTE FUNCTION hasched.config_changed();
+CREATE TRIGGER hasched_config_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON hasched.state
+	FOR EACH STATEMENT EXECUTE FUNCTION hasched.config_changed();
+
+-- A tenant's use of a day is its jobs created that day: the ones still in
+-- hasched.job, plus the ones deleted since, which this trigger adds to
+-- hasched.quota_use (history pruning deletes finished jobs).
+CREATE FUNCTION hasched.count_deleted_jobs() RETURNS trigger
+	LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	INSERT INTO hasched.quota_use AS u (tenant, day, shard, used)
+	SELECT pg_get_userbyid(d.tenant), (d.created_at AT TIME ZONE 'UTC')::date, 0, count(*)
+	  FROM deleted_jobs d
+	 WHERE d.created_at >= (((now() AT TIME ZONE 'UTC')::date - 1)::timestamp AT TIME ZONE 'UTC')
+	   AND d.tenant <> 0::oid::regrole
+	 GROUP BY 1, 2
+	ON CONFLICT (tenant, day, shard) DO UPDATE SET used = u.used + excluded.used;
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION hasched.count_deleted_jobs() IS
+	'Internal: keeps the jobs of today and yesterday that are deleted from hasched.job counted in hasched.quota_use.';
+CREATE TRIGGER hasched_job_deleted
+	AFTER DELETE ON hasched.job REFERENCING OLD TABLE AS deleted_jobs
+	FOR EACH STATEMENT EXECUTE FUNCTION hasched.count_deleted_jobs();
+
+COMMENT ON TABLE hasched.quota_use IS
+	'Jobs deleted from hasched.job, per tenant and UTC day of their creation. A tenant''s use of a day is its jobs of that day still in hasched.job plus these.';
+
+-- 0.1.0 counted every accepted job here: keep only those no longer in hasched.job.
+UPDATE hasched.quota_use u
+   SET used = CASE WHEN u.shard = c.first_shard THEN greatest(c.used - c.present, 0) ELSE 0 END
+  FROM (SELECT q.tenant, q.day, sum(q.used) AS used, min(q.shard) AS first_shard,
+			   (SELECT count(*) FROM hasched.job j
+				 WHERE j.tenant = pg_catalog.to_regrole(pg_catalog.quote_ident(q.tenant))
+				   AND j.created_at >= (q.day::timestamp AT TIME ZONE 'UTC')
+				   AND j.created_at < ((q.day + 1)::timestamp AT TIME ZONE 'UTC')) AS present
+		  FROM hasched.quota_use q GROUP BY q.tenant, q.day) c
+ WHERE u.tenant = c.tenant AND u.day = c.day;
+DELETE FROM hasched.quota_use WHERE used = 0;
+
+-- The visible tenants with jobs today and their use: a skip scan of the
+-- tenants of hasched.job, then one index range per tenant.
+CREATE FUNCTION hasched.tenant_use_today() RETURNS TABLE (tenant name, used bigint)
+	LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+	WITH RECURSIVE t(tenant) AS (
+		(SELECT j.tenant FROM hasched.job j ORDER BY j.tenant LIMIT 1)
+		UNION ALL
+		SELECT (SELECT j.tenant FROM hasched.job j WHERE j.tenant > t.tenant
+				 ORDER BY j.tenant LIMIT 1)
+		  FROM t WHERE t.tenant IS NOT NULL),
+	day AS (SELECT (now() AT TIME ZONE 'UTC')::date AS d),
+	n AS (SELECT pg_get_userbyid(t.tenant) AS tenant FROM t
+		   WHERE t.tenant IS NOT NULL AND t.tenant <> 0::oid::regrole
+		  UNION
+		  SELECT u.tenant FROM hasched.quota_use u, day WHERE u.day = day.d),
+	c AS (SELECT n.tenant,
+				 coalesce((SELECT sum(u.used) FROM hasched.quota_use u, day
+						    WHERE u.tenant = n.tenant AND u.day = day.d), 0)::bigint
+				 + (SELECT count(*) FROM hasched.job j, day
+					 WHERE j.tenant = to_regrole(quote_ident(n.tenant))
+					   AND j.created_at >= (day.d::timestamp AT TIME ZONE 'UTC')
+					   AND j.created_at < ((day.d + 1)::timestamp AT TIME ZONE 'UTC')) AS used
+			FROM n WHERE hasched.tenant_visible(n.tenant))
+	SELECT c.tenant, c.used FROM c WHERE c.used > 0
+$$;
+COMMENT ON FUNCTION hasched.tenant_use_today() IS
+	'The tenants you may see that have jobs today (UTC), with their use: jobs created today, deleted ones included.';
+
+CREATE OR REPLACE VIEW hasched.tenants WITH (security_invoker = true) AS
+WITH u AS (SELECT * FROM hasched.tenant_use_today())
+SELECT r.rolname AS tenant,
+	   coalesce(t.tier, pg_catalog.current_setting('hasched.default_tier')) AS tier,
+	   coalesce(t.jobs_per_day, tr.jobs_per_day) AS jobs_per_day,
+	   coalesce(u.used, 0)::bigint AS used_today,
+	   coalesce(t.rate_per_second, tr.rate_per_second) AS rate_per_second,
+	   coalesce(t.burst, tr.burst) AS burst
+  FROM (SELECT name AS rolname FROM hasched.tenant
+		UNION
+		SELECT u.tenant FROM u) r
+  LEFT JOIN u ON u.tenant = r.rolname
+  LEFT JOIN hasched.tenant t ON t.name = r.rolname
+  LEFT JOIN hasched.tier tr ON tr.name = coalesce(t.tier, pg_catalog.current_setting('hasched.default_tier'))
+ WHERE hasched.tenant_visible(r.rolname);
+
+REVOKE ALL ON FUNCTION hasched.config_changed(), hasched.count_deleted_jobs(),
+	hasched.tenant_use_today() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.tenant_use_today()
+	TO hasched_submitter, hasched_worker, hasched_admin;

@@ -29,7 +29,8 @@ SELECT regexp_replace(try($$SELECT hasched.submit('default', '{}')$$), 'Retry in
 SELECT try($$SELECT hasched.submit_many('default', ARRAY['{}', '{}', '{}']::jsonb[])$$);
 SELECT count(*) FROM hasched.job WHERE tenant = 'hs_slow'::regrole;
 
--- quotas off: nothing is counted or refused
+-- quotas off: nothing is refused (the jobs still count as the tenant's use
+-- of the day: they are in hasched.job)
 SET hasched.enforce_quotas = off;
 SELECT count(*) FROM (SELECT hasched.submit('default', '{}') FROM generate_series(1, 4)) s;
 RESET hasched.enforce_quotas;
@@ -49,6 +50,29 @@ RESET hasched.default_tier;
 SELECT tenant, tier, jobs_per_day, used_today, rate_per_second, burst FROM hasched.tenants
  WHERE tenant IN ('hs_tiny', 'hs_slow', 'hs_free') ORDER BY tenant;
 
--- use is spread over shards, one per backend slot
-SELECT count(DISTINCT shard) >= 1 AS sharded, sum(used) AS total FROM hasched.quota_use WHERE tenant = 'hs_free';
+-- the day's use is the tenant's jobs created today: deleted ones (history
+-- pruning deletes finished jobs) stay counted, in hasched.quota_use
+DELETE FROM hasched.job WHERE tenant = 'hs_tiny';
+SELECT tenant, day = (now() AT TIME ZONE 'UTC')::date AS today, used FROM hasched.quota_use;
+SELECT used_today FROM hasched.tenants WHERE tenant = 'hs_tiny';
+
+-- a submit rolled back, or in a savepoint rolled back, is not counted
+SET hasched.tenant = 'hs_tiny';
+BEGIN;
+SELECT hasched.submit('default', '{}') > 0 AS submitted;
+ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SELECT hasched.submit_many('default', ARRAY['{}']::jsonb[]) IS NOT NULL AS submitted;
+ROLLBACK TO s;
+SELECT hasched.submit('default', '{}') > 0 AS submitted;
+COMMIT;
+SELECT try($$SELECT hasched.submit('default', '{}')$$);
+
+-- a limit raised in a transaction that rolls back applies only inside it
+BEGIN;
+UPDATE hasched.tenant SET jobs_per_day = 10 WHERE name = 'hs_tiny';
+SELECT hasched.submit('default', '{}') > 0 AS submitted;
+ROLLBACK;
+SELECT try($$SELECT hasched.submit('default', '{}')$$);
 SET hasched.tenant = 'hs_acme';

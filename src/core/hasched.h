@@ -377,10 +377,11 @@ extern void hs_fencing_health(const char **status, bool *healthy, char **detail)
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);
 extern void hs_bucket_shmem_init(void);
-extern void hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
-							bool has_day_limit, int64 jobs_per_day,
+extern void hs_quota_prepare(const char *tenant, Oid tenant_oid, bool has_day_limit);
+extern void hs_quota_charge(const char *tenant, Oid tenant_oid, const char *tier,
+							int64 njobs, bool has_day_limit, int64 jobs_per_day,
 							bool has_rate, double rate_per_second, int32 burst);
-extern void hs_quota_xact_end(void);
+extern void hs_quota_xact_end(bool committed);
 extern void hs_quota_subxact_end(bool committed);
 
 /*

@@ -4,27 +4,31 @@
  *		Tenant quotas (jobs per UTC day) and rate limits (a token bucket per
  *		tenant with a rate per second and a burst).
  *
- * Rate-limit buckets live in shared memory: they are short-term state,
- * checked on every submit without touching a table.  Daily use is counted
- * in hasched.quota_use, one row per (tenant, day, shard): a backend always
- * counts into the shard of its own PGPROC slot, so concurrent submits of
- * one tenant update different rows and do not queue behind one another.
+ * Both are counted in shared memory, in one entry per tenant, so that a
+ * submit checks them without touching a table.
  *
- * The check adds up the shards after counting, and adds the jobs that
- * other transactions have charged to the tenant but not committed yet:
- * those are reserved in the tenant's shared-memory entry (the one of its
- * rate bucket) before the count, and released when their transaction (or
- * subtransaction) ends.  A batch thus counts in full, and so do the
- * batches in flight: of concurrent submits that would together pass the
- * quota, the later ones are refused, and a tenant never ends a day above
- * its quota.  (A transaction that commits releases its reservation just
- * after its rows become visible: a submit in that instant counts those
- * jobs twice, and is refused when it would have fitted.)  Left out: a
- * submit in a REPEATABLE READ or SERIALIZABLE transaction counts from its
- * transaction's snapshot, so it misses batches that committed after that
- * snapshot; PREPARE TRANSACTION releases the reservation, so a prepared
- * transaction's jobs count only once it commits; and a tenant that finds
- * the table full (hasched.max_tenants) is counted without reservations.
+ * Rate-limit buckets are short-term state: they start full at every server
+ * start.
+ *
+ * The day's use is not: it must survive a restart and a failover.  The
+ * tables are its durable record: a tenant's use of a day is the number of
+ * its jobs in hasched.job created that day, plus the ones deleted since
+ * (the statement trigger hasched_job_deleted adds those to
+ * hasched.quota_use).  Every submitted job is a row committed synchronously,
+ * so that record is exact on the primary and on every standby.  The shared
+ * counter of a tenant is read from it once per day and server, before the
+ * first submit that needs it inserts anything; after that every submit adds
+ * its jobs to the counter as it accepts them, checks the limit, and takes
+ * them back if its (sub)transaction aborts.  Submits in flight are thus
+ * counted before they commit: concurrent submits cannot go past a limit
+ * together, and a batch is counted whole before it is accepted.
+ *
+ * What the counter can miss: jobs inserted into hasched.job other than by
+ * a submit, and submits that, with hasched.enforce_quotas off or no daily
+ * limit for the tenant, were in flight at the moment the counter was read
+ * from the tables.  Those are the only overshoot.  A tenant beyond
+ * hasched.max_tenants gets no entry and is counted from the tables at every
+ * submit, as 0.1.0 did (overshoot: the submits in flight).
  *
  * IDENTIFICATION
  *		src/core/quota.c
@@ -38,316 +42,397 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
-#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "core/hasched.h"
 
-typedef struct RateBucket
+/* One per tenant, in shared memory, under hs_shared->bucket_lock. */
+typedef struct TenantCounter
 {
 	char		tenant[NAMEDATALEN];	/* hash key */
-	bool		rate_set;		/* tokens and refilled_at are set */
+
+	/* rate limit */
+	bool		bucket_ready;	/* tokens and refilled_at are set */
 	double		tokens;
 	TimestampTz refilled_at;
-	int64		reserved;		/* jobs charged by transactions in flight */
-} RateBucket;
 
-static HTAB *bucket_hash = NULL;
+	/* daily quota: jobs of `day`, committed or in flight */
+	bool		day_known;		/* used was read from the tables for day */
+	DateADT		day;
+	int64		used;
+} TenantCounter;
+
+static HTAB *counter_hash = NULL;
 
 /*
- * This backend's reservations: jobs charged in its open transaction, per
- * tenant and per (sub)transaction nesting level, to release at its end.
+ * The jobs this backend's open transaction added to shared counters, to
+ * take back if the (sub)transaction that added them aborts.
  */
-typedef struct Reservation
+typedef struct LocalCharge
 {
 	char		tenant[NAMEDATALEN];
+	DateADT		day;
 	int64		njobs;
-	int			level;
-} Reservation;
+	int			level;			/* transaction nest level that charged */
+} LocalCharge;
 
-static Reservation *reservations = NULL;
-static int	n_reservations = 0;
-static int	max_reservations = 0;
+static LocalCharge *charges = NULL;
+static int	n_charges = 0;
+static int	max_charges = 0;
 
 Size
 hs_bucket_shmem_size(void)
 {
-	return hash_estimate_size(hs_max_tenants, sizeof(RateBucket));
+	return hash_estimate_size(hs_max_tenants, sizeof(TenantCounter));
 }
 
 void
 hs_bucket_shmem_init(void)
 {
-	bucket_hash = hs_shmem_hash("hasched rate buckets", hs_max_tenants,
-								NAMEDATALEN, sizeof(RateBucket));
+	counter_hash = hs_shmem_hash("hasched tenant counters", hs_max_tenants,
+								 NAMEDATALEN, sizeof(TenantCounter));
 }
 
+static void
+tenant_key(const char *tenant, char *key)
+{
+	memset(key, 0, NAMEDATALEN);
+	strlcpy(key, tenant, NAMEDATALEN);
+}
+
+/* The UTC day of the current transaction: the day of its jobs' created_at. */
+static DateADT
+quota_day(void)
+{
+	return DatumGetDateADT(DirectFunctionCall1(timestamp_date,
+											   TimestampGetDatum(GetCurrentTransactionStartTimestamp())));
+}
+
+/* ------------------------------------------------------------------------
+ * Rate limit
+ * ------------------------------------------------------------------------ */
+
 /*
- * Take njobs tokens from the tenant's bucket.  Returns 0 when granted, or
- * the microseconds to wait until that many tokens will be there (-1 when
- * never: more than the burst).
+ * Take njobs tokens from the tenant's bucket; lock held exclusively.
+ * Returns 0 when granted, or the microseconds to wait until that many
+ * tokens will be there (-1 when never: more than the burst).
  */
 static int64
-bucket_take(const char *tenant, int64 njobs, double rate, int32 burst)
+bucket_take(TenantCounter *c, int64 njobs, double rate, int32 burst)
 {
-	char		key[NAMEDATALEN];
-	RateBucket *b;
-	bool		found;
 	TimestampTz now = GetCurrentTimestamp();
-	int64		wait = 0;
 
 	if (njobs > burst)
 		return -1;
-
-	memset(key, 0, sizeof(key));
-	strlcpy(key, tenant, NAMEDATALEN);
-
-	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
-	b = hash_search(bucket_hash, key, HASH_ENTER_NULL, &found);
-	if (b == NULL)
+	if (!c->bucket_ready)
 	{
-		/* table full: this tenant goes without a rate limit */
-		LWLockRelease(hs_shared->bucket_lock);
-		ereport(LOG,
-				(errmsg("hasched rate-limit table is full; tenant \"%s\" is not rate limited",
-						tenant),
-				 errhint("Raise hasched.max_tenants.")));
+		c->tokens = burst;
+		c->refilled_at = now;
+		c->bucket_ready = true;
+	}
+	else if (now > c->refilled_at)
+	{
+		c->tokens = Min((double) burst,
+						c->tokens + rate * (double) (now - c->refilled_at) / 1e6);
+		c->refilled_at = now;
+	}
+	else if (c->tokens > burst)
+		c->tokens = burst;		/* burst was lowered */
+
+	if (c->tokens >= (double) njobs)
+	{
+		c->tokens -= (double) njobs;
 		return 0;
 	}
-	if (!found)
-		b->reserved = 0;
-	if (!found || !b->rate_set)
-	{
-		b->rate_set = true;
-		b->tokens = burst;
-		b->refilled_at = now;
-	}
-	else if (now > b->refilled_at)
-	{
-		b->tokens = Min((double) burst,
-						b->tokens + rate * (double) (now - b->refilled_at) / 1e6);
-		b->refilled_at = now;
-	}
-	else if (b->tokens > burst)
-		b->tokens = burst;		/* burst was lowered */
-
-	if (b->tokens >= (double) njobs)
-		b->tokens -= (double) njobs;
-	else
-		wait = (int64) ceil(((double) njobs - b->tokens) / rate * 1e6);
-	LWLockRelease(hs_shared->bucket_lock);
-	return wait;
+	return (int64) ceil(((double) njobs - c->tokens) / rate * 1e6);
 }
 
+/* ------------------------------------------------------------------------
+ * The day's use, from the tables
+ * ------------------------------------------------------------------------ */
+
 /*
- * Reserve njobs for the tenant until this transaction (or subtransaction)
- * ends.  Returns the jobs that other backends have reserved for it, which
- * are not committed yet; 0 when the table is full.
+ * The tenant's jobs of the day: the ones in hasched.job plus the ones
+ * deleted since, read with a snapshot taken now (this transaction's own
+ * earlier jobs included).  Inside SPI, as the extension owner.
  */
 static int64
-reserve(const char *tenant, int64 njobs)
+count_day(const char *tenant, Oid tenant_oid, DateADT day)
 {
-	char		key[NAMEDATALEN];
-	RateBucket *b;
-	bool		found;
-	int64		mine = 0;
-	int64		others;
-	int			level = GetCurrentTransactionNestLevel();
-	Reservation *r = NULL;
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	bool		isnull;
+	int			rc;
 
-	memset(key, 0, sizeof(key));
-	strlcpy(key, tenant, NAMEDATALEN);
-	for (int i = 0; i < n_reservations; i++)
-		if (strcmp(reservations[i].tenant, key) == 0)
-		{
-			mine += reservations[i].njobs;
-			if (reservations[i].level == level)
-				r = &reservations[i];
-		}
-	/* room to record it first: nothing may fail once it is reserved */
-	if (r == NULL && n_reservations == max_reservations)
+	if (plan == NULL)
 	{
-		int			n = Max(8, max_reservations * 2);
+		Oid			types[5] = {NAMEOID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID, REGROLEOID};
 
-		reservations = reservations == NULL ?
-			MemoryContextAlloc(TopMemoryContext, sizeof(Reservation) * n) :
-			repalloc(reservations, sizeof(Reservation) * n);
-		max_reservations = n;
+		plan = hs_prepare("SELECT coalesce((SELECT sum(u.used) FROM hasched.quota_use u"
+						  "   WHERE u.tenant = $1 AND u.day = $2), 0)::bigint"
+						  " + (SELECT count(*) FROM hasched.job j"
+						  "   WHERE j.tenant = $5 AND j.created_at >= $3 AND j.created_at < $4)",
+						  5, types);
 	}
-
-	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
-	b = hash_search(bucket_hash, key, HASH_ENTER_NULL, &found);
-	if (b == NULL)
-	{
-		LWLockRelease(hs_shared->bucket_lock);
-		ereport(LOG,
-				(errmsg("hasched rate-limit table is full; jobs of tenant \"%s\" in flight are not counted against its quota",
-						tenant),
-				 errhint("Raise hasched.max_tenants.")));
-		return 0;
-	}
-	if (!found)
-	{
-		b->rate_set = false;
-		b->reserved = 0;
-	}
-	others = Max(b->reserved - mine, 0);
-	b->reserved += njobs;
-	if (r == NULL)
-	{
-		r = &reservations[n_reservations++];
-		memcpy(r->tenant, key, NAMEDATALEN);
-		r->njobs = 0;
-		r->level = level;
-	}
-	r->njobs += njobs;
-	LWLockRelease(hs_shared->bucket_lock);
-	return others;
-}
-
-/* Give back the reservations made at nesting level `level` or deeper. */
-static void
-release(int level)
-{
-	int			kept = 0;
-
-	if (n_reservations == 0)
-		return;
-	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
-	for (int i = 0; i < n_reservations; i++)
-	{
-		Reservation *r = &reservations[i];
-
-		if (r->level >= level)
-		{
-			RateBucket *b = hash_search(bucket_hash, r->tenant, HASH_FIND, NULL);
-
-			if (b != NULL)
-				b->reserved = Max(b->reserved - r->njobs, 0);
-		}
-		else
-			reservations[kept++] = *r;
-	}
-	LWLockRelease(hs_shared->bucket_lock);
-	n_reservations = kept;
+	values[0] = DirectFunctionCall1(namein, CStringGetDatum(tenant));
+	values[1] = DateADTGetDatum(day);
+	values[2] = TimestampTzGetDatum((TimestampTz) day * USECS_PER_DAY);
+	values[3] = TimestampTzGetDatum((TimestampTz) (day + 1) * USECS_PER_DAY);
+	values[4] = ObjectIdGetDatum(tenant_oid);
+	/* not read-only: the command counter moves, so own jobs are seen */
+	rc = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(),
+							  InvalidSnapshot, false, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "hasched: counting the jobs of tenant \"%s\" failed: %s",
+			 tenant, SPI_result_code_string(rc));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
- * The end of a transaction (commit, abort or prepare): its jobs are
- * visible now, or gone; either way no longer reserved.
+ * Before a submit inserts jobs: make sure the tenant's counter for today
+ * has been read from the tables, when a daily limit will be checked.
+ * Reading it before the insert keeps this submit's own jobs out of it (they
+ * are added by hs_quota_charge).  Inside SPI, as the extension owner.
  */
 void
-hs_quota_xact_end(void)
+hs_quota_prepare(const char *tenant, Oid tenant_oid, bool has_day_limit)
 {
-	release(0);
+	char		key[NAMEDATALEN];
+	TenantCounter *c;
+	DateADT		day;
+	bool		found;
+	int64		used;
+
+	if (!hs_enforce_quotas || !has_day_limit)
+		return;
+	day = quota_day();
+	tenant_key(tenant, key);
+
+	LWLockAcquire(hs_shared->bucket_lock, LW_SHARED);
+	c = hash_search(counter_hash, key, HASH_FIND, NULL);
+	found = c != NULL && c->day_known && c->day >= day;
+	LWLockRelease(hs_shared->bucket_lock);
+	if (found)
+		return;
+
+	/* read outside the lock; if another backend got there first, its count stands */
+	used = count_day(tenant, tenant_oid, day);
+
+	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
+	c = hash_search(counter_hash, key, HASH_ENTER_NULL, &found);
+	if (c != NULL)
+	{
+		if (!found)
+		{
+			c->bucket_ready = false;
+			c->day_known = false;
+		}
+		if (!c->day_known || c->day < day)
+		{
+			c->day = day;
+			c->used = used;
+			c->day_known = true;
+		}
+	}
+	LWLockRelease(hs_shared->bucket_lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Taking charges back on abort
+ * ------------------------------------------------------------------------ */
+
+static void
+uncharge(const LocalCharge *ch)
+{
+	char		key[NAMEDATALEN];
+	TenantCounter *c;
+
+	tenant_key(ch->tenant, key);
+	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
+	c = hash_search(counter_hash, key, HASH_FIND, NULL);
+	if (c != NULL && c->day_known && c->day == ch->day)
+		c->used -= ch->njobs;
+	LWLockRelease(hs_shared->bucket_lock);
 }
 
 /*
- * The end of a subtransaction: an abort gives its reservations back, a
+ * The end of a transaction (wakeup.c's callback): a commit or a PREPARE
+ * keeps its jobs counted (a prepared transaction's stay counted even if it
+ * is rolled back later), an abort takes them back.
+ */
+void
+hs_quota_xact_end(bool committed)
+{
+	if (!committed)
+		for (int i = 0; i < n_charges; i++)
+			uncharge(&charges[i]);
+	n_charges = 0;
+}
+
+/*
+ * The end of a subtransaction: an abort takes back the jobs it counted, a
  * commit hands them to the parent.
  */
 void
 hs_quota_subxact_end(bool committed)
 {
 	int			level = GetCurrentTransactionNestLevel();
+	int			kept = 0;
 
-	if (!committed)
+	for (int i = 0; i < n_charges; i++)
 	{
-		release(level);
-		return;
+		if (charges[i].level >= level)
+		{
+			if (!committed)
+			{
+				uncharge(&charges[i]);
+				continue;
+			}
+			charges[i].level = level - 1;
+		}
+		charges[kept++] = charges[i];
 	}
-	for (int i = 0; i < n_reservations; i++)
-		if (reservations[i].level >= level)
-			reservations[i].level = level - 1;
+	n_charges = kept;
 }
 
-/* Count njobs against the tenant's day, returning the day's total. */
-static int64
-count_day(const char *tenant, DateADT day, int64 njobs)
+/* Room for one more charge, made before the counter moves (no error after). */
+static void
+reserve_charge(void)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[4];
-	bool		isnull;
-	int			rc;
-
-	if (plan == NULL)
+	if (n_charges == max_charges)
 	{
-		Oid			types[4] = {NAMEOID, DATEOID, INT2OID, INT8OID};
+		int			n = Max(8, max_charges * 2);
 
-		plan = hs_prepare(
-			"WITH up AS ("
-			"  INSERT INTO hasched.quota_use AS u (tenant, day, shard, used)"
-			"  VALUES ($1, $2, $3, $4)"
-			"  ON CONFLICT (tenant, day, shard)"
-			"  DO UPDATE SET used = u.used + excluded.used"
-			"  RETURNING used)"
-			" SELECT up.used + coalesce((SELECT sum(o.used) FROM hasched.quota_use o"
-			"   WHERE o.tenant = $1 AND o.day = $2 AND o.shard <> $3), 0)::bigint"
-			" FROM up", 4, types);
+		if (charges == NULL)
+			charges = MemoryContextAlloc(TopMemoryContext, n * sizeof(LocalCharge));
+		else
+			charges = repalloc(charges, n * sizeof(LocalCharge));
+		max_charges = n;
 	}
-
-	values[0] = DirectFunctionCall1(namein, CStringGetDatum(tenant));
-	values[1] = DateADTGetDatum(day);
-	values[2] = Int16GetDatum((int16) (MyProc->pgprocno % hs_quota_shards));
-	values[3] = Int64GetDatum(njobs);
-	rc = SPI_execute_plan(plan, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "hasched: counting quota use failed: %s", SPI_result_code_string(rc));
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
 }
+
+static void
+remember_charge(const char *tenant, DateADT day, int64 njobs)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	for (int i = 0; i < n_charges; i++)
+		if (charges[i].level == level && charges[i].day == day &&
+			strcmp(charges[i].tenant, tenant) == 0)
+		{
+			charges[i].njobs += njobs;
+			return;
+		}
+	Assert(n_charges < max_charges);
+	strlcpy(charges[n_charges].tenant, tenant, NAMEDATALEN);
+	charges[n_charges].day = day;
+	charges[n_charges].njobs = njobs;
+	charges[n_charges].level = level;
+	n_charges++;
+}
+
+/* ------------------------------------------------------------------------
+ * Charging a submit
+ * ------------------------------------------------------------------------ */
 
 /*
  * Charge njobs accepted jobs to the tenant: rate limit first, then the
  * daily quota.  Raises an error (which rolls back the jobs just inserted)
- * when either is exceeded.  Must run inside SPI as the extension owner.
+ * when either is exceeded.  Must run inside SPI as the extension owner,
+ * after hs_quota_prepare() and the insert.  With quotas off, or without a
+ * daily limit, the jobs are still added to a counter that exists, so that
+ * it stays exact should a limit be checked later the same day.
  */
 void
-hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
+hs_quota_charge(const char *tenant, Oid tenant_oid, const char *tier, int64 njobs,
 				bool has_day_limit, int64 jobs_per_day,
 				bool has_rate, double rate_per_second, int32 burst)
 {
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	char		key[NAMEDATALEN];
+	TenantCounter *c;
 	DateADT		day;
-	int64		used;
-	int64		in_flight = 0;
+	bool		enforce = hs_enforce_quotas;
+	bool		check_day = enforce && has_day_limit;
+	bool		rate = enforce && has_rate;
+	bool		found;
+	bool		counted = false;
+	bool		from_tables = false;
+	bool		over = false;
+	int64		wait = 0;
+	int64		used = 0;
 
-	if (!hs_enforce_quotas || njobs <= 0)
+	if (njobs <= 0)
 		return;
+	day = quota_day();
+	tenant_key(tenant, key);
+	reserve_charge();
 
-	if (has_rate)
+	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
+	c = hash_search(counter_hash, key, rate ? HASH_ENTER_NULL : HASH_FIND, &found);
+	if (c != NULL && !found)
 	{
-		int64		wait = bucket_take(tenant, njobs, rate_per_second, burst);
-
-		if (wait < 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_RATE_LIMITED),
-					 errmsg("tenant \"%s\" cannot submit %lld jobs at once", tenant, (long long) njobs),
-					 errdetail("Tier \"%s\" allows %g jobs per second with a burst of %d.",
-							   tier, rate_per_second, burst),
-					 errhint("Submit at most %d jobs in one call, or raise the tenant's burst in hasched.tenant.",
-							 burst)));
-		if (wait > 0)
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_RATE_LIMITED),
-					 errmsg("tenant \"%s\" is over its rate limit of %g jobs per second",
-							tenant, rate_per_second),
-					 errdetail("Tier \"%s\" allows %g jobs per second with a burst of %d.",
-							   tier, rate_per_second, burst),
-					 errhint("Retry in %lld ms.", (long long) ((wait + 999) / 1000))));
+		c->bucket_ready = false;
+		c->day_known = false;
 	}
+	if (c != NULL && rate)
+		wait = bucket_take(c, njobs, rate_per_second, burst);
+	if (wait == 0)
+	{
+		if (c != NULL && c->day_known && c->day == day)
+		{
+			c->used += njobs;
+			used = c->used;
+			if (check_day && used > jobs_per_day)
+			{
+				c->used -= njobs;
+				over = true;
+			}
+			else
+				counted = true;
+		}
+		else
+			from_tables = check_day;
+	}
+	LWLockRelease(hs_shared->bucket_lock);
 
-	/* count every tenant's day, so hasched.tenants shows use; check if limited */
-	day = DatumGetDateADT(DirectFunctionCall1(timestamp_date,
-											  TimestampGetDatum(now)));
-	if (has_day_limit)
-		in_flight = reserve(tenant, njobs);
-	used = count_day(tenant, day, njobs);
-	if (has_day_limit && used + in_flight > jobs_per_day)
+	if (counted)
+		remember_charge(tenant, day, njobs);
+
+	if (rate && c == NULL)
+		ereport(LOG,
+				(errmsg("hasched tenant table is full; tenant \"%s\" is not rate limited",
+						tenant),
+				 errhint("Raise hasched.max_tenants.")));
+	if (wait < 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_RATE_LIMITED),
+				 errmsg("tenant \"%s\" cannot submit %lld jobs at once", tenant, (long long) njobs),
+				 errdetail("Tier \"%s\" allows %g jobs per second with a burst of %d.",
+						   tier, rate_per_second, burst),
+				 errhint("Submit at most %d jobs in one call, or raise the tenant's burst in hasched.tenant.",
+						 burst)));
+	if (wait > 0)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_RATE_LIMITED),
+				 errmsg("tenant \"%s\" is over its rate limit of %g jobs per second",
+						tenant, rate_per_second),
+				 errdetail("Tier \"%s\" allows %g jobs per second with a burst of %d.",
+						   tier, rate_per_second, burst),
+				 errhint("Retry in %lld ms.", (long long) ((wait + 999) / 1000))));
+
+	if (from_tables)
+	{
+		/* no counter for the tenant: count its jobs, these included */
+		used = count_day(tenant, tenant_oid, day);
+		over = used > jobs_per_day;
+	}
+	if (over)
 	{
 		TimestampTz reset = (TimestampTz) (day + 1) * USECS_PER_DAY;
 
@@ -355,12 +440,8 @@ hs_quota_charge(const char *tenant, const char *tier, int64 njobs,
 				(errcode(HS_ERRCODE_QUOTA_EXCEEDED),
 				 errmsg("tenant \"%s\" has reached its quota of %lld jobs per day",
 						tenant, (long long) jobs_per_day),
-				 in_flight == 0 ?
 				 errdetail("Tier \"%s\" allows %lld jobs per UTC day; this submit would make it %lld.",
-						   tier, (long long) jobs_per_day, (long long) used) :
-				 errdetail("Tier \"%s\" allows %lld jobs per UTC day; this submit would make it %lld, counting %lld submitted in transactions not yet committed.",
-						   tier, (long long) jobs_per_day, (long long) (used + in_flight),
-						   (long long) in_flight),
+						   tier, (long long) jobs_per_day, (long long) used),
 				 errhint("The quota resets at %s. A larger tier raises it: UPDATE hasched.tenant SET tier = 'pro' WHERE name = %s.",
 						 timestamptz_to_str(reset), quote_literal_cstr(tenant))));
 	}

@@ -16,24 +16,37 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "fmgr.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "parser/parser.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "core/hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_config_changed);
 
 typedef HsSubmit SubmitArgs;
 
 /* The queue, mode and tenant limits that apply to a submit. */
 typedef struct SubmitContext
 {
-	char	   *transport;
-	Interval   *default_timeout;
+	char		transport[16];
+	bool		is_sql;
+	Interval	default_timeout;
 	int32		default_max_attempts;
-	char	   *tier;
+	char		tier[NAMEDATALEN];
+	bool		tier_exists;
+	bool		read_only;
+	char	   *reason;			/* of the mode, NULL if none given */
 	bool		has_day_limit;
 	int64		jobs_per_day;
 	bool		has_rate;
@@ -57,16 +70,95 @@ hs_check_payload(Datum payload, int index)
 				 errhint("Keep large data elsewhere and pass a reference to it, or ask an administrator to raise hasched.max_payload_bytes.")));
 }
 
-/* Load queue defaults, the mode and the tenant's limits; refuse if needed. */
+/* ------------------------------------------------------------------------
+ * The submit context cache
+ *
+ * A submit needs its queue's defaults, the mode and its tenant's limits,
+ * from four small tables that rarely change.  Each backend keeps what it
+ * read in a local hash table keyed by (queue, tenant, hasched.default_tier).
+ * A statement trigger on each of the four tables (hasched.config_changed)
+ * queues a relcache invalidation of the table; PostgreSQL sends it to every
+ * backend when the writing transaction commits (and replays it locally on
+ * abort), and context_cache_inval empties the cache.  A submit whose
+ * transaction starts after a change committed therefore sees it.
+ *
+ * A load reads the tables with a snapshot taken after the cache was found
+ * wanting, and keeps the row only if no invalidation arrived meanwhile: a
+ * change that commits after that snapshot sends its invalidation later, so
+ * it cannot be missed.
+ * ------------------------------------------------------------------------ */
+
+typedef struct ContextKey
+{
+	char		queue[HS_QUEUE_NAME_MAX];
+	char		tenant[NAMEDATALEN];
+	char		default_tier[NAMEDATALEN];
+} ContextKey;
+
+typedef struct ContextEntry
+{
+	ContextKey	key;
+	SubmitContext ctx;
+} ContextEntry;
+
+#define CONTEXT_CACHE_MAX	1024
+
+static HTAB *context_cache = NULL;
+static MemoryContext context_cxt = NULL;
+static bool context_stale = false;
+static uint64 context_invals = 0;
+static Oid	config_relids[4];
+
 static void
-load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
+context_cache_inval(Datum arg, Oid relid)
+{
+	for (int i = 0; i < lengthof(config_relids); i++)
+		if (!OidIsValid(relid) || config_relids[i] == relid)
+		{
+			context_invals++;
+			context_stale = true;
+			return;
+		}
+}
+
+/* An empty cache, made or emptied at a submit (never in the callback). */
+static void
+context_cache_reset(void)
+{
+	HASHCTL		info;
+	Oid			nsp = get_namespace_oid("hasched", false);
+	static const char *const names[4] = {"queue", "tenant", "tier", "state"};
+
+	if (context_cxt == NULL)
+	{
+		context_cxt = AllocSetContextCreate(CacheMemoryContext,
+											"hasched submit contexts",
+											ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(context_cache_inval, (Datum) 0);
+	}
+	else
+		MemoryContextReset(context_cxt);
+	for (int i = 0; i < lengthof(names); i++)
+		config_relids[i] = get_relname_relid(names[i], nsp);
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(ContextKey);
+	info.entrysize = sizeof(ContextEntry);
+	info.hcxt = context_cxt;
+	context_cache = hash_create("hasched submit contexts", 64, &info,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	context_stale = false;
+}
+
+/* Read the context from the tables, with a snapshot taken now. */
+static bool
+read_submit_context(const SubmitArgs *a, const char *default_tier, SubmitContext *ctx)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[3];
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
-	char	   *mode;
+	char	   *v;
 
 	if (plan == NULL)
 	{
@@ -84,35 +176,25 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 	}
 	values[0] = CStringGetTextDatum(a->queue);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(a->tenant));
-	values[2] = CStringGetTextDatum(hs_default_tier ? hs_default_tier : "free");
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+	values[2] = CStringGetTextDatum(default_tier);
+	if (SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading queue settings failed");
 	if (SPI_processed == 0)
-		hs_unknown_queue(a->queue);
+		return false;
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 
-	mode = SPI_getvalue(tup, desc, 3);
-	if (strcmp(mode, "read_only") == 0)
-	{
-		char	   *reason = SPI_getvalue(tup, desc, 9);
-
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_READ_ONLY_MODE),
-				 errmsg("hasched is in read-only mode: submissions are refused"),
-				 reason ? errdetail("Reason given: %s.", reason) : 0,
-				 errhint("Retry later. Claims and reports still work, so the backlog drains; an administrator ends the mode with SELECT hasched.set_mode('normal').")));
-	}
-
-	ctx->transport = SPI_getvalue(tup, desc, 10);
-	ctx->default_timeout = DatumGetIntervalP(SPI_getbinval(tup, desc, 1, &isnull));
+	memset(ctx, 0, sizeof(*ctx));
+	v = SPI_getvalue(tup, desc, 3);
+	ctx->read_only = strcmp(v, "read_only") == 0;
+	ctx->reason = SPI_getvalue(tup, desc, 9);
+	strlcpy(ctx->transport, SPI_getvalue(tup, desc, 10), sizeof(ctx->transport));
+	ctx->is_sql = strcmp(ctx->transport, "sql") == 0;
+	ctx->default_timeout = *DatumGetIntervalP(SPI_getbinval(tup, desc, 1, &isnull));
 	ctx->default_max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-	ctx->tier = SPI_getvalue(tup, desc, 4);
-	if (!DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull)))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
-				 errmsg("tier \"%s\" of tenant \"%s\" does not exist", ctx->tier, a->tenant),
-				 errhint("Add the tier to hasched.tier, or set hasched.default_tier to an existing one.")));
+	strlcpy(ctx->tier, SPI_getvalue(tup, desc, 4), sizeof(ctx->tier));
+	ctx->tier_exists = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	ctx->jobs_per_day = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 	ctx->has_day_limit = !isnull;
 	ctx->rate_per_second = DatumGetFloat8(SPI_getbinval(tup, desc, 7, &isnull));
@@ -120,33 +202,114 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 	ctx->burst = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 	if (isnull)
 		ctx->burst = 1;
+	return true;
+}
+
+/*
+ * Queue defaults, the mode and the tenant's limits, from the cache or the
+ * tables; refuse if needed.  Inside SPI, as the extension owner.
+ */
+static void
+load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
+{
+	const char *default_tier = hs_default_tier ? hs_default_tier : "free";
+	ContextKey	key;
+	ContextEntry *e = NULL;
+	bool		cacheable;
+
+	cacheable = strlen(a->queue) < sizeof(key.queue) &&
+		strlen(a->tenant) < sizeof(key.tenant) &&
+		strlen(default_tier) < sizeof(key.default_tier);
+	if (cacheable)
+	{
+		if (context_cache == NULL || context_stale)
+			context_cache_reset();
+		memset(&key, 0, sizeof(key));
+		strcpy(key.queue, a->queue);
+		strcpy(key.tenant, a->tenant);
+		strcpy(key.default_tier, default_tier);
+		e = hash_search(context_cache, &key, HASH_FIND, NULL);
+	}
+	if (e != NULL)
+		*ctx = e->ctx;
+	else
+	{
+		uint64		invals = context_invals;
+
+		if (!read_submit_context(a, default_tier, ctx))
+			hs_unknown_queue(a->queue);
+		if (cacheable && !context_stale && context_invals == invals)
+		{
+			if (hash_get_num_entries(context_cache) >= CONTEXT_CACHE_MAX)
+				context_cache_reset();
+			e = hash_search(context_cache, &key, HASH_ENTER, NULL);
+			e->ctx = *ctx;
+			if (ctx->reason)
+				e->ctx.reason = MemoryContextStrdup(context_cxt, ctx->reason);
+		}
+	}
+
+	if (ctx->read_only)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_READ_ONLY_MODE),
+				 errmsg("hasched is in read-only mode: submissions are refused"),
+				 ctx->reason ? errdetail("Reason given: %s.", ctx->reason) : 0,
+				 errhint("Retry later. Claims and reports still work, so the backlog drains; an administrator ends the mode with SELECT hasched.set_mode('normal').")));
+	if (!ctx->tier_exists)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_UNKNOWN_TENANT),
+				 errmsg("tier \"%s\" of tenant \"%s\" does not exist", ctx->tier, a->tenant),
+				 errhint("Add the tier to hasched.tier, or set hasched.default_tier to an existing one.")));
+}
+
+/*
+ * Statement trigger on hasched.queue, tenant, tier and state: every
+ * session's submit context cache is emptied once the change commits.
+ */
+Datum
+hasched_config_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		elog(ERROR, "hasched_config_changed: must be fired as a trigger");
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	return PointerGetDatum(NULL);
 }
 
 /*
  * The values of the columns every new job of this submit shares: $1..$9.
  * Tenant, owner and submitter are roles (regrole columns), by OID.
+ * The transaction registers as one that makes jobs claimable before run_at
+ * is set, so that the state trigger finds run_at in order and keeps the row.
  */
-#define N_COMMON	9
 static void
 common_values(const SubmitArgs *a, const SubmitContext *ctx, Datum *values)
 {
+	TimestampTz since = hs_writer_note();
+	TimestampTz now = GetCurrentTimestamp();
+
 	values[0] = CStringGetTextDatum(a->queue);
 	values[1] = ObjectIdGetDatum(a->tenant_oid);
 	values[2] = ObjectIdGetDatum(a->owner);
 	values[3] = Int16GetDatum(a->priority);
-	values[4] = CStringGetTextDatum(a->run_at > GetCurrentTimestamp() ? "scheduled" : "pending");
-	values[5] = TimestampTzGetDatum(a->run_at);
+	values[4] = BoolGetDatum(a->run_at > now);
+	values[5] = TimestampTzGetDatum(Max(a->run_at, since));
 	values[6] = Int32GetDatum(a->max_attempts > 0 ? a->max_attempts : ctx->default_max_attempts);
-	values[7] = IntervalPGetDatum(a->timeout ? a->timeout : ctx->default_timeout);
+	values[7] = IntervalPGetDatum(a->timeout ? a->timeout : &ctx->default_timeout);
 	values[8] = ObjectIdGetDatum(a->submitted_by);
 }
 
+/* $5: whether the job starts scheduled (else pending); constants, no cast at run time */
+#define JOB_STATE_5 \
+	"CASE WHEN $5 THEN 'scheduled'::hasched.job_state ELSE 'pending'::hasched.job_state END"
 #define INSERT_COLUMNS \
 	"INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at," \
 	" max_attempts, timeout, submitted_by, idempotency_key, payload, schedule, fire_at) "
 #define ON_KEY_CONFLICT \
 	" ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
-static Oid	common_types[N_COMMON] = {TEXTOID, REGROLEOID, REGROLEOID, INT2OID, TEXTOID,
+#define N_COMMON	9
+static Oid	common_types[N_COMMON] = {TEXTOID, REGROLEOID, REGROLEOID, INT2OID, BOOLOID,
 TIMESTAMPTZOID, INT4OID, INTERVALOID, REGROLEOID};
 
 /*
@@ -213,11 +376,15 @@ hs_check_schedule_target(const char *queue, Datum payload)
  * the tenant for it.  The caller is connected to SPI and runs as the
  * extension owner; a's fields are validated.  Used by submit() and by the
  * scheduler for the runs of schedules.
+ *
+ * A job without a key is inserted by a plain INSERT: ON CONFLICT would
+ * only add a speculative insertion that cannot conflict.
  */
 int64
 hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 {
 	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr keyed_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
 	SubmitContext ctx;
 	Datum		values[N_COMMON + 4];
@@ -226,44 +393,48 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 	bool		isnull;
 
 	load_submit_context(a, &ctx);
-	if (strcmp(ctx.transport, "sql") == 0)
+	if (ctx.is_sql)
 		check_sql_payload(payload, -1);
+	hs_quota_prepare(a->tenant, a->tenant_oid, ctx.has_day_limit);
 
 	if (insert_plan == NULL)
 	{
 		Oid			types[N_COMMON + 4];
 
 		memcpy(types, common_types, sizeof(common_types));
-		types[N_COMMON] = TEXTOID;
-		types[N_COMMON + 1] = JSONBOID;
-		types[N_COMMON + 2] = TEXTOID;
-		types[N_COMMON + 3] = TIMESTAMPTZOID;
+		types[N_COMMON] = JSONBOID;
+		types[N_COMMON + 1] = TEXTOID;
+		types[N_COMMON + 2] = TIMESTAMPTZOID;
+		types[N_COMMON + 3] = TEXTOID;
 		insert_plan = hs_prepare(INSERT_COLUMNS
-								 "VALUES ($1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, $9, $10,"
-								 " $11, $12, $13)"
-								 ON_KEY_CONFLICT " RETURNING id", N_COMMON + 4, types);
+								 "VALUES ($1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9,"
+								 " NULL, $10, $11, $12)"
+								 " RETURNING id", N_COMMON + 3, types);
+		keyed_plan = hs_prepare(INSERT_COLUMNS
+								"VALUES ($1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9,"
+								" $13, $10, $11, $12)"
+								ON_KEY_CONFLICT " RETURNING id", N_COMMON + 4, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	common_values(a, &ctx, values);
-	if (key)
-		values[N_COMMON] = CStringGetTextDatum(key);
-	else
-		nulls[N_COMMON] = 'n';
-	values[N_COMMON + 1] = payload;
+	values[N_COMMON] = payload;
 	if (a->schedule)
 	{
-		values[N_COMMON + 2] = CStringGetTextDatum(a->schedule);
-		values[N_COMMON + 3] = TimestampTzGetDatum(a->fire_at);
+		values[N_COMMON + 1] = CStringGetTextDatum(a->schedule);
+		values[N_COMMON + 2] = TimestampTzGetDatum(a->fire_at);
 	}
 	else
-		nulls[N_COMMON + 2] = nulls[N_COMMON + 3] = 'n';
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+		nulls[N_COMMON + 1] = nulls[N_COMMON + 2] = 'n';
+	if (key)
+		values[N_COMMON + 3] = CStringGetTextDatum(key);
+	if (SPI_execute_plan(key ? keyed_plan : insert_plan, values, nulls, false, 1) !=
+		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the job failed");
 
 	if (SPI_processed == 1)
 	{
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		hs_quota_charge(a->tenant, ctx.tier, 1, ctx.has_day_limit, ctx.jobs_per_day,
+		hs_quota_charge(a->tenant, a->tenant_oid, ctx.tier, 1, ctx.has_day_limit, ctx.jobs_per_day,
 						ctx.has_rate, ctx.rate_per_second, ctx.burst);
 	}
 	else
@@ -279,7 +450,7 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 									 " WHERE tenant = $1 AND idempotency_key = $2", 2, types);
 		}
 		lv[0] = values[1];
-		lv[1] = values[N_COMMON];
+		lv[1] = values[N_COMMON + 3];
 		if (SPI_execute_plan(lookup_plan, lv, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "hasched: job with idempotency key \"%s\" not found", key);
@@ -307,6 +478,7 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 			   ArrayType *keys, Datum *key_elems, bool *key_nulls)
 {
 	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr keyed_plan = NULL;
 	static SPIPlanPtr lookup_plan = NULL;
 	SubmitContext ctx;
 	Datum		values[N_COMMON + 2];
@@ -321,9 +493,10 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 	load_submit_context(a, &ctx);
 	if (n == 0)
 		return NULL;
-	if (strcmp(ctx.transport, "sql") == 0)
+	if (ctx.is_sql)
 		for (int i = 0; i < n; i++)
 			check_sql_payload(pay_elems[i], i + 1);
+	hs_quota_prepare(a->tenant, a->tenant_oid, ctx.has_day_limit);
 
 	if (insert_plan == NULL)
 	{
@@ -332,21 +505,27 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 		memcpy(types, common_types, sizeof(common_types));
 		types[N_COMMON] = JSONBARRAYOID;
 		types[N_COMMON + 1] = TEXTARRAYOID;
+		/* without keys: a plain INSERT, the ids in payload order */
 		insert_plan = hs_prepare(INSERT_COLUMNS
-								 "SELECT $1, $2, $3, $4, $5::hasched.job_state, $6, $7, $8, $9, u.k, u.p,"
-								 " NULL, NULL"
-								 " FROM unnest($10, $11) WITH ORDINALITY AS u (p, k, ord)"
+								 "SELECT $1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9, NULL,"
+								 " u.p, NULL, NULL"
+								 " FROM unnest($10) WITH ORDINALITY AS u (p, ord)"
 								 " ORDER BY u.ord"
-								 ON_KEY_CONFLICT " RETURNING id, idempotency_key", N_COMMON + 2, types);
+								 " RETURNING id", N_COMMON + 1, types);
+		keyed_plan = hs_prepare(INSERT_COLUMNS
+								"SELECT $1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9, u.k, u.p,"
+								" NULL, NULL"
+								" FROM unnest($10, $11) WITH ORDINALITY AS u (p, k, ord)"
+								" ORDER BY u.ord"
+								ON_KEY_CONFLICT " RETURNING id, idempotency_key", N_COMMON + 2, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
 	common_values(a, &ctx, values);
 	values[N_COMMON] = PointerGetDatum(payloads);
 	if (keys)
 		values[N_COMMON + 1] = PointerGetDatum(keys);
-	else
-		values[N_COMMON + 1] = PointerGetDatum(construct_empty_array(TEXTOID));
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+	if (SPI_execute_plan(keys ? keyed_plan : insert_plan, values, nulls, false, 0) !=
+		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the jobs failed");
 	inserted = SPI_processed;
 
@@ -357,8 +536,9 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		(void) SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
-		if (isnull)
+		if (keys)
+			(void) SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!keys || isnull)
 			unkeyed_ids[n_unkeyed++] = id;
 	}
 
@@ -417,7 +597,7 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 		}
 	}
 
-	hs_quota_charge(a->tenant, ctx.tier, (int64) inserted, ctx.has_day_limit,
+	hs_quota_charge(a->tenant, a->tenant_oid, ctx.tier, (int64) inserted, ctx.has_day_limit,
 					ctx.jobs_per_day, ctx.has_rate, ctx.rate_per_second, ctx.burst);
 
 	return ids;

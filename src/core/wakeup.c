@@ -513,7 +513,7 @@ xact_callback(XactEvent event, void *arg)
 			wake_after_commit(true);
 			executor_cancels_at_end(true);
 			hs_claim_xact_end(true);
-			hs_quota_xact_end();
+			hs_quota_xact_end(true);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -522,7 +522,7 @@ xact_callback(XactEvent event, void *arg)
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(false);
-			hs_quota_xact_end();
+			hs_quota_xact_end(false);
 			break;
 		case XACT_EVENT_PREPARE:
 			/*
@@ -534,8 +534,8 @@ xact_callback(XactEvent event, void *arg)
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(true);
-			/* its jobs count once COMMIT PREPARED makes them visible */
-			hs_quota_xact_end();
+			/* its jobs stay counted (even if it is rolled back later) */
+			hs_quota_xact_end(true);
 			break;
 		default:
 			/* the PRE_ events: nothing to do before the outcome is known */

@@ -27,9 +27,6 @@ use Test::More;
 my $node = HaschedCluster->primary(
 	'quota', conf => q{
 max_connections = 40
-# a shard per session: sessions that share a shard wait for each other's
-# commit (see quota.c), and these sessions commit only after all have tried
-hasched.quota_shards = 64
 });
 
 $node->safe_psql(
@@ -78,7 +75,7 @@ is($accepted, 10, 'of 20 concurrent batches of 10, exactly 10 were accepted');
 is($refused, 10, 'the other 10 were refused with JQ001');
 is(query(q{SELECT count(*) FROM hasched.job WHERE tenant::text = 'acme'}), '100',
 	'the tenant holds exactly its quota of 100 jobs');
-is(query(q{SELECT sum(used) FROM hasched.quota_use WHERE tenant::text = 'acme'}), '100',
+is(query(q{SELECT used_today FROM hasched.tenants WHERE tenant = 'acme'}), '100',
 	'and 100 are counted');
 my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY sqlstate\nSELECT hasched.submit('pullq', '{}')",
 	extra_params => [ '-U', 'alice' ]);
@@ -93,7 +90,7 @@ query(q{CREATE ROLE globex NOLOGIN;
 $node->safe_psql('postgres', "SELECT hasched.submit_many('pullq', array_fill('{}'::jsonb, ARRAY[10]))",
 	extra_params => [ '-U', 'bob' ])
   for 1 .. 9;
-is(query(q{SELECT sum(used) FROM hasched.quota_use WHERE tenant::text = 'globex'}), '90', '(globex has room for one batch)');
+is(query(q{SELECT used_today FROM hasched.tenants WHERE tenant = 'globex'}), '90', '(globex has room for one batch)');
 my $a = $node->background_psql('postgres', on_error_stop => 0, extra_params => [ '-U', 'bob' ]);
 my $b = $node->background_psql('postgres', on_error_stop => 0, extra_params => [ '-U', 'bob' ]);
 $a->query_safe('BEGIN');
