@@ -16,11 +16,16 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
-#include "fmgr.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "parser/parser.h"
+#include "rewrite/rewriteHandler.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -28,6 +33,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "core/hasched.h"
@@ -106,6 +112,7 @@ typedef struct ContextEntry
 static HTAB *context_cache = NULL;
 static MemoryContext context_cxt = NULL;
 static bool context_stale = false;
+static bool context_usable = false;	/* the invalidation triggers exist */
 static uint64 context_invals = 0;
 static Oid	config_relids[4];
 
@@ -140,6 +147,15 @@ context_cache_reset(void)
 		MemoryContextReset(context_cxt);
 	for (int i = 0; i < lengthof(names); i++)
 		config_relids[i] = get_relname_relid(names[i], nsp);
+
+	/*
+	 * Without the triggers (the 0.2.0 library on a schema not yet updated
+	 * from 0.1.0) nothing is kept; creating them invalidates the tables, and
+	 * the next reset finds them.
+	 */
+	context_usable = OidIsValid(LookupFuncName(list_make2(makeString("hasched"),
+														  makeString("config_changed")),
+											   0, NULL, true));
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(ContextKey);
 	info.entrysize = sizeof(ContextEntry);
@@ -217,13 +233,14 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 	ContextEntry *e = NULL;
 	bool		cacheable;
 
-	cacheable = strlen(a->queue) < sizeof(key.queue) &&
+	if (context_cache == NULL || context_stale)
+		context_cache_reset();
+	cacheable = context_usable &&
+		strlen(a->queue) < sizeof(key.queue) &&
 		strlen(a->tenant) < sizeof(key.tenant) &&
 		strlen(default_tier) < sizeof(key.default_tier);
 	if (cacheable)
 	{
-		if (context_cache == NULL || context_stale)
-			context_cache_reset();
 		memset(&key, 0, sizeof(key));
 		strcpy(key.queue, a->queue);
 		strcpy(key.tenant, a->tenant);
@@ -371,6 +388,255 @@ hs_check_schedule_target(const char *queue, Datum payload)
 		check_sql_payload(payload, -1);
 }
 
+/* ------------------------------------------------------------------------
+ * The direct insert
+ *
+ * A job without an idempotency key goes into hasched.job through the
+ * executor's simple-insert entry point, the one logical replication applies
+ * rows with (ExecSimpleRelationInsert): the row triggers (hasched's state
+ * trigger), the NOT NULL constraints, the heap and every index, as the
+ * INSERT statement would, without a plan, a projection or SPI.  The columns
+ * the submit does not set get the table's own defaults (id, attempt,
+ * created_at), evaluated from their stored expressions.  Whenever the table
+ * has a trigger this path would not fire (a statement trigger, a transition
+ * table), the INSERT statement is used instead.
+ * ------------------------------------------------------------------------ */
+
+/* The columns a submit sets, in the order of submit_columns below. */
+typedef enum SubmitCol
+{
+	COL_QUEUE, COL_TENANT, COL_OWNER, COL_PRIORITY, COL_STATE, COL_RUN_AT,
+	COL_MAX_ATTEMPTS, COL_TIMEOUT, COL_SUBMITTED_BY, COL_PAYLOAD, COL_SCHEDULE,
+	COL_FIRE_AT, COL_ID, NUM_SUBMIT_COLS
+} SubmitCol;
+
+static const char *const submit_columns[NUM_SUBMIT_COLS] = {
+	"queue", "tenant", "owner", "priority", "state", "run_at",
+	"max_attempts", "timeout", "submitted_by", "payload", "schedule", "fire_at", "id"
+};
+
+/*
+ * What the direct insert knows of hasched.job's tuple descriptor: the
+ * numbers of the columns above, and the default expressions of the others,
+ * kept as long as the relcache keeps the same descriptor (and checked by
+ * name and by the text of each default at every use).
+ */
+typedef struct JobLayout
+{
+	TupleDesc	desc;
+	int			att[NUM_SUBMIT_COLS];
+	int			ndefaults;
+	AttrNumber *def_att;
+	char	  **def_text;		/* adbin, to recognise the expression */
+	Expr	  **def_expr;
+	Oid			state_type;
+	Datum		state_scheduled;
+	Datum		state_pending;
+} JobLayout;
+
+static JobLayout job_layout;
+static MemoryContext job_layout_cxt = NULL;
+
+static const char *
+stored_default(TupleDesc desc, AttrNumber attnum)
+{
+	TupleConstr *constr = desc->constr;
+
+	for (int i = 0; constr != NULL && i < constr->num_defval; i++)
+		if (constr->defval[i].adnum == attnum)
+			return constr->defval[i].adbin;
+	return NULL;
+}
+
+static bool
+job_layout_valid(TupleDesc desc)
+{
+	if (desc != job_layout.desc)
+		return false;
+	for (int i = 0; i < NUM_SUBMIT_COLS; i++)
+	{
+		Form_pg_attribute att;
+
+		if (job_layout.att[i] > desc->natts)
+			return false;
+		att = TupleDescAttr(desc, job_layout.att[i] - 1);
+		if (att->attisdropped || strcmp(NameStr(att->attname), submit_columns[i]) != 0)
+			return false;
+	}
+	for (int i = 0; i < job_layout.ndefaults; i++)
+	{
+		const char *text = stored_default(desc, job_layout.def_att[i]);
+
+		if (text == NULL || strcmp(text, job_layout.def_text[i]) != 0)
+			return false;
+	}
+	return true;
+}
+
+static void
+job_layout_build(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	MemoryContext old;
+	int			n = 0;
+
+	if (job_layout_cxt == NULL)
+		job_layout_cxt = AllocSetContextCreate(CacheMemoryContext,
+											   "hasched job layout",
+											   ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(job_layout_cxt);
+	memset(&job_layout, 0, sizeof(job_layout));
+	old = MemoryContextSwitchTo(job_layout_cxt);
+
+	for (int i = 0; i < NUM_SUBMIT_COLS; i++)
+	{
+		job_layout.att[i] = SPI_fnumber(desc, submit_columns[i]);
+		if (job_layout.att[i] <= 0)
+			elog(ERROR, "hasched: hasched.job has no column %s", submit_columns[i]);
+	}
+	job_layout.def_att = palloc(sizeof(AttrNumber) * desc->natts);
+	job_layout.def_text = palloc(sizeof(char *) * desc->natts);
+	job_layout.def_expr = palloc(sizeof(Expr *) * desc->natts);
+	for (AttrNumber attnum = 1; attnum <= desc->natts; attnum++)
+	{
+		const char *text = stored_default(desc, attnum);
+		bool		set = false;
+
+		for (int i = 0; i < NUM_SUBMIT_COLS - 1; i++)	/* id takes its default */
+			set |= job_layout.att[i] == attnum;
+		if (set || text == NULL || TupleDescAttr(desc, attnum - 1)->attisdropped)
+			continue;
+		job_layout.def_att[n] = attnum;
+		job_layout.def_text[n] = pstrdup(text);
+		job_layout.def_expr[n] = (Expr *) build_column_default(rel, attnum);
+		n++;
+	}
+	job_layout.ndefaults = n;
+
+	job_layout.state_type = TupleDescAttr(desc, job_layout.att[COL_STATE] - 1)->atttypid;
+	job_layout.state_scheduled = DirectFunctionCall2(enum_in, CStringGetDatum("scheduled"),
+													 ObjectIdGetDatum(job_layout.state_type));
+	job_layout.state_pending = DirectFunctionCall2(enum_in, CStringGetDatum("pending"),
+												   ObjectIdGetDatum(job_layout.state_type));
+	MemoryContextSwitchTo(old);
+	job_layout.desc = desc;
+}
+
+/* Does the table have only triggers that ExecSimpleRelationInsert fires? */
+static bool
+direct_insert_possible(Relation rel)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	return rel->rd_rel->relkind == RELKIND_RELATION &&
+		(td == NULL ||
+		 !(td->trig_insert_before_statement || td->trig_insert_after_statement ||
+		   td->trig_insert_instead_row || td->trig_insert_new_table));
+}
+
+/*
+ * Insert one job without a key; returns false (having done nothing) when
+ * the table needs the INSERT statement.  Inside SPI, as the owner.
+ */
+static bool
+insert_direct(const HsSubmit *a, const SubmitContext *ctx, Datum payload, int64 *id)
+{
+	Oid			relid = get_relname_relid("job", get_namespace_oid("hasched", false));
+	Relation	rel;
+	EState	   *estate;
+	RangeTblEntry *rte;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	ExprContext *econtext;
+	TupleDesc	desc;
+	Datum	   *values;
+	bool	   *nulls;
+	TimestampTz since;
+	TimestampTz now;
+	bool		isnull;
+
+	if (!OidIsValid(relid))
+		return false;
+	rel = table_open(relid, RowExclusiveLock);
+	if (!direct_insert_possible(rel))
+	{
+		table_close(rel, NoLock);
+		return false;
+	}
+	desc = RelationGetDescr(rel);
+	if (!job_layout_valid(desc))
+		job_layout_build(rel);
+
+	estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = relid;
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	estate->es_opened_result_relations = list_make1(rri);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	if (ActiveSnapshotSet())
+		estate->es_snapshot = GetActiveSnapshot();
+	ExecOpenIndices(rri, false);
+	AfterTriggerBeginQuery();
+
+	slot = ExecInitExtraTupleSlot(estate, desc, &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	values = slot->tts_values;
+	nulls = slot->tts_isnull;
+	memset(nulls, true, sizeof(bool) * desc->natts);
+
+	/* the columns' defaults, in the executor's per-tuple context */
+	econtext = GetPerTupleExprContext(estate);
+	for (int i = 0; i < job_layout.ndefaults; i++)
+	{
+		ExprState  *state = ExecInitExpr(job_layout.def_expr[i], NULL);
+		int			k = job_layout.def_att[i] - 1;
+
+		values[k] = ExecEvalExprSwitchContext(state, econtext, &nulls[k]);
+	}
+
+	/* as common_values() does for the INSERT statement */
+	since = hs_writer_note();
+	now = GetCurrentTimestamp();
+#define SET(col, datum) \
+	(values[job_layout.att[col] - 1] = (datum), nulls[job_layout.att[col] - 1] = false)
+	SET(COL_QUEUE, CStringGetTextDatum(a->queue));
+	SET(COL_TENANT, ObjectIdGetDatum(a->tenant_oid));
+	SET(COL_OWNER, ObjectIdGetDatum(a->owner));
+	SET(COL_PRIORITY, Int16GetDatum(a->priority));
+	SET(COL_STATE, a->run_at > now ? job_layout.state_scheduled : job_layout.state_pending);
+	SET(COL_RUN_AT, TimestampTzGetDatum(Max(a->run_at, since)));
+	SET(COL_MAX_ATTEMPTS, Int32GetDatum(a->max_attempts > 0 ? a->max_attempts :
+										ctx->default_max_attempts));
+	SET(COL_TIMEOUT, IntervalPGetDatum(a->timeout ? a->timeout : &ctx->default_timeout));
+	SET(COL_SUBMITTED_BY, ObjectIdGetDatum(a->submitted_by));
+	SET(COL_PAYLOAD, payload);
+	if (a->schedule)
+	{
+		SET(COL_SCHEDULE, CStringGetTextDatum(a->schedule));
+		SET(COL_FIRE_AT, TimestampTzGetDatum(a->fire_at));
+	}
+#undef SET
+	ExecStoreVirtualTuple(slot);
+
+	ExecSimpleRelationInsert(rri, estate, slot);
+	if (!ItemPointerIsValid(&slot->tts_tid))
+		elog(ERROR, "hasched: a trigger on hasched.job skipped the insert of a job");
+	*id = DatumGetInt64(slot_getattr(slot, job_layout.att[COL_ID], &isnull));
+
+	ExecCloseIndices(rri);
+	AfterTriggerEndQuery(estate);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	table_close(rel, NoLock);
+	return true;
+}
+
 /*
  * Insert one job (or find the one with the same idempotency key) and charge
  * the tenant for it.  The caller is connected to SPI and runs as the
@@ -396,6 +662,13 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 	if (ctx.is_sql)
 		check_sql_payload(payload, -1);
 	hs_quota_prepare(a->tenant, a->tenant_oid, ctx.has_day_limit);
+
+	if (key == NULL && insert_direct(a, &ctx, payload, &id))
+	{
+		hs_quota_charge(a->tenant, a->tenant_oid, ctx.tier, 1, ctx.has_day_limit, ctx.jobs_per_day,
+						ctx.has_rate, ctx.rate_per_second, ctx.burst);
+		return id;
+	}
 
 	if (insert_plan == NULL)
 	{
@@ -427,7 +700,8 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 		nulls[N_COMMON + 1] = nulls[N_COMMON + 2] = 'n';
 	if (key)
 		values[N_COMMON + 3] = CStringGetTextDatum(key);
-	if (SPI_execute_plan(key ? keyed_plan : insert_plan, values, nulls, false, 1) !=
+	/* no row limit: with one, the INSERT would stop before its statement triggers */
+	if (SPI_execute_plan(key ? keyed_plan : insert_plan, values, nulls, false, 0) !=
 		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the job failed");
 

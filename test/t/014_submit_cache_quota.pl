@@ -15,7 +15,13 @@
 #     hasched.quota_use), also for jobs deleted since they were submitted;
 #   - hasched's own statements are planned with sequential scans off, the
 #     caller's are not, also after an API call that failed, and the
-#     caller's search_path is intact.
+#     caller's search_path is intact;
+#   - a job inserted without the INSERT statement (the direct insert) gets
+#     the table's defaults, and fires the triggers an administrator added:
+#     row triggers on that path, statement triggers (with a transition
+#     table) through the INSERT statement it then falls back to;
+#   - without the invalidation triggers (a 0.1.0 schema under the 0.2.0
+#     library) nothing is cached: a change is seen at once.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/014_submit_cache_quota.pl
@@ -149,6 +155,49 @@ like($out, qr/^app, public\non\n.*Seq Scan on queue/ms,
 	'after it the caller has its search_path and enable_seqscan, and its own query is planned with them');
 
 # ---------------------------------------------------------------------------
+# the direct insert: defaults and triggers
+# ---------------------------------------------------------------------------
+is( $node->query(
+		q{SET hasched.tenant = 'roomy';
+		  BEGIN;
+		  SELECT hasched.submit('work', '{"k": 1}', run_at => now() + interval '1 hour') AS id \gset
+		  SELECT created_at = now(), attempt, id = currval('hasched.job_id_seq'), state,
+				 payload->>'k', max_attempts, timeout
+			FROM hasched.job WHERE id = :id;
+		  COMMIT;}),
+	't|0|t|scheduled|1|3|00:05:00',
+	'a direct insert takes id, attempt and created_at from the table\'s defaults');
+
+$node->query(
+	q{
+	CREATE TABLE public.seen (how text, n bigint);
+	CREATE FUNCTION public.note_row() RETURNS trigger LANGUAGE plpgsql AS
+		$$BEGIN INSERT INTO public.seen VALUES ('row', NEW.id); RETURN NULL; END$$;
+	CREATE FUNCTION public.note_statement() RETURNS trigger LANGUAGE plpgsql AS
+		$$BEGIN INSERT INTO public.seen SELECT 'statement', count(*) FROM new_jobs; RETURN NULL; END$$;
+	CREATE TRIGGER note_row AFTER INSERT ON hasched.job
+		FOR EACH ROW EXECUTE FUNCTION public.note_row();
+});
+$id = $node->query(q{SET hasched.tenant = 'roomy'; SELECT hasched.submit('work', '{}')});
+is($node->query(q{SELECT string_agg(how || ' ' || n, ', ') FROM public.seen}),
+	"row $id", 'an AFTER ROW trigger added to hasched.job fires for a submit');
+$node->query(
+	q{
+	TRUNCATE public.seen;
+	CREATE TRIGGER note_statement AFTER INSERT ON hasched.job
+		REFERENCING NEW TABLE AS new_jobs
+		FOR EACH STATEMENT EXECUTE FUNCTION public.note_statement();
+});
+$id = $node->query(q{SET hasched.tenant = 'roomy'; SELECT hasched.submit('work', '{}')});
+is($node->query(q{SELECT string_agg(how || ' ' || n, ', ' ORDER BY how) FROM public.seen}),
+	"row $id, statement 1", 'so does a statement trigger with a transition table');
+$node->query(
+	q{
+	DROP TRIGGER note_row ON hasched.job;
+	DROP TRIGGER note_statement ON hasched.job;
+});
+
+# ---------------------------------------------------------------------------
 # the count survives a restart, deleted jobs included
 # ---------------------------------------------------------------------------
 $node->query(
@@ -161,6 +210,24 @@ like($node->query_error(q{SET hasched.tenant = 'acme'; SELECT hasched.submit('wo
 is($node->query(
 		q{SELECT used_today FROM hasched.tenants WHERE tenant = 'acme'}),
 	'20', 'hasched.tenants shows 20 used');
+
+# ---------------------------------------------------------------------------
+# no cache without the invalidation triggers
+# ---------------------------------------------------------------------------
+my $c = $node->background_psql($node->db, on_error_stop => 0);
+$c->query_safe("SET hasched.tenant = 'roomy'");
+$id = $c->query_safe(q{SELECT hasched.submit('work', '{}')});
+is($node->query("SELECT max_attempts FROM hasched.job WHERE id = $id"), '3',
+	'a session submits with the queue default of 3 attempts');
+$node->query(
+	q{ALTER EXTENSION hasched DROP FUNCTION hasched.config_changed();
+	  DROP FUNCTION hasched.config_changed() CASCADE;});
+$c->query_safe(q{SELECT hasched.submit('work', '{}')});
+$node->query(q{UPDATE hasched.queue SET default_max_attempts = 4 WHERE name = 'work'});
+$id = $c->query_safe(q{SELECT hasched.submit('work', '{}')});
+is($node->query("SELECT max_attempts FROM hasched.job WHERE id = $id"), '4',
+	'with the triggers gone, the session reads a changed default at once');
+$c->quit;
 
 $node->stop;
 done_testing();
