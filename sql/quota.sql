@@ -52,7 +52,7 @@ SELECT tenant, tier, jobs_per_day, used_today, rate_per_second, burst FROM hasch
 
 -- the day's use is the tenant's jobs created today: deleted ones (history
 -- pruning deletes finished jobs) stay counted, in hasched.quota_use
-DELETE FROM hasched.job WHERE tenant = 'hs_tiny';
+DELETE FROM hasched.job WHERE tenant = 'hs_tiny'::regrole;
 SELECT tenant, day = (now() AT TIME ZONE 'UTC')::date AS today, used FROM hasched.quota_use;
 SELECT used_today FROM hasched.tenants WHERE tenant = 'hs_tiny';
 

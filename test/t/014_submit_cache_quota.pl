@@ -113,7 +113,7 @@ is(state_of($b, q{SELECT hasched.submit_many('work', array_fill('{}'::jsonb, ARR
 	'ok', 'A rolled back: its 10 are free again for B');
 is(state_of($b, q{SELECT hasched.submit('work', '{}')}), 'JQ001',
 	'the 21st job of the day is refused');
-is($node->query(q{SELECT count(*) FROM hasched.job WHERE tenant = 'acme'}),
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE tenant = 'acme'::regrole}),
 	'20', 'acme has exactly 20 jobs');
 
 $a->quit;
@@ -201,8 +201,8 @@ $node->query(
 # the count survives a restart, deleted jobs included
 # ---------------------------------------------------------------------------
 $node->query(
-	q{DELETE FROM hasched.job WHERE tenant = 'acme' AND id IN
-	   (SELECT id FROM hasched.job WHERE tenant = 'acme' ORDER BY id LIMIT 8)});
+	q{DELETE FROM hasched.job WHERE tenant = 'acme'::regrole AND id IN
+	   (SELECT id FROM hasched.job WHERE tenant = 'acme'::regrole ORDER BY id LIMIT 8)});
 $node->restart;
 like($node->query_error(q{SET hasched.tenant = 'acme'; SELECT hasched.submit('work', '{}')}),
 	qr/JQ001: tenant "acme" has reached its quota of 20 jobs per day/,
