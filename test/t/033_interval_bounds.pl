@@ -15,7 +15,9 @@
 #     lease, backoff_base and backoff_max beyond the bound;
 #   - a job whose timeout is beyond the bound all the same (a row written
 #     before the bound existed) does not stop the executors: another
-#     tenant's job runs at once, and the bad job ends dead saying why.
+#     tenant's job runs at once, and the bad job ends dead saying why; a
+#     queue whose lease is beyond it stops only itself (its claim failure
+#     is reported as an executor_error event).
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/033_interval_bounds.pl
@@ -145,6 +147,26 @@ ok(poll_within(10, "SELECT state = 'dead' FROM hasched.job WHERE id = $bad"),
 like(query("SELECT last_error FROM hasched.job WHERE id = $bad"),
 	qr/timeout '292300 years' is larger than hasched\.max_timeout/,
 	'... saying that its timeout is larger than hasched.max_timeout');
+
+# a queue written the same way, with a lease that cannot be added to a time
+my $event_id = query('SELECT coalesce(max(id), 0) FROM hasched.event');
+my $badq_job = query(
+	q{SET session_replication_role = replica;
+	  INSERT INTO hasched.queue (name, transport, lease) VALUES ('badq', 'sql', '300000 years');
+	  INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
+	  VALUES ('badq', 'alice', 'alice', 0, 'pending', now(), 1, '1 minute', '{"sql": "SELECT 1"}')
+	  RETURNING id;});
+my $good2 = $node->safe_psql('postgres',
+	q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.runs VALUES (current_user)"}')},
+	extra_params => [ '-U', 'bob' ]);
+ok(poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $good2"),
+	'with a queue whose lease is 300000 years, another queue\'s job still runs within 10 s');
+ok( poll_within(10,
+		"SELECT count(*) > 0 FROM hasched.event WHERE id > $event_id AND kind = 'executor_error'"
+		  . " AND detail->>'queue' = 'badq'"),
+	'... and the claim that failed on that queue is reported (an executor_error event naming it)');
+is(query("SELECT state FROM hasched.job WHERE id = $badq_job"), 'pending',
+	'... the job of that queue is left waiting, unchanged');
 
 $node->stop;
 done_testing();
