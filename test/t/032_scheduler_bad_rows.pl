@@ -91,7 +91,11 @@ sub claim_expiring
 # ---------------------------------------------------------------------------
 # 1. backoff_max = '300000 years'
 # ---------------------------------------------------------------------------
-query(q{INSERT INTO hasched.queue (name, backoff_max) VALUES ('huge', '300000 years')});
+# hasched.max_timeout refuses such a queue now; this one was written before
+# the bound existed (the check is bypassed for it)
+query(
+	q{SET session_replication_role = replica;
+	  INSERT INTO hasched.queue (name, backoff_max) VALUES ('huge', '300000 years')});
 my $huge = claim_expiring('huge', '{}');
 ok( poll_within(10,
 		"SELECT state = 'failed' AND run_at <= now() + interval '1 year' FROM hasched.job WHERE id = $huge"),
