@@ -17,20 +17,20 @@
  * An attempt starts when its job starts.  The claim stamps started_at and a
  * lease that covers lease + timeout.  A job that starts RESTAMP_AFTER_US or
  * more after its claim is stamped again as it starts (and skipped if it is
- * no longer ours: cancelled or requeued meanwhile).  The jobs of a batch
- * that have not started wait only while their leases outlast the job that
- * runs before them (its timeout plus hasched.job_grace, and a margin), and
- * at most BATCH_HOLD_US; otherwise they are given back before it starts.
- * So no job's lease ends while it waits, and slow jobs do not hold fast
- * ones back from the other executors.  A queue whose lease is not longer
- * than the grace and margin is claimed from one job at a time.  Whatever
- * ends a batch early (an error outside a job's own SQL, the executor
- * exiting) gives the jobs not started back at once.  Given back means
- * pending again, the attempt not counted.  The job whose transaction an
- * error broke is recorded as a failed attempt.  A
- * queue whose claim fails is left alone for BAD_QUEUE_PAUSE_US and
- * reported (a warning, an event of kind executor_error); the other queues
- * go on.
+ * no longer ours: cancelled or requeued meanwhile).  Before a job starts,
+ * the jobs of its batch behind it are given back unless their leases
+ * outlast the job's worst case (its timeout plus hasched.job_grace, and a
+ * margin) and the batch is younger than BATCH_HOLD_US: so no job's lease
+ * ends while it waits.  (A job still waits behind the one job that runs
+ * before it: a batch is for short jobs.)  A queue whose lease is not
+ * longer than the grace and margin is claimed from one job at a time.
+ * Whatever ends a batch early (an error outside a job's own SQL, the
+ * executor exiting) gives the jobs not started back at once.  Given back
+ * means pending again, the attempt not counted.  The job whose transaction
+ * an error broke is recorded as a failed attempt.  A queue whose claim
+ * fails is left alone for BAD_QUEUE_PAUSE_US at a time and reported (a
+ * warning, an event of kind executor_error; again after
+ * BAD_QUEUE_REPORT_US); the other queues go on.
  *
  * A job's SQL runs with the owner's rights and no more: the user id is
  * switched as for a security-restricted operation (like VACUUM running an
@@ -102,8 +102,10 @@
 #define HOLD_MARGIN_US		(2 * USECS_PER_SEC)
 /* how often the watchdog looks at a running job */
 #define WATCHDOG_MS			100
-/* a queue whose claim failed is left alone this long */
-#define BAD_QUEUE_PAUSE_US	(60 * USECS_PER_SEC)
+/* a queue whose claim failed is left alone this long ... */
+#define BAD_QUEUE_PAUSE_US	(10 * USECS_PER_SEC)
+/* ... and its failure reported at most this often */
+#define BAD_QUEUE_REPORT_US	(10 * 60 * USECS_PER_SEC)
 #define MAX_BAD_QUEUES		8
 
 typedef struct ExecJob
@@ -143,6 +145,7 @@ typedef struct BadQueue
 {
 	char		name[HS_QUEUE_NAME_MAX];
 	TimestampTz until;
+	TimestampTz reported_at;
 } BadQueue;
 static BadQueue bad_queues[MAX_BAD_QUEUES];
 static const char *claiming_queue = NULL;
@@ -262,17 +265,37 @@ queue_is_bad(const char *queue, TimestampTz now)
 	return false;
 }
 
-/* Leave a queue alone for a while: claiming from it failed. */
-static void
+/*
+ * Leave a queue alone for a while: claiming from it failed.  True when the
+ * failure should be reported (not reported for this queue lately).
+ */
+static bool
 note_bad_queue(const char *queue)
 {
-	int			oldest = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	int			slot = 0;
+	bool		report;
 
-	for (int i = 1; i < MAX_BAD_QUEUES; i++)
-		if (bad_queues[i].until < bad_queues[oldest].until)
-			oldest = i;
-	strlcpy(bad_queues[oldest].name, queue, HS_QUEUE_NAME_MAX);
-	bad_queues[oldest].until = GetCurrentTimestamp() + BAD_QUEUE_PAUSE_US;
+	for (int i = 0; i < MAX_BAD_QUEUES; i++)
+	{
+		if (strcmp(bad_queues[i].name, queue) == 0)
+		{
+			slot = i;
+			break;
+		}
+		if (bad_queues[i].until < bad_queues[slot].until)
+			slot = i;
+	}
+	if (strcmp(bad_queues[slot].name, queue) != 0)
+	{
+		strlcpy(bad_queues[slot].name, queue, HS_QUEUE_NAME_MAX);
+		bad_queues[slot].reported_at = 0;
+	}
+	bad_queues[slot].until = now + BAD_QUEUE_PAUSE_US;
+	report = now - bad_queues[slot].reported_at >= BAD_QUEUE_REPORT_US;
+	if (report)
+		bad_queues[slot].reported_at = now;
+	return report;
 }
 
 /* Claim up to CLAIM_BATCH due SQL jobs into jobs[], copied into batch_cxt. */
@@ -405,8 +428,10 @@ report_bad_queue(const char *queue, const char *error)
 	char	   *sql;
 
 	ereport(WARNING,
-			(errmsg("hasched: executor %s leaves queue \"%s\" alone for %d s: claiming from it failed: %s",
+			(errmsg("hasched: executor %s leaves queue \"%s\" alone for %d s at a time: claiming from it failed: %s",
 					my_name, queue, (int) (BAD_QUEUE_PAUSE_US / USECS_PER_SEC), error),
+			 errdetail("The other queues go on. This is reported again after %d minutes if the claims still fail.",
+					   (int) (BAD_QUEUE_REPORT_US / USECS_PER_SEC / 60)),
 			 errhint("See the event of kind executor_error in hasched.event; fix the queue's row or its jobs.")));
 	sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('executor_error',"
 				   " jsonb_build_object('step', 'claim', 'queue', %s, 'error', %s, 'executor', %s))",
@@ -849,11 +874,8 @@ executor_round(void)
 		pgstat_report_activity(STATE_IDLE, NULL);
 		reset_session();
 		settle_batch(psprintf("the executor could not finish the attempt: %s", edata->message));
-		if (bad_queue != NULL)
-		{
-			note_bad_queue(bad_queue);
+		if (bad_queue != NULL && note_bad_queue(bad_queue))
 			report_bad_queue(bad_queue, edata->message);
-		}
 		/* nothing to blame the error on: pause before trying again */
 		if (!in_batch && bad_queue == NULL)
 			delay = 1000;
