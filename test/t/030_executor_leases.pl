@@ -17,36 +17,22 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('leases');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'leases', conf => q{
 hasched.max_executors = 1
 hasched.min_executors = 1
 });
-$node->start;
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport, lease) VALUES ('sqlq', 'sql', '1 second');
 });
-ok( $node->poll_query_until('postgres',
+ok( $node->poll(
 		q{SELECT count(*) = 1 FROM hasched.workers WHERE state IN ('idle', 'woken')}),
 	'the one executor is up and idle');
 
@@ -54,7 +40,7 @@ ok( $node->poll_query_until('postgres',
 # runs 0.6 s, so the last starts about 4.2 s after the first, long after a
 # lease taken for all of them at the first claim (1 s + 1 s) has run out.
 my $n = 8;
-my @ids = split /\n/, query(
+my @ids = split /\n/, $node->query(
 	"BEGIN;\n"
 	  . join('',
 		map {
@@ -67,37 +53,37 @@ my $list = join(',', @ids);
 
 # While the fourth job runs, its lease must be its own.
 my $fourth = $ids[3];
-ok( $node->poll_query_until('postgres',
+ok( $node->poll(
 		"SELECT count(*) = 1 FROM hasched.workers WHERE state = 'busy' AND job_id = $fourth"),
 	'the executor gets to the fourth job');
-my $seen_at = query('SELECT clock_timestamp()');
-is( query(
+my $seen_at = $node->query('SELECT clock_timestamp()');
+is( $node->query(
 		"SELECT started_at > '$seen_at'::timestamptz - interval '1 second'"
 		  . " AND lease_until = started_at + interval '2 seconds'"
 		  . " FROM hasched.job WHERE id = $fourth"),
 	't',
 	'the fourth job, running, started less than 1 s ago and is leased for lease + timeout (2 s) from its start');
 
-ok( $node->poll_query_until('postgres',
+ok( $node->poll(
 		"SELECT bool_and(state IN ('succeeded', 'dead', 'failed', 'cancelled')) FROM hasched.job WHERE id IN ($list)"
 	),
 	'every job finished');
-is(query("SELECT string_agg(state::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($list)"),
+is($node->query("SELECT string_agg(state::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($list)"),
 	join(',', ('succeeded') x $n), 'all eight succeeded');
-is( query(
+is( $node->query(
 		"SELECT count(*) FROM hasched.job_run WHERE job_id IN ($list) AND outcome = 'lease_expired'"),
 	'0',
 	'no attempt ended with "lease expired"');
-is(query("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($list)"),
+is($node->query("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($list)"),
 	join(',', ('1') x $n), 'each ran once, in its first attempt');
 
 # started_at is the real start: each job after the one before it finished
-is( query(
+is( $node->query(
 		"SELECT count(*) FROM (SELECT started_at, lag(finished_at) OVER (ORDER BY started_at) AS prev_end"
 		  . " FROM hasched.job WHERE id IN ($list)) s WHERE started_at < prev_end"),
 	'0',
 	'each job started (started_at) after the previous one finished');
-is( query(
+is( $node->query(
 		"SELECT bool_and(finished_at - started_at BETWEEN interval '0.55 s' AND interval '3 s')"
 		  . " FROM hasched.job WHERE id IN ($list)"),
 	't',

@@ -22,53 +22,23 @@ use strict;
 use warnings;
 
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('batchend');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'batchend', conf => q{
 hasched.max_executors = 1
 hasched.min_executors = 1
 });
-$node->start;
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	CREATE TABLE public.runs (tag text, at timestamptz DEFAULT clock_timestamp());
 });
-
-# Poll until the query returns 't', for at most $secs seconds: for what must
-# happen promptly, not merely eventually.
-sub poll_within
-{
-	my ($secs, $sql) = @_;
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag("not true within $secs s: $sql\nlast output: $out $err");
-	return 0;
-}
 
 # One job that runs $first, then jobs that insert their tag into
 # public.runs, all submitted in one transaction (the first one first).
@@ -82,16 +52,16 @@ sub submit_group
 	  "SELECT hasched.submit('sqlq', '{\"sql\": \"INSERT INTO public.runs (tag) VALUES (''$_'')\"}',"
 	  . " priority => 'low', timeout => '1 minute', max_attempts => 3);\n"
 	  for @tags;
-	return split /\n/, query($sql . 'COMMIT;');
+	return split /\n/, $node->query($sql . 'COMMIT;');
 }
 
 sub busy_pid
 {
 	my ($id) = @_;
-	$node->poll_query_until('postgres',
+	$node->poll(
 		"SELECT count(*) = 1 FROM hasched.workers WHERE state = 'busy' AND job_id = $id")
 	  or return undef;
-	return query("SELECT pid FROM hasched.workers WHERE state = 'busy' AND job_id = $id");
+	return $node->query("SELECT pid FROM hasched.workers WHERE state = 'busy' AND job_id = $id");
 }
 
 # The jobs in @ids succeeded in their first attempt, each wrote once, and
@@ -100,22 +70,22 @@ sub ran_once_cleanly
 {
 	my ($what, $ids, $tags) = @_;
 	my $list = join(',', @$ids);
-	ok( poll_within(10,
+	ok( $node->poll_within(10,
 			"SELECT bool_and(state = 'succeeded') FROM hasched.job WHERE id IN ($list)"),
 		"$what: the other jobs succeed within 10 s");
-	is(query("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($list)"),
+	is($node->query("SELECT string_agg(attempt::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($list)"),
 		join(',', ('1') x @$ids), "$what: ... in their first attempt");
-	is(query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($list)"),
+	is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($list)"),
 		'0', "$what: ... with no failed, expired or orphaned attempt");
 	my $tag_list = join(',', map { "'$_'" } @$tags);
-	is( query(
+	is( $node->query(
 			"SELECT string_agg(tag || ':' || n, ',' ORDER BY tag) FROM"
 			  . " (SELECT tag, count(*) n FROM public.runs WHERE tag IN ($tag_list) GROUP BY tag) s"),
 		join(',', map { "$_:1" } sort @$tags),
 		"$what: ... and each wrote its row once");
 }
 
-ok( $node->poll_query_until('postgres',
+ok( $node->poll(
 		q{SELECT count(*) = 1 FROM hasched.workers WHERE state IN ('idle', 'woken')}),
 	'the one executor is up and idle');
 
@@ -131,18 +101,18 @@ ok($pid, 'the executor runs the first job (pg_sleep(1))');
 my ($out, $err) = ('', '');
 my $canceller = IPC::Run::start(
 	[
-		'psql', '-X', '-q', '-A', '-t', '-d', $node->connstr('postgres'),
+		'psql', '-X', '-q', '-A', '-t', '-d', $node->connstr($node->db),
 		'-c', "BEGIN; SELECT hasched.cancel($ja); SELECT pg_sleep(2.5); COMMIT;"
 	],
 	'>', \$out, '2>', \$err);
-ok( poll_within(10,
+ok( $node->poll_within(10,
 		"SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $pid AND wait_event_type = 'Lock'"),
 	'the job\'s SQL ended and the executor waits for the row the cancel holds');
 $canceller->finish;
 like($out, qr/^t$/m, 'cancel() of the first job returned true and committed');
-is(query("SELECT state FROM hasched.job WHERE id = $ja"), 'cancelled', 'the first job is cancelled');
+is($node->query("SELECT state FROM hasched.job WHERE id = $ja"), 'cancelled', 'the first job is cancelled');
 ran_once_cleanly('after a cancel that arrived late', \@rest, [ 'a1', 'a2', 'a3' ]);
-is(query("SELECT count(*) FROM hasched.workers WHERE pid = $pid AND state <> 'free'"),
+is($node->query("SELECT count(*) FROM hasched.workers WHERE pid = $pid AND state <> 'free'"),
 	'1', 'the same executor goes on');
 
 # ---------------------------------------------------------------------------
@@ -153,12 +123,12 @@ my ($jb, @rest_b) = submit_group(
 $pid = busy_pid($jb);
 ok($pid, 'the executor runs a pg_sleep(1.5) job');
 usleep(300_000);
-is(query("SELECT pg_cancel_backend($pid)"), 't', 'a cancel signal reaches the executor mid-job');
-ok(poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $jb"),
+is($node->query("SELECT pg_cancel_backend($pid)"), 't', 'a cancel signal reaches the executor mid-job');
+ok($node->poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $jb"),
 	'the job nobody cancelled goes on and succeeds');
-is(query("SELECT attempt || ':' || coalesce(last_error, '-') FROM hasched.job WHERE id = $jb"),
+is($node->query("SELECT attempt || ':' || coalesce(last_error, '-') FROM hasched.job WHERE id = $jb"),
 	'1:-', '... in its first attempt, with no error');
-is(query("SELECT count(*) FROM hasched.job_run WHERE job_id = $jb"), '0', '... and no failed attempt');
+is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id = $jb"), '0', '... and no failed attempt');
 ran_once_cleanly('after a stray cancel signal', \@rest_b, ['b1']);
 
 # ---------------------------------------------------------------------------
@@ -170,11 +140,11 @@ my ($jc, @rest_c) = submit_group(
 	'c1', 'c2');
 $pid = busy_pid($jc);
 ok($pid, 'the executor runs a job that sleeps 30 s (in its first attempt)');
-is(query("SELECT pg_terminate_backend($pid)"), 't', 'pg_terminate_backend() of the executor');
+is($node->query("SELECT pg_terminate_backend($pid)"), 't', 'pg_terminate_backend() of the executor');
 ran_once_cleanly('after the executor was terminated', \@rest_c, [ 'c1', 'c2' ]);
-ok(poll_within(15, "SELECT state = 'succeeded' AND attempt = 2 FROM hasched.job WHERE id = $jc"),
+ok($node->poll_within(15, "SELECT state = 'succeeded' AND attempt = 2 FROM hasched.job WHERE id = $jc"),
 	'the terminated job itself runs again, in attempt 2, and succeeds');
-is( query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $jc"),
+is( $node->query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $jc"),
 	'executor_exited', '... after one attempt ended executor_exited');
 
 $node->stop;

@@ -19,46 +19,17 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $node = PostgreSQL::Test::Cluster->new('badrows');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'badrows', conf => q{
 hasched.max_executors = 2
 });
-$node->start;
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub poll_within
-{
-	my ($secs, $sql) = @_;
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag("not true within $secs s: $sql\nlast output: $out $err");
-	return 0;
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	INSERT INTO hasched.queue (name) VALUES ('work');
@@ -69,8 +40,8 @@ query(
 sub ticks_go_on
 {
 	my ($n, $secs, $what) = @_;
-	my $now = query('SELECT clock_timestamp()');
-	ok( poll_within($secs,
+	my $now = $node->query('SELECT clock_timestamp()');
+	ok( $node->poll_within($secs,
 			"SELECT count(*) >= $n FROM hasched.job WHERE schedule = 'tick' AND state = 'succeeded'"
 			  . " AND created_at > '$now'"),
 		"$what: the 1-second schedule fires and runs $n more times within $secs s");
@@ -82,8 +53,8 @@ ticks_go_on(2, 10, 'at start');
 sub claim_expiring
 {
 	my ($queue, $payload) = @_;
-	my $id = query("SELECT hasched.submit('$queue', '$payload', max_attempts => 3)");
-	is(query("SELECT job_id FROM hasched.claim('$queue', 'w1', 1, lease => '100 ms')"),
+	my $id = $node->query("SELECT hasched.submit('$queue', '$payload', max_attempts => 3)");
+	is($node->query("SELECT job_id FROM hasched.claim('$queue', 'w1', 1, lease => '100 ms')"),
 		$id, "job $id of queue $queue is claimed with a lease of 100 ms");
 	return $id;
 }
@@ -93,21 +64,21 @@ sub claim_expiring
 # ---------------------------------------------------------------------------
 # hasched.max_timeout refuses such a queue now; this one was written before
 # the bound existed (the check is bypassed for it)
-query(
+$node->query(
 	q{SET session_replication_role = replica;
 	  INSERT INTO hasched.queue (name, backoff_max) VALUES ('huge', '300000 years')});
 my $huge = claim_expiring('huge', '{}');
-ok( poll_within(10,
+ok( $node->poll_within(10,
 		"SELECT state = 'failed' AND run_at <= now() + interval '1 year' FROM hasched.job WHERE id = $huge"),
 	'the expired job of the queue with backoff_max = 300000 years is requeued for a retry');
-is(query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $huge"),
+is($node->query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $huge"),
 	'lease_expired', '... its attempt ended lease_expired');
 ticks_go_on(3, 10, 'with that queue');
 
 # ---------------------------------------------------------------------------
 # 2. a row one step cannot process
 # ---------------------------------------------------------------------------
-query(
+$node->query(
 	q{
 	CREATE FUNCTION public.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $f$
 	BEGIN
@@ -120,14 +91,14 @@ query(
 		FOR EACH ROW EXECUTE FUNCTION public.refuse_poison();
 });
 my $log_offset = -s $node->logfile;
-my $event_id = query('SELECT coalesce(max(id), 0) FROM hasched.event');
+my $event_id = $node->query('SELECT coalesce(max(id), 0) FROM hasched.event');
 my $poison = claim_expiring('work', '{"poison": true}');
 my $fine = claim_expiring('work', '{}');
-ok(poll_within(10, "SELECT state = 'failed' FROM hasched.job WHERE id = $fine"),
+ok($node->poll_within(10, "SELECT state = 'failed' FROM hasched.job WHERE id = $fine"),
 	'the other expired job is requeued in the same step');
-is(query("SELECT state FROM hasched.job WHERE id = $poison"), 'running',
+is($node->query("SELECT state FROM hasched.job WHERE id = $poison"), 'running',
 	'the poisoned job is left as it was (its requeue was refused)');
-ok( poll_within(10,
+ok( $node->poll_within(10,
 		"SELECT count(*) >= 1 FROM hasched.event WHERE id > $event_id AND kind = 'scheduler_error'"
 		  . " AND detail->>'error' LIKE '%job $poison is poisoned%'"),
 	'an event of kind scheduler_error names the refused job\'s error');
@@ -136,20 +107,20 @@ ok($node->log_contains(qr/job $poison is poisoned/, $log_offset),
 ticks_go_on(3, 10, 'with the poisoned job');
 
 # the round's other steps: an executor killed mid-job is still recovered
-my $sleeper = query(
+my $sleeper = $node->query(
 	q{SELECT hasched.submit('sqlq', jsonb_build_object('sleeper', 1, 'sql',
 		$s$SELECT pg_sleep(CASE WHEN attempt = 1 THEN 30 ELSE 0 END) FROM hasched.job WHERE payload ? 'sleeper'$s$),
 		max_attempts => 2)});
-ok( $node->poll_query_until('postgres',
+ok( $node->poll(
 		"SELECT count(*) = 1 FROM hasched.workers WHERE state = 'busy' AND job_id = $sleeper"),
 	'an executor runs a pg_sleep(30) job');
-my $pid = query("SELECT pid FROM hasched.workers WHERE job_id = $sleeper");
-query("SELECT pg_terminate_backend($pid)");
-ok(poll_within(15, "SELECT state = 'succeeded' AND attempt = 2 FROM hasched.job WHERE id = $sleeper"),
+my $pid = $node->query("SELECT pid FROM hasched.workers WHERE job_id = $sleeper");
+$node->query("SELECT pg_terminate_backend($pid)");
+ok($node->poll_within(15, "SELECT state = 'succeeded' AND attempt = 2 FROM hasched.job WHERE id = $sleeper"),
 	'the job of the terminated executor runs again (orphan recovery goes on) and succeeds');
 
-query('DROP TRIGGER refuse_poison ON hasched.job');
-ok(poll_within(10, "SELECT state = 'failed' FROM hasched.job WHERE id = $poison"),
+$node->query('DROP TRIGGER refuse_poison ON hasched.job');
+ok($node->poll_within(10, "SELECT state = 'failed' FROM hasched.job WHERE id = $poison"),
 	'once the trigger is gone, the poisoned job is requeued too');
 
 $node->stop;

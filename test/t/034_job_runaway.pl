@@ -18,47 +18,19 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
+use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('runaway');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'runaway', conf => q{
 hasched.max_executors = 2
 hasched.job_grace = '1s'
 });
-$node->start;
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub poll_within
-{
-	my ($secs, $sql) = @_;
-	my $end = time + $secs;
-	my ($rc, $out, $err) = (0, '', '');
-	while (time < $end)
-	{
-		($rc, $out, $err) = $node->psql('postgres', $sql);
-		return 1 if $rc == 0 && $out eq 't';
-		usleep(100_000);
-	}
-	diag("not true within $secs s: $sql\nlast output: $out $err");
-	return 0;
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	CREATE TABLE public.runs (tag text, at timestamptz DEFAULT clock_timestamp());
@@ -79,7 +51,7 @@ sub runaway_sql
 sub submit_sql
 {
 	my ($sql, $timeout) = @_;
-	return query("SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$j\$$sql\$j\$),"
+	return $node->query("SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$j\$$sql\$j\$),"
 		  . " timeout => '$timeout', max_attempts => 1)");
 }
 
@@ -96,40 +68,40 @@ sub sql_running
 # ---------------------------------------------------------------------------
 my $t0 = time;
 my $id = submit_sql(runaway_sql('timeout'), '1 second');
-ok(poll_within(10, sql_running('timeout')), 'an executor runs the job that swallows cancels (timeout 1 s)');
-ok( poll_within(
+ok($node->poll_within(10, sql_running('timeout')), 'an executor runs the job that swallows cancels (timeout 1 s)');
+ok( $node->poll_within(
 		8, "SELECT state NOT IN ('pending', 'running') FROM hasched.job WHERE id = $id"),
 	'the job is over within 8 s of its start (timeout 1 s + grace 1 s + margin), not after its 20 s');
 my $elapsed = time - $t0;
-is(query(sql_running('timeout')), 'f',
+is($node->query(sql_running('timeout')), 'f',
 	sprintf('no process runs its SQL any more (%.1f s after submit)', $elapsed));
-is(query("SELECT state FROM hasched.job WHERE id = $id"), 'dead', 'the job is dead (max_attempts 1), not succeeded');
-like(query("SELECT last_error FROM hasched.job WHERE id = $id"), qr/timeout/,
+is($node->query("SELECT state FROM hasched.job WHERE id = $id"), 'dead', 'the job is dead (max_attempts 1), not succeeded');
+like($node->query("SELECT last_error FROM hasched.job WHERE id = $id"), qr/timeout/,
 	'its last_error says it ran past its timeout');
-like(query("SELECT outcome || ': ' || error FROM hasched.job_run WHERE job_id = $id"),
+like($node->query("SELECT outcome || ': ' || error FROM hasched.job_run WHERE job_id = $id"),
 	qr/^(failed|timed_out): .*timeout/, 'the run history has the attempt, ended by the timeout');
-is(query(q{SELECT count(*) FROM public.runs WHERE tag = 'timeout'}), '0', 'the write the job made was rolled back');
+is($node->query(q{SELECT count(*) FROM public.runs WHERE tag = 'timeout'}), '0', 'the write the job made was rolled back');
 my $next = submit_sql(q{INSERT INTO public.runs (tag) VALUES ('next')}, '1 minute');
-ok(poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $next"), 'the next job runs and succeeds');
+ok($node->poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $next"), 'the next job runs and succeeds');
 
 # ---------------------------------------------------------------------------
 # 2. cancelled
 # ---------------------------------------------------------------------------
 $id = submit_sql(runaway_sql('cancel'), '1 minute');
-ok(poll_within(10, sql_running('cancel')), 'an executor runs the job that swallows cancels (timeout 1 min)');
-is(query("SELECT hasched.cancel($id)"), 't', 'cancel() of it returns true');
-ok(poll_within(6, "SELECT NOT (" . sql_running('cancel') . ')'),
+ok($node->poll_within(10, sql_running('cancel')), 'an executor runs the job that swallows cancels (timeout 1 min)');
+is($node->query("SELECT hasched.cancel($id)"), 't', 'cancel() of it returns true');
+ok($node->poll_within(6, "SELECT NOT (" . sql_running('cancel') . ')'),
 	'within 6 s (grace 1 s + margin) no process runs its SQL any more');
-is(query("SELECT count(*) FROM hasched.workers WHERE job_id = $id"), '0', 'no executor is busy with it');
+is($node->query("SELECT count(*) FROM hasched.workers WHERE job_id = $id"), '0', 'no executor is busy with it');
 # a few scheduler rounds later
 sleep(3);
-is(query("SELECT state || ' ' || attempt FROM hasched.job WHERE id = $id"),
+is($node->query("SELECT state || ' ' || attempt FROM hasched.job WHERE id = $id"),
 	'cancelled 1', 'the job is still cancelled, after one attempt: it was not run again');
-is(query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $id"),
+is($node->query("SELECT string_agg(outcome, ',') FROM hasched.job_run WHERE job_id = $id"),
 	'cancelled', 'its run history has the one cancelled attempt');
-is(query(q{SELECT count(*) FROM public.runs WHERE tag = 'cancel'}), '0', 'its write was rolled back');
+is($node->query(q{SELECT count(*) FROM public.runs WHERE tag = 'cancel'}), '0', 'its write was rolled back');
 $next = submit_sql(q{INSERT INTO public.runs (tag) VALUES ('next2')}, '1 minute');
-ok(poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $next"), 'the next job runs and succeeds');
+ok($node->poll_within(10, "SELECT state = 'succeeded' FROM hasched.job WHERE id = $next"), 'the next job runs and succeeds');
 
 $node->stop;
 done_testing();

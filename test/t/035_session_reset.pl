@@ -19,31 +19,18 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('reset');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'reset', conf => q{
 hasched.max_executors = 1
 hasched.min_executors = 1
 });
-$node->start;
 
-sub query
-{
-	my ($sql, @opt) = @_;
-	return $node->safe_psql('postgres', $sql, @opt);
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	CREATE ROLE alice LOGIN IN ROLE hasched_submitter;
 	CREATE ROLE bob LOGIN IN ROLE hasched_submitter;
 	INSERT INTO hasched.tenant (name, tier) VALUES ('alice', 'enterprise'), ('bob', 'enterprise');
@@ -62,7 +49,7 @@ query(
 sub submit_as
 {
 	my ($role, $sql, $priority) = @_;
-	return query(
+	return $node->query(
 		"SET ROLE $role; SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$j\$$sql\$j\$),"
 		  . " priority => '$priority', max_attempts => 1)");
 }
@@ -74,39 +61,39 @@ my $bob_sql =
   q{INSERT INTO public.probe SELECT current_user, random(),}
   . q{ (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),}
   . q{ public.try_currval(), public.try_lastval()};
-my ($ja, $jb) = split /\n/, query(
+my ($ja, $jb) = split /\n/, $node->query(
 	"BEGIN; SET LOCAL ROLE alice;"
 	  . " SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$j\$$alice_sql\$j\$), priority => 'high', max_attempts => 1);"
 	  . " SET LOCAL ROLE bob;"
 	  . " SELECT hasched.submit('sqlq', jsonb_build_object('sql', \$j\$$bob_sql\$j\$), priority => 'low', max_attempts => 1);"
 	  . " COMMIT;");
-ok( $node->poll_query_until('postgres',
+ok( $node->poll(
 		"SELECT bool_and(state IN ('succeeded', 'dead')) FROM hasched.job WHERE id IN ($ja, $jb)"),
 	'both jobs finished');
-is(query("SELECT string_agg(state::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($ja, $jb)"),
+is($node->query("SELECT string_agg(state::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($ja, $jb)"),
 	'succeeded,succeeded', 'both succeeded');
-is(query("SELECT count(DISTINCT worker) FROM hasched.job WHERE id IN ($ja, $jb)"),
+is($node->query("SELECT count(DISTINCT worker) FROM hasched.job WHERE id IN ($ja, $jb)"),
 	'1', 'one executor ran both, alice\'s first');
-my $pid = query("SELECT split_part(worker, '/', 3) FROM hasched.job WHERE id = $ja");
+my $pid = $node->query("SELECT split_part(worker, '/', 3) FROM hasched.job WHERE id = $ja");
 
-is( query(
+is( $node->query(
 		"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $pid"),
 	'0', 'the executor holds no advisory lock after alice\'s job');
-is(query('SELECT pg_try_advisory_lock(4242)'), 't', 'another session can take the exclusive lock alice took');
-is(query('SELECT pg_try_advisory_lock(4343)'), 't', '... and an exclusive lock on the key she locked shared');
+is($node->query('SELECT pg_try_advisory_lock(4242)'), 't', 'another session can take the exclusive lock alice took');
+is($node->query('SELECT pg_try_advisory_lock(4343)'), 't', '... and an exclusive lock on the key she locked shared');
 
-my ($who, $r, $locks, $cur, $last) = split /\|/, query('SELECT who, r, locks, cur, last FROM public.probe');
+my ($who, $r, $locks, $cur, $last) = split /\|/, $node->query('SELECT who, r, locks, cur, last FROM public.probe');
 is($who, 'bob', 'bob\'s job wrote its probe');
 is($locks, '0', 'bob\'s job holds no advisory lock');
-my $predicted = (split /\n/, query('SELECT setseed(0.25); SELECT random()'))[-1];
+my $predicted = (split /\n/, $node->query('SELECT setseed(0.25); SELECT random()'))[-1];
 isnt($r, $predicted, "bob's random() ($r) is not the one that follows alice's setseed(0.25) ($predicted)");
 is($cur // '', '', 'bob\'s job has no currval() of the sequence alice\'s job used');
 is($last // '', '', '... and no lastval()');
 
 my $listen = submit_as('bob', 'LISTEN hasched_probe', 'medium');
-ok($node->poll_query_until('postgres', "SELECT state = 'dead' FROM hasched.job WHERE id = $listen"),
+ok($node->poll( "SELECT state = 'dead' FROM hasched.job WHERE id = $listen"),
 	'a job that runs LISTEN fails');
-like(query("SELECT last_error FROM hasched.job WHERE id = $listen"),
+like($node->query("SELECT last_error FROM hasched.job WHERE id = $listen"),
 	qr/cannot execute LISTEN within security-restricted operation/,
 	'... because jobs run as security-restricted operations');
 

@@ -22,40 +22,20 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('limits');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'limits', conf => q{
 hasched.max_executors = 1
 hasched.min_executors = 1
 hasched.max_result_bytes = '64kB'
 hasched.max_error_bytes = '1kB'
 });
-$node->start;
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub query_error
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
-	return $rc == 0 ? "(no error; output: $out)" : $err;
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 	INSERT INTO hasched.queue (name) VALUES ('work');
@@ -64,7 +44,7 @@ query(
 sub wait_final
 {
 	my ($id) = @_;
-	return $node->poll_query_until('postgres',
+	return $node->poll(
 		"SELECT state IN ('succeeded', 'dead', 'cancelled') FROM hasched.job WHERE id = $id");
 }
 
@@ -83,15 +63,15 @@ sub peak_kb
 # ---------------------------------------------------------------------------
 # 1. a large result of a SQL job is not held in memory
 # ---------------------------------------------------------------------------
-my $warm = query(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT repeat(''x'', 1000) FROM generate_series(1, 300)"}')});
+my $warm = $node->query(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT repeat(''x'', 1000) FROM generate_series(1, 300)"}')});
 ok(wait_final($warm), 'a small job warms the executor up');
-my $pid = query("SELECT split_part(worker, '/', 3) FROM hasched.job WHERE id = $warm");
+my $pid = $node->query("SELECT split_part(worker, '/', 3) FROM hasched.job WHERE id = $warm");
 my $before = peak_kb($pid);
 ok(defined $before, "the executor's peak memory before: $before kB");
-my $big = query(
+my $big = $node->query(
 	q{SELECT hasched.submit('sqlq', '{"sql": "SELECT repeat(''x'', 1000000) FROM generate_series(1, 300)"}')});
 ok(wait_final($big), 'the job returning 300 rows of 1 MB finished');
-is(query("SELECT state || ' ' || result::text || ' ' || split_part(worker, '/', 3) FROM hasched.job WHERE id = $big"),
+is($node->query("SELECT state || ' ' || result::text || ' ' || split_part(worker, '/', 3) FROM hasched.job WHERE id = $big"),
 	"succeeded {\"rows\": 300} $pid", '... it succeeded in the same executor, its result the row count');
 my $after = peak_kb($pid);
 cmp_ok($after - $before, '<', 100 * 1024,
@@ -100,53 +80,53 @@ cmp_ok($after - $before, '<', 100 * 1024,
 # ---------------------------------------------------------------------------
 # 2. a long error of a SQL job is cut
 # ---------------------------------------------------------------------------
-my $loud = query(
+my $loud = $node->query(
 	q{SELECT hasched.submit('sqlq', '{"sql": "DO $d$BEGIN RAISE EXCEPTION ''%'', repeat(''e'', 1000000); END$d$"}', max_attempts => 1)}
 );
 ok(wait_final($loud), 'the job raising a 1 MB error finished');
-is(query("SELECT state FROM hasched.job WHERE id = $loud"), 'dead', '... dead');
-is( query(
+is($node->query("SELECT state FROM hasched.job WHERE id = $loud"), 'dead', '... dead');
+is( $node->query(
 		"SELECT octet_length(last_error) <= 1024 AND last_error LIKE 'eeee%' AND last_error LIKE '%truncated%'"
 		  . " FROM hasched.job WHERE id = $loud"),
 	't',
 	'its last_error is cut to hasched.max_error_bytes (1kB) and says so');
-is(query("SELECT octet_length(error) <= 1024 FROM hasched.job_run WHERE job_id = $loud"),
+is($node->query("SELECT octet_length(error) <= 1024 FROM hasched.job_run WHERE job_id = $loud"),
 	't', '... and so is the error in the run history');
 
 # ---------------------------------------------------------------------------
 # 3. complete() with a result that is too large
 # ---------------------------------------------------------------------------
-my @ids = split /\n/, query(q{SELECT hasched.submit('work', '{}') FROM generate_series(1, 2)});
-my @tokens = split /\n/, query(q{SELECT token FROM hasched.claim('work', 'w1', 2) ORDER BY job_id});
+my @ids = split /\n/, $node->query(q{SELECT hasched.submit('work', '{}') FROM generate_series(1, 2)});
+my @tokens = split /\n/, $node->query(q{SELECT token FROM hasched.claim('work', 'w1', 2) ORDER BY job_id});
 like(
-	query_error(
+	$node->query_error(
 		"SELECT hasched.complete($ids[0], '$tokens[0]', jsonb_build_object('blob', repeat('r', 100000)))"),
 	qr/ERROR:  JQ012: the result of job $ids[0] is larger than hasched\.max_result_bytes \(64kB\)/,
 	'complete() with a 100 kB result is refused with JQ012 naming hasched.max_result_bytes');
 like(
-	query_error(
+	$node->query_error(
 		"SELECT hasched.complete(ARRAY[$ids[0], $ids[1]], ARRAY['$tokens[0]', '$tokens[1]'],"
 		  . " ARRAY['{}'::jsonb, jsonb_build_object('blob', repeat('r', 100000))])"),
 	qr/ERROR:  JQ012: the result of job $ids[1] is larger than hasched\.max_result_bytes \(64kB\)/,
 	'complete(ids[], ...) with one 100 kB result is refused with JQ012 naming that job');
-is(query("SELECT string_agg(state::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($ids[0], $ids[1])"),
+is($node->query("SELECT string_agg(state::text, ',' ORDER BY id) FROM hasched.job WHERE id IN ($ids[0], $ids[1])"),
 	'running,running', 'both jobs are still running: nothing was recorded');
-query("SELECT hasched.complete($ids[1], '$tokens[1]', jsonb_build_object('blob', repeat('r', 60000)))");
-is(query("SELECT state FROM hasched.job WHERE id = $ids[1]"), 'succeeded', 'a 60 kB result is accepted');
+$node->query("SELECT hasched.complete($ids[1], '$tokens[1]', jsonb_build_object('blob', repeat('r', 60000)))");
+is($node->query("SELECT state FROM hasched.job WHERE id = $ids[1]"), 'succeeded', 'a 60 kB result is accepted');
 
 # ---------------------------------------------------------------------------
 # 4. fail() with a 10 MB error
 # ---------------------------------------------------------------------------
-my $fid = query(q{SELECT hasched.submit('work', '{}')});
-my $ftoken = query(q{SELECT token FROM hasched.claim('work', 'w1', 1)});
-is(query("SELECT hasched.fail($fid, '$ftoken', repeat('f', 10000000), retry => false)"),
+my $fid = $node->query(q{SELECT hasched.submit('work', '{}')});
+my $ftoken = $node->query(q{SELECT token FROM hasched.claim('work', 'w1', 1)});
+is($node->query("SELECT hasched.fail($fid, '$ftoken', repeat('f', 10000000), retry => false)"),
 	'dead', 'fail() with a 10 MB error is recorded (dead)');
-is( query(
+is( $node->query(
 		"SELECT octet_length(last_error) <= 1024 AND last_error LIKE 'ffff%' AND last_error LIKE '%truncated%'"
 		  . " FROM hasched.job WHERE id = $fid"),
 	't',
 	'last_error keeps 1kB of it and says it was cut');
-is(query("SELECT octet_length(error) <= 1024 FROM hasched.job_run WHERE job_id = $fid"),
+is($node->query("SELECT octet_length(error) <= 1024 FROM hasched.job_run WHERE job_id = $fid"),
 	't', '... and so does the run history');
 
 $node->stop;

@@ -19,72 +19,52 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('txctl');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-max_worker_processes = 8
+my $node = HaschedCluster->primary(
+	'txctl', conf => q{
 hasched.max_executors = 1
 });
-$node->start;
 
-sub query
-{
-	my ($sql) = @_;
-	return $node->safe_psql('postgres', $sql);
-}
-
-sub query_error
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
-	return $rc == 0 ? "(no error; output: $out)" : $err;
-}
-
-query(
+$node->query(
 	q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, transport) VALUES ('sqlq', 'sql');
 });
 
 my $refusal = qr/ERROR:  JQ018: transaction control statements are not allowed in a job's SQL/;
-my $jobs_before = query('SELECT count(*) FROM hasched.job');
+my $jobs_before = $node->query('SELECT count(*) FROM hasched.job');
 for my $sql ('COMMIT', 'ROLLBACK', 'BEGIN', 'START TRANSACTION', 'END', 'ABORT',
 	'SAVEPOINT a', 'RELEASE SAVEPOINT a', 'ROLLBACK TO SAVEPOINT a', 'COMMIT AND CHAIN',
 	q{PREPARE TRANSACTION 'x'}, 'SELECT 1; COMMIT', 'COMMIT; SELECT 1')
 {
 	(my $json = $sql) =~ s/'/''/g;
-	like(query_error(qq{SELECT hasched.submit('sqlq', '{"sql": "$json"}')}),
+	like($node->query_error(qq{SELECT hasched.submit('sqlq', '{"sql": "$json"}')}),
 		$refusal, "submit of '$sql' is refused with JQ018");
 }
-like(query_error(q{SELECT hasched.submit_many('sqlq', ARRAY['{"sql": "SELECT 1"}', '{"sql": "ROLLBACK"}']::jsonb[])}),
+like($node->query_error(q{SELECT hasched.submit_many('sqlq', ARRAY['{"sql": "SELECT 1"}', '{"sql": "ROLLBACK"}']::jsonb[])}),
 	$refusal, 'submit_many with a ROLLBACK among its payloads is refused with JQ018');
-is(query('SELECT count(*) FROM hasched.job'), $jobs_before, 'the refused submits wrote no job');
-like(query_error(q{SELECT hasched.schedule('s', '@every 10 seconds', 'sqlq', '{"sql": "COMMIT"}')}),
+is($node->query('SELECT count(*) FROM hasched.job'), $jobs_before, 'the refused submits wrote no job');
+like($node->query_error(q{SELECT hasched.schedule('s', '@every 10 seconds', 'sqlq', '{"sql": "COMMIT"}')}),
 	$refusal, 'schedule() with COMMIT is refused with JQ018');
-is(query('SELECT count(*) FROM hasched.schedule'), '0', '... and wrote no schedule');
+is($node->query('SELECT count(*) FROM hasched.schedule'), '0', '... and wrote no schedule');
 
 # a row written without submit()
-my $id = query(
+my $id = $node->query(
 	q{INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
 	  VALUES ('sqlq', current_user, current_user, 5, 'pending', now(), 1, '1 minute', '{"sql": "COMMIT"}')
 	  RETURNING id});
 # wake an executor with a job submitted the usual way
-my $ok = query(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT 1"}', priority => 'low')});
-ok($node->poll_query_until('postgres', "SELECT state = 'dead' FROM hasched.job WHERE id = $id"),
+my $ok = $node->query(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT 1"}', priority => 'low')});
+ok($node->poll( "SELECT state = 'dead' FROM hasched.job WHERE id = $id"),
 	'the job whose SQL is COMMIT goes dead');
-my $error = query("SELECT last_error FROM hasched.job WHERE id = $id");
+my $error = $node->query("SELECT last_error FROM hasched.job WHERE id = $id");
 like($error, qr/^transaction control statements are not allowed in a job's SQL/, "its last_error says why: $error");
 unlike($error, qr/Unrecognized SPI code/, '... and names no unrecognized SPI code');
 like($error, qr/SPI_ERROR_TRANSACTION/, '... but the SPI code that refused it');
-ok($node->poll_query_until('postgres', "SELECT state = 'succeeded' FROM hasched.job WHERE id = $ok"),
+ok($node->poll( "SELECT state = 'succeeded' FROM hasched.job WHERE id = $ok"),
 	'the other job succeeds');
 
 $node->stop;
