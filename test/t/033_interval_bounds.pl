@@ -96,8 +96,10 @@ is($node->query(q{SELECT count(*) FROM hasched.queue WHERE name LIKE 'q\_%'}), '
 # Written as 0.1.0 let it be written: the checks are bypassed for it.
 my $bad = $node->query(
 	q{SET session_replication_role = replica;
-	  INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
-	  VALUES ('sqlq', 'alice', 'alice', 0, 'pending', now(), 1, '292300 years', '{"sql": "SELECT 1"}')
+	  INSERT INTO hasched.job (queue, tenant, owner, submitted_by, priority, state, run_at, max_attempts,
+	                           timeout, payload)
+	  VALUES ('sqlq', 'alice', 'alice', current_user::regrole, 0, 'pending', now(), 1, '292300 years',
+	          '{"sql": "SELECT 1"}')
 	  RETURNING id;});
 my $good = $node->query(
 	q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.runs VALUES (current_user)"}', priority => 'low')},
@@ -116,8 +118,10 @@ my $event_id = $node->query('SELECT coalesce(max(id), 0) FROM hasched.event');
 my $badq_job = $node->query(
 	q{SET session_replication_role = replica;
 	  INSERT INTO hasched.queue (name, transport, lease) VALUES ('badq', 'sql', '300000 years');
-	  INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
-	  VALUES ('badq', 'alice', 'alice', 0, 'pending', now(), 1, '1 minute', '{"sql": "SELECT 1"}')
+	  INSERT INTO hasched.job (queue, tenant, owner, submitted_by, priority, state, run_at, max_attempts,
+	                           timeout, payload)
+	  VALUES ('badq', 'alice', 'alice', current_user::regrole, 0, 'pending', now(), 1, '1 minute',
+	          '{"sql": "SELECT 1"}')
 	  RETURNING id;});
 my $good2 = $node->query(
 	q{SELECT hasched.submit('sqlq', '{"sql": "INSERT INTO public.runs VALUES (current_user)"}')},

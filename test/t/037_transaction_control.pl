@@ -54,7 +54,8 @@ is($node->query('SELECT count(*) FROM hasched.schedule'), '0', '... and wrote no
 # a row written without submit()
 my $id = $node->query(
 	q{INSERT INTO hasched.job (queue, tenant, owner, priority, state, run_at, max_attempts, timeout, payload)
-	  VALUES ('sqlq', current_user, current_user, 5, 'pending', now(), 1, '1 minute', '{"sql": "COMMIT"}')
+	  VALUES ('sqlq', current_user::regrole, current_user::regrole, 5, 'pending', now(), 1, '1 minute',
+	          '{"sql": "COMMIT"}')
 	  RETURNING id});
 # wake an executor with a job submitted the usual way
 my $ok = $node->query(q{SELECT hasched.submit('sqlq', '{"sql": "SELECT 1"}', priority => 'low')});
