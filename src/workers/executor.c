@@ -20,9 +20,10 @@
  * no longer ours: cancelled or requeued meanwhile).  Before a job starts,
  * the jobs of its batch behind it are given back unless their leases
  * outlast the job's worst case (its timeout plus hasched.job_grace, and a
- * margin) and the batch is younger than BATCH_HOLD_US: so no job's lease
- * ends while it waits.  (A job still waits behind the one job that runs
- * before it: a batch is for short jobs.)  A queue whose lease is not
+ * margin), the batch is younger than BATCH_HOLD_US and no other executor
+ * is idle: so no job's lease ends while it waits, and no job waits while an
+ * executor could run it.  (While all executors are busy, a job may wait
+ * behind the one job that runs before it in its batch.)  A queue whose lease is not
  * longer than the grace and margin is claimed from one job at a time.
  * Whatever ends a batch early (an error outside a job's own SQL, the
  * executor exiting) gives the jobs not started back at once.  Given back
@@ -100,6 +101,8 @@
 #define BATCH_HOLD_US		USECS_PER_SEC
 /* ... or when their lease would not outlast the job to run + this */
 #define HOLD_MARGIN_US		(2 * USECS_PER_SEC)
+/* ... or when another executor has been idle this long */
+#define IDLE_PEER_US		(10 * 1000)
 /* how often the watchdog looks at a running job */
 #define WATCHDOG_MS			100
 /* a queue whose claim failed is left alone this long ... */
@@ -369,12 +372,27 @@ claim_batch(void)
 	claimed_at = now;
 }
 
+/* Has another executor been idle for IDLE_PEER_US, free to take jobs? */
+static bool
+idle_peer(TimestampTz now)
+{
+	bool		found = false;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	for (int i = 0; i < hs_max_executors && !found; i++)
+		found = i != my_slot &&
+			(hs_executors[i].state == HS_EXEC_IDLE || hs_executors[i].state == HS_EXEC_WOKEN) &&
+			now - hs_executors[i].since >= IDLE_PEER_US;
+	SpinLockRelease(&hs_shared->mutex);
+	return found;
+}
+
 /*
  * Before job k of the batch starts.  The jobs after it wait while it runs,
  * which may last its timeout plus hasched.job_grace: they are given back
  * now (pending, their attempt not counted) unless all their leases outlast
- * that, with HOLD_MARGIN_US to spare, and the batch is younger than
- * BATCH_HOLD_US.  Job k itself, if it starts RESTAMP_AFTER_US or more after
+ * that, with HOLD_MARGIN_US to spare, the batch is younger than
+ * BATCH_HOLD_US, and no other executor is idle (it can run them at once).  Job k itself, if it starts RESTAMP_AFTER_US or more after
  * its claim, has its start and lease stamped now.  Both in a transaction
  * of its own, so that cancel() never waits on it.  False when job k is no
  * longer ours (cancelled or requeued meanwhile): skip it.
@@ -398,6 +416,7 @@ before_start(int k)
 		give_back = now - claimed_at >= BATCH_HOLD_US;
 		for (int j = k + 1; j < nclaimed && !give_back; j++)
 			give_back = jobs[j].lease_until < must_outlast;
+		give_back = give_back || idle_peer(now);
 	}
 	if (!restamp && !give_back)
 		return true;
