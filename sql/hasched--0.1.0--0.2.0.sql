@@ -506,3 +506,16 @@ REVOKE ALL ON FUNCTION hasched.config_changed(), hasched.count_deleted_jobs(),
 	hasched.tenant_use_today() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.tenant_use_today()
 	TO hasched_submitter, hasched_worker, hasched_admin;
+
+/* ------------------------------------------------------------------------
+ * Executors and bounds: timeouts, leases and retry delays at most
+ * hasched.max_timeout; a queue beyond it is refused (JQ013).
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION hasched.queue_check_trigger() RETURNS trigger
+	LANGUAGE c AS 'MODULE_PATHNAME', 'hasched_queue_check_trigger';
+REVOKE ALL ON FUNCTION hasched.queue_check_trigger() FROM PUBLIC;
+COMMENT ON FUNCTION hasched.queue_check_trigger() IS
+	'Refuses a queue whose default_timeout, lease, backoff_base or backoff_max is longer than hasched.max_timeout (JQ013).';
+CREATE TRIGGER hasched_queue_check
+	BEFORE INSERT OR UPDATE OF default_timeout, lease, backoff_base, backoff_max ON hasched.queue
+	FOR EACH ROW EXECUTE FUNCTION hasched.queue_check_trigger();

@@ -140,6 +140,10 @@ hasched_backoff_delay(PG_FUNCTION_ARGS)
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("jitter must be between 0 and 1, not %g", jitter)));
 
+	/* no delay longer than hasched.max_timeout, whatever the queue says */
+	cap_usec = Min(cap_usec, hs_max_timeout_usec());
+	base_usec = Min(base_usec, cap_usec);
+
 	result = palloc0(sizeof(Interval));
 	result->time = hs_backoff_usec(attempt, base_usec, cap_usec, jitter);
 	PG_RETURN_INTERVAL_P(result);

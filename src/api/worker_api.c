@@ -288,6 +288,19 @@ hasched_complete_many(PG_FUNCTION_ARGS)
 		leases[i] = Int64GetDatum(l);
 	}
 	check_distinct_ids(ids, n);
+	if (!PG_ARGISNULL(2))
+	{
+		Datum	   *results;
+		bool	   *result_nulls;
+		int			nresults;
+
+		/* every result within hasched.max_result_bytes, or none is recorded */
+		deconstruct_array(PG_GETARG_ARRAYTYPE_P(2), JSONBOID, -1, false, TYPALIGN_INT,
+						  &results, &result_nulls, &nresults);
+		for (int i = 0; i < nresults && i < n; i++)
+			if (!result_nulls[i])
+				hs_check_result_size(DatumGetInt64(ids[i]), results[i]);
+	}
 	hs_require_primary("complete jobs");
 	hs_require_leader("complete jobs");
 	if (n == 0)

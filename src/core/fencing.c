@@ -474,7 +474,7 @@ hs_fencing_stop_executors(void)
 
 		if (s->state == HS_EXEC_BUSY && s->job_id != 0 && s->pid != 0)
 		{
-			s->cancel_job_id = s->job_id;
+			pg_atomic_write_u64(&s->stop_job_id, (uint64) s->job_id);
 			pids[n++] = s->pid;
 		}
 	}

@@ -109,6 +109,10 @@ extern char *hs_zookeeper;
 extern char *hs_zookeeper_path;
 extern int	hs_zookeeper_session_timeout;
 extern int	hs_zookeeper_fence_margin;
+extern int	hs_max_timeout;
+extern int	hs_job_grace;
+extern int	hs_max_result_bytes;
+extern int	hs_max_error_bytes;
 
 extern void hs_define_settings(void);
 extern void hs_force_submit_commit_level(void);
@@ -135,8 +139,9 @@ typedef struct HsExecutorSlot
 	Latch	   *latch;
 	HsExecState state;
 	int64		job_id;			/* the job being run, when busy */
-	int64		cancel_job_id;	/* cancel() asked to stop this job */
 	TimestampTz since;
+	/* stop this job's SQL (the fencing gate closed), though not cancelled */
+	pg_atomic_uint64 stop_job_id;
 } HsExecutorSlot;
 
 /*
@@ -175,6 +180,18 @@ typedef struct HaschedShared
 	pid_t		listener_pid;
 	char		listener_error[128];
 
+	/*
+	 * The leases (lease_id) of the running jobs that cancel() stopped most
+	 * recently, 0 in an empty entry: a ring written without a lock
+	 * (wakeup.c).  An executor starts a job's SQL, and lets it go on, only
+	 * while its lease is not here; the cancel signal is just the prompt to
+	 * look.  Lease ids are never reused, so an entry cannot stop a later
+	 * attempt of the same job.
+	 */
+#define HS_CANCEL_RING		64
+	pg_atomic_uint32 cancel_next;
+	pg_atomic_uint64 cancelled[HS_CANCEL_RING];
+
 	int			n_writer_slots;
 
 	/*
@@ -209,8 +226,20 @@ extern int16 hs_priority_arg(const char *name);
 extern void hs_unknown_queue(const char *queue) pg_attribute_noreturn();
 extern char *hs_payload_sql(Datum payload);
 extern int64 hs_interval_usec(const Interval *iv);
-extern bool hs_interval_usec_checked(const Interval *iv, int64 *usec);
+extern int64 hs_max_timeout_usec(void);
+extern char *hs_interval_text(const Interval *iv);
+extern bool hs_interval_ok(const char *what, const Interval *iv, char **why);
 extern void hs_check_interval_arg(const char *what, const Interval *iv);
+extern char *hs_clip_error(const char *error);
+
+/*
+ * The longest timeout any setting allows (hasched.max_timeout is at most
+ * INT_MAX ms), as SQL: claims clamp a job's timeout to it, so that a row
+ * with an absurd timeout cannot make the claim's timestamp arithmetic fail
+ * (the executor then refuses to run that job, saying why).
+ */
+#define HS_TIMEOUT_CAP_SQL	"interval '2147483647 milliseconds'"
+
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
@@ -250,7 +279,11 @@ extern uint64 hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *a
 									  Datum *leases, Datum results, bool results_null);
 extern uint64 hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 										Datum *leases);
+extern void hs_check_result_size(int64 job_id, Datum result);
 extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
+extern bool hs_restamp_lease(const HsLease *lease);
+extern uint64 hs_release_leases(const HsLease *leases, int n);
+extern uint64 hs_requeue_expired_job(int64 job_id);
 extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);
 extern void hs_stale_lease(const HsLease *lease, const char *what) pg_attribute_noreturn();
 extern uint64 hs_requeue_expired(void);
@@ -396,7 +429,8 @@ extern void hs_send_notifies(void);
 extern Size hs_listen_shmem_size(void);
 extern void hs_listen_shmem_init(void);
 extern void hs_wake_scheduler_at_commit(void);
-extern void hs_executor_cancel_at_commit(int64 job_id);
+extern void hs_executor_cancel_at_commit(int64 job_id, int64 lease_id);
+extern bool hs_lease_cancelled(int64 lease_id);
 extern void hs_xact_callbacks_init(void);
 
 #endif							/* HASCHED_H */

@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -28,6 +29,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 
 #include "core/hasched.h"
@@ -43,14 +45,15 @@ static const char *const state_names[HS_NUM_STATES] = {
  * allowed[from][to].  Waiting states (scheduled, pending, failed) lead to
  * running (leased), dispatched (sent to a broker) or cancelled; a lease
  * ends in succeeded, failed (another attempt after backoff), dead or
- * cancelled; retry() brings dead and cancelled jobs back; succeeded is
- * final.
+ * cancelled, or goes back to pending when an executor gives back a job it
+ * claimed and never started (the attempt is not counted); retry() brings
+ * dead and cancelled jobs back; succeeded is final.
  */
 static const bool allowed[HS_NUM_STATES][HS_NUM_STATES] = {
 	/* to:           sched  pend   run    disp   succ   fail   dead   canc */
 	/* scheduled */ {false, true, true, true, false, false, false, true},
 	/* pending   */ {true, false, true, true, false, false, false, true},
-	/* running   */ {false, false, false, false, true, true, true, true},
+	/* running   */ {false, true, false, false, true, true, true, true},
 	/* dispatched */ {false, true, true, false, true, true, true, true},
 	/* succeeded */ {false, false, false, false, false, false, false, false},
 	/* failed    */ {false, true, true, true, false, false, false, true},
@@ -165,9 +168,15 @@ job_attnums(TupleDesc tupdesc)
 	return job_atts;
 }
 
-/* The ranges a job's numbers must keep (CHECK constraints, done here). */
+/*
+ * The ranges a job's numbers must keep (CHECK constraints, done here).  The
+ * timeout is held to hasched.max_timeout only when it is set (a new row, or
+ * a changed timeout): a row from before the bound (or a lower one) still
+ * changes state, and its executor refuses to run it, saying why.  oldslot:
+ * the row before an UPDATE, NULL for an INSERT.
+ */
 static void
-check_job_ranges(TupleTableSlot *slot, const int *atts)
+check_job_ranges(TupleTableSlot *slot, TupleTableSlot *oldslot, const int *atts)
 {
 	bool		isnull;
 	int16		priority = DatumGetInt16(slot_getattr(slot, atts[ATT_PRIORITY], &isnull));
@@ -188,6 +197,16 @@ check_job_ranges(TupleTableSlot *slot, const int *atts)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("job timeout must be positive")));
+	if (oldslot != NULL)
+	{
+		bool		oldnull;
+		Datum		old = slot_getattr(oldslot, atts[ATT_TIMEOUT], &oldnull);
+
+		if (!oldnull && memcmp(DatumGetIntervalP(old), DatumGetIntervalP(timeout),
+							   sizeof(Interval)) == 0)
+			return;
+	}
+	hs_check_interval_arg("timeout", DatumGetIntervalP(timeout));
 }
 
 /*
@@ -250,7 +269,9 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 	}
 
 	to = state_from_datum(state_type, slot_getattr(newslot, atts[ATT_STATE], &isnull));
-	check_job_ranges(newslot, atts);
+	check_job_ranges(newslot,
+					 TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ? trigdata->tg_trigslot : NULL,
+					 atts);
 
 	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 	{
@@ -336,7 +357,8 @@ hs_lease_update_sql(void)
 		" SET state = 'running', attempt = j.attempt + 1,"
 		" epoch = (SELECT max(e.epoch) FROM hasched.epoch e),"
 		" lease_id = nextval('hasched.lease_id_seq'),"
-		" lease_until = $2 + $4 + CASE WHEN $6 THEN j.timeout ELSE interval '0' END,"
+		" lease_until = $2 + $4 + CASE WHEN $6"
+		"   THEN least(j.timeout, " HS_TIMEOUT_CAP_SQL ") ELSE interval '0' END,"
 		" worker = $5, started_at = $2,"
 		" finished_at = NULL"
 		" WHERE j.ctid = ANY (ARRAY(SELECT c.ctid FROM c))"
@@ -434,6 +456,21 @@ hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null)
 											 SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* A result larger than hasched.max_result_bytes is refused (JQ012). */
+void
+hs_check_result_size(int64 job_id, Datum result)
+{
+	Size		size = toast_raw_datum_size(result);
+
+	if (size > (Size) hs_max_result_bytes)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_PAYLOAD_TOO_LARGE),
+				 errmsg("the result of job %lld is larger than hasched.max_result_bytes (%s)",
+						(long long) job_id, GetConfigOptionByName("hasched.max_result_bytes", NULL, false)),
+				 errdetail("It is %zu bytes. Nothing was recorded.", size),
+				 errhint("Keep large results outside hasched (in a table, an object store) and return a reference to them; or raise hasched.max_result_bytes.")));
+}
+
 /*
  * Idempotent reports.  A worker whose report committed but whose reply was
  * lost (a failover between the commit and the reply, a broken connection)
@@ -509,6 +546,8 @@ hs_report_complete(const HsLease *lease, Datum result, bool result_null)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
+	if (!result_null)
+		hs_check_result_size(lease->job_id, result);
 	if (plan == NULL)
 	{
 		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, JSONBOID};
@@ -635,7 +674,8 @@ end_attempt_sql(const char *filter, const char *retry, const char *error,
 
 /*
  * Record a failed attempt of the lease: retried after backoff (when retry
- * and attempts remain) or dead.  Returns the new state (an enum Datum); when
+ * and attempts remain) or dead.  The error is kept up to
+ * hasched.max_error_bytes.  Returns the new state (an enum Datum); when
  * this lease had already recorded its failure (a retried report), nothing
  * changes and the job's state now is returned; (Datum) 0 when the lease is
  * not the job's current one.
@@ -657,7 +697,7 @@ hs_report_fail(const HsLease *lease, const char *error, bool retry)
 						  6, types);
 	}
 	lease_params(lease, values);
-	values[4] = CStringGetTextDatum(error);
+	values[4] = CStringGetTextDatum(hs_clip_error(error));
 	values[5] = BoolGetDatum(retry);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: fail failed");
@@ -687,6 +727,108 @@ hs_requeue_expired(void)
 }
 
 /*
+ * requeue_expired() for one job: the scheduler's fallback when requeueing
+ * every expired lease in one statement failed on some row.
+ */
+uint64
+hs_requeue_expired_job(int64 job_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state = 'running'"
+										  " AND j.lease_until < clock_timestamp()",
+										  "true",
+										  "'lease expired at ' || j.lease_until::text",
+										  "lease_expired", true),
+						  1, types);
+	}
+	values[0] = Int64GetDatum(job_id);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: requeue of job %lld failed", (long long) job_id);
+	return SPI_processed;
+}
+
+/*
+ * An executor starts a job it claimed earlier in a batch: the attempt (its
+ * started_at, and the lease, which covers the job's timeout) starts now;
+ * lease_until keeps its distance from started_at.  False when the lease is
+ * no longer the job's (cancelled or requeued meanwhile): then the job must
+ * not run.
+ */
+bool
+hs_restamp_lease(const HsLease *lease)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT8OID};
+
+		plan = hs_prepare("UPDATE hasched.job SET started_at = clock_timestamp(),"
+						  " lease_until = clock_timestamp() + (lease_until - started_at)"
+						  " WHERE" LEASE_MATCH, 4, types);
+	}
+	lease_params(lease, values);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: stamping the start of job %lld failed", (long long) lease->job_id);
+	return SPI_processed > 0;
+}
+
+/*
+ * Give back jobs an executor claimed and never started: pending again, due
+ * now, the attempt not counted.  Leases that are no longer their job's are
+ * left alone.  Returns how many went back.
+ */
+uint64
+hs_release_leases(const HsLease *leases, int n)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids;
+	Datum	   *epochs;
+	Datum	   *attempts;
+	Datum	   *lease_ids;
+	Datum		values[4];
+
+	if (n <= 0)
+		return 0;
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET state = 'pending', attempt = j.attempt - 1,"
+						  " epoch = NULL, lease_id = NULL, lease_until = NULL, worker = NULL,"
+						  " started_at = NULL, run_at = clock_timestamp()"
+						  " FROM unnest($1, $2, $3, $4) AS l (id, epoch, attempt, lease_id)"
+						  " WHERE j.id = l.id AND j.state::text = 'running' AND j.epoch = l.epoch"
+						  " AND j.attempt = l.attempt AND j.lease_id = l.lease_id", 4, types);
+	}
+	ids = palloc(sizeof(Datum) * n);
+	epochs = palloc(sizeof(Datum) * n);
+	attempts = palloc(sizeof(Datum) * n);
+	lease_ids = palloc(sizeof(Datum) * n);
+	for (int i = 0; i < n; i++)
+	{
+		ids[i] = Int64GetDatum(leases[i].job_id);
+		epochs[i] = Int32GetDatum(leases[i].epoch);
+		attempts[i] = Int32GetDatum(leases[i].attempt);
+		lease_ids[i] = Int64GetDatum(leases[i].lease_id);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(lease_ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: giving back unstarted jobs failed");
+	return SPI_processed;
+}
+
+/*
  * End the attempts that filter selects (running jobs whose process went
  * away: a failover, an executor that exited) and make them due now: the
  * attempt counts, but it did not fail on its own, so there is no backoff.
@@ -708,6 +850,7 @@ typedef struct JobRow
 {
 	HsJobState	state;
 	char	   *queue;
+	int64		lease_id;		/* of the attempt under way, else 0 */
 } JobRow;
 
 /*
@@ -728,7 +871,8 @@ read_own_job(int64 job_id, Oid caller, JobRow *row)
 
 		peek_plan = hs_prepare("SELECT tenant, queue FROM hasched.job WHERE id = $1",
 							   1, types);
-		lock_plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1 FOR UPDATE",
+		lock_plan = hs_prepare("SELECT state::text, coalesce(lease_id, 0) FROM hasched.job"
+							   " WHERE id = $1 FOR UPDATE",
 							   1, types);
 	}
 	values[0] = Int64GetDatum(job_id);
@@ -750,6 +894,8 @@ read_own_job(int64 job_id, Oid caller, JobRow *row)
 		elog(ERROR, "hasched: locking job %lld failed", (long long) job_id);
 	row->state = hs_state_from_name(SPI_getvalue(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc, 1));
+	row->lease_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 2, &isnull));
 }
 
 /*
@@ -789,7 +935,7 @@ hs_cancel_job(int64 job_id, Oid caller)
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "hasched: cancelling job %lld failed", (long long) job_id);
 	if (row.state == HS_STATE_RUNNING)
-		hs_executor_cancel_at_commit(job_id);
+		hs_executor_cancel_at_commit(job_id, row.lease_id);
 	return true;
 }
 

@@ -42,6 +42,10 @@ int			hs_executor_idle_timeout = 60000;
 int			hs_scheduler_naptime = 1000;
 int			hs_misfire_threshold = 5000;
 int			hs_history_retention = 7 * 24 * 3600;
+int			hs_max_timeout = 7 * 24 * 3600 * 1000;
+int			hs_job_grace = 5000;
+int			hs_max_result_bytes = 1024 * 1024;
+int			hs_max_error_bytes = 64 * 1024;
 
 /* The values synchronous_commit accepts, in the order used by the GUC. */
 int			hs_health_port = 0;
@@ -190,6 +194,22 @@ static const IntSetting int_settings[] = {
 		"How long before its ZooKeeper session could expire a leader stops acting.",
 		"The leader fences itself this long before the session timeout has passed since ZooKeeper last answered it; it must be below the session timeout.",
 		&hs_zookeeper_fence_margin, 3000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.max_timeout",
+		"Longest timeout, lease or retry delay a job or a queue may have.",
+		"Longer ones are refused (JQ013) and retry delays are capped at it.  It can be at most 2147483647 ms (about 24.8 days), the longest statement_timeout PostgreSQL can set.",
+		&hs_max_timeout, 7 * 24 * 3600 * 1000, 1000, INT_MAX, PGC_SUSET, GUC_UNIT_MS},
+	{"hasched.job_grace",
+		"How long an SQL job may go on after its timeout or its cancel before its executor ends it.",
+		"A job that does not stop when cancelled (one that catches query_canceled) is ended by its executor exiting: a timed-out attempt is recorded as failed, a cancelled job stays cancelled.",
+		&hs_job_grace, 5000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.max_result_bytes",
+		"Largest job result that complete() accepts, in bytes.",
+		"Measured on the jsonb value before compression; larger results are refused (JQ012) and nothing is recorded.",
+		&hs_max_result_bytes, 1024 * 1024, 1024, 256 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE},
+	{"hasched.max_error_bytes",
+		"Longest error text kept for a failed attempt, in bytes.",
+		"Longer errors (from fail() or from an SQL job) are cut to this length and end with a note saying so.",
+		&hs_max_error_bytes, 64 * 1024, 256, 16 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE},
 };
 
 void

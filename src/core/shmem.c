@@ -92,11 +92,18 @@ hasched_shmem_startup(void)
 		hs_shared->n_writer_slots = writer_slot_count();
 		for (int i = 0; i < hs_shared->n_writer_slots; i++)
 			pg_atomic_init_u64(&hs_shared->writer_since[i], 0);
+		pg_atomic_init_u32(&hs_shared->cancel_next, 0);
+		for (int i = 0; i < HS_CANCEL_RING; i++)
+			pg_atomic_init_u64(&hs_shared->cancelled[i], 0);
 	}
 
 	hs_executors = ShmemInitStruct("hasched executors", executor_shmem_size(), &found);
 	if (!found)
+	{
 		memset(hs_executors, 0, executor_shmem_size());
+		for (int i = 0; i < Max(hs_max_executors, 1); i++)
+			pg_atomic_init_u64(&hs_executors[i].stop_job_id, 0);
+	}
 
 	hs_cursor_shmem_init();
 	hs_bucket_shmem_init();

@@ -26,6 +26,7 @@
 #include "parser/parse_func.h"
 #include "parser/parser.h"
 #include "rewrite/rewriteHandler.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -331,14 +332,17 @@ TIMESTAMPTZOID, INT4OID, INTERVALOID, REGROLEOID};
 
 /*
  * The jobs of sql queues carry their SQL in payload->>'sql': it must be
- * there and parse, or the submit is refused (JQ018) rather than failing at
- * run time.
+ * there, parse, and hold no transaction control statement, or the submit
+ * is refused (JQ018) rather than failing at run time.
  */
 static void
 check_sql_payload(Datum payload, int index)
 {
 	char	   *sql = hs_payload_sql(payload);
 	MemoryContext oldcxt = CurrentMemoryContext;
+	List	   *volatile stmts = NIL;
+	ListCell   *lc;
+	int			n = 0;
 
 	if (sql == NULL)
 		ereport(ERROR,
@@ -349,7 +353,7 @@ check_sql_payload(Datum payload, int index)
 
 	PG_TRY();
 	{
-		(void) raw_parser(sql, RAW_PARSE_DEFAULT);
+		stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
 	}
 	PG_CATCH();
 	{
@@ -365,6 +369,24 @@ check_sql_payload(Datum payload, int index)
 				 errhint("Fix the statement; it is checked when the job is submitted.")));
 	}
 	PG_END_TRY();
+
+	/*
+	 * A job runs inside the transaction that records its outcome: COMMIT,
+	 * ROLLBACK, SAVEPOINT and the like cannot work there (SPI refuses them).
+	 */
+	foreach(lc, stmts)
+	{
+		Node	   *stmt = ((RawStmt *) lfirst(lc))->stmt;
+
+		n++;
+		if (IsA(stmt, TransactionStmt))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_SQL),
+					 errmsg("transaction control statements are not allowed in a job's SQL"),
+					 errdetail("Statement %d of the job is %s.", n,
+							   GetCommandTagName(CreateCommandTag(stmt))),
+					 errhint("A job runs in one transaction, which hasched commits together with the job's outcome; to commit in steps, submit one job per step.")));
+	}
 }
 
 /*

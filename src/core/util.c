@@ -2,7 +2,9 @@
  *
  * util.c
  *		Helpers of the core layer: running hasched's statements as the
- *		extension owner, priorities, intervals, plans, argument checks.
+ *		extension owner, priorities, intervals and their bound
+ *		(hasched.max_timeout, and the queue trigger that applies it), error
+ *		texts' bound, plans, argument checks.
  *
  * IDENTIFICATION
  *		src/core/util.c
@@ -14,10 +16,14 @@
 #include <ctype.h>
 
 #include "access/xact.h"
+#include "access/htup_details.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "commands/trigger.h"
 #include "common/int.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "jit/jit.h"
 #include "miscadmin.h"
 #include "optimizer/cost.h"
@@ -32,6 +38,8 @@
 #include "utils/timestamp.h"
 
 #include "core/hasched.h"
+
+PG_FUNCTION_INFO_V1(hasched_queue_check_trigger);
 
 /* ------------------------------------------------------------------------
  * Running hasched's statements as the extension owner
@@ -269,53 +277,165 @@ hs_priority_arg(const char *name)
  * Intervals and tokens
  * ------------------------------------------------------------------------ */
 
-/* An interval as microseconds; a month counts as 30 days. */
+/*
+ * An interval as microseconds; a month counts as 30 days.  Saturates at the
+ * int64 limits instead of wrapping around: '178000000 years' must not come
+ * out as some positive number, nor '300000 years' as a negative one.
+ */
+static int64
+sat_add(int64 a, int64 b)
+{
+	int64		r;
+
+	if (pg_add_s64_overflow(a, b, &r))
+		return a > 0 ? PG_INT64_MAX : PG_INT64_MIN;
+	return r;
+}
+
+static int64
+sat_mul(int64 a, int64 b)
+{
+	int64		r;
+
+	if (pg_mul_s64_overflow(a, b, &r))
+		return (a < 0) != (b < 0) ? PG_INT64_MIN : PG_INT64_MAX;
+	return r;
+}
+
 int64
 hs_interval_usec(const Interval *iv)
 {
-	return iv->time + (int64) iv->day * USECS_PER_DAY +
-		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	return sat_add(sat_add(iv->time, sat_mul(iv->day, USECS_PER_DAY)),
+				   sat_mul(iv->month, (int64) DAYS_PER_MONTH * USECS_PER_DAY));
+}
+
+/* hasched.max_timeout, in microseconds */
+int64
+hs_max_timeout_usec(void)
+{
+	return (int64) hs_max_timeout * 1000;
+}
+
+/* An interval as a user would write it, for messages. */
+char *
+hs_interval_text(const Interval *iv)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)));
 }
 
 /*
- * An interval as microseconds, like hs_interval_usec, but false when that
- * does not fit in 64 bits (about 292,000 years).
+ * Is the interval a valid timeout, lease or retry delay: positive and no
+ * longer than hasched.max_timeout?  When it is not and why is not NULL,
+ * *why says so, naming it `what`: "timeout '300000 years' is larger than
+ * hasched.max_timeout (7d)".
  */
 bool
-hs_interval_usec_checked(const Interval *iv, int64 *usec)
+hs_interval_ok(const char *what, const Interval *iv, char **why)
 {
-	int64		days;
-	int64		result;
+	int64		usec = hs_interval_usec(iv);
 
-	if (pg_mul_s64_overflow((int64) iv->month, DAYS_PER_MONTH, &days) ||
-		pg_add_s64_overflow(days, (int64) iv->day, &days) ||
-		pg_mul_s64_overflow(days, USECS_PER_DAY, &result) ||
-		pg_add_s64_overflow(result, iv->time, &result))
+	if (usec > hs_max_timeout_usec())
+	{
+		if (why)
+			*why = psprintf("%s '%s' is larger than hasched.max_timeout (%s)",
+							what, hs_interval_text(iv),
+							GetConfigOptionByName("hasched.max_timeout", NULL, false));
 		return false;
-	*usec = result;
+	}
+	if (usec <= 0)
+	{
+		if (why)
+			*why = psprintf("%s must be positive", what);
+		return false;
+	}
 	return true;
 }
 
-/*
- * Refuse an interval argument (a timeout, a lease) that is not positive or
- * too long to count in microseconds.
- */
+#define INTERVAL_BOUND_DETAIL \
+	"Timeouts, leases and retry delays must be positive and at most hasched.max_timeout."
+#define INTERVAL_BOUND_HINT \
+	"Use a shorter interval, or raise hasched.max_timeout (at most 2147483647 ms, about 24.8 days: the longest statement_timeout PostgreSQL can set)."
+
+/* A timeout or lease argument: refused with JQ013 unless valid. */
 void
 hs_check_interval_arg(const char *what, const Interval *iv)
 {
-	int64		usec;
+	char	   *why;
 
-	if (!hs_interval_usec_checked(iv, &usec))
+	if (hs_interval_ok(what, iv, &why))
+		return;
+	if (hs_interval_usec(iv) <= 0)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("%s %s is too long", what,
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
-				 errdetail("hasched counts a %s in microseconds, which covers up to about 292,000 years.", what),
-				 errhint("Pass a shorter %s.", what)));
-	if (usec <= 0)
+				 errmsg_internal("%s", why)));
+	ereport(ERROR,
+			(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+			 errmsg_internal("%s", why),
+			 errdetail(INTERVAL_BOUND_DETAIL),
+			 errhint(INTERVAL_BOUND_HINT)));
+}
+
+/*
+ * The queue trigger: a queue's default timeout, lease and retry delays are
+ * at most hasched.max_timeout (its CHECK constraints keep them positive).
+ */
+Datum
+hasched_queue_check_trigger(PG_FUNCTION_ARGS)
+{
+	static const char *const cols[] = {"default_timeout", "lease", "backoff_base", "backoff_max"};
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	tupdesc;
+	HeapTuple	newtup;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		elog(ERROR, "hasched_queue_check_trigger: must be fired before, for each row");
+	tupdesc = trigdata->tg_relation->rd_att;
+	newtup = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+
+	for (int i = 0; i < lengthof(cols); i++)
+	{
+		int			att = SPI_fnumber(tupdesc, cols[i]);
+		bool		isnull;
+		Datum		value;
+		char	   *why;
+
+		if (att <= 0)
+			elog(ERROR, "hasched_queue_check_trigger: table has no column %s", cols[i]);
+		value = heap_getattr(newtup, att, tupdesc, &isnull);
+		/* NULL and values that are not positive: the CHECK constraints say so */
+		if (isnull || hs_interval_usec(DatumGetIntervalP(value)) <= 0 ||
+			hs_interval_ok(cols[i], DatumGetIntervalP(value), &why))
+			continue;
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("%s must be positive", what)));
+				 errmsg("queue \"%s\": %s",
+						SPI_getvalue(newtup, tupdesc, SPI_fnumber(tupdesc, "name")), why),
+				 errdetail(INTERVAL_BOUND_DETAIL),
+				 errhint(INTERVAL_BOUND_HINT)));
+	}
+	return PointerGetDatum(newtup);
+}
+
+/*
+ * An error text as kept for a failed attempt: at most hasched.max_error_bytes,
+ * cut at a character boundary, ending with a note that says it was cut.
+ */
+char *
+hs_clip_error(const char *error)
+{
+	size_t		len = strlen(error);
+	char		note[64];
+	int			keep;
+
+	if (len <= (size_t) hs_max_error_bytes)
+		return (char *) error;
+	snprintf(note, sizeof(note), " ... [truncated: %zu bytes in all]", len);
+	keep = pg_mbcliplen(error, (int) Min(len, (size_t) PG_INT32_MAX),
+						hs_max_error_bytes - (int) strlen(note));
+	return psprintf("%.*s%s", keep, error, note);
 }
 
 /* A lease token as text (see src/common/lease_token.c). */

@@ -442,20 +442,31 @@ wake_after_commit(bool committed)
 }
 
 /*
- * cancel() of a running job: tell the executor running it to stop.  Called
- * by the cancelling backend; the job's state is already cancelled in its
- * transaction, so whatever the executor then tries to record is refused.
+ * cancel() of a running job: note its lease in the ring of cancelled leases
+ * (hs_shared->cancelled), then tell the executor running it, if any, to
+ * look (SIGINT).  Called by the cancelling backend after its commit; the
+ * job's state is already cancelled, so whatever the executor then tries to
+ * record is refused.  The ring, not the signal, decides: an executor stops
+ * a job's SQL only while that job's lease is in the ring, so a signal that
+ * arrives after its job ended stops nothing, and a job cancelled just
+ * before its executor started it never starts.
  */
 static void
-executor_cancel(int64 job_id)
+executor_cancel(int64 job_id, int64 lease_id)
 {
 	pid_t		pid = 0;
 
+	if (lease_id != 0)
+	{
+		uint32		i = pg_atomic_fetch_add_u32(&hs_shared->cancel_next, 1);
+
+		pg_atomic_write_u64(&hs_shared->cancelled[i % HS_CANCEL_RING], (uint64) lease_id);
+		pg_memory_barrier();
+	}
 	SpinLockAcquire(&hs_shared->mutex);
 	for (int i = 0; i < hs_max_executors; i++)
 		if (hs_executors[i].state == HS_EXEC_BUSY && hs_executors[i].job_id == job_id)
 		{
-			hs_executors[i].cancel_job_id = job_id;
 			pid = hs_executors[i].pid;
 			break;
 		}
@@ -465,17 +476,39 @@ executor_cancel(int64 job_id)
 }
 
 /*
+ * Did a committed cancel() stop the attempt with this lease?  Plain reads
+ * of shared atomics: safe in a signal handler.
+ */
+bool
+hs_lease_cancelled(int64 lease_id)
+{
+	if (lease_id == 0 || hs_shared == NULL)
+		return false;
+	for (int i = 0; i < HS_CANCEL_RING; i++)
+		if ((int64) pg_atomic_read_u64(&hs_shared->cancelled[i]) == lease_id)
+			return true;
+	return false;
+}
+
+/*
  * cancel() asks for the interrupt at commit: a cancel that rolls back has
  * not happened, and its job must go on undisturbed.
  */
+typedef struct PendingCancel
+{
+	int64		job_id;
+	int64		lease_id;
+} PendingCancel;
+
 void
-hs_executor_cancel_at_commit(int64 job_id)
+hs_executor_cancel_at_commit(int64 job_id, int64 lease_id)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	int64	   *id = palloc(sizeof(int64));
+	PendingCancel *c = palloc(sizeof(PendingCancel));
 
-	*id = job_id;
-	cancel_at_commit = lappend(cancel_at_commit, id);
+	c->job_id = job_id;
+	c->lease_id = lease_id;
+	cancel_at_commit = lappend(cancel_at_commit, c);
 	MemoryContextSwitchTo(old);
 }
 
@@ -488,7 +521,11 @@ executor_cancels_at_end(bool committed)
 		return;
 	if (committed)
 		foreach(lc, cancel_at_commit)
-			executor_cancel(*(int64 *) lfirst(lc));
+		{
+			PendingCancel *c = lfirst(lc);
+
+			executor_cancel(c->job_id, c->lease_id);
+		}
 	list_free_deep(cancel_at_commit);
 	cancel_at_commit = NIL;
 }

@@ -2,53 +2,87 @@
  *
  * executor.c
  *		Executors: dynamic background workers that run the jobs of sql
- *		queues inside the database, as the job's owner, with the job's
+ *		queues inside the database, as the job's owner, within the job's
  *		timeout.
  *
- * An executor claims a batch of due SQL jobs (through the same claim path
- * as pull workers, so priorities, concurrency and cursors apply) and
- * commits the claim, so that the jobs show as running and cancel() can find
- * them.  Then each job runs in its own transaction: its SQL in a
- * subtransaction, as the owner role, with statement_timeout set to the
- * job's timeout; then the outcome is recorded (complete, or a failed
- * attempt retried per the job's policy) in the same transaction.  So the
- * database effects of a job and the record of its success commit together.
+ * A round claims a batch of due SQL jobs (through the same claim path as
+ * pull workers, so priorities, concurrency and cursors apply) and commits
+ * the claim, so that the jobs show as running and cancel() can find them.
+ * Then each job runs in its own transaction: its SQL in a subtransaction,
+ * as the owner role, with statement_timeout set to the job's timeout; then
+ * the outcome is recorded (complete, or a failed attempt retried per the
+ * job's policy) in the same transaction.  So the database effects of a job
+ * and the record of its success commit together.
+ *
+ * An attempt starts when its job starts.  The claim stamps started_at and a
+ * lease that covers lease + timeout.  A job that starts RESTAMP_AFTER_US or
+ * more after its claim is stamped again as it starts (and skipped if it is
+ * no longer ours: cancelled or requeued meanwhile).  Before a job starts,
+ * the jobs of its batch behind it are given back unless their leases
+ * outlast the job's worst case (its timeout plus hasched.job_grace, and a
+ * margin), the batch is younger than BATCH_HOLD_US and no other executor
+ * is idle: so no job's lease ends while it waits, and no job waits while an
+ * executor could run it.  (While all executors are busy, a job may wait
+ * behind the one job that runs before it in its batch.)  A queue whose lease is not
+ * longer than the grace and margin is claimed from one job at a time.
+ * Whatever ends a batch early (an error outside a job's own SQL, the
+ * executor exiting) gives the jobs not started back at once.  Given back
+ * means pending again, the attempt not counted.  The job whose transaction
+ * an error broke is recorded as a failed attempt.  A queue whose claim
+ * fails is left alone for BAD_QUEUE_PAUSE_US at a time and reported (a
+ * warning, an event of kind executor_error; again after
+ * BAD_QUEUE_REPORT_US); the other queues go on.
  *
  * A job's SQL runs with the owner's rights and no more: the user id is
  * switched as for a security-restricted operation (like VACUUM running an
  * index function): no SET ROLE or SET SESSION AUTHORIZATION, no temporary
- * objects, no holdable cursors.  Settings it changes are undone and
- * statements it prepared are dropped after it, so that nothing a job leaves
- * in the executor's session acts in a later job of another role.  A job
- * whose owner role was dropped, or that was written for its owner by a
- * role that is not a superuser, is not run: it goes dead with that reason
- * (see hs_owner_refusal in src/core/roles.c).
+ * objects, no holdable cursors, no LISTEN.  After each job the session is
+ * reset, so that nothing the job left acts in a later job of another role:
+ * its settings (undone with the job's GUC nest level), prepared statements,
+ * advisory locks, sequences' currval()/lastval() and the random() seed.  A
+ * job whose owner role was dropped, or that was written for its owner by a
+ * role that is not a superuser (see hs_owner_refusal in src/core/roles.c),
+ * or whose timeout is beyond hasched.max_timeout (a row from before the
+ * bound), is not run: it goes dead saying why.  The rows a job's SQL returns are counted and dropped as
+ * they come, never kept: the result is the row count of the last statement.
  *
- * cancel() of a running SQL job marks it cancelled, then interrupts the
- * executor (SIGINT) with the job id in its slot: the job's subtransaction
- * rolls back and nothing more is recorded.  An executor that dies mid-job
- * leaves the job running under its name; the scheduler sees the executor
- * gone and runs the job again.
+ * Stopping a job.  cancel() of a running job notes the attempt's lease in a
+ * ring in shared memory and signals the executor running it (SIGINT).  The
+ * executor acts on a SIGINT only while a job's SQL runs, and only if that
+ * job's lease is in the ring or the job's own statement or lock timeout
+ * fired: a signal that arrives after its job ended stops nothing.  A job
+ * whose SQL swallows the cancel (a PL/pgSQL block that catches
+ * query_canceled) gets hasched.job_grace more; then the watchdog timer
+ * makes the executor exit (FATAL, which no SQL can catch).  On its way out
+ * the executor records the timed-out attempt as failed (a cancelled job
+ * stays cancelled) and gives back the jobs it had not started.  An executor
+ * that dies otherwise leaves its job running under its name; the scheduler
+ * sees the executor gone and runs the job again (an attempt that counts).
  *
  * IDENTIFICATION
  *		src/workers/executor.c
  *
  *-------------------------------------------------------------------------
- */#include "postgres.h"
+ */
+#include "postgres.h"
 
+#include <math.h>
 #include <signal.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/prepare.h"
+#include "commands/sequence.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "storage/spin.h"
+#include "tcop/dest.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -60,7 +94,22 @@
 
 #include "workers/worker.h"
 
-#define CLAIM_BATCH		32
+#define CLAIM_BATCH			32
+/* a job that starts longer than this after its claim is stamped again */
+#define RESTAMP_AFTER_US	(100 * 1000)
+/* jobs not started are given back once their batch is this old */
+#define BATCH_HOLD_US		USECS_PER_SEC
+/* ... or when their lease would not outlast the job to run + this */
+#define HOLD_MARGIN_US		(2 * USECS_PER_SEC)
+/* ... or when another executor has been idle this long */
+#define IDLE_PEER_US		(10 * 1000)
+/* how often the watchdog looks at a running job */
+#define WATCHDOG_MS			100
+/* a queue whose claim failed is left alone this long ... */
+#define BAD_QUEUE_PAUSE_US	(10 * USECS_PER_SEC)
+/* ... and its failure reported at most this often */
+#define BAD_QUEUE_REPORT_US	(10 * 60 * USECS_PER_SEC)
+#define MAX_BAD_QUEUES		8
 
 typedef struct ExecJob
 {
@@ -68,11 +117,49 @@ typedef struct ExecJob
 	char	   *sql;
 	Oid			owner;			/* runs with this role's rights */
 	Oid			submitted_by;	/* if hs_owner_refusal() allows it */
-	int64		timeout_ms;
+	Interval	timeout;
+	TimestampTz lease_until;	/* as claimed */
 } ExecJob;
+
+/*
+ * The batch: jobs[0 .. nclaimed - 1] were claimed, jobs[0 .. nstarted - 1]
+ * started (or skipped); current is the job whose transaction is open.
+ */
+static ExecJob jobs[CLAIM_BATCH];
+static int	nclaimed = 0;
+static int	nstarted = 0;
+static ExecJob *current = NULL;
+static TimestampTz claimed_at = 0;
+static MemoryContext batch_cxt = NULL;
+
+/* Shared with the signal handlers (SIGINT, the watchdog's SIGALRM) */
+#define END_TIMEOUT		1
+#define END_CANCEL		2
+static volatile int64 running_lease = 0;	/* lease of the job whose SQL runs */
+static volatile int64 running_job = 0;	/* and its id */
+static volatile TimestampTz hard_deadline = 0;	/* its timeout + grace */
+static volatile TimestampTz cancel_seen = 0;
+static volatile int64 grace_usec = 0;
+static volatile sig_atomic_t end_reason = 0;
+static TimeoutId watchdog_timeout;
+
+/* queues whose claim failed, and until when they are left alone */
+typedef struct BadQueue
+{
+	char		name[HS_QUEUE_NAME_MAX];
+	TimestampTz until;
+	TimestampTz reported_at;
+} BadQueue;
+static BadQueue bad_queues[MAX_BAD_QUEUES];
+static const char *claiming_queue = NULL;
 
 static int	my_slot = -1;
 static char *my_name = NULL;
+static TimestampTz idle_since = 0;
+
+/* ------------------------------------------------------------------------
+ * The slot and the signal handlers
+ * ------------------------------------------------------------------------ */
 
 static void
 executor_detach(int code, Datum arg)
@@ -82,7 +169,6 @@ executor_detach(int code, Datum arg)
 	hs_executors[my_slot].pid = 0;
 	hs_executors[my_slot].latch = NULL;
 	hs_executors[my_slot].job_id = 0;
-	hs_executors[my_slot].cancel_job_id = 0;
 	SpinLockRelease(&hs_shared->mutex);
 }
 
@@ -93,45 +179,168 @@ set_state(HsExecState state, int64 job_id)
 	hs_executors[my_slot].state = state;
 	hs_executors[my_slot].job_id = job_id;
 	hs_executors[my_slot].since = GetCurrentTimestamp();
-	if (job_id == 0)
-		hs_executors[my_slot].cancel_job_id = 0;
 	SpinLockRelease(&hs_shared->mutex);
 }
+
+/*
+ * Must the SQL of the running job stop: cancel() stopped it (its lease is
+ * in the ring), or the fencing gate closed (src/core/fencing.c names the
+ * job in the slot)?  Plain reads of shared atomics: safe in a handler.
+ */
+static bool
+stop_asked(int64 lease, int64 job)
+{
+	return hs_lease_cancelled(lease) ||
+		(job != 0 && (int64) pg_atomic_read_u64(&hs_executors[my_slot].stop_job_id) == job);
+}
+
+/*
+ * SIGINT: a query cancel only while a job's SQL runs, and only if that job
+ * must stop (stop_asked) or its own statement or lock timeout fired (those
+ * signal this process themselves).  Any other SIGINT -- the late signal of
+ * a cancel whose job has ended, pg_cancel_backend() -- stops nothing.
+ */
+static void
+executor_sigint(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+	int64		lease = running_lease;
+
+	if (lease != 0 &&
+		(stop_asked(lease, running_job) ||
+		 get_timeout_indicator(STATEMENT_TIMEOUT, false) ||
+		 get_timeout_indicator(LOCK_TIMEOUT, false)))
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * Every WATCHDOG_MS while a job's SQL runs (in the SIGALRM handler):
+ * deliver a cancel that came before the SQL started, and end the job for
+ * good -- by making this process exit, which no SQL can catch -- once it
+ * went on for hasched.job_grace after its cancel, or past its timeout plus
+ * that grace.
+ */
+static void
+watchdog(void)
+{
+	int64		lease = running_lease;
+	TimestampTz now;
+
+	if (lease == 0 || end_reason != 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (stop_asked(lease, running_job))
+	{
+		if (cancel_seen == 0)
+		{
+			cancel_seen = now;
+			InterruptPending = true;
+			QueryCancelPending = true;
+		}
+		else if (now - cancel_seen >= grace_usec)
+			end_reason = END_CANCEL;
+	}
+	else if (hard_deadline != 0 && now >= hard_deadline)
+		end_reason = END_TIMEOUT;
+	if (end_reason != 0)
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+	}
+	SetLatch(MyLatch);
+}
+
+/* ------------------------------------------------------------------------
+ * Claims
+ * ------------------------------------------------------------------------ */
 
 static bool
-cancel_requested(int64 job_id)
+queue_is_bad(const char *queue, TimestampTz now)
 {
-	bool		result;
-
-	SpinLockAcquire(&hs_shared->mutex);
-	result = hs_executors[my_slot].cancel_job_id == job_id;
-	SpinLockRelease(&hs_shared->mutex);
-	return result;
+	for (int i = 0; i < MAX_BAD_QUEUES; i++)
+		if (bad_queues[i].until > now && strcmp(bad_queues[i].name, queue) == 0)
+			return true;
+	return false;
 }
 
-/* Claim up to CLAIM_BATCH due SQL jobs, copied into cxt; commits. */
-static int
-claim_batch(ExecJob *jobs, MemoryContext cxt)
+/*
+ * Leave a queue alone for a while: claiming from it failed.  True when the
+ * failure should be reported (not reported for this queue lately).
+ */
+static bool
+note_bad_queue(const char *queue)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			slot = 0;
+	bool		report;
+
+	for (int i = 0; i < MAX_BAD_QUEUES; i++)
+	{
+		if (strcmp(bad_queues[i].name, queue) == 0)
+		{
+			slot = i;
+			break;
+		}
+		if (bad_queues[i].until < bad_queues[slot].until)
+			slot = i;
+	}
+	if (strcmp(bad_queues[slot].name, queue) != 0)
+	{
+		strlcpy(bad_queues[slot].name, queue, HS_QUEUE_NAME_MAX);
+		bad_queues[slot].reported_at = 0;
+	}
+	bad_queues[slot].until = now + BAD_QUEUE_PAUSE_US;
+	report = now - bad_queues[slot].reported_at >= BAD_QUEUE_REPORT_US;
+	if (report)
+		bad_queues[slot].reported_at = now;
+	return report;
+}
+
+/* Claim up to CLAIM_BATCH due SQL jobs into jobs[], copied into batch_cxt. */
+static void
+claim_batch(void)
 {
 	int			n = 0;
 	uint64		nqueues;
 	char	  **queues;
+	bool	   *batchable;
+	TimestampTz now = GetCurrentTimestamp();
 
 	hs_xact_begin("hasched executor: claiming");
 	hs_fencing_guard_xact(true);
 
-	if (SPI_execute("SELECT name FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
+	if (SPI_execute("SELECT name, lease FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: listing sql queues failed");
 	nqueues = SPI_processed;
 	queues = palloc(sizeof(char *) * (nqueues + 1));
+	batchable = palloc(sizeof(bool) * (nqueues + 1));
 	for (uint64 i = 0; i < nqueues; i++)
+	{
+		bool		isnull;
+		Datum		lease = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+
 		queues[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		/* jobs wait in a batch only if their lease outlasts a job's grace */
+		batchable[i] = !isnull && hs_interval_usec(DatumGetIntervalP(lease)) >
+			(int64) hs_job_grace * 1000 + HOLD_MARGIN_US;
+	}
 
 	for (uint64 q = 0; q < nqueues && n < CLAIM_BATCH; q++)
 	{
-		uint64		got = hs_claim_jobs(queues[q], my_name, CLAIM_BATCH - n, NULL, "sql", true);
+		uint64		got;
 
+		if (queue_is_bad(queues[q], now))
+			continue;
+		claiming_queue = queues[q];
+		got = hs_claim_jobs(queues[q], my_name, batchable[q] ? CLAIM_BATCH - n : 1,
+							NULL, "sql", true);
+		claiming_queue = NULL;
 		for (uint64 i = 0; i < got; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -142,7 +351,7 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 			char	   *sql;
 
 			sql = hs_payload_sql(SPI_getbinval(tup, desc, 5, &isnull));
-			old = MemoryContextSwitchTo(cxt);
+			old = MemoryContextSwitchTo(batch_cxt);
 			job->lease.job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 			job->lease.epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 			job->lease.attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
@@ -151,13 +360,269 @@ claim_batch(ExecJob *jobs, MemoryContext cxt)
 			job->sql = sql ? pstrdup(sql) : NULL;
 			job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 11, &isnull));
 			job->submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
-			job->timeout_ms = hs_interval_usec(DatumGetIntervalP(SPI_getbinval(tup, desc, 8, &isnull))) / 1000;
+			job->timeout = *DatumGetIntervalP(SPI_getbinval(tup, desc, 8, &isnull));
+			job->lease_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 9, &isnull));
 			MemoryContextSwitchTo(old);
 		}
 	}
 
 	hs_xact_end(true);
-	return n;
+	nclaimed = n;
+	nstarted = 0;
+	claimed_at = now;
+}
+
+/* Has another executor been idle for IDLE_PEER_US, free to take jobs? */
+static bool
+idle_peer(TimestampTz now)
+{
+	bool		found = false;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	for (int i = 0; i < hs_max_executors && !found; i++)
+		found = i != my_slot &&
+			(hs_executors[i].state == HS_EXEC_IDLE || hs_executors[i].state == HS_EXEC_WOKEN) &&
+			now - hs_executors[i].since >= IDLE_PEER_US;
+	SpinLockRelease(&hs_shared->mutex);
+	return found;
+}
+
+/*
+ * Before job k of the batch starts.  The jobs after it wait while it runs,
+ * which may last its timeout plus hasched.job_grace: they are given back
+ * now (pending, their attempt not counted) unless all their leases outlast
+ * that, with HOLD_MARGIN_US to spare, the batch is younger than
+ * BATCH_HOLD_US, and no other executor is idle (it can run them at once).  Job k itself, if it starts RESTAMP_AFTER_US or more after
+ * its claim, has its start and lease stamped now.  Both in a transaction
+ * of its own, so that cancel() never waits on it.  False when job k is no
+ * longer ours (cancelled or requeued meanwhile): skip it.
+ */
+static bool
+before_start(int k)
+{
+	ExecJob    *job = &jobs[k];
+	TimestampTz now = GetCurrentTimestamp();
+	bool		restamp = k > 0 && now - claimed_at >= RESTAMP_AFTER_US;
+	bool		give_back = false;
+	bool		ours = true;
+
+	if (k + 1 < nclaimed)
+	{
+		int64		worst = hs_interval_usec(&job->timeout);
+		TimestampTz must_outlast;
+
+		worst = Min(worst, hs_max_timeout_usec());
+		must_outlast = now + worst + (int64) hs_job_grace * 1000 + HOLD_MARGIN_US;
+		give_back = now - claimed_at >= BATCH_HOLD_US;
+		for (int j = k + 1; j < nclaimed && !give_back; j++)
+			give_back = jobs[j].lease_until < must_outlast;
+		give_back = give_back || idle_peer(now);
+	}
+	if (!restamp && !give_back)
+		return true;
+
+	hs_xact_begin("hasched executor: starting a job");
+	hs_fencing_guard_xact(true);
+	if (give_back)
+	{
+		HsLease		rest[CLAIM_BATCH];
+		int			n = 0;
+
+		for (int j = k + 1; j < nclaimed; j++)
+			rest[n++] = jobs[j].lease;
+		(void) hs_release_leases(rest, n);
+	}
+	if (restamp)
+		ours = hs_restamp_lease(&job->lease);
+	hs_xact_end(true);
+	if (give_back)
+		nclaimed = k + 1;
+	return ours;
+}
+
+/* An event of kind executor_error: a queue whose claim failed. */
+static void
+report_bad_queue(const char *queue, const char *error)
+{
+	char	   *sql;
+
+	ereport(WARNING,
+			(errmsg("hasched: executor %s leaves queue \"%s\" alone for %d s at a time: claiming from it failed: %s",
+					my_name, queue, (int) (BAD_QUEUE_PAUSE_US / USECS_PER_SEC), error),
+			 errdetail("The other queues go on. This is reported again after %d minutes if the claims still fail.",
+					   (int) (BAD_QUEUE_REPORT_US / USECS_PER_SEC / 60)),
+			 errhint("See the event of kind executor_error in hasched.event; fix the queue's row or its jobs.")));
+	sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('executor_error',"
+				   " jsonb_build_object('step', 'claim', 'queue', %s, 'error', %s, 'executor', %s))",
+				   quote_literal_cstr(queue), quote_literal_cstr(error),
+				   quote_literal_cstr(my_name));
+	hs_xact_begin("hasched executor: reporting");
+	if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "hasched: writing an executor_error event failed");
+	hs_xact_end(true);
+}
+
+/* ------------------------------------------------------------------------
+ * Ending a batch early
+ * ------------------------------------------------------------------------ */
+
+/* One step of settle_batch, in a subtransaction: an error in it is logged. */
+static void
+settle_step(const HsLease *unstarted, int n, const HsLease *cur, const char *why)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (cur == NULL)
+		{
+			uint64		back = hs_release_leases(unstarted, n);
+
+			if (back > 0)
+				ereport(LOG,
+						(errmsg("hasched: executor %s gave back %llu jobs it had not started",
+								my_name, (unsigned long long) back)));
+		}
+		else
+			(void) hs_report_fail(cur, why, true);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/*
+ * Settle a batch that ends early, in a transaction of its own: give back the
+ * jobs not started, and record the attempt of the job under way as failed
+ * (why) unless why is NULL.  The batch is forgotten first: what fails here
+ * is left to the scheduler (lease expiry, orphan recovery).
+ */
+static void
+settle_batch(const char *why)
+{
+	HsLease		unstarted[CLAIM_BATCH];
+	HsLease		cur;
+	bool		have_cur = current != NULL && why != NULL;
+	int			n = 0;
+
+	if (have_cur)
+		cur = current->lease;
+	for (int i = nstarted; i < nclaimed; i++)
+		unstarted[n++] = jobs[i].lease;
+	current = NULL;
+	nclaimed = nstarted = 0;
+	if (!have_cur && n == 0)
+		return;
+
+	hs_xact_begin("hasched executor: ending a batch");
+	hs_fencing_guard_xact(true);
+	if (n > 0)
+		settle_step(unstarted, n, NULL, NULL);
+	if (have_cur)
+		settle_step(NULL, 0, &cur, why);
+	hs_xact_end(true);
+}
+
+/*
+ * On the way out (before_shmem_exit, so still connected): a job the
+ * watchdog ended is recorded as timed out (a cancelled one stays
+ * cancelled), and the jobs not started go back.  An error here is FATAL and
+ * ends this callback; the scheduler's orphan recovery is then the fallback.
+ */
+static void
+executor_exit(int code, Datum arg)
+{
+	char	   *why = NULL;
+
+	if (current == NULL && nstarted >= nclaimed)
+		return;
+	AbortOutOfAnyTransaction();
+	if (current != NULL && end_reason == END_TIMEOUT)
+	{
+		why = psprintf("the job ran past its timeout (%s) and went on for hasched.job_grace (%d ms) after it was cancelled; its executor ended it by exiting",
+					   hs_interval_text(&current->timeout), hs_job_grace);
+		ereport(LOG,
+				(errmsg("hasched: job %lld ran past its timeout (%s) and ignored the cancel for hasched.job_grace (%d ms): executor %s exits to end it",
+						(long long) current->lease.job_id, hs_interval_text(&current->timeout),
+						hs_job_grace, my_name)));
+	}
+	else if (current != NULL && end_reason == END_CANCEL)
+		ereport(LOG,
+				(errmsg("hasched: job %lld was stopped (cancelled, or the fencing gate closed) and went on for hasched.job_grace (%d ms): executor %s exits to end it",
+						(long long) current->lease.job_id, hs_job_grace, my_name)));
+	settle_batch(why);
+}
+
+/* ------------------------------------------------------------------------
+ * Running a job
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Between jobs: undo what a job's SQL may have left in this session that
+ * the job's GUC nest level and transaction did not (README, "What a job
+ * leaves behind").
+ */
+static void
+reset_session(void)
+{
+	uint64		r;
+	double		seed;
+
+	/* session-level advisory locks: pg_advisory_unlock_all() */
+	LockReleaseAll(USER_LOCKMETHOD, true);
+	/* currval() and lastval(): DISCARD SEQUENCES */
+	ResetSequenceCaches();
+	/* random(): a seed nobody chose, as in a new session */
+	if (!pg_strong_random(&r, sizeof(r)))
+		r = (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32);
+	seed = ldexp((double) (r >> 11), -53) * 2.0 - 1.0;
+	(void) DirectFunctionCall1(setseed, Float8GetDatum(seed));
+	/* a lock timeout of the job that fired and was never reported */
+	(void) get_timeout_indicator(LOCK_TIMEOUT, true);
+}
+
+/* The job's statement timeout, and the watchdog every WATCHDOG_MS. */
+static void
+arm_timeouts(int64 timeout_ms)
+{
+	EnableTimeoutParams t[2];
+
+	grace_usec = (int64) hs_job_grace * 1000;
+	hard_deadline = GetCurrentTimestamp() + timeout_ms * 1000 + grace_usec;
+	cancel_seen = 0;
+	t[0].id = STATEMENT_TIMEOUT;
+	t[0].type = TMPARAM_AFTER;
+	t[0].delay_ms = (int) timeout_ms;
+	t[0].fin_time = 0;
+	t[1].id = watchdog_timeout;
+	t[1].type = TMPARAM_EVERY;
+	t[1].delay_ms = WATCHDOG_MS;
+	t[1].fin_time = 0;
+	enable_timeouts(t, lengthof(t));
+}
+
+static void
+disarm_timeouts(void)
+{
+	DisableTimeoutParams t[2];
+
+	t[0].id = STATEMENT_TIMEOUT;
+	t[0].keep_indicator = false;
+	t[1].id = watchdog_timeout;
+	t[1].keep_indicator = false;
+	disable_timeouts(t, lengthof(t));
+	hard_deadline = 0;
 }
 
 /* Run one claimed job and record its outcome, in one transaction. */
@@ -167,6 +632,7 @@ run_job(ExecJob *job)
 	MemoryContext oldcxt;
 	ResourceOwner oldowner;
 	Oid			owner_oid;
+	char	   *why = NULL;
 	char	   *volatile error = NULL;
 	volatile bool retry = true;
 	volatile bool cancelled = false;
@@ -174,6 +640,7 @@ run_job(ExecJob *job)
 
 	set_state(HS_EXEC_BUSY, job->lease.job_id);
 	hs_xact_begin(job->sql ? job->sql : "(no sql)");
+	current = job;
 	/* a server that lost the right to act commits neither the job nor its outcome */
 	hs_fencing_guard_xact(true);
 
@@ -187,10 +654,19 @@ run_job(ExecJob *job)
 		error = pstrdup("the payload has no \"sql\" string");
 		retry = false;
 	}
+	else if (!hs_interval_ok("timeout", &job->timeout, &why))
+	{
+		/* a row from before the bound, or written around it */
+		error = why;
+		retry = false;
+	}
+	else if (hs_lease_cancelled(job->lease.lease_id))
+		cancelled = true;		/* cancelled while it waited in the batch */
 	else
 	{
 		Oid			save_userid;
 		int			save_sec;
+		int64		timeout_ms = hs_interval_usec(&job->timeout) / 1000;
 
 		oldcxt = CurrentMemoryContext;
 		oldowner = CurrentResourceOwner;
@@ -200,6 +676,8 @@ run_job(ExecJob *job)
 		PG_TRY();
 		{
 			int			guc_level;
+			int			rc;
+			SPIExecuteOptions options;
 
 			/*
 			 * The job runs as its owner in a security-restricted operation
@@ -219,13 +697,37 @@ run_job(ExecJob *job)
 									 GUC_ACTION_SAVE, true, 0, false);
 			SetUserIdAndSecContext(owner_oid, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 								   SECURITY_RESTRICTED_OPERATION);
-			if (job->timeout_ms > 0)
-				enable_timeout_after(STATEMENT_TIMEOUT,
-									 (int) Min(job->timeout_ms, (int64) PG_INT32_MAX));
-			if (SPI_execute(job->sql, false, 0) < 0)
-				elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(SPI_result));
+
+			/* rows are counted and dropped as they come: none is kept */
+			memset(&options, 0, sizeof(options));
+			options.dest = CreateDestReceiver(DestNone);
+			running_job = job->lease.job_id;
+			running_lease = job->lease.lease_id;
+			pg_memory_barrier();
+			arm_timeouts(timeout_ms);
+			/* a cancel that came between the check above and now */
+			if (stop_asked(job->lease.lease_id, job->lease.job_id))
+			{
+				InterruptPending = true;
+				QueryCancelPending = true;
+			}
+			rc = SPI_execute_extended(job->sql, &options);
+			running_lease = 0;
+			running_job = 0;
+			disarm_timeouts();
+			/* a cancel that came after the SQL ended: the record decides */
+			QueryCancelPending = false;
+			if (rc == SPI_ERROR_TRANSACTION)
+			{
+				retry = false;
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TRANSACTION_TERMINATION),
+						 errmsg("transaction control statements are not allowed in a job's SQL (SPI_execute returned %s)",
+								SPI_result_code_string(rc))));
+			}
+			if (rc < 0)
+				elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(rc));
 			rows = SPI_processed;
-			disable_timeout(STATEMENT_TIMEOUT, false);
 			SetUserIdAndSecContext(save_userid, save_sec);
 			AtEOXact_GUC(false, guc_level);
 			DropAllPreparedStatements();
@@ -237,7 +739,9 @@ run_job(ExecJob *job)
 		{
 			ErrorData  *edata;
 
-			disable_timeout(STATEMENT_TIMEOUT, false);
+			running_lease = 0;
+			running_job = 0;
+			disarm_timeouts();
 			MemoryContextSwitchTo(oldcxt);
 			edata = CopyErrorData();
 			FlushErrorState();
@@ -248,8 +752,12 @@ run_job(ExecJob *job)
 			DropAllPreparedStatements();
 			/* a cancel interrupt may have come after the job's own error */
 			QueryCancelPending = false;
+			/*
+			 * Stopped: by cancel(), which recorded the job's end; or by
+			 * the fencing gate, and then this server records nothing.
+			 */
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
-				cancel_requested(job->lease.job_id))
+				stop_asked(job->lease.lease_id, job->lease.job_id))
 				cancelled = true;
 			else
 				error = edata->message;
@@ -278,8 +786,21 @@ run_job(ExecJob *job)
 	}
 
 	hs_xact_end(!cancelled);
-	set_state(HS_EXEC_IDLE, 0);
+	current = NULL;
+	set_state(HS_EXEC_BUSY, 0);
+	/* a stop asked for this job is done with */
+	{
+		uint64		expected = (uint64) job->lease.job_id;
+
+		(void) pg_atomic_compare_exchange_u64(&hs_executors[my_slot].stop_job_id,
+											  &expected, 0);
+	}
+	reset_session();
 }
+
+/* ------------------------------------------------------------------------
+ * The round
+ * ------------------------------------------------------------------------ */
 
 /* Leave when idle too long, unless that would leave fewer than the minimum. */
 static bool
@@ -299,19 +820,44 @@ may_retire(void)
 	return retire;
 }
 
-static MemoryContext batch_cxt = NULL;
-static TimestampTz idle_since = 0;
+/* Claim a batch and run its jobs one by one; how many were claimed. */
+static int
+run_batch(void)
+{
+	int			n;
+
+	claim_batch();
+	n = nclaimed;
+	while (nstarted < nclaimed)
+	{
+		ExecJob    *job = &jobs[nstarted];
+
+		CHECK_FOR_INTERRUPTS();
+		if (!before_start(nstarted))
+		{
+			nstarted++;			/* cancelled or requeued meanwhile */
+			continue;
+		}
+		nstarted++;
+		run_job(job);
+	}
+	return n;
+}
 
 /*
- * One round: claim a batch of due SQL jobs and run them one by one.
- * Returns 0 (look again at once) after a batch, the idle wait when there
- * was nothing, or -1 to exit (on a standby, or retiring when idle).
+ * One round: claim a batch of due SQL jobs and run them.  An error outside
+ * a job's own SQL (recording its outcome, a claim) is handled here: the
+ * batch is settled at once and the round ends; a queue whose claim failed
+ * is left alone for a while.  Returns 0 (look again at once) after a
+ * batch, the idle wait when there was nothing, or -1 to exit (on a
+ * standby, or retiring when idle).
  */
 static long
 executor_round(void)
 {
-	ExecJob		jobs[CLAIM_BATCH];
-	int			n;
+	MemoryContext round_cxt = CurrentMemoryContext;
+	volatile int n = 0;
+	volatile long delay = 0;
 
 	if (RecoveryInProgress())
 		return -1;
@@ -321,15 +867,46 @@ executor_round(void)
 
 	MemoryContextReset(batch_cxt);
 	set_state(HS_EXEC_BUSY, 0);
-	n = claim_batch(jobs, batch_cxt);
-	for (int i = 0; i < n; i++)
-		run_job(&jobs[i]);
+	PG_TRY();
+	{
+		n = run_batch();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		const char *bad_queue = claiming_queue;
+		bool		in_batch = current != NULL || nstarted < nclaimed;
+
+		HOLD_INTERRUPTS();
+		running_lease = 0;
+		running_job = 0;
+		disable_all_timeouts(false);
+		QueryCancelPending = false;
+		EmitErrorReport();
+		MemoryContextSwitchTo(round_cxt);
+		edata = CopyErrorData();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(round_cxt);
+		RESUME_INTERRUPTS();
+		claiming_queue = NULL;
+		pgstat_report_activity(STATE_IDLE, NULL);
+		reset_session();
+		settle_batch(psprintf("the executor could not finish the attempt: %s", edata->message));
+		if (bad_queue != NULL && note_bad_queue(bad_queue))
+			report_bad_queue(bad_queue, edata->message);
+		/* nothing to blame the error on: pause before trying again */
+		if (!in_batch && bad_queue == NULL)
+			delay = 1000;
+		n = 1;
+	}
+	PG_END_TRY();
 	set_state(HS_EXEC_IDLE, 0);
 
 	if (n > 0)
 	{
 		idle_since = GetCurrentTimestamp();
-		return 0;
+		return delay;
 	}
 	if (GetCurrentTimestamp() - idle_since >= (int64) hs_executor_idle_timeout * 1000 &&
 		may_retire())
@@ -337,10 +914,13 @@ executor_round(void)
 	return 1000;
 }
 
-/* After an error in a round: the slot shows idle again. */
+/* After an error that escaped a round: settle what is left, show idle. */
 static void
 executor_after_error(void)
 {
+	running_lease = 0;
+	running_job = 0;
+	settle_batch("the executor could not finish the attempt (see the server log)");
 	set_state(HS_EXEC_IDLE, 0);
 }
 
@@ -355,14 +935,14 @@ hasched_executor_main(Datum main_arg)
 	};
 
 	my_slot = DatumGetInt32(main_arg);
-	hs_worker_signals(true);
+	hs_worker_signals(false);
+	pqsignal(SIGINT, executor_sigint);
 
 	SpinLockAcquire(&hs_shared->mutex);
 	hs_executors[my_slot].pid = MyProcPid;
 	hs_executors[my_slot].latch = MyLatch;
 	hs_executors[my_slot].state = HS_EXEC_IDLE;
 	hs_executors[my_slot].job_id = 0;
-	hs_executors[my_slot].cancel_job_id = 0;
 	hs_executors[my_slot].since = GetCurrentTimestamp();
 	SpinLockRelease(&hs_shared->mutex);
 	on_shmem_exit(executor_detach, (Datum) 0);
@@ -370,6 +950,9 @@ hasched_executor_main(Datum main_arg)
 	my_name = MemoryContextStrdup(TopMemoryContext,
 								  psprintf("executor/%d/%d", my_slot, MyProcPid));
 	hs_worker_connect(my_name);
+	/* registered after the connection: it runs before the connection ends */
+	before_shmem_exit(executor_exit, (Datum) 0);
+	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, watchdog);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "hasched executor batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	idle_since = GetCurrentTimestamp();

@@ -20,6 +20,12 @@
  * records the leader's fencing token, and the leases of external workers
  * whose ZooKeeper session ended are requeued at once.
  *
+ * Each step of a round (takeover, dropped roles, schedules, expired leases,
+ * lost workers, orphans, the look for SQL work, pruning) runs in a
+ * subtransaction of its own: a step
+ * that fails, or a job row a step cannot handle, is skipped and reported
+ * (see "Isolated steps"), and the others go on.
+ *
  * Wake-ups: a transaction that made jobs claimable wakes an idle executor
  * after it commits (never before: the job must be visible), and the
  * scheduler when no executor is idle or when it made a job due earlier than
@@ -194,6 +200,224 @@ executor_alive(int slot, int pid)
 #define SQL_RUNNING \
 	"j.state = 'running' AND j.queue IN (SELECT q.name FROM hasched.queue q WHERE q.transport = 'sql')"
 
+/* ------------------------------------------------------------------------
+ * Isolated steps
+ *
+ * Each step of a round (and, when a step that handles many jobs at once
+ * fails, each of its jobs) runs in a subtransaction of the round's
+ * transaction: a step that fails is rolled back alone and the others go
+ * on; a job that fails is skipped and the others handled.  A failure is
+ * reported as a warning in the server log and an event of kind
+ * scheduler_error (step, job, SQLSTATE, message) -- once per
+ * REPORT_AGAIN_US for the same step and job, however many rounds it fails.
+ * ------------------------------------------------------------------------ */
+
+#define MAX_REPORTED		64
+#define REPORT_AGAIN_US		(10 * 60 * USECS_PER_SEC)
+
+typedef struct Reported
+{
+	const char *step;			/* a string constant */
+	int64		job_id;			/* 0: the step as a whole */
+	TimestampTz at;
+} Reported;
+
+static Reported reported[MAX_REPORTED];
+
+typedef void (*StepFn) (void *arg);
+
+/*
+ * Run fn(arg) in a subtransaction.  NULL when it succeeded; otherwise its
+ * error, and everything it did is rolled back.
+ */
+static ErrorData *
+run_isolated(StepFn fn, void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
+
+typedef struct Failure
+{
+	const char *step;
+	int64		job_id;
+	ErrorData  *edata;
+} Failure;
+
+static void
+insert_failure_event(void *arg)
+{
+	Failure    *f = arg;
+	char	   *sql;
+
+	sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('scheduler_error',"
+				   " jsonb_strip_nulls(jsonb_build_object('step', %s, 'job_id', %s,"
+				   " 'sqlstate', %s, 'error', %s, 'scheduler_pid', %d)))",
+				   quote_literal_cstr(f->step),
+				   f->job_id != 0 ? psprintf(INT64_FORMAT, f->job_id) : "NULL",
+				   quote_literal_cstr(unpack_sql_state(f->edata->sqlerrcode)),
+				   quote_literal_cstr(f->edata->message ? f->edata->message : ""),
+				   MyProcPid);
+	if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "hasched: writing a scheduler_error event failed");
+}
+
+/* A step (job_id 0) or one of its jobs failed: say so, unless said lately. */
+static void
+report_failure(const char *step, int64 job_id, ErrorData *edata)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			slot = 0;
+	Failure		f;
+	ErrorData  *event_error;
+
+	for (int i = 0; i < MAX_REPORTED; i++)
+	{
+		if (reported[i].step != NULL && strcmp(reported[i].step, step) == 0 &&
+			reported[i].job_id == job_id)
+		{
+			if (now - reported[i].at < REPORT_AGAIN_US)
+			{
+				elog(DEBUG1, "hasched: scheduler step %s failed again (job " INT64_FORMAT "): %s",
+					 step, job_id, edata->message);
+				return;
+			}
+			slot = i;
+			break;
+		}
+		if (reported[i].at < reported[slot].at)
+			slot = i;
+	}
+	reported[slot].step = step;
+	reported[slot].job_id = job_id;
+	reported[slot].at = now;
+
+	if (job_id != 0)
+		ereport(WARNING,
+				(errmsg("hasched: scheduler step %s skipped job %lld: %s",
+						step, (long long) job_id, edata->message),
+				 errdetail("SQLSTATE %s. The round's other jobs and steps went on; this job is tried again in later rounds.",
+						   unpack_sql_state(edata->sqlerrcode)),
+				 errhint("See the event of kind scheduler_error in hasched.event; fix or remove the job's row.")));
+	else
+		ereport(WARNING,
+				(errmsg("hasched: scheduler step %s failed: %s", step, edata->message),
+				 errdetail("SQLSTATE %s. The round's other steps went on; this one is tried again in the next round.",
+						   unpack_sql_state(edata->sqlerrcode)),
+				 errhint("See the event of kind scheduler_error in hasched.event.")));
+	f.step = step;
+	f.job_id = job_id;
+	f.edata = edata;
+	event_error = run_isolated(insert_failure_event, &f);
+	if (event_error != NULL)
+		elog(LOG, "hasched: could not record the failure of step %s: %s",
+			 step, event_error->message);
+}
+
+/* A step of the round: isolated, reported when it fails. */
+static bool
+run_step(const char *step, StepFn fn, void *arg)
+{
+	ErrorData  *edata = run_isolated(fn, arg);
+
+	if (edata == NULL)
+		return true;
+	report_failure(step, 0, edata);
+	return false;
+}
+
+/* The job ids a query returns (its first column), at most 10000. */
+static int64 *
+select_ids(const char *sql, int *n)
+{
+	int64	   *ids;
+
+	if (SPI_execute(sql, true, 10000) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading job ids failed");
+	*n = (int) SPI_processed;
+	ids = palloc(sizeof(int64) * (*n + 1));
+	for (int i = 0; i < *n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return ids;
+}
+
+/*
+ * End the attempts of these running jobs as failed and make them due now
+ * (hs_end_attempts_now): all in one statement; if that fails, job by job,
+ * skipping and reporting the jobs that fail.  Returns how many ended.
+ */
+typedef struct EndArgs
+{
+	const char *filter;
+	const char *why;
+	const char *outcome;
+	uint64		done;
+} EndArgs;
+
+static void
+end_attempts(void *arg)
+{
+	EndArgs    *a = arg;
+
+	a->done += hs_end_attempts_now(a->filter, a->why, a->outcome);
+}
+
+static uint64
+end_attempts_of(const char *step, const int64 *ids, int n, const char *why,
+				const char *outcome)
+{
+	StringInfoData list;
+	EndArgs		a;
+
+	if (n == 0)
+		return 0;
+	initStringInfo(&list);
+	for (int i = 0; i < n; i++)
+		appendStringInfo(&list, "%s" INT64_FORMAT, i ? "," : "", ids[i]);
+	a.filter = psprintf("j.id IN (%s) AND j.state = 'running'", list.data);
+	a.why = why;
+	a.outcome = outcome;
+	a.done = 0;
+	if (run_isolated(end_attempts, &a) == NULL)
+		return a.done;
+	a.done = 0;
+	for (int i = 0; i < n; i++)
+	{
+		ErrorData  *edata;
+
+		a.filter = psprintf("j.id = " INT64_FORMAT " AND j.state = 'running'", ids[i]);
+		edata = run_isolated(end_attempts, &a);
+		if (edata != NULL)
+			report_failure(step, ids[i], edata);
+	}
+	return a.done;
+}
+
+
 /*
  * First tick as primary: open an epoch if this timeline has none, and
  * retry the SQL jobs of older epochs.
@@ -220,14 +444,19 @@ become_primary(void)
 		char	   *sql;
 		char	   *filter;
 		uint64		retried;
+		int64	   *ids;
+		int			nids;
 
 		epoch++;
 		sql = psprintf("INSERT INTO hasched.epoch (epoch, timeline, reason)"
 					   " VALUES (%d, %u, 'promoted: timeline %u')", epoch, tli, tli);
 		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: opening epoch %d failed", epoch);
-		filter = psprintf(SQL_RUNNING " AND j.epoch < %d", epoch);
-		retried = hs_end_attempts_now(filter, "the primary failed over during the attempt", "failover");
+		filter = psprintf("SELECT j.id FROM hasched.job j WHERE " SQL_RUNNING " AND j.epoch < %d",
+						  epoch);
+		ids = select_ids(filter, &nids);
+		retried = end_attempts_of("takeover", ids, nids,
+								  "the primary failed over during the attempt", "failover");
 		sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('failover',"
 					   " jsonb_build_object('epoch', %d, 'timeline', %u, 'previous_timeline', %d,"
 					   " 'sql_jobs_retried', " UINT64_FORMAT ", 'scheduler_pid', %d))",
@@ -275,6 +504,8 @@ open_term_epoch(void)
 	if (hs_extension_usable())
 	{
 		char	   *sql;
+		int64	   *ids;
+		int			nids;
 
 		if (SPI_execute("SELECT epoch, timeline FROM hasched.epoch ORDER BY epoch DESC LIMIT 1",
 						true, 1) != SPI_OK_SELECT)
@@ -290,8 +521,10 @@ open_term_epoch(void)
 					   epoch, tli, (long long) token, (long long) token);
 		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: opening epoch %d failed", epoch);
-		retried = hs_end_attempts_now(psprintf(SQL_RUNNING " AND j.epoch < %d", epoch),
-									  "the attempt began in an earlier leadership term", "failover");
+		ids = select_ids(psprintf("SELECT j.id FROM hasched.job j WHERE " SQL_RUNNING
+								  " AND j.epoch < %d", epoch), &nids);
+		retried = end_attempts_of("term_epoch", ids, nids,
+								  "the attempt began in an earlier leadership term", "failover");
 		sql = psprintf("INSERT INTO hasched.event (kind, detail) VALUES ('leadership',"
 					   " jsonb_build_object('epoch', %d, 'fencing_token', %lld, 'timeline', %u,"
 					   " 'previous_timeline', %d, 'sql_jobs_retried', " UINT64_FORMAT
@@ -348,59 +581,102 @@ requeue_lost_workers(void)
 
 /* SQL jobs running under this epoch whose executor is gone: run again. */
 static void
-recover_orphans(void)
+recover_orphans(void *arg)
 {
-	StringInfoData ids;
 	uint64		n;
+	int64	   *ids;
+	int			norphans = 0;
+	uint64		retried;
 
 	if (SPI_execute("SELECT j.id, j.worker FROM hasched.job j WHERE " SQL_RUNNING,
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading running SQL jobs failed");
 	n = SPI_processed;
-	initStringInfo(&ids);
+	ids = palloc(sizeof(int64) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 	{
-		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 		char	   *worker = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		int			slot = -1;
 		int			pid = 0;
 
 		if (worker == NULL || sscanf(worker, "executor/%d/%d", &slot, &pid) != 2 ||
 			!executor_alive(slot, pid))
-			appendStringInfo(&ids, "%s%s", ids.len ? "," : "", id);
+			ids[norphans++] = id;
 	}
-	if (ids.len > 0)
-	{
-		uint64		retried = hs_end_attempts_now(psprintf("j.id IN (%s) AND j.state = 'running'", ids.data),
-										"the executor running the attempt exited",
-										"executor_exited");
-
+	retried = end_attempts_of("orphans", ids, norphans,
+							  "the executor running the attempt exited", "executor_exited");
+	if (retried > 0)
 		ereport(LOG,
 				(errmsg("hasched: %llu SQL jobs whose executor exited will run again",
 						(unsigned long long) retried)));
+}
+
+/* Expired leases: all in one statement, else job by job. */
+static void
+requeue_all(void *arg)
+{
+	(void) hs_requeue_expired();
+}
+
+static void
+requeue_one(void *arg)
+{
+	(void) hs_requeue_expired_job(*(int64 *) arg);
+}
+
+static void
+requeue_expired_leases(void *arg)
+{
+	int64	   *ids;
+	int			n;
+	ErrorData  *all_error;
+	bool		job_failed = false;
+
+	all_error = run_isolated(requeue_all, NULL);
+	if (all_error == NULL)
+		return;
+	ids = select_ids("SELECT id FROM hasched.job WHERE state = 'running'"
+					 " AND lease_until < clock_timestamp() ORDER BY lease_until, id", &n);
+	for (int i = 0; i < n; i++)
+	{
+		ErrorData  *edata = run_isolated(requeue_one, &ids[i]);
+
+		if (edata != NULL)
+		{
+			report_failure("requeue_expired", ids[i], edata);
+			job_failed = true;
+		}
 	}
+	if (!job_failed)
+		report_failure("requeue_expired", 0, all_error);
 }
 
 /* Delete history older than hasched.history_retention, a batch at a time. */
 static void
+prune_one(void *arg)
+{
+	(void) SPI_execute((const char *) arg, false, 0);
+}
+
+static void
 prune_history(void)
 {
 	char	   *cutoff = psprintf("clock_timestamp() - interval '%d seconds'", hs_history_retention);
-	char	   *sql;
+	char	   *sql[4];
 
-	sql = psprintf("DELETE FROM hasched.job_run WHERE ctid = ANY (ARRAY("
-				   "SELECT ctid FROM hasched.job_run WHERE finished_at < %s LIMIT %d))",
-				   cutoff, PRUNE_BATCH);
-	(void) SPI_execute(sql, false, 0);
-	sql = psprintf("DELETE FROM hasched.job WHERE ctid = ANY (ARRAY("
-				   "SELECT ctid FROM hasched.job WHERE state IN ('succeeded', 'dead', 'cancelled')"
-				   " AND finished_at < %s LIMIT %d))", cutoff, PRUNE_BATCH);
-	(void) SPI_execute(sql, false, 0);
-	sql = psprintf("DELETE FROM hasched.event WHERE ctid = ANY (ARRAY("
-				   "SELECT ctid FROM hasched.event WHERE at < %s LIMIT %d))", cutoff, PRUNE_BATCH);
-	(void) SPI_execute(sql, false, 0);
-	(void) SPI_execute("DELETE FROM hasched.quota_use"
-					   " WHERE day < (now() AT TIME ZONE 'UTC')::date - 1", false, 0);
+	sql[0] = psprintf("DELETE FROM hasched.job_run WHERE ctid = ANY (ARRAY("
+					  "SELECT ctid FROM hasched.job_run WHERE finished_at < %s LIMIT %d))",
+					  cutoff, PRUNE_BATCH);
+	sql[1] = psprintf("DELETE FROM hasched.job WHERE ctid = ANY (ARRAY("
+					  "SELECT ctid FROM hasched.job WHERE state IN ('succeeded', 'dead', 'cancelled')"
+					  " AND finished_at < %s LIMIT %d))", cutoff, PRUNE_BATCH);
+	sql[2] = psprintf("DELETE FROM hasched.event WHERE ctid = ANY (ARRAY("
+					  "SELECT ctid FROM hasched.event WHERE at < %s LIMIT %d))", cutoff, PRUNE_BATCH);
+	sql[3] = "DELETE FROM hasched.quota_use WHERE day < (now() AT TIME ZONE 'UTC')::date - 1";
+	for (int i = 0; i < lengthof(sql); i++)
+		(void) run_step("prune", prune_one, sql[i]);
 }
 
 /* Are SQL jobs due now; and when is the next one due (DT_NOEND: none)? */
@@ -429,9 +705,50 @@ sql_work(bool *any_sql_queue, TimestampTz *next_due)
 	return due;
 }
 
+/* The steps of a round, as run_step() takes them */
+static void
+step_takeover(void *arg)
+{
+	become_primary();
+}
+
+static void
+step_dropped_roles(void *arg)
+{
+	hs_forget_dropped_roles();
+}
+
+static void
+step_lost_workers(void *arg)
+{
+	requeue_lost_workers();
+}
+
+static void
+step_schedules(void *arg)
+{
+	*(TimestampTz *) arg = hs_fire_due_schedules(GetCurrentTimestamp());
+}
+
+typedef struct SqlWork
+{
+	bool		due;
+	bool		any_sql_queue;
+	TimestampTz next_due;
+} SqlWork;
+
+static void
+step_sql_work(void *arg)
+{
+	SqlWork    *w = arg;
+
+	w->due = sql_work(&w->any_sql_queue, &w->next_due);
+}
+
 /*
- * One round of the primary's work, in one transaction.  Returns the
- * milliseconds to sleep.
+ * One round of the primary's work, in one transaction, each step isolated
+ * from the others ("Isolated steps" above).  Returns the milliseconds to
+ * sleep.
  */
 static long
 primary_tick(bool *became_primary)
@@ -439,7 +756,6 @@ primary_tick(bool *became_primary)
 	static TimestampTz last_prune = 0;
 	TimestampTz now;
 	TimestampTz next = DT_NOEND;
-	TimestampTz sql_next;
 	bool		sql_queues = false;
 	bool		due = false;
 	bool		ready;
@@ -466,27 +782,7 @@ primary_tick(bool *became_primary)
 	hs_fencing_guard_xact(true);
 
 	ready = hs_extension_usable();
-	if (ready)
-	{
-		if (!*became_primary)
-		{
-			become_primary();
-			*became_primary = true;
-		}
-		/* rows of roles dropped since the last round name no role */
-		hs_forget_dropped_roles();
-		now = GetCurrentTimestamp();
-		next = hs_fire_due_schedules(now);
-		(void) hs_requeue_expired();
-		requeue_lost_workers();
-		recover_orphans();
-		due = sql_work(&sql_queues, &sql_next);
-		SpinLockAcquire(&hs_shared->mutex);
-		hs_shared->sql_queues = sql_queues ? 1 : 0;
-		SpinLockRelease(&hs_shared->mutex);
-		next = Min(next, sql_next);
-	}
-	else
+	if (!ready)
 	{
 		/*
 		 * Not usable (no extension yet, an update or a restore under way):
@@ -494,6 +790,37 @@ primary_tick(bool *became_primary)
 		 * a restored database gets its epoch check and its jobs' recovery.
 		 */
 		*became_primary = false;
+	}
+	/* the takeover first: until it has succeeded, nothing else runs */
+	else if (*became_primary || run_step("takeover", step_takeover, NULL))
+	{
+		SqlWork		w;
+
+		*became_primary = true;
+		/* rows of roles dropped since the last round name no role */
+		(void) run_step("dropped_roles", step_dropped_roles, NULL);
+		if (!run_step("schedules", step_schedules, &next))
+			next = DT_NOEND;
+		(void) run_step("requeue_expired", requeue_expired_leases, NULL);
+		(void) run_step("lost_workers", step_lost_workers, NULL);
+		(void) run_step("orphans", recover_orphans, NULL);
+		if (run_step("sql_work", step_sql_work, &w))
+		{
+			due = w.due;
+			sql_queues = w.any_sql_queue;
+			SpinLockAcquire(&hs_shared->mutex);
+			hs_shared->sql_queues = sql_queues ? 1 : 0;
+			SpinLockRelease(&hs_shared->mutex);
+			next = Min(next, w.next_due);
+		}
+		else
+		{
+			/* as far as the last round knew */
+			SpinLockAcquire(&hs_shared->mutex);
+			sql_queues = hs_shared->sql_queues != 0;
+			SpinLockRelease(&hs_shared->mutex);
+			due = sql_queues;
+		}
 	}
 
 	hs_xact_end(true);
