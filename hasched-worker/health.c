@@ -96,7 +96,7 @@ hw_health_accept(HwHealth *h)
 static void
 respond(HwHealth *h, int slot, int status, const char *body)
 {
-	char		buf[2048];
+	char		buf[4096 + 512];
 	const char *reason = status == 200 ? "OK" : status == 503 ? "Service Unavailable" :
 		status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed" :
 		status == 408 ? "Request Timeout" : "Bad Request";
@@ -121,7 +121,7 @@ hw_health_io(HwHealth *h, int slot, HwHealthReport report)
 	char	   *buf = h->client_buf[slot];
 	size_t		cap = sizeof(h->client_buf[slot]) - 1;
 	ssize_t		n;
-	char		body[1024];
+	char		body[4096];
 	char	   *sp;
 
 	n = recv(h->client_fd[slot], buf + h->client_len[slot], cap - h->client_len[slot], 0);

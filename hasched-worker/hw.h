@@ -6,7 +6,8 @@
  *
  * The program is one thread and one poll() loop (main.c) over: a self-pipe
  * for signals, the database connection's socket (LISTEN/NOTIFY), the pipes
- * of the running commands and the health endpoint's sockets.  Database
+ * of the running commands, the health endpoint's sockets and, with
+ * --zookeeper, the ZooKeeper client's socket.  Database
  * calls are synchronous and short; connect_timeout, TCP keepalives and
  * tcp_user_timeout bound them when a server goes away.
  *
@@ -18,6 +19,8 @@
  *   run.c         a command per job: process group, pipes, timeouts
  *   health.c      GET /health on 127.0.0.1
  *   json.c        JSON syntax check and UTF-8 clean-up of command output
+ *   zk.c          --zookeeper: the worker's ephemeral znode (its liveness),
+ *                 the single-threaded ZooKeeper client in the same loop
  *
  * IDENTIFICATION
  *		hasched-worker/hw.h
@@ -56,6 +59,9 @@ typedef struct HwConfig
 	size_t		max_output;		/* bytes of stdout kept as the result */
 	int64_t		stall_usec;		/* health: no job finished this long while saturated */
 	bool		listen;			/* use LISTEN/NOTIFY (false: poll only) */
+	const char *zookeeper;		/* ZooKeeper connection string; NULL: none */
+	const char *zk_path;		/* hasched's root znode (hasched.zookeeper_path) */
+	int			zk_timeout_ms;	/* the session timeout asked for */
 	char	  **argv;			/* the command */
 } HwConfig;
 
@@ -217,6 +223,21 @@ extern int	hw_health_open(HwHealth *h, int port, char **errmsg);
 extern void hw_health_accept(HwHealth *h);
 extern void hw_health_io(HwHealth *h, int slot, HwHealthReport report);
 extern void hw_health_expire(HwHealth *h, int64_t now);
+
+/* ------------------------------------------------------------------------
+ * ZooKeeper registration (zk.c)
+ * ------------------------------------------------------------------------ */
+extern const char *hw_zk_check_connect(const char *s);
+extern const char *hw_zk_check_path(const char *p);
+extern char *hw_zk_encode_name(const char *name);
+extern bool hw_zk_enabled(void);
+extern bool hw_zk_start(void);
+extern bool hw_zk_may_claim(void);
+extern bool hw_zk_process(void);
+extern int	hw_zk_poll(short *events, int64_t *wake_at);
+extern void hw_zk_ready(short revents);
+extern bool hw_zk_health(char *out, size_t size);
+extern void hw_zk_close(void);
 
 /* ------------------------------------------------------------------------
  * Output handling (json.c)

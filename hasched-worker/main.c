@@ -140,7 +140,18 @@ usage(FILE *f)
 			"                        finished for this long (default 300)\n"
 			"  --kill-grace SECS     SIGTERM to SIGKILL on a timeout (default 5)\n"
 			"  --max-output BYTES    stdout kept as the result (default 65536)\n"
-			"  --name NAME           worker name recorded with the jobs (default host:pid)\n"
+			"  --name NAME           worker name recorded with the jobs (default host:pid);\n"
+			"                        with --zookeeper, one name per running process\n"
+			"  --zookeeper CONNSTR   register an ephemeral znode in this ZooKeeper ensemble\n"
+			"                        (host:port,host:port,...[/chroot]), so that when this\n"
+			"                        worker dies the leader requeues its jobs as soon as\n"
+			"                        its session expires instead of after their lease; no\n"
+			"                        jobs are taken while the znode is not registered\n"
+			"  --zookeeper-path PATH the servers' hasched.zookeeper_path (default /hasched);\n"
+			"                        the znode is PATH/workers/NAME (NAME %%-encoded)\n"
+			"  --zookeeper-session-timeout MS\n"
+			"                        the ZooKeeper session timeout asked for (default 10000):\n"
+			"                        how soon a dead worker's jobs come back\n"
 			"  --log FILE            log to FILE (appended; SIGHUP reopens it), not stderr\n"
 			"  -h, --help            this text\n"
 			"  --version             the version\n"
@@ -148,6 +159,10 @@ usage(FILE *f)
 			"Signals: SIGTERM or SIGINT stops taking jobs, waits for the running ones and\n"
 			"their reports, then exits 0 (a second one kills the running commands, whose\n"
 			"attempts fail and are retried); SIGHUP reopens the log file.\n"
+			"\n"
+			"ZooKeeper trouble (unreachable, the name held by another session, an ACL\n"
+			"refusal) never ends the worker: it waits and retries, taking no jobs, and\n"
+			"/health fails its \"zookeeper\" check.\n"
 			"\n"
 			"Exit status: 0 stopped by a signal after draining; %d (EX_USAGE) bad arguments;\n"
 			"%d (EX_UNAVAILABLE) COMMAND not found or not executable, or the health port\n"
@@ -249,7 +264,8 @@ parse_args(int argc, char **argv)
 	enum
 	{
 		OPT_DB = 256, OPT_QUEUE, OPT_CONC, OPT_POLL, OPT_HEALTH, OPT_LOG, OPT_NAME,
-		OPT_GRACE, OPT_MAXOUT, OPT_STALL, OPT_NOLISTEN, OPT_VERSION
+		OPT_GRACE, OPT_MAXOUT, OPT_STALL, OPT_NOLISTEN, OPT_VERSION, OPT_ZK, OPT_ZK_PATH,
+		OPT_ZK_TIMEOUT
 	};
 	static const struct option opts[] = {
 		{"db", required_argument, NULL, OPT_DB},
@@ -263,12 +279,17 @@ parse_args(int argc, char **argv)
 		{"max-output", required_argument, NULL, OPT_MAXOUT},
 		{"stall-timeout", required_argument, NULL, OPT_STALL},
 		{"no-listen", no_argument, NULL, OPT_NOLISTEN},
+		{"zookeeper", required_argument, NULL, OPT_ZK},
+		{"zookeeper-path", required_argument, NULL, OPT_ZK_PATH},
+		{"zookeeper-session-timeout", required_argument, NULL, OPT_ZK_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
 	static char name[256];
+	bool		zk_path_given = false;
+	bool		zk_timeout_given = false;
 
 	memset(&hw_cfg, 0, sizeof(hw_cfg));
 	hw_cfg.concurrency = 1;
@@ -277,6 +298,8 @@ parse_args(int argc, char **argv)
 	hw_cfg.max_output = 65536;
 	hw_cfg.stall_usec = 300 * 1000000LL;
 	hw_cfg.listen = true;
+	hw_cfg.zk_path = "/hasched";
+	hw_cfg.zk_timeout_ms = 10000;
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1)
@@ -315,6 +338,17 @@ parse_args(int argc, char **argv)
 				break;
 			case OPT_NOLISTEN:
 				hw_cfg.listen = false;
+				break;
+			case OPT_ZK:
+				hw_cfg.zookeeper = optarg;
+				break;
+			case OPT_ZK_PATH:
+				hw_cfg.zk_path = optarg;
+				zk_path_given = true;
+				break;
+			case OPT_ZK_TIMEOUT:
+				hw_cfg.zk_timeout_ms = (int) int_arg("--zookeeper-session-timeout", optarg, 100, 3600000);
+				zk_timeout_given = true;
 				break;
 			case 'h':
 				usage(stdout);
@@ -356,6 +390,18 @@ parse_args(int argc, char **argv)
 		}
 		PQconninfoFree(o);
 	}
+	if (hw_cfg.zookeeper != NULL)
+	{
+		const char *why = hw_zk_check_connect(hw_cfg.zookeeper);
+
+		if (why != NULL)
+			bad_usage("--zookeeper \"%s\" is malformed: %s", hw_cfg.zookeeper, why);
+		if ((why = hw_zk_check_path(hw_cfg.zk_path)) != NULL)
+			bad_usage("--zookeeper-path \"%s\": %s", hw_cfg.zk_path, why);
+	}
+	else if (zk_path_given || zk_timeout_given)
+		bad_usage("%s needs --zookeeper CONNSTR",
+				  zk_path_given ? "--zookeeper-path" : "--zookeeper-session-timeout");
 	if (hw_cfg.name == NULL)
 	{
 		char		host[200];
@@ -570,21 +616,30 @@ health_report(char *body, size_t size)
 	int64_t		until;
 	HwBreakerState b = hw_db_breaker(&until);
 	const char *bname = b == HW_BREAKER_CLOSED ? "closed" : b == HW_BREAKER_OPEN ? "open" : "half-open";
+	char		zk[2048];
+	bool		zk_ok = hw_zk_health(zk, sizeof(zk));
+	char		failed[64] = "";
+	bool		ok = db_ok && progress_ok && zk_ok;
 
+	if (!db_ok)
+		strcat(failed, "\"database\"");
+	if (!progress_ok)
+		strcat(strcat(failed, failed[0] ? ", " : ""), "\"progress\"");
+	if (!zk_ok)
+		strcat(strcat(failed, failed[0] ? ", " : ""), "\"zookeeper\"");
 	snprintf(body, size,
-			 "{\"status\": \"%s\", \"failed\": [%s%s%s],"
+			 "{\"status\": \"%s\", \"failed\": [%s],"
 			 " \"checks\": {\"database\": {\"ok\": %s, \"breaker\": \"%s\"},"
 			 " \"progress\": {\"ok\": %s, \"running\": %d, \"concurrency\": %d,"
-			 " \"seconds_since_last_finish\": %.3f}},"
+			 " \"seconds_since_last_finish\": %.3f}%s%s},"
 			 " \"draining\": %s}\n",
-			 db_ok && progress_ok ? "ok" : "unavailable",
-			 db_ok ? "" : "\"database\"", !db_ok && !progress_ok ? ", " : "",
-			 progress_ok ? "" : "\"progress\"",
+			 ok ? "ok" : "unavailable", failed,
 			 db_ok ? "true" : "false", bname,
 			 progress_ok ? "true" : "false", in_use, hw_cfg.concurrency,
 			 last_finish ? (double) (now - last_finish) / 1e6 : -1.0,
+			 zk[0] ? ", " : "", zk,
 			 draining ? "true" : "false");
-	return db_ok && progress_ok ? 200 : 503;
+	return ok ? 200 : 503;
 }
 
 /* ------------------------------------------------------------------------
@@ -608,7 +663,7 @@ run_loop(void)
 {
 	struct pollfd *pfd;
 	HwJob	  **fetch_into;
-	int			npfd_max = 3 + 3 * hw_cfg.concurrency + 1 + HW_HEALTH_MAX_CLIENTS;
+	int			npfd_max = 4 + 3 * hw_cfg.concurrency + 1 + HW_HEALTH_MAX_CLIENTS;
 	bool		wake = true;	/* look for jobs now */
 	int64_t		next_fetch = 0;
 	int64_t		drain_started = 0;
@@ -629,8 +684,15 @@ run_loop(void)
 		int			nfree = 0;
 		int			npfd = 0;
 		int			db_slot = -1;
+		int			zk_slot = -1;
 		int			health_first = -1;
+		short		zk_events;
+		int			zk_fd;
 		int			rc;
+
+		/* ZooKeeper: what arrived, timers, the registration; now registered: look for jobs */
+		if (hw_zk_process())
+			wake = true;
 
 		/* children that exited; jobs whose command finished; reports */
 		hw_run_reap(jobs, hw_cfg.concurrency);
@@ -689,7 +751,7 @@ run_loop(void)
 		for (int i = 0; i < hw_cfg.concurrency; i++)
 			if (jobs[i].phase == HW_FREE)
 				fetch_into[nfree++] = &jobs[i];
-		if (!draining && nfree > 0 && (wake || now >= next_fetch))
+		if (!draining && nfree > 0 && (wake || now >= next_fetch) && hw_zk_may_claim())
 		{
 			int			asked = nfree;
 			int			got = hw_source->fetch(hw_source, fetch_into, asked);
@@ -716,13 +778,21 @@ run_loop(void)
 			if (hw_db_fatal_config())
 				continue;
 		}
+		/* not allowed to claim yet (ZooKeeper): keep the database connection ready */
+		else if (!draining && !hw_zk_may_claim() && !hw_db_up())
+		{
+			int64_t		until;
+
+			if (hw_db_breaker(&until) != HW_BREAKER_OPEN || now >= until)
+				(void) hw_db_get();
+		}
 		if (nfree == 0 && saturated_since == 0)
 			saturated_since = now;
 		else if (nfree > 0)
 			saturated_since = 0;
 
 		/* what to wait for, and until when */
-		if (!draining && nfree > 0)
+		if (!draining && nfree > 0 && hw_zk_may_claim())
 			wake_at = wake ? now : (next_fetch < wake_at ? next_fetch : wake_at);
 		pfd[npfd].fd = sig_pipe[0];
 		pfd[npfd++].events = POLLIN;
@@ -731,6 +801,13 @@ run_loop(void)
 			db_slot = npfd;
 			pfd[npfd].fd = hw_source->fd(hw_source);
 			pfd[npfd++].events = POLLIN;
+		}
+		zk_fd = hw_zk_poll(&zk_events, &wake_at);
+		if (zk_fd >= 0)
+		{
+			zk_slot = npfd;
+			pfd[npfd].fd = zk_fd;
+			pfd[npfd++].events = zk_events;
 		}
 		for (int i = 0; i < hw_cfg.concurrency; i++)
 		{
@@ -834,10 +911,13 @@ run_loop(void)
 			if (hw_source->readable(hw_source))
 				wake = true;
 		}
+		if (zk_slot >= 0 && pfd[zk_slot].revents)
+			hw_zk_ready(pfd[zk_slot].revents);
 		/* the commands' pipes */
 		for (int k = 1; k < npfd; k++)
 		{
-			if (k == db_slot || (health_first >= 0 && k >= health_first) || pfd[k].revents == 0)
+			if (k == db_slot || k == zk_slot || (health_first >= 0 && k >= health_first) ||
+				pfd[k].revents == 0)
 				continue;
 			for (int i = 0; i < hw_cfg.concurrency; i++)
 			{
@@ -912,6 +992,11 @@ main(int argc, char **argv)
 	}
 	signals_init();
 	srandom((unsigned) (hw_now() ^ getpid()));
+	if (!hw_zk_start())
+	{
+		fprintf(stderr, "%s: out of memory\n", progname);
+		return EX_OSERR;
+	}
 
 	jobs = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob));
 	hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
@@ -930,6 +1015,8 @@ main(int argc, char **argv)
 		hw_log("INFO", "health on http://127.0.0.1:%d/health", hw_cfg.health_port);
 
 	status = run_loop();
+	/* after the last report: the leader requeues whatever this name still holds */
+	hw_zk_close();
 	hw_db_close();
 	hw_log("INFO", "exiting with status %d", status);
 	return status;
