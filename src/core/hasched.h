@@ -244,6 +244,9 @@ extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
 
+typedef void (*HsIsolatedFn) (void *arg);
+extern ErrorData *hs_run_isolated(HsIsolatedFn fn, void *arg);
+
 /*
  * roles.c: what may be a tenant, who sees a tenant's jobs, whose rights a
  * job runs with (and the owner trigger of hasched.job and hasched.schedule)

@@ -371,51 +371,45 @@ deactivate(const DueSchedule *d, const char *why)
  * dropped tenant, a queue removed) is logged as an event and does not stop
  * the other schedules.  Returns the job id, or 0.
  */
+typedef struct ScheduleRun
+{
+	DueSchedule *d;
+	TimestampTz fire_at;
+	int64		id;
+} ScheduleRun;
+
+static void
+submit_run_step(void *arg)
+{
+	ScheduleRun *r = arg;
+	DueSchedule *d = r->d;
+	HsSubmit	a;
+
+	memset(&a, 0, sizeof(a));
+	a.queue = d->queue;
+	a.priority = d->priority;
+	a.run_at = GetCurrentTimestamp();
+	a.tenant = hs_role_name(d->tenant);
+	a.tenant_oid = d->tenant;
+	a.owner = d->owner;
+	a.submitted_by = d->owner;
+	a.schedule = d->name;
+	a.fire_at = r->fire_at;
+	r->id = hs_submit_one(&a, d->payload, NULL);
+}
+
 static int64
 submit_run(DueSchedule *d, TimestampTz fire_at)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	int64		id = 0;
+	ScheduleRun r = {d, fire_at, 0};
+	ErrorData  *edata = hs_run_isolated(submit_run_step, &r);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		HsSubmit	a;
-
-		memset(&a, 0, sizeof(a));
-		a.queue = d->queue;
-		a.priority = d->priority;
-		a.run_at = GetCurrentTimestamp();
-		a.tenant = hs_role_name(d->tenant);
-		a.tenant_oid = d->tenant;
-		a.owner = d->owner;
-		a.submitted_by = d->owner;
-		a.schedule = d->name;
-		a.fire_at = fire_at;
-		id = hs_submit_one(&a, d->payload, NULL);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		ereport(LOG,
-				(errmsg("hasched: run of schedule \"%s\" refused: %s", d->name, edata->message)));
-		log_event("schedule_refused", d, edata->message);
-		id = 0;
-	}
-	PG_END_TRY();
-	return id;
+	if (edata == NULL)
+		return r.id;
+	ereport(LOG,
+			(errmsg("hasched: run of schedule \"%s\" refused: %s", d->name, edata->message)));
+	log_event("schedule_refused", d, edata->message);
+	return 0;
 }
 
 /*

@@ -34,6 +34,7 @@
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -510,4 +511,38 @@ hs_check_text_arg(const char *what, const char *value, int maxlen)
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("%s is too long (%d bytes)", what, (int) strlen(value)),
 				 errdetail("At most %d bytes are allowed.", maxlen)));
+}
+
+/*
+ * Run fn(arg) in a subtransaction: NULL when it succeeded; otherwise its
+ * error (copied into the caller's memory context), and everything it did
+ * is rolled back.  The scheduler's steps, the runs of schedules and the
+ * executors' settling of a batch are isolated this way: one failure stops
+ * only itself.
+ */
+ErrorData *
+hs_run_isolated(HsIsolatedFn fn, void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
 }

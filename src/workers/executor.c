@@ -466,40 +466,43 @@ report_bad_queue(const char *queue, const char *error)
  * Ending a batch early
  * ------------------------------------------------------------------------ */
 
+typedef struct SettleStep
+{
+	const HsLease *unstarted;
+	int			n;
+	const HsLease *cur;
+	const char *why;
+} SettleStep;
+
+static void
+settle_step_body(void *arg)
+{
+	SettleStep *st = arg;
+
+	if (st->cur == NULL)
+	{
+		uint64		back = hs_release_leases(st->unstarted, st->n);
+
+		if (back > 0)
+			ereport(LOG,
+					(errmsg("hasched: executor %s gave back %llu jobs it had not started",
+							my_name, (unsigned long long) back)));
+	}
+	else
+		(void) hs_report_fail(st->cur, st->why, true);
+}
+
 /* One step of settle_batch, in a subtransaction: an error in it is logged. */
 static void
 settle_step(const HsLease *unstarted, int n, const HsLease *cur, const char *why)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	SettleStep	st = {unstarted, n, cur, why};
+	ErrorData  *edata = hs_run_isolated(settle_step_body, &st);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		if (cur == NULL)
-		{
-			uint64		back = hs_release_leases(unstarted, n);
-
-			if (back > 0)
-				ereport(LOG,
-						(errmsg("hasched: executor %s gave back %llu jobs it had not started",
-								my_name, (unsigned long long) back)));
-		}
-		else
-			(void) hs_report_fail(cur, why, true);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
+	if (edata != NULL)
+		ereport(LOG,
+				(errmsg("hasched: executor %s could not settle its batch: %s",
+						my_name, edata->message)));
 }
 
 /*

@@ -628,16 +628,7 @@ hasched_health_listener_main(Datum main_arg)
 void
 hs_register_health_listener(void)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
 	/* shared memory only: it never connects to a database */
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
-	worker.bgw_start_time = BgWorkerStart_PostmasterStart;
-	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hasched");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hasched_health_listener_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched health listener");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched health listener");
-	RegisterBackgroundWorker(&worker);
+	hs_register_static_worker("health listener", "hasched_health_listener_main", false,
+							  BgWorkerStart_PostmasterStart);
 }

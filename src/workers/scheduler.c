@@ -224,39 +224,6 @@ typedef struct Reported
 
 static Reported reported[MAX_REPORTED];
 
-typedef void (*StepFn) (void *arg);
-
-/*
- * Run fn(arg) in a subtransaction.  NULL when it succeeded; otherwise its
- * error, and everything it did is rolled back.
- */
-static ErrorData *
-run_isolated(StepFn fn, void *arg)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	ErrorData  *volatile edata = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return edata;
-}
-
 typedef struct Failure
 {
 	const char *step;
@@ -328,7 +295,7 @@ report_failure(const char *step, int64 job_id, ErrorData *edata)
 	f.step = step;
 	f.job_id = job_id;
 	f.edata = edata;
-	event_error = run_isolated(insert_failure_event, &f);
+	event_error = hs_run_isolated(insert_failure_event, &f);
 	if (event_error != NULL)
 		elog(LOG, "hasched: could not record the failure of step %s: %s",
 			 step, event_error->message);
@@ -336,9 +303,9 @@ report_failure(const char *step, int64 job_id, ErrorData *edata)
 
 /* A step of the round: isolated, reported when it fails. */
 static bool
-run_step(const char *step, StepFn fn, void *arg)
+run_step(const char *step, HsIsolatedFn fn, void *arg)
 {
-	ErrorData  *edata = run_isolated(fn, arg);
+	ErrorData  *edata = hs_run_isolated(fn, arg);
 
 	if (edata == NULL)
 		return true;
@@ -402,7 +369,7 @@ end_attempts_of(const char *step, const int64 *ids, int n, const char *why,
 	a.why = why;
 	a.outcome = outcome;
 	a.done = 0;
-	if (run_isolated(end_attempts, &a) == NULL)
+	if (hs_run_isolated(end_attempts, &a) == NULL)
 		return a.done;
 	a.done = 0;
 	for (int i = 0; i < n; i++)
@@ -410,7 +377,7 @@ end_attempts_of(const char *step, const int64 *ids, int n, const char *why,
 		ErrorData  *edata;
 
 		a.filter = psprintf("j.id = " INT64_FORMAT " AND j.state = 'running'", ids[i]);
-		edata = run_isolated(end_attempts, &a);
+		edata = hs_run_isolated(end_attempts, &a);
 		if (edata != NULL)
 			report_failure(step, ids[i], edata);
 	}
@@ -422,24 +389,30 @@ end_attempts_of(const char *step, const int64 *ids, int n, const char *why,
  * First tick as primary: open an epoch if this timeline has none, and
  * retry the SQL jobs of older epochs.
  */
-static void
-become_primary(void)
+/* The newest epoch and its timeline; false (and both left) when none. */
+static bool
+latest_epoch(int32 *epoch, int32 *timeline)
 {
-	TimeLineID	tli = GetWALInsertionTimeLine();
 	bool		isnull;
-	int32		epoch = 0;
-	int32		timeline = 0;
 
 	if (SPI_execute("SELECT epoch, timeline FROM hasched.epoch ORDER BY epoch DESC LIMIT 1",
 					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading epochs failed");
-	if (SPI_processed == 1)
-	{
-		epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		timeline = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	}
+	if (SPI_processed != 1)
+		return false;
+	*epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*timeline = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
+}
 
-	if (SPI_processed == 0 || (TimeLineID) timeline != tli)
+static void
+become_primary(void)
+{
+	TimeLineID	tli = GetWALInsertionTimeLine();
+	int32		epoch = 0;
+	int32		timeline = 0;
+
+	if (!latest_epoch(&epoch, &timeline) || (TimeLineID) timeline != tli)
 	{
 		char	   *sql;
 		char	   *filter;
@@ -491,7 +464,6 @@ open_term_epoch(void)
 	int32		epoch = 0;
 	int32		timeline = 0;
 	TimeLineID	tli = GetWALInsertionTimeLine();
-	bool		isnull;
 	bool		opened = false;
 	uint64		retried = 0;
 
@@ -507,14 +479,7 @@ open_term_epoch(void)
 		int64	   *ids;
 		int			nids;
 
-		if (SPI_execute("SELECT epoch, timeline FROM hasched.epoch ORDER BY epoch DESC LIMIT 1",
-						true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "hasched: reading epochs failed");
-		if (SPI_processed == 1)
-		{
-			epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			timeline = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		}
+		(void) latest_epoch(&epoch, &timeline);
 		epoch++;
 		sql = psprintf("INSERT INTO hasched.epoch (epoch, timeline, reason, fencing_token)"
 					   " VALUES (%d, %u, 'ZooKeeper leadership, fencing token %lld', %lld)",
@@ -634,14 +599,14 @@ requeue_expired_leases(void *arg)
 	ErrorData  *all_error;
 	bool		job_failed = false;
 
-	all_error = run_isolated(requeue_all, NULL);
+	all_error = hs_run_isolated(requeue_all, NULL);
 	if (all_error == NULL)
 		return;
 	ids = select_ids("SELECT id FROM hasched.job WHERE state = 'running'"
 					 " AND lease_until < clock_timestamp() ORDER BY lease_until, id", &n);
 	for (int i = 0; i < n; i++)
 	{
-		ErrorData  *edata = run_isolated(requeue_one, &ids[i]);
+		ErrorData  *edata = hs_run_isolated(requeue_one, &ids[i]);
 
 		if (edata != NULL)
 		{
@@ -933,15 +898,7 @@ hasched_scheduler_main(Datum main_arg)
 void
 hs_register_scheduler(void)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hasched");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "hasched_scheduler_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched scheduler");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched scheduler");
-	RegisterBackgroundWorker(&worker);
+	/* a database connection; started at consistent state, so it also watches on a standby */
+	hs_register_static_worker("scheduler", "hasched_scheduler_main", true,
+							  BgWorkerStart_ConsistentState);
 }

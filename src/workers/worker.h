@@ -17,6 +17,7 @@
 #define HS_WORKER_H
 
 #include "core/hasched.h"
+#include "postmaster/bgworker.h"
 
 /*
  * A background worker's loop.  round() does one unit of the worker's work
@@ -53,6 +54,8 @@ typedef struct HsWorkerLoop
 	void		(*socket_ready) (pgsocket sock, uint32 events);
 } HsWorkerLoop;
 
+extern void hs_register_static_worker(const char *what, const char *function,
+									  bool database, BgWorkerStartTime start);
 extern void hs_worker_signals(bool sigint_cancels);
 extern void hs_worker_connect(const char *appname);
 extern void hs_worker_run(const HsWorkerLoop *loop) pg_attribute_noreturn();

@@ -113,6 +113,30 @@ hs_worker_connect(const char *appname)
 	hs_plan_for_queues(GUC_ACTION_SET);
 }
 
+/*
+ * Register one of hasched's static background workers ("hasched <what>",
+ * entry point function): restarted one second after it exits or crashes;
+ * with a database connection (to hasched.database) or shared memory only.
+ * Called from _PG_init.
+ */
+void
+hs_register_static_worker(const char *what, const char *function, bool database,
+						  BgWorkerStartTime start)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		(database ? BGWORKER_BACKEND_DATABASE_CONNECTION : 0);
+	worker.bgw_start_time = start;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "hasched");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "hasched %s", what);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "hasched %s", what);
+	RegisterBackgroundWorker(&worker);
+}
+
 /* Start a transaction with a snapshot and SPI, reporting the activity. */
 void
 hs_xact_begin(const char *activity)
