@@ -15,6 +15,9 @@
 #                           timeout (the suite uses 6 s)
 # make check-layers         the include rules between src/ layers (CI runs it)
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
+# make stress               the randomized concurrent checker of the claim path
+#                           for STRESS_SECONDS (600) against a throwaway server
+#                           (test/stress/run.sh); exits 1 when it finds a defect
 
 # The version lives in hasched.control (default_version) only.
 EXTENSION = hasched
@@ -71,7 +74,7 @@ clean: clean-hasched-worker
 clean-hasched-worker:
 	$(MAKE) -C $(srcdir)/hasched-worker clean
 
-.PHONY: test demo bench unittest fuzz check-layers check-version zk-long
+.PHONY: test demo bench unittest fuzz check-layers check-version zk-long stress
 test:
 	bash scripts/test.sh
 demo:
@@ -96,3 +99,6 @@ check-layers:
 check-version:
 	@test -f sql/hasched--0.1.0.sql && ls sql/hasched--*--$(EXTVERSION).sql >/dev/null 2>&1 \
 		|| { echo "no upgrade script reaches version $(EXTVERSION) (hasched.control)"; exit 1; }
+# randomized concurrent checker of the claim path; STRESS_SECONDS=600 by default
+stress:
+	bash test/stress/run.sh
