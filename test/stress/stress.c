@@ -1650,6 +1650,7 @@ lease_expiry(const Op *claim, int k)
 }
 
 static int64_t rewind_us = 1000000;
+static long end_stranded = 0;	/* due jobs the end check's claims did not get */
 
 static int
 analyse(PGconn *c)
@@ -2189,6 +2190,10 @@ analyse(PGconn *c)
 			   str[0].late / 1e6, sum_late);
 	}
 
+	if (end_stranded > 0)
+		printf("due jobs the end check's claims did not hand out: %ld (counted as stranded)\n",
+			   end_stranded);
+	nstr += end_stranded;
 	printf("\nSUMMARY stranded=%zu double_handouts=%d stale_tokens_accepted=%d concurrency_overruns=%d\n",
 		   nstr, doubles, stale_accepted, overruns);
 	return (nstr > 0 || doubles > 0 || stale_accepted > 0 || overruns > 0) ? 1 : 0;
@@ -2425,6 +2430,41 @@ main(int argc, char **argv)
 			nrefs++;
 		}
 	qsort(refs, nrefs, sizeof(JobRef), ref_cmp);
+
+	/*
+	 * The end check: with every client stopped, claims on the unlimited
+	 * queues must hand out every due job; first at once, then once more
+	 * after claim_rewind_interval.
+	 */
+	for (int pass = 0; pass < 2; pass++)
+	{
+		if (pass == 1)
+			sleep_us(rewind_us + 300000);
+		for (int q = 0; q < NQUEUES; q++)
+		{
+			const char *params[1] = {queues[q].name};
+			PGresult   *r;
+			long		due,
+						got;
+
+			if (!queues[q].check_stranding || queues[q].limit > 0)
+				continue;
+			r = PQexecParams(c, "SELECT count(*) FROM hasched.job WHERE queue = $1"
+							 " AND state IN ('scheduled', 'pending', 'failed') AND run_at <= clock_timestamp()",
+							 1, NULL, params, NULL, NULL, 0);
+			due = PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
+			PQclear(r);
+			r = PQexecParams(c, "SELECT count(*) FROM hasched.claim($1, 'end-check', 10000)",
+							 1, NULL, params, NULL, NULL, 0);
+			got = PQresultStatus(r) == PGRES_TUPLES_OK ? atol(PQgetvalue(r, 0, 0)) : -1;
+			PQclear(r);
+			if (due > 0 || got != 0)
+				printf("end check%s: queue %s had %ld due jobs, a claim of up to 10000 got %ld\n",
+					   pass ? " after claim_rewind_interval" : "", queues[q].name, due, got);
+			if (got < due)
+				end_stranded += due - got;
+		}
+	}
 
 	printf("\n");
 	rc = analyse(c);
