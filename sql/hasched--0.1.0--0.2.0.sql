@@ -519,3 +519,17 @@ COMMENT ON FUNCTION hasched.queue_check_trigger() IS
 CREATE TRIGGER hasched_queue_check
 	BEFORE INSERT OR UPDATE OF default_timeout, lease, backoff_base, backoff_max ON hasched.queue
 	FOR EACH ROW EXECUTE FUNCTION hasched.queue_check_trigger();
+
+/* ------------------------------------------------------------------------
+ * Claims (issue 7): the state trigger sees every UPDATE of a job
+ *
+ * A hand UPDATE of a waiting job's queue (or payload, or anything else)
+ * holds the row locked while claims may pass it; the trigger now fires for
+ * every UPDATE so that claim.c can reset the cursors it may have passed.
+ * ------------------------------------------------------------------------ */
+DROP TRIGGER hasched_job_state ON hasched.job;
+CREATE TRIGGER hasched_job_state
+	BEFORE INSERT OR UPDATE ON hasched.job
+	FOR EACH ROW EXECUTE FUNCTION hasched.job_state_trigger();
+COMMENT ON FUNCTION hasched.job_state_trigger() IS
+	'Checks every job state transition against the state machine, keeps run_at of waiting jobs no earlier than the moment they become claimable, and tells the claim cursors about changes to waiting jobs.';

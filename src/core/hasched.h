@@ -300,8 +300,11 @@ extern uint64 hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 							bool lease_plus_timeout);
 extern TimestampTz hs_writer_note(void);
 extern void hs_claim_note_locked(const char *queue);
+extern void hs_claim_note_reset_at_end(const char *queue);
 extern void hs_claim_xact_end(bool committed);
-extern void hs_claim_subxact_abort(void);
+extern void hs_claim_xact_pre_prepare(void);
+extern void hs_claim_xact_prepare(void);
+extern void hs_claim_subxact_abort(SubTransactionId mySubid);
 extern Size hs_cursor_shmem_size(void);
 extern void hs_cursor_shmem_init(void);
 extern void hs_claim_cursors_report(ReturnSetInfo *rsinfo);

@@ -305,6 +305,23 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 		run_at_changed = DatumGetTimestampTz(old_run_at) != DatumGetTimestampTz(new_run_at);
 		becomes_claimable = hs_state_is_waiting(to) &&
 			(!hs_state_is_waiting(from) || run_at_changed);
+
+		/*
+		 * For the claim cursors (claim.c): this transaction holds a waiting
+		 * row locked, so claims may pass it; if it rolls back, the row is
+		 * waiting again where they passed.  A row it leaves waiting with
+		 * the same run_at (a hand UPDATE of priority, queue or payload) may
+		 * be behind the cursors of its new place: reset those at its end.
+		 */
+		if (hs_state_is_waiting(from))
+		{
+			int			queue_att = atts[ATT_QUEUE];
+
+			hs_claim_note_locked(TextDatumGetCString(slot_getattr(oldslot, queue_att, &isnull)));
+			if (hs_state_is_waiting(to) && !run_at_changed)
+				hs_claim_note_reset_at_end(TextDatumGetCString(slot_getattr(newslot, queue_att,
+																			&isnull)));
+		}
 	}
 	else
 		elog(ERROR, "hasched_job_state_trigger: must be fired for INSERT or UPDATE");
@@ -348,14 +365,14 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 /*
  * The UPDATE that leases the rows whose ctids the CTE "c" holds.  Its
  * parameters: $2 now, $4 lease, $5 worker, $6 whether the lease also covers
- * the job's timeout.
+ * the job's timeout, $7 the epoch of the current timeline (claim.c).
  */
 const char *
 hs_lease_update_sql(void)
 {
 	return "UPDATE hasched.job j"
 		" SET state = 'running', attempt = j.attempt + 1,"
-		" epoch = (SELECT max(e.epoch) FROM hasched.epoch e),"
+		" epoch = $7,"
 		" lease_id = nextval('hasched.lease_id_seq'),"
 		" lease_until = $2 + $4 + CASE WHEN $6"
 		"   THEN least(j.timeout, " HS_TIMEOUT_CAP_SQL ") ELSE interval '0' END,"

@@ -38,6 +38,7 @@
 #include "postgres.h"
 
 #include <math.h>
+#include <time.h>
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -59,7 +60,7 @@ typedef struct TenantCounter
 	/* rate limit */
 	bool		bucket_ready;	/* tokens and refilled_at are set */
 	double		tokens;
-	TimestampTz refilled_at;
+	int64		refilled_at;	/* CLOCK_MONOTONIC, microseconds */
 
 	/* daily quota: jobs of `day`, committed or in flight */
 	bool		day_known;		/* used was read from the tables for day */
@@ -68,6 +69,54 @@ typedef struct TenantCounter
 } TenantCounter;
 
 static HTAB *counter_hash = NULL;
+
+/*
+ * Buckets refill by the monotonic clock, one for all backends: a step of
+ * the wall clock (backward, by NTP or by hand) neither freezes them nor
+ * fills them.
+ */
+static int64
+mono_usec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * The entry of a tenant, made if missing.  The table holds at most
+ * hasched.max_tenants entries, so that it never takes shared memory the
+ * lock tables rely on: to make room, the entry whose bucket was refilled
+ * longest ago is dropped (that tenant starts again with a full burst, and
+ * its day is read from the tables again).  bucket_lock held exclusively.
+ */
+static TenantCounter *
+counter_enter(const char *key, bool *found)
+{
+	TenantCounter *c = hash_search(counter_hash, key, HASH_FIND, NULL);
+
+	if (c != NULL)
+	{
+		*found = true;
+		return c;
+	}
+	if (hash_get_num_entries(counter_hash) >= hs_max_tenants)
+	{
+		HASH_SEQ_STATUS status;
+		TenantCounter *e;
+		TenantCounter *victim = NULL;
+
+		hash_seq_init(&status, counter_hash);
+		while ((e = hash_seq_search(&status)) != NULL)
+			if (victim == NULL ||
+				(e->bucket_ready ? e->refilled_at : 0) < (victim->bucket_ready ? victim->refilled_at : 0))
+				victim = e;
+		if (victim != NULL)
+			hash_search(counter_hash, victim->tenant, HASH_REMOVE, NULL);
+	}
+	return hash_search(counter_hash, key, HASH_ENTER_NULL, found);
+}
 
 /*
  * The jobs this backend's open transaction added to shared counters, to
@@ -125,7 +174,7 @@ quota_day(void)
 static int64
 bucket_take(TenantCounter *c, int64 njobs, double rate, int32 burst)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	int64		now = mono_usec();
 
 	if (njobs > burst)
 		return -1;
@@ -225,7 +274,7 @@ hs_quota_prepare(const char *tenant, Oid tenant_oid, bool has_day_limit)
 	used = count_day(tenant, tenant_oid, day);
 
 	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
-	c = hash_search(counter_hash, key, HASH_ENTER_NULL, &found);
+	c = counter_enter(key, &found);
 	if (c != NULL)
 	{
 		if (!found)
@@ -374,7 +423,7 @@ hs_quota_charge(const char *tenant, Oid tenant_oid, const char *tier, int64 njob
 	reserve_charge();
 
 	LWLockAcquire(hs_shared->bucket_lock, LW_EXCLUSIVE);
-	c = hash_search(counter_hash, key, rate ? HASH_ENTER_NULL : HASH_FIND, &found);
+	c = rate ? counter_enter(key, &found) : hash_search(counter_hash, key, HASH_FIND, &found);
 	if (c != NULL && !found)
 	{
 		c->bucket_ready = false;

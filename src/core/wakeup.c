@@ -561,16 +561,22 @@ xact_callback(XactEvent event, void *arg)
 			hs_claim_xact_end(false);
 			hs_quota_xact_end(false);
 			break;
+		case XACT_EVENT_PRE_PREPARE:
+			/* claim.c keeps the transaction's id for the prepared slot */
+			hs_claim_xact_pre_prepare();
+			break;
 		case XACT_EVENT_PREPARE:
 			/*
 			 * Not committed yet, and this backend will not see the COMMIT
 			 * PREPARED: drop the requests rather than deliver them early;
-			 * the workers' polling finds those jobs.
+			 * the workers' polling finds those jobs.  The claim state
+			 * (writer registration, cursor resets, reservations) moves to
+			 * a prepared slot that claims act on once it ends.
 			 */
 			notify_notes_clear();
 			wake_after_commit(false);
 			executor_cancels_at_end(false);
-			hs_claim_xact_end(true);
+			hs_claim_xact_prepare();
 			/* its jobs stay counted (even if it is rolled back later) */
 			hs_quota_xact_end(true);
 			break;
@@ -586,7 +592,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		hs_claim_subxact_abort();
+		hs_claim_subxact_abort(mySubid);
 		hs_quota_subxact_end(false);
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
