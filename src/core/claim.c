@@ -1026,6 +1026,15 @@ typedef struct ScanResult
 	int			last_branch;
 } ScanResult;
 
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y ? 1 : 0;
+}
+
 static void
 read_scan(uint64 nleased, ScanResult *sr)
 {
@@ -1040,6 +1049,8 @@ read_scan(uint64 nleased, ScanResult *sr)
 
 		leased_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], desc, 1, &isnull));
 	}
+	if (nleased > 1)
+		qsort(leased_ids, nleased, sizeof(int64), int64_cmp);
 	for (uint64 i = nleased; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -1060,8 +1071,8 @@ read_scan(uint64 nleased, ScanResult *sr)
 			sr->max_t[p] = t;
 			sr->max_id[p] = id;
 		}
-		for (uint64 k = 0; k < nleased && !leased; k++)
-			leased = leased_ids[k] == id;
+		leased = nleased > 0 &&
+			bsearch(&id, leased_ids, nleased, sizeof(int64), int64_cmp) != NULL;
 		if (!leased &&
 			(!sr->unleased[p] || key_cmp(t, id, sr->unl_t[p], sr->unl_id[p]) < 0))
 		{
@@ -1141,12 +1152,10 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 	/* clocks, then registry, then (in SPI_execute_snapshot) the snapshot */
 	m0 = mono_usec();
 	t0 = GetCurrentTimestamp();
-	LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
-	check_clock_step(m0, t0);
-	LWLockRelease(hs_shared->cursor_lock);
 	bound = writer_bound(t0);
 
 	LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
+	check_clock_step(m0, t0);
 	cur = cursor_lookup(queue, true);
 	for (int p = 0; p < HS_NUM_PRIORITIES; p++)
 	{

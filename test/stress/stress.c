@@ -424,12 +424,16 @@ tx_end(bool commit)
 	tx_failed = false;
 }
 
-/* autocommit operations flush right away with their statement end */
+/*
+ * Autocommit operations flush right away: the commit happened on the server
+ * somewhere within the statement, so it "begins" at the statement's begin
+ * (the sort key that keeps causal order) and ends at its end.
+ */
 static void
 op_done(Res *r)
 {
 	if (!in_tx)
-		buf_flush(&tx, r->qe, r->qe, r->ok ? 1 : 0);
+		buf_flush(&tx, r->qb, r->qe, r->ok ? 1 : 0);
 }
 
 static const char *
@@ -2161,6 +2165,25 @@ analyse(PGconn *c)
 			printf("    job %" PRId64 ": the latest of those claims (%s) asked %d, got %d\n",
 				   str[i].job, str[i].last.rr ? "REPEATABLE READ" : "READ COMMITTED",
 				   str[i].last.asked, str[i].last.got);
+	/* the history of the first few, as the log has it */
+	for (size_t i = 0; i < nstr && i < 3; i++)
+	{
+		printf("    job %" PRId64 " events (s from start; F free, L may be locked, R released):\n",
+			   str[i].job);
+		for (size_t k = 0; k < njev; k++)
+		{
+			Op		   *o;
+
+			if (jev[k].job != str[i].job)
+				continue;
+			o = &ops[jev[k].op];
+			printf("      %c at %.3f by %c op of client %d (statement %.3f-%.3f, end %.3f-%.3f, %s)\n",
+				   jev[k].what, (jev[k].t - start_us) / 1e6, o->type, o->client,
+				   (o->qb - start_us) / 1e6, (o->qe - start_us) / 1e6,
+				   (o->cb - start_us) / 1e6, (o->ce - start_us) / 1e6,
+				   o->st ? "committed" : "rolled back");
+		}
+	}
 	/* what the server says of the ones still free at the end */
 	for (size_t i = 0; i < nstr && i < 25; i++)
 	{

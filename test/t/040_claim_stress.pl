@@ -17,7 +17,7 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
@@ -36,18 +36,14 @@ my ($cc_out, $cc_err) = run_command(
 	]);
 ok(-x $bin, 'the checker compiles') or diag($cc_err);
 
-my $node = PostgreSQL::Test::Cluster->new('stress');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'hasched'
+my $node = HaschedCluster->primary(
+	'stress', conf => qq{
 max_prepared_transactions = 24
 max_connections = 40
 hasched.scheduler_naptime = '100ms'
 hasched.claim_rewind_interval = '1s'
 fsync = off
 });
-$node->start;
 
 my $logdir = "${PostgreSQL::Test::Utils::tmp_check}/stress_logs";
 my ($out, $err) = run_command(

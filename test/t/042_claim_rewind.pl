@@ -20,23 +20,18 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
 
-my $node = PostgreSQL::Test::Cluster->new('rewind');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
+my $node = HaschedCluster->primary(
+	'rewind', conf => q{
 hasched.claim_rewind_interval = '1s'
 fsync = off
 });
-$node->start;
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, lease) VALUES ('q2', '1 hour'), ('q3', '1 hour');
 });

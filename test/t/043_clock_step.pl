@@ -19,7 +19,7 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep time);
@@ -39,24 +39,21 @@ sub set_offset
 }
 set_offset('+0');
 
-my $node = PostgreSQL::Test::Cluster->new('clock');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
-hasched.claim_rewind_interval = '1s'
-fsync = off
-});
+# the server runs under libfaketime (initdb too, at offset +0)
+my $node;
 {
 	local $ENV{LD_PRELOAD} = $lib;
 	local $ENV{FAKETIME_TIMESTAMP_FILE} = $rc;
 	local $ENV{FAKETIME_CACHE_DURATION} = '1';
 	local $ENV{FAKETIME_DONT_FAKE_MONOTONIC} = '1';
-	$node->start;
+	$node = HaschedCluster->primary(
+		'clock', conf => q{
+hasched.claim_rewind_interval = '1s'
+fsync = off
+});
 }
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	CREATE ROLE ratey NOLOGIN;
 	INSERT INTO hasched.tenant (name, tier, rate_per_second, burst) VALUES ('ratey', 'enterprise', 2, 2);

@@ -20,23 +20,18 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('late');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
+my $node = HaschedCluster->primary(
+	'late', conf => q{
 hasched.claim_rewind_interval = '1h'
 max_prepared_transactions = 4
 fsync = off
 });
-$node->start;
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, lease)
 	     VALUES ('q5', '1 hour'), ('q6', '1 hour'), ('q6a', '1 hour'), ('q6b', '1 hour');

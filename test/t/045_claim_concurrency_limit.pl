@@ -19,22 +19,17 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('limit');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
+my $node = HaschedCluster->primary(
+	'limit', conf => q{
 max_prepared_transactions = 4
 fsync = off
 });
-$node->start;
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, lease, concurrency)
 	     VALUES ('rr', '1 hour', 2), ('open', '1 hour', 10), ('prep', '1 hour', 10),

@@ -17,22 +17,13 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $conf = q{
-shared_preload_libraries = 'hasched'
-hasched.database = 'postgres'
-fsync = off
-};
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', $conf);
-$primary->start;
+my $primary = HaschedCluster->primary('primary', streaming => 1, conf => "fsync = off\n");
 $primary->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, lease) VALUES ('q', '1 hour');
 	SELECT hasched.submit_many('q', array_fill('{}'::jsonb, ARRAY[20]));
@@ -46,11 +37,7 @@ $primary->safe_psql(
 });
 is($primary->safe_psql('postgres', q{SELECT max(epoch) FROM hasched.epoch}), '1', 'the primary is in epoch 1');
 
-$primary->backup('base');
-my $standby = PostgreSQL::Test::Cluster->new('standby');
-$standby->init_from_backup($primary, 'base', has_streaming => 1);
-$standby->start;
-$primary->wait_for_catchup($standby);
+my $standby = HaschedCluster->standby($primary, 'standby');
 
 # a transaction that begins while the server is a standby
 my $old = $standby->background_psql('postgres', on_error_stop => 0);

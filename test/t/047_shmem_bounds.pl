@@ -16,23 +16,18 @@
 use strict;
 use warnings;
 
-use PostgreSQL::Test::Cluster;
+use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('bounds');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', q{
-shared_preload_libraries = 'hasched'
+my $node = HaschedCluster->primary(
+	'bounds', conf => q{
 hasched.max_queues = 16
 hasched.max_tenants = 16
 fsync = off
 });
-$node->start;
 $node->safe_psql(
 	'postgres', q{
-	CREATE EXTENSION hasched;
 	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
 	INSERT INTO hasched.queue (name, lease) SELECT 'q' || g, '1 hour' FROM generate_series(1, 100) g;
 	SELECT hasched.submit('q' || g, '{}') FROM generate_series(1, 100) g;
