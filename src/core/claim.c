@@ -45,9 +45,11 @@
  *    to the end (cursor at the head, or its cursor and head branches both
  *    ran to their end), and only if the cursor was not reset meanwhile.
  *    Such a scan locked every free due job of p visible in S, so every job
- *    free before m0 (as S was taken after m0) is now leased or locked by a
- *    claim that leases it; locked but not leased only if its newest
- *    version committed after S (see 5).
+ *    free before m0 (as S was taken after m0) is now leased, or locked by
+ *    a claim that leases it.  (A row whose newest version committed after
+ *    S is locked in that version, which S cannot see: the claim leases it
+ *    in a second statement on a fresh snapshot, so a claim never holds a
+ *    job it does not hand out.)
  *
  * 4. Take a job J of priority p free since time A, and a claim C that
  *    begins at m0 > A + R and comes back short.  If full_at[p] >= m0 - R
@@ -91,18 +93,17 @@
  *    back, the trigger disabled): the rescan of step 2, within R.
  *
  * Concurrency limits.  A claim on a queue with a concurrency limit never
- * waits on another claim and uses no lock that SQL can take.  It reserves
- * room in shared memory (under cursor_lock, an LWLock), with a sequence
- * number; then counts the queue's running jobs in a fresh snapshot; then
- * takes min(asked, limit - running - reservations of earlier claims still
- * there or gone since it reserved).  A reservation lasts until its
- * transaction ends (a prepared one: until COMMIT/ROLLBACK PREPARED), and is
- * cut down to what the claim leased.  Of any two claims, the later one
- * (by sequence) counts the earlier one's reservation or, if that one's
- * transaction committed before the later one reserved, its rows in the
- * count: so the running jobs never exceed the limit, in any isolation
- * level.  Caveat: the count walks job_active_idx, which keeps dead entries
- * under an old snapshot like job_waiting_idx does.
+ * waits on another claim and uses no lock that SQL can take.  Each open
+ * (or prepared) claiming transaction holds a reservation in shared memory
+ * (under cursor_lock, an LWLock) of the jobs it leased, until its commit is
+ * visible; then the reservation goes and a per-queue counter of released
+ * jobs grows by it, at once.  A claim reads that counter, counts the
+ * running jobs in a fresh snapshot, then, under the lock, takes at most the
+ * limit less that count, less the reservations of the others, less what
+ * the counter grew by meanwhile (commits its count may have missed): see
+ * reserve_room.  So the running jobs never exceed the limit, in any
+ * isolation level.  Caveat: the count walks job_active_idx, which keeps
+ * dead entries under an old snapshot like job_waiting_idx does.
  *
  * Epochs.  A token carries the epoch of the current timeline (the row the
  * scheduler adds to hasched.epoch on its first round after a promotion).
@@ -119,12 +120,14 @@
 
 #include <time.h>
 
+#include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/twophase.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -152,6 +155,8 @@
 #define RES_PER_SLOT				4
 /* queues a transaction notes for a cursor reset, before it resets them all */
 #define MAX_NOTED_QUEUES			8
+/* counters of jobs released by committed reservations (queues hashed) */
+#define RELEASE_COUNTERS			1024
 
 typedef struct ClaimCursor
 {
@@ -177,7 +182,6 @@ typedef struct Reservation
 {
 	char		queue[HS_QUEUE_NAME_MAX];	/* "" when free */
 	int32		n;
-	uint64		seq;
 } Reservation;
 
 /* what a prepared transaction keeps of its claims and writes */
@@ -194,12 +198,13 @@ typedef struct PreparedSlot
 typedef struct ClaimShared
 {
 	uint64		generation;		/* last cursor generation handed out */
-	uint64		res_seq;		/* last reservation sequence handed out */
 	int64		max_offset;		/* largest wall - monotonic seen */
 	bool		offset_known;
 	int			n_backends;		/* reservation rows: one per PGPROC */
 	int			n_prepared;
 	pg_atomic_uint32 prepared_used;
+	/* jobs of committed reservations, per queue (hashed; queues may share) */
+	pg_atomic_uint64 released[RELEASE_COUNTERS];
 	/* then Reservation res[n_backends][RES_PER_SLOT], PreparedSlot prep[n_prepared] */
 } ClaimShared;
 
@@ -225,6 +230,8 @@ typedef struct SubReservation
 #define MAX_SUB_RES 64
 static SubReservation sub_res[MAX_SUB_RES];
 static int	n_sub_res = 0;
+
+static void release_committed(Reservation *r);
 
 static int64
 mono_usec(void)
@@ -275,6 +282,8 @@ hs_cursor_shmem_init(void)
 		claim_shared->n_backends = res_backend_count();
 		claim_shared->n_prepared = max_prepared_xacts;
 		pg_atomic_init_u32(&claim_shared->prepared_used, 0);
+		for (int i = 0; i < RELEASE_COUNTERS; i++)
+			pg_atomic_init_u64(&claim_shared->released[i], 0);
 	}
 }
 
@@ -473,7 +482,11 @@ hs_claim_xact_end(bool committed)
 			reset_queues(&noted_abort);
 		reset_queues(&noted_end);
 		if (MyProc != NULL)
+		{
+			if (committed)
+				release_committed(my_reservations());
 			memset(my_reservations(), 0, sizeof(Reservation) * RES_PER_SLOT);
+		}
 		LWLockRelease(hs_shared->cursor_lock);
 	}
 	forget_transaction();
@@ -584,7 +597,9 @@ sweep_prepared(void)
 
 		if (!TransactionIdIsValid(s->xid) || TransactionIdIsInProgress(s->xid))
 			continue;
-		if (!TransactionIdDidCommit(s->xid))
+		if (TransactionIdDidCommit(s->xid))
+			release_committed(s->res);
+		else
 			reset_queues(&s->at_abort);
 		reset_queues(&s->at_end);
 		memset(s, 0, sizeof(PreparedSlot));
@@ -723,27 +738,25 @@ current_epoch(void)
  * Concurrency limits
  * ------------------------------------------------------------------------ */
 
-typedef struct SeenRes
+/* the released[] counter of a queue (several queues may share one) */
+static pg_atomic_uint64 *
+released_counter(const char *queue)
 {
-	int			row;			/* backend row, or -1 - prepared slot */
-	int			i;
-	uint64		seq;
-	int32		n;
-} SeenRes;
+	return &claim_shared->released[string_hash(queue, HS_QUEUE_NAME_MAX) % RELEASE_COUNTERS];
+}
 
-/* reservations of other claims on queue with a sequence below seq */
-static int
-collect_earlier(const char *queue, uint64 seq, int mine, SeenRes **out)
+/* reservations of other transactions (and prepared ones) on queue */
+static int64
+reserved_by_others(const char *queue)
 {
-	int			cap = 16;
-	int			n = 0;
-	SeenRes    *s = palloc(sizeof(SeenRes) * cap);
+	int64		sum = 0;
+	int			me = MyProc->pgprocno;
 
 	for (int b = 0; b < claim_shared->n_backends + claim_shared->n_prepared; b++)
 	{
 		Reservation *r;
 
-		if (b == mine)
+		if (b == me)
 			continue;
 		if (b < claim_shared->n_backends)
 			r = res_rows + (Size) b * RES_PER_SLOT;
@@ -756,44 +769,45 @@ collect_earlier(const char *queue, uint64 seq, int mine, SeenRes **out)
 			r = ps->res;
 		}
 		for (int i = 0; i < RES_PER_SLOT; i++)
-		{
-			if (r[i].queue[0] == '\0' || r[i].seq >= seq || strcmp(r[i].queue, queue) != 0)
-				continue;
-			if (n == cap)
-			{
-				cap *= 2;
-				s = repalloc(s, sizeof(SeenRes) * cap);
-			}
-			s[n].row = b;
-			s[n].i = i;
-			s[n].seq = r[i].seq;
-			s[n].n = r[i].n;
-			n++;
-		}
+			if (r[i].queue[0] != '\0' && strcmp(r[i].queue, queue) == 0)
+				sum += r[i].n;
 	}
-	*out = s;
-	return n;
+	return sum;
+}
+
+/* a committed transaction's reservations become rows: count them released */
+static void
+release_committed(Reservation *r)
+{
+	for (int i = 0; i < RES_PER_SLOT; i++)
+		if (r[i].queue[0] != '\0' && r[i].n > 0)
+			pg_atomic_fetch_add_u64(released_counter(r[i].queue), (uint64) r[i].n);
 }
 
 /*
  * Reserve room for up to want jobs of queue, whose limit is limit; returns
  * how many this claim may take, and sets *slot to its reservation (in this
  * backend's row).  Never waits on another claim.
+ *
+ * The jobs running on the queue at any moment are the committed ones plus
+ * those of open (or prepared) claiming transactions, and each of those has
+ * a reservation at least as large until its commit is visible; at commit
+ * (cursor_lock held) the reservation goes and released[] grows by it.  So,
+ * with rel1 read before the count's snapshot S and rel3 and the
+ * reservations read together under the lock: committed jobs now <= the
+ * count in S + (rel3 - rel1), uncommitted ones <= the reservations; taking
+ * no more than the limit less all that keeps the queue within its limit.
  */
 static int
 reserve_room(const char *queue, int32 limit, int want, int *slot)
 {
 	static SPIPlanPtr count_plan = NULL;
 	Reservation *mine = my_reservations();
-	int			me = MyProc->pgprocno;
-	uint64		seq;
-	int32		before;
-	SeenRes    *early;
-	int			nearly;
-	SeenRes    *late;
-	int			nlate;
+	uint64		rel1;
+	uint64		rel3;
 	int64		running;
-	int64		others = 0;
+	int64		others;
+	int32		before;
 	int			allowed;
 	Datum		values[1];
 	bool		isnull;
@@ -808,9 +822,16 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 								1, types);
 	}
 
-	/* 1: a sequence number, a provisional reservation, the earlier ones */
+	rel1 = pg_atomic_read_u64(released_counter(queue));
+	pg_memory_barrier();
+	values[0] = CStringGetTextDatum(queue);
+	if (SPI_execute_snapshot(count_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: counting running jobs failed");
+	running = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+
 	LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
-	seq = ++claim_shared->res_seq;
 	*slot = -1;
 	for (int i = 0; i < RES_PER_SLOT && *slot < 0; i++)
 		if (mine[i].queue[0] != '\0' && strcmp(mine[i].queue, queue) == 0)
@@ -821,7 +842,6 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 			*slot = i;
 			strlcpy(mine[i].queue, queue, HS_QUEUE_NAME_MAX);
 			mine[i].n = 0;
-			mine[i].seq = seq;
 		}
 	if (*slot < 0)
 	{
@@ -832,39 +852,14 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 						RES_PER_SLOT),
 				 errhint("Commit the claims made so far, then claim from the other queues.")));
 	}
-	/* what this transaction claimed before is visible to its count below */
+	rel3 = pg_atomic_read_u64(released_counter(queue));
+	others = reserved_by_others(queue);
+	/* what this transaction claimed before is in its count already */
 	before = mine[*slot].n;
-	mine[*slot].n = before + want;
-	nearly = collect_earlier(queue, seq, me, &early);
-	LWLockRelease(hs_shared->cursor_lock);
-
-	/* 2: the running jobs, in a fresh snapshot */
-	values[0] = CStringGetTextDatum(queue);
-	if (SPI_execute_snapshot(count_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "hasched: counting running jobs failed");
-	running = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull));
-
-	/* 3: earlier claims, still there or gone since step 1 */
-	LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
-	nlate = collect_earlier(queue, seq, me, &late);
-	for (int i = 0; i < nlate; i++)
-		others += late[i].n;
-	for (int i = 0; i < nearly; i++)
-	{
-		bool		still = false;
-
-		for (int k = 0; k < nlate && !still; k++)
-			still = late[k].row == early[i].row && late[k].seq == early[i].seq;
-		if (!still)
-			others += early[i].n;
-	}
-	allowed = (int) Max((int64) 0, Min((int64) want, (int64) limit - running - others));
+	allowed = (int) Max((int64) 0,
+						Min((int64) want, (int64) limit - running - others - (int64) (rel3 - rel1)));
 	mine[*slot].n = before + allowed;
 	LWLockRelease(hs_shared->cursor_lock);
-	pfree(early);
-	pfree(late);
 	return allowed;
 }
 
@@ -904,6 +899,7 @@ settle_reservation(int slot, int allowed, int got)
 #define COL_BRANCH		13
 #define COL_LOCK_RUN_AT 14
 #define COL_LOCK_ID		15
+#define COL_LOCK_CTID	16
 
 static SPIPlanPtr
 claim_plan(void)
@@ -944,11 +940,12 @@ claim_plan(void)
 	appendStringInfo(&sql, " LIMIT $3), u AS (%s)"
 					 " SELECT * FROM ("
 					 " SELECT u.*, false AS is_lock, NULL::int AS b,"
-					 "  NULL::timestamptz AS lock_run_at, NULL::bigint AS lock_id FROM u"
+					 "  NULL::timestamptz AS lock_run_at, NULL::bigint AS lock_id,"
+					 "  NULL::tid AS lock_ctid FROM u"
 					 " UNION ALL"
 					 " SELECT NULL::bigint, NULL::int, NULL::int, NULL::bigint, NULL::jsonb,"
 					 "  NULL::smallint, NULL::name, NULL::interval, NULL::timestamptz,"
-					 "  NULL::timestamptz, NULL::name, true, c.b, c.run_at, c.id FROM c) r"
+					 "  NULL::timestamptz, NULL::name, true, c.b, c.run_at, c.id, c.ctid FROM c) r"
 					 " ORDER BY is_lock, priority, run_at, id",
 					 hs_lease_update_sql());
 	plan = hs_prepare(sql.data, CLAIM_ARGS, types);
@@ -1024,6 +1021,8 @@ typedef struct ScanResult
 	int64		unl_id[HS_NUM_PRIORITIES];
 	int			total_locked;
 	int			last_branch;
+	int			n_unleased;
+	Datum	   *unleased_ctids;	/* of the rows locked and not leased */
 } ScanResult;
 
 static int
@@ -1043,6 +1042,7 @@ read_scan(uint64 nleased, ScanResult *sr)
 
 	memset(sr, 0, sizeof(*sr));
 	sr->last_branch = -1;
+	sr->unleased_ctids = palloc(sizeof(Datum) * (SPI_processed + 1));
 	for (uint64 i = 0; i < nleased; i++)
 	{
 		bool		isnull;
@@ -1073,6 +1073,9 @@ read_scan(uint64 nleased, ScanResult *sr)
 		}
 		leased = nleased > 0 &&
 			bsearch(&id, leased_ids, nleased, sizeof(int64), int64_cmp) != NULL;
+		if (!leased)
+			sr->unleased_ctids[sr->n_unleased++] =
+				SPI_getbinval(tup, desc, COL_LOCK_CTID, &isnull);
 		if (!leased &&
 			(!sr->unleased[p] || key_cmp(t, id, sr->unl_t[p], sr->unl_id[p]) < 0))
 		{
@@ -1082,6 +1085,82 @@ read_scan(uint64 nleased, ScanResult *sr)
 		}
 	}
 	pfree(leased_ids);
+}
+
+/*
+ * The claim locked rows it could not lease: their newest version committed
+ * after its snapshot (FOR UPDATE locks the newest version; the UPDATE, on
+ * the snapshot, cannot see it).  They are ours, waiting and due (the lock
+ * rechecked that): lease them too, on a fresh snapshot, so that a claim
+ * never holds a job it does not hand out.  The leased rows of both
+ * statements become SPI_tuptable, most urgent first; returns their number.
+ */
+static int
+row_order(const void *a, const void *b, void *arg)
+{
+	HeapTuple	x = *(const HeapTuple *) a;
+	HeapTuple	y = *(const HeapTuple *) b;
+	TupleDesc	desc = (TupleDesc) arg;
+	bool		n1,
+				n2;
+	int16		px = DatumGetInt16(heap_getattr(x, 6, desc, &n1));
+	int16		py = DatumGetInt16(heap_getattr(y, 6, desc, &n2));
+
+	if (px != py)
+		return px < py ? -1 : 1;
+	return key_cmp(DatumGetTimestampTz(heap_getattr(x, 10, desc, &n1)),
+				   DatumGetInt64(heap_getattr(x, 1, desc, &n1)),
+				   DatumGetTimestampTz(heap_getattr(y, 10, desc, &n2)),
+				   DatumGetInt64(heap_getattr(y, 1, desc, &n2)));
+}
+
+static uint64
+lease_unleased(Datum *values, uint64 total, ScanResult *sr)
+{
+	static SPIPlanPtr plan = NULL;
+	SPITupleTable *first = SPI_tuptable;
+	SPITupleTable *both;
+	Datum		args[CLAIM_FIXED_ARGS + 1];
+	uint64		extra;
+
+	if (plan == NULL)
+	{
+		Oid			types[CLAIM_FIXED_ARGS + 1] = {TEXTOID, TIMESTAMPTZOID, INT4OID, INTERVALOID,
+		TEXTOID, BOOLOID, INT4OID, TIDARRAYOID};
+		char	   *sql = psprintf("WITH c AS (SELECT unnest($8) AS ctid), u AS (%s)"
+								   " SELECT u.*, false, NULL::int, NULL::timestamptz,"
+								   "  NULL::bigint, NULL::tid FROM u",
+								   hs_lease_update_sql());
+
+		plan = hs_prepare(sql, CLAIM_FIXED_ARGS + 1, types);
+		pfree(sql);
+	}
+	memcpy(args, values, sizeof(Datum) * CLAIM_FIXED_ARGS);
+	args[CLAIM_FIXED_ARGS] = PointerGetDatum(construct_array(sr->unleased_ctids, sr->n_unleased,
+															 TIDOID, sizeof(ItemPointerData),
+															 false, TYPALIGN_SHORT));
+	if (SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: leasing locked jobs failed");
+	extra = SPI_processed;
+	if (extra == (uint64) sr->n_unleased)
+	{
+		/* all leased: nothing is held that was not handed out */
+		memset(sr->unleased, 0, sizeof(sr->unleased));
+		sr->n_unleased = 0;
+	}
+
+	both = palloc0(sizeof(SPITupleTable));
+	both->tupdesc = first->tupdesc;
+	both->vals = palloc(sizeof(HeapTuple) * (total + extra + 1));
+	memcpy(both->vals, first->vals, sizeof(HeapTuple) * total);
+	memcpy(both->vals + total, SPI_tuptable->vals, sizeof(HeapTuple) * extra);
+	both->numvals = total + extra;
+	both->alloced = total + extra + 1;
+	qsort_arg(both->vals, total + extra, sizeof(HeapTuple), row_order, both->tupdesc);
+	SPI_tuptable = both;
+	SPI_processed = total + extra;
+	return total + extra;
 }
 
 /*
@@ -1215,6 +1294,8 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 		total++;
 	}
 	read_scan(total, &sr);
+	if (sr.n_unleased > 0)
+		total = lease_unleased(values, total, &sr);
 	if (res_slot >= 0)
 		settle_reservation(res_slot, n, (int) total);
 

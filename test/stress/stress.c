@@ -1829,12 +1829,16 @@ analyse(PGconn *c)
 								'F', o->q, o->prio, i);
 				break;
 			case 'C':
-				/* claims take waiting jobs: a rollback makes them waiting again */
+				/*
+				 * A claim rolled back leaves the job as it was before its
+				 * transaction: waiting, unless the same transaction made it
+				 * waiting (a retry rolled back with it).
+				 */
 				for (int k = 0; k < o->nj; k++)
 				{
 					add_jev(o->jobs[k], o->qe, o->qb, 'L', -1, -1, i);
 					if (!o->st)
-						add_jev(o->jobs[k], o->cb, o->ce, 'F', -1, -1, i);
+						add_jev(o->jobs[k], o->cb, o->ce, 'R', -1, -1, i);
 				}
 				break;
 			case 'R':
