@@ -83,9 +83,11 @@
  *    rolled back) resets the cursors of their queues; one that changes a
  *    waiting row and leaves it waiting without moving run_at (a hand
  *    UPDATE of priority, queue or payload) resets the queue it ends up in
- *    when it ends; a claim that locked a row without leasing it (its newest
- *    version committed after S) does the same.  For a prepared transaction
- *    the reset happens when the next claim sees it ended.
+ *    when it ends; a claim that kept a row locked without leasing it (its
+ *    second statement leases every such row, so only if that row changed
+ *    under it, which our lock forbids: a safeguard) does the same.  For a
+ *    prepared transaction the reset happens when the next claim sees it
+ *    ended.
  *  - a backward step of the wall clock (new jobs get run_at before the
  *    cursors): each claim compares wall - monotonic with the largest seen;
  *    a drop of more than 100 ms resets every cursor.
