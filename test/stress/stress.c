@@ -25,7 +25,9 @@
  *                  (R = hasched.claim_rewind_interval) and ended before
  *                  anything else touched it returned fewer jobs than asked
  *                  (on a limited queue: fewer than the room left, counted
- *                  from the log as an upper bound of the running jobs);
+ *                  from the log as an upper bound of the running jobs, a
+ *                  claim whose statement is running taking up to what it
+ *                  asked);
  *                  printed with how long it stayed free and how many short
  *                  claims passed it meanwhile;
  *  double hand-outs a job returned by a committed claim while an earlier
@@ -68,6 +70,10 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+
+#ifndef Min
+#define Min(a, b) ((a) < (b) ? (a) : (b))
+#endif
 
 /* ------------------------------------------------------------------------
  * Settings and small helpers
@@ -1376,9 +1382,71 @@ static size_t njev,
 static size_t *submit_of;		/* job id -> index + 1 of its submit op */
 static int64_t n_submit_of;
 
+/*
+ * Within one transaction (one client, one commit or rollback) only the last
+ * operation on a job says what the job is at the commit: an UPDATE that made
+ * it waiting, followed by a claim that took it, leaves it claimed.  The
+ * earlier ones' commit-time events are dropped.
+ */
+typedef struct Touch
+{
+	int64_t		job;
+	size_t		op;
+} Touch;
+static Touch *superseded;
+static size_t nsuperseded;
+
+static int
+touch_cmp(const void *a, const void *b)
+{
+	const Touch *x = a,
+			   *y = b;
+
+	if (x->op != y->op)
+		return x->op < y->op ? -1 : 1;
+	return x->job < y->job ? -1 : x->job > y->job ? 1 : 0;
+}
+
+static bool
+is_superseded(size_t op, int64_t job)
+{
+	Touch		key = {job, op};
+
+	return nsuperseded > 0 &&
+		bsearch(&key, superseded, nsuperseded, sizeof(Touch), touch_cmp) != NULL;
+}
+
+typedef struct TxTouch
+{
+	int64_t		job;
+	int			client;
+	int64_t		cb;
+	int64_t		ce;
+	size_t		op;
+} TxTouch;
+
+static int
+txtouch_cmp(const void *a, const void *b)
+{
+	const TxTouch *x = a,
+			   *y = b;
+
+	if (x->job != y->job)
+		return x->job < y->job ? -1 : 1;
+	if (x->client != y->client)
+		return x->client < y->client ? -1 : 1;
+	if (x->cb != y->cb)
+		return x->cb < y->cb ? -1 : 1;
+	if (x->ce != y->ce)
+		return x->ce < y->ce ? -1 : 1;
+	return x->op < y->op ? -1 : x->op > y->op ? 1 : 0;
+}
+
 static void
 add_jev(int64_t job, int64_t key, int64_t t, char what, int q, int prio, size_t op)
 {
+	if ((what == 'F' || what == 'R') && is_superseded(op, job))
+		return;
 	/* a lock taken in the transaction that submitted the job comes after it */
 	if (what == 'L' && job < n_submit_of && submit_of[job] != 0)
 	{
@@ -1654,6 +1722,7 @@ lease_expiry(const Op *claim, int k)
 }
 
 static int64_t rewind_us = 1000000;
+static bool analyse_only = false;
 static long end_stranded = 0;	/* due jobs the end check's claims did not get */
 
 static int
@@ -1741,6 +1810,13 @@ analyse(PGconn *c)
 			}
 			add_hold(o->q, o->qb, until);
 		}
+		/*
+		 * While its statement runs, a claim may take up to what it asked
+		 * (the limit at most): that room is taken meanwhile.
+		 */
+		if (Min(o->asked, queues[o->q].limit) > o->nj)
+			for (int k = o->nj; k < Min(o->asked, queues[o->q].limit); k++)
+				add_hold(o->q, o->qb, o->qe);
 	}
 	for (int q = 0; q < NQUEUES; q++)
 	{
@@ -1778,7 +1854,8 @@ analyse(PGconn *c)
 			/* room: the limit less the jobs of others possibly running meanwhile */
 			int			running = pt[o->q] ?
 				max_running(o->q, o->qb, o->qe, pt[o->q], pc[o->q], nholds[o->q]) : 0;
-			room = queues[o->q].limit - (running - o->got);
+			/* its own jobs and in-flight room are among them */
+			room = queues[o->q].limit - (running - Min(o->asked, queues[o->q].limit));
 			if (o->got >= room)
 				is_short = false;
 		}
@@ -1800,6 +1877,47 @@ analyse(PGconn *c)
 			qsort(qclaims[q], nqclaims[q], sizeof(ClaimRef), cref_cmp);
 
 	/* ---- per-job events ---- */
+	{
+		TxTouch    *tt = NULL;
+		size_t		ntt = 0,
+					captt = 0;
+
+		for (size_t i = 0; i < nops_all; i++)
+		{
+			Op		   *o = &ops[i];
+			int			nj = (o->type == 'S' || o->type == 'C') ? o->nj : 1;
+
+			if (strchr("SCRKTU", o->type) == NULL)
+				continue;
+			for (int k = 0; k < nj; k++)
+			{
+				if (ntt == captt)
+				{
+					captt = captt ? captt * 2 : 65536;
+					tt = realloc(tt, captt * sizeof(TxTouch));
+				}
+				tt[ntt].job = (o->type == 'S' || o->type == 'C') ? o->jobs[k] : o->job;
+				tt[ntt].client = o->client;
+				tt[ntt].cb = o->cb;
+				tt[ntt].ce = o->ce;
+				tt[ntt].op = i;
+				ntt++;
+			}
+		}
+		qsort(tt, ntt, sizeof(TxTouch), txtouch_cmp);
+		superseded = malloc((ntt + 1) * sizeof(Touch));
+		for (size_t i = 0; i + 1 < ntt; i++)
+			if (tt[i].job == tt[i + 1].job && tt[i].client == tt[i + 1].client &&
+				tt[i].cb == tt[i + 1].cb && tt[i].ce == tt[i + 1].ce &&
+				ops[tt[i].op].cb != ops[tt[i].op].qb)	/* not autocommit */
+			{
+				superseded[nsuperseded].job = tt[i].job;
+				superseded[nsuperseded].op = tt[i].op;
+				nsuperseded++;
+			}
+		qsort(superseded, nsuperseded, sizeof(Touch), touch_cmp);
+		free(tt);
+	}
 	/* the submit of each job, to order a claim in the same transaction after it */
 	{
 		int64_t		maxid = 0;
@@ -2085,6 +2203,7 @@ analyse(PGconn *c)
 	}
 
 	/* ---- concurrency overruns, from the server's rows ---- */
+	if (c != NULL)
 	{
 		PGresult   *r = PQexec(c,
 							   "WITH a AS ("
@@ -2189,7 +2308,7 @@ analyse(PGconn *c)
 		}
 	}
 	/* what the server says of the ones still free at the end */
-	for (size_t i = 0; i < nstr && i < 25; i++)
+	for (size_t i = 0; i < nstr && i < 25 && c != NULL; i++)
 	{
 		char		jb[32];
 		const char *params[1];
@@ -2224,6 +2343,54 @@ analyse(PGconn *c)
 	printf("\nSUMMARY stranded=%zu double_handouts=%d stale_tokens_accepted=%d concurrency_overruns=%d\n",
 		   nstr, doubles, stale_accepted, overruns);
 	return (nstr > 0 || doubles > 0 || stale_accepted > 0 || overruns > 0) ? 1 : 0;
+}
+
+/*
+ * --analyse-only: analyse the logs a run kept (--logdir) again, without
+ * running clients; with --conninfo the server's rows are checked too (the
+ * run's server, started again on its data directory).
+ */
+static PGconn *connect_or_die(void);
+static void usage(void);
+
+static int
+analyse_logs(void)
+{
+	PGconn	   *c = NULL;
+	int64_t		lo = INT64_MAX,
+				hi = 0;
+
+	if (!logdir)
+		usage();
+	for (int i = 0; i < 70; i++)
+	{
+		char		path[512];
+
+		snprintf(path, sizeof(path), "%s/client.%d", logdir, i);
+		if (access(path, R_OK) == 0)
+			load_log(path, i);
+	}
+	for (size_t i = 0; i < nops_all; i++)
+	{
+		if (ops[i].qb < lo)
+			lo = ops[i].qb;
+		if (ops[i].ce > hi)
+			hi = ops[i].ce;
+	}
+	start_us = lo;
+	end_us = hi;
+	refs = malloc((nops_all + 1) * sizeof(JobRef));
+	for (size_t i = 0; i < nops_all; i++)
+		if (ops[i].type == 'R' || ops[i].type == 'K')
+		{
+			refs[nrefs].job = ops[i].job;
+			refs[nrefs].op = i;
+			nrefs++;
+		}
+	qsort(refs, nrefs, sizeof(JobRef), ref_cmp);
+	if (conninfo)
+		c = connect_or_die();
+	return analyse(c);
 }
 
 /* ------------------------------------------------------------------------
@@ -2290,7 +2457,8 @@ usage(void)
 	fprintf(stderr,
 			"usage: stress --conninfo CONNINFO [--seconds N] [--clients N] [--seed N]\n"
 			"              [--slack-ms N] [--logdir DIR] [--no-pauser] [--no-holder]\n"
-			"              [--no-prepared] [--verbose]\n");
+			"              [--no-prepared] [--verbose]\n"
+			"       stress --analyse-only --logdir DIR [--rewind-ms N] [--slack-ms N] [--conninfo C]\n");
 	exit(2);
 }
 
@@ -2308,6 +2476,8 @@ main(int argc, char **argv)
 		{"no-holder", no_argument, NULL, 'H'},
 		{"no-prepared", no_argument, NULL, 'X'},
 		{"verbose", no_argument, NULL, 'v'},
+		{"analyse-only", no_argument, NULL, 'A'},
+		{"rewind-ms", required_argument, NULL, 'W'},
 		{NULL, 0, NULL, 0}
 	};
 	int			opt;
@@ -2317,7 +2487,7 @@ main(int argc, char **argv)
 	char		dirbuf[256];
 	int			rc;
 
-	while ((opt = getopt_long(argc, argv, "c:s:n:r:k:l:PHXv", longopts, NULL)) != -1)
+	while ((opt = getopt_long(argc, argv, "c:s:n:r:k:l:PHXvAW:", longopts, NULL)) != -1)
 	{
 		switch (opt)
 		{
@@ -2351,10 +2521,18 @@ main(int argc, char **argv)
 			case 'v':
 				verbose = 1;
 				break;
+			case 'A':
+				analyse_only = true;
+				break;
+			case 'W':
+				rewind_us = (int64_t) atoi(optarg) * 1000;
+				break;
 			default:
 				usage();
 		}
 	}
+	if (analyse_only)
+		return analyse_logs();
 	if (!conninfo || seconds < 1 || nclients < 1 || nclients > 64)
 		usage();
 	if (seed == 0)
