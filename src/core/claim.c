@@ -678,9 +678,6 @@ scheduler_database(void)
 static int32
 current_epoch(void)
 {
-	static TimeLineID cached_tli = 0;
-	static int32 cached_epoch = 0;
-	static Oid	cached_db = InvalidOid;
 	static SPIPlanPtr plan = NULL;
 	TimeLineID	tli;
 	int64		deadline;
@@ -694,8 +691,6 @@ current_epoch(void)
 				 errdetail("The server has been promoted since; the transaction is read-only."),
 				 errhint("Start a new transaction and claim again.")));
 	tli = GetWALInsertionTimeLine();
-	if (tli == cached_tli && cached_db == MyDatabaseId)
-		return cached_epoch;
 	if (plan == NULL)
 	{
 		Oid			types[2] = {INT4OID, BOOLOID};
@@ -717,11 +712,12 @@ current_epoch(void)
 			elog(ERROR, "hasched: reading the epoch failed");
 		if (SPI_processed == 1)
 		{
-			cached_epoch = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-													   SPI_tuptable->tupdesc, 1, &isnull));
-			cached_tli = tli;
-			cached_db = MyDatabaseId;
-			return cached_epoch;
+			/*
+			 * Not cached: with ZooKeeper a new leadership term opens a new
+			 * epoch on the same timeline (one index probe of a tiny table).
+			 */
+			return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
 		}
 		if (mono_usec() >= deadline)
 			ereport(ERROR,
