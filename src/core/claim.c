@@ -858,6 +858,14 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 						Min((int64) want, (int64) limit - running - others - (int64) (rel3 - rel1)));
 	mine[*slot].n = before + allowed;
 	LWLockRelease(hs_shared->cursor_lock);
+	/* recorded at once: if this subtransaction aborts, it is given back */
+	if (allowed > 0 && n_sub_res < MAX_SUB_RES)
+	{
+		sub_res[n_sub_res].subid = GetCurrentSubTransactionId();
+		sub_res[n_sub_res].slot = *slot;
+		sub_res[n_sub_res].n = allowed;
+		n_sub_res++;
+	}
 	return allowed;
 }
 
@@ -872,13 +880,13 @@ settle_reservation(int slot, int allowed, int got)
 	if (mine[slot].n <= 0)
 		memset(&mine[slot], 0, sizeof(Reservation));
 	LWLockRelease(hs_shared->cursor_lock);
-	if (got > 0 && n_sub_res < MAX_SUB_RES)
-	{
-		sub_res[n_sub_res].subid = GetCurrentSubTransactionId();
-		sub_res[n_sub_res].slot = slot;
-		sub_res[n_sub_res].n = got;
-		n_sub_res++;
-	}
+	/* the record reserve_room made, last for this slot: what is kept */
+	for (int i = n_sub_res - 1; i >= 0 && allowed > 0; i--)
+		if (sub_res[i].slot == slot && sub_res[i].n == allowed)
+		{
+			sub_res[i].n = got;
+			break;
+		}
 }
 
 /* ------------------------------------------------------------------------
