@@ -901,11 +901,16 @@ settle_reservation(int slot, int allowed, int got)
 #define CLAIM_FIXED_ARGS 7
 #define CLAIM_ARGS (CLAIM_FIXED_ARGS + 4 * HS_NUM_PRIORITIES)
 /* columns of the result: the leased rows (hs_lease_update_sql's RETURNING), then */
-#define COL_IS_LOCK		12		/* true: a row the CTE locked, false: a leased row */
-#define COL_BRANCH		13
-#define COL_LOCK_RUN_AT 14
-#define COL_LOCK_ID		15
-#define COL_LOCK_CTID	16
+/*
+ * After them, by name (the RETURNING list is job_state.c's): is_lock (true:
+ * a row the CTE locked, false: a leased row), b, lock_run_at, lock_id,
+ * lock_ctid.  "LEFT JOIN u ON false" gives the locked rows u's columns, NULL.
+ */
+#define COL_IS_LOCK		SPI_fnumber(SPI_tuptable->tupdesc, "is_lock")
+#define COL_BRANCH		SPI_fnumber(SPI_tuptable->tupdesc, "b")
+#define COL_LOCK_RUN_AT SPI_fnumber(SPI_tuptable->tupdesc, "lock_run_at")
+#define COL_LOCK_ID		SPI_fnumber(SPI_tuptable->tupdesc, "lock_id")
+#define COL_LOCK_CTID	SPI_fnumber(SPI_tuptable->tupdesc, "lock_ctid")
 
 static SPIPlanPtr
 claim_plan(void)
@@ -949,9 +954,8 @@ claim_plan(void)
 					 "  NULL::timestamptz AS lock_run_at, NULL::bigint AS lock_id,"
 					 "  NULL::tid AS lock_ctid FROM u"
 					 " UNION ALL"
-					 " SELECT NULL::bigint, NULL::int, NULL::int, NULL::bigint, NULL::jsonb,"
-					 "  NULL::smallint, NULL::name, NULL::interval, NULL::timestamptz,"
-					 "  NULL::timestamptz, NULL::name, true, c.b, c.run_at, c.id, c.ctid FROM c) r"
+					 " SELECT n.*, true, c.b, c.run_at, c.id, c.ctid"
+					 "  FROM c LEFT JOIN u n ON false) r"
 					 " ORDER BY is_lock, priority, run_at, id",
 					 hs_lease_update_sql());
 	plan = hs_prepare(sql.data, CLAIM_ARGS, types);
@@ -1046,6 +1050,11 @@ read_scan(uint64 nleased, ScanResult *sr)
 	TupleDesc	desc = SPI_tuptable->tupdesc;
 	int64	   *leased_ids = palloc(sizeof(int64) * (nleased + 1));
 
+	int			col_b = COL_BRANCH;
+	int			col_run_at = COL_LOCK_RUN_AT;
+	int			col_id = COL_LOCK_ID;
+	int			col_ctid = COL_LOCK_CTID;
+
 	memset(sr, 0, sizeof(*sr));
 	sr->last_branch = -1;
 	sr->unleased_ctids = palloc(sizeof(Datum) * (SPI_processed + 1));
@@ -1061,9 +1070,9 @@ read_scan(uint64 nleased, ScanResult *sr)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
-		int			b = DatumGetInt32(SPI_getbinval(tup, desc, COL_BRANCH, &isnull));
-		TimestampTz t = DatumGetTimestampTz(SPI_getbinval(tup, desc, COL_LOCK_RUN_AT, &isnull));
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, COL_LOCK_ID, &isnull));
+		int			b = DatumGetInt32(SPI_getbinval(tup, desc, col_b, &isnull));
+		TimestampTz t = DatumGetTimestampTz(SPI_getbinval(tup, desc, col_run_at, &isnull));
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, col_id, &isnull));
 		int			p = b % HS_NUM_PRIORITIES;
 		bool		leased = false;
 
@@ -1081,7 +1090,7 @@ read_scan(uint64 nleased, ScanResult *sr)
 			bsearch(&id, leased_ids, nleased, sizeof(int64), int64_cmp) != NULL;
 		if (!leased)
 			sr->unleased_ctids[sr->n_unleased++] =
-				SPI_getbinval(tup, desc, COL_LOCK_CTID, &isnull);
+				SPI_getbinval(tup, desc, col_ctid, &isnull);
 		if (!leased &&
 			(!sr->unleased[p] || key_cmp(t, id, sr->unl_t[p], sr->unl_id[p]) < 0))
 		{
@@ -1290,14 +1299,18 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 
 	/* the leased rows come first */
 	total = 0;
-	while (total < SPI_processed)
 	{
-		bool		isnull;
+		int			col_is_lock = COL_IS_LOCK;
 
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[total], SPI_tuptable->tupdesc,
-									   COL_IS_LOCK, &isnull)))
-			break;
-		total++;
+		while (total < SPI_processed)
+		{
+			bool		isnull;
+
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[total], SPI_tuptable->tupdesc,
+										   col_is_lock, &isnull)))
+				break;
+			total++;
+		}
 	}
 	read_scan(total, &sr);
 	if (sr.n_unleased > 0)

@@ -26,6 +26,7 @@
 #   STRESS_SLACK_MS    stranded = free longer than claim_rewind_interval + this [100]
 #   STRESS_REWIND      hasched.claim_rewind_interval of the server [1s]
 #   STRESS_ARGS        more arguments for ./stress (--no-pauser, --no-holder, ...)
+#   STRESS_EXTRA_CONF  more postgresql.conf lines (e.g. log_statement = 'all')
 #   STRESS_OS_USER     system user that runs the server as root [hasched_test]
 #   STRESS_SKIP_BUILD=1, STRESS_KEEP_TMP=1, PG_CONFIG
 set -euo pipefail
@@ -107,11 +108,12 @@ max_prepared_transactions = $max_prep
 hasched.scheduler_naptime = '100ms'
 hasched.claim_rewind_interval = '$rewind'
 fsync = off
+${STRESS_EXTRA_CONF:-}
 EOF
 as_user "$bindir/pg_ctl" start -D "$tmp/data" -l "$tmp/server.log" -w -t 60 >/dev/null ||
     { tail -n 40 "$tmp/server.log"; hs_die "server did not start"; }
 server_pid=$(head -n 1 "$tmp/data/postmaster.pid")
-hs_log "server pid $server_pid on 127.0.0.1:$port"
+hs_log "server pid $server_pid on 127.0.0.1:$port ($bindir, PG_CONFIG=$PG_CONFIG)"
 
 set +e
 as_user "$tmp/stress" --conninfo "host=127.0.0.1 port=$port user=postgres dbname=postgres" \

@@ -35,7 +35,10 @@
  *                  (complete/fail/cancel) nor expired;
  *  stale tokens accepted  a report with a made-up token that succeeded,
  *                  or one with a token whose lease had ended (released,
- *                  or the job claimed again) before the report began;
+ *                  or the job claimed again) before the report began,
+ *                  except a complete or fail that repeats one recorded
+ *                  with the same token (reports are idempotent: the
+ *                  repeat succeeds and changes nothing);
  *  concurrency overruns  more running attempts than the queue's limit at
  *                  any instant, from the server's own rows (job and
  *                  job_run started_at/finished_at) and from the sampler.
@@ -2169,6 +2172,24 @@ analyse(PGconn *c)
 				printf("  stale token accepted: %c of job %" PRId64 " with a made-up token %s\n",
 					   o->kind, o->job, o->token);
 			continue;
+		}
+		/*
+		 * Reports are idempotent: complete or fail repeated with the token
+		 * of one that was recorded succeeds and changes nothing.
+		 */
+		if (o->kind == 'c' || o->kind == 'f')
+		{
+			bool		repeat = false;
+
+			for (size_t r = refs_first(o->job); r < nrefs && refs[r].job == o->job && !repeat; r++)
+			{
+				Op		   *x = &ops[refs[r].op];
+
+				repeat = x != o && x->type == 'R' && x->kind == o->kind && x->ok && x->st &&
+					x->ce < o->qb && strcmp(x->token, o->token) == 0;
+			}
+			if (repeat)
+				continue;
 		}
 		for (size_t a = leases_first(o->job); a < nls && ls[a].job == o->job; a++)
 		{
