@@ -26,8 +26,8 @@
  *                  anything else touched it returned fewer jobs than asked
  *                  (on a limited queue: fewer than the room left, counted
  *                  from the log as an upper bound of the running jobs, a
- *                  claim whose statement is running taking up to what it
- *                  asked);
+ *                  claim whose statement is running, even one that fails,
+ *                  taking up to what it asked);
  *                  printed with how long it stayed free and how many short
  *                  claims passed it meanwhile;
  *  double hand-outs a job returned by a committed claim while an earlier
@@ -616,8 +616,8 @@ op_claim(int q, int max_jobs, bool rr, Claimed *got)
 	}
 	else
 	{
-		buf_add(cur_buf(), "F %" PRId64 " %" PRId64 " %s %s", r.qb, r.qe,
-				queues[q].name, r.sqlstate);
+		buf_add(cur_buf(), "F %" PRId64 " %" PRId64 " %s %s %d", r.qb, r.qe,
+				queues[q].name, r.sqlstate, max_jobs);
 		note_failure();
 	}
 	op_done(&r);
@@ -1282,9 +1282,24 @@ load_log(const char *path, int client)
 			case 'P':
 				n_pauses++;
 				continue;
+			case 'F':
+				/* a claim that failed: it may have held room while it ran */
+				if (nt >= 5 && queue_index(tok[3]) >= 0)
+				{
+					o = new_op();
+					o->type = 'F';
+					o->client = client;
+					o->qb = strtoll(tok[1], NULL, 10);
+					o->qe = strtoll(tok[2], NULL, 10);
+					o->cb = o->ce = o->qe;
+					o->q = queue_index(tok[3]);
+					/* logs of older runs do not say what it asked: the limit */
+					o->asked = nt >= 6 ? atoi(tok[5]) : 1000000;
+					o->st = 0;
+				}
+				continue;
 			case 'O':
 			case 'Z':
-			case 'F':
 				continue;
 			default:
 				break;
@@ -1746,6 +1761,7 @@ analyse(PGconn *c)
 				capstr = 0;
 	int64_t		max_claim_us = 0;
 	int			claims_over_1s = 0;
+	size_t		nfailed_claims = 0;
 	size_t		caplss = 0;
 	int64_t    *pt[NQUEUES];
 	int		   *pc[NQUEUES];
@@ -1779,7 +1795,7 @@ analyse(PGconn *c)
 	{
 		Op		   *o = &ops[i];
 
-		if (!o->st)
+		if (!o->st && o->type != 'F')
 			nrolled++;
 		if (o->type == 'S' && o->st)
 		{
@@ -1788,6 +1804,13 @@ analyse(PGconn *c)
 		}
 		if (o->type == 'R')
 			nreports++;
+		/* a failed claim held up to what it asked while its statement ran */
+		if (o->type == 'F' && o->q >= 0 && queues[o->q].limit > 0)
+		{
+			for (int k = 0; k < Min(o->asked, queues[o->q].limit); k++)
+				add_hold(o->q, o->qb, o->qe);
+			continue;
+		}
 		if (o->type != 'C')
 			continue;
 		nclaims++;
@@ -2266,9 +2289,12 @@ analyse(PGconn *c)
 
 	/* ---- the report ---- */
 	printf("\n");
+	for (size_t i = 0; i < nops_all; i++)
+		if (ops[i].type == 'F')
+			nfailed_claims++;
 	printf("operations: %zu (%zu submits of %zu jobs committed, %zu claims of which %zu short,"
 		   " %zu reports; %zu in transactions rolled back); %d pauses of LOCK TABLE ... IN SHARE MODE\n",
-		   nops_all, nsubmits, njobs_sub, nclaims, nshort, nreports, nrolled, n_pauses);
+		   nops_all - nfailed_claims, nsubmits, njobs_sub, nclaims, nshort, nreports, nrolled, n_pauses);
 	printf("longest claim statement: %.3f s; claims that took over 1 s: %d\n",
 		   max_claim_us / 1e6, claims_over_1s);
 	if (n_err_kinds)
