@@ -58,6 +58,31 @@ check_choice(const char *what, const char *value, const char *const *choices)
 	return NULL;				/* keep compiler quiet */
 }
 
+/* The schedule name of alter_schedule() and unschedule(): not null. */
+static char *
+schedule_name_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("name must not be null")));
+	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
+
+/*
+ * What schedule() and alter_schedule() return after changing a schedule:
+ * its next run, NULL when it has none (paused); the scheduler is woken at
+ * commit to pick the change up.
+ */
+static Datum
+next_run_result(FunctionCallInfo fcinfo, TimestampTz next)
+{
+	hs_wake_scheduler_at_commit();
+	if (TIMESTAMP_IS_NOEND(next))
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(next);
+}
+
 /*
  * schedule(name, spec, queue, payload, priority, timezone, misfire, overlap,
  *			tenant, replace, active) returns the next run, NULL when created
@@ -83,7 +108,6 @@ hasched_schedule(PG_FUNCTION_ARGS)
 	int			priority;
 	CronSpec	cs;
 	TimestampTz next;
-	HsPrivileged priv;
 
 	for (int i = 0; i < 8; i++)
 		if (PG_ARGISNULL(i))
@@ -139,16 +163,9 @@ hasched_schedule(PG_FUNCTION_ARGS)
 				 errhint("Check the day and month fields, e.g. February has no 30th.")));
 	hs_require_primary("create schedules");
 
-	hs_privileged_enter(&priv);
-	SPI_connect();
 	next = hs_schedule_save(name, spec, zone, queue, PG_GETARG_DATUM(3), (int16) priority,
 							tenant_oid, misfire, overlap, replace, active, next, caller);
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	hs_wake_scheduler_at_commit();
-	if (TIMESTAMP_IS_NOEND(next))
-		PG_RETURN_NULL();
-	PG_RETURN_TIMESTAMPTZ(next);
+	return next_run_result(fcinfo, next);
 }
 
 /*
@@ -161,31 +178,17 @@ hasched_alter_schedule(PG_FUNCTION_ARGS)
 	Oid			caller = GetUserId();
 	char	   *name;
 	bool		active;
-	TimestampTz next;
-	HsPrivileged priv;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("name must not be null")));
+	name = schedule_name_arg(fcinfo);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("active must not be null"),
 				 errhint("Pass active => false to pause the schedule, active => true to resume it.")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	active = PG_GETARG_BOOL(1);
 	hs_require_primary("change schedules");
 
-	hs_privileged_enter(&priv);
-	SPI_connect();
-	next = hs_schedule_set_active(name, active, caller);
-	SPI_finish();
-	hs_privileged_leave(&priv);
-	hs_wake_scheduler_at_commit();
-	if (TIMESTAMP_IS_NOEND(next))
-		PG_RETURN_NULL();
-	PG_RETURN_TIMESTAMPTZ(next);
+	return next_run_result(fcinfo, hs_schedule_set_active(name, active, caller));
 }
 
 Datum
@@ -193,19 +196,10 @@ hasched_unschedule(PG_FUNCTION_ARGS)
 {
 	Oid			caller = GetUserId();
 	char	   *name;
-	HsPrivileged priv;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-				 errmsg("name must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	name = schedule_name_arg(fcinfo);
 	hs_require_primary("remove schedules");
 
-	hs_privileged_enter(&priv);
-	SPI_connect();
 	hs_schedule_delete(name, caller);
-	SPI_finish();
-	hs_privileged_leave(&priv);
 	PG_RETURN_VOID();
 }

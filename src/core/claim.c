@@ -235,15 +235,6 @@ static int	n_sub_res = 0;
 
 static void release_committed(Reservation *r);
 
-static int64
-mono_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static int
 res_backend_count(void)
 {
@@ -322,6 +313,12 @@ reset_all_cursors(void)
  * is dropped (a queue without a cursor scans from its head, which is
  * always right, only slower under an old snapshot).
  */
+static int64
+cursor_last_used(const void *entry)
+{
+	return ((const ClaimCursor *) entry)->last_used;
+}
+
 static ClaimCursor *
 cursor_lookup(const char *queue, bool create)
 {
@@ -331,23 +328,9 @@ cursor_lookup(const char *queue, bool create)
 
 	memset(key, 0, sizeof(key));
 	strlcpy(key, queue, sizeof(key));
-	c = hash_search(cursor_hash, key, HASH_FIND, NULL);
-	if (c != NULL || !create)
-		return c;
-	if (hash_get_num_entries(cursor_hash) >= hs_max_queues)
-	{
-		HASH_SEQ_STATUS status;
-		ClaimCursor *e;
-		ClaimCursor *victim = NULL;
-
-		hash_seq_init(&status, cursor_hash);
-		while ((e = hash_seq_search(&status)) != NULL)
-			if (victim == NULL || e->last_used < victim->last_used)
-				victim = e;
-		if (victim != NULL)
-			hash_search(cursor_hash, victim->queue, HASH_REMOVE, NULL);
-	}
-	c = hash_search(cursor_hash, key, HASH_ENTER_NULL, &found);
+	if (!create)
+		return hash_search(cursor_hash, key, HASH_FIND, NULL);
+	c = hs_shmem_hash_enter(cursor_hash, key, hs_max_queues, cursor_last_used, &found);
 	if (c != NULL && !found)
 		cursor_reset(c);
 	return c;
@@ -691,15 +674,11 @@ current_epoch(void)
 				 errdetail("The server has been promoted since; the transaction is read-only."),
 				 errhint("Start a new transaction and claim again.")));
 	tli = GetWALInsertionTimeLine();
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT4OID, BOOLOID};
-
-		plan = hs_prepare("SELECT e.epoch FROM hasched.epoch e"
-						  " WHERE e.timeline = $1 OR NOT $2"
-						  " ORDER BY e.epoch DESC LIMIT 1", 2, types);
-	}
-	deadline = mono_usec() + (int64) EPOCH_WAIT_MS * 1000;
+	hs_plan(&plan, "SELECT e.epoch FROM hasched.epoch e"
+			" WHERE e.timeline = $1 OR NOT $2"
+			" ORDER BY e.epoch DESC LIMIT 1",
+			2, INT4OID, BOOLOID);
+	deadline = hs_clock_usec() + (int64) EPOCH_WAIT_MS * 1000;
 	for (;;)
 	{
 		Datum		values[2];
@@ -719,7 +698,7 @@ current_epoch(void)
 			return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull));
 		}
-		if (mono_usec() >= deadline)
+		if (hs_clock_usec() >= deadline)
 			ereport(ERROR,
 					(errcode(HS_ERRCODE_NOT_PRIMARY),
 					 errmsg("this server was promoted and has not opened its epoch yet"),
@@ -811,14 +790,9 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 	bool		isnull;
 
 	want = Min(want, limit);
-	if (count_plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		count_plan = hs_prepare("SELECT count(*) FROM hasched.job"
-								" WHERE queue = $1 AND state IN ('running', 'dispatched')",
-								1, types);
-	}
+	hs_plan(&count_plan, "SELECT count(*) FROM hasched.job"
+			" WHERE queue = $1 AND state IN ('running', 'dispatched')",
+			1, TEXTOID);
 
 	rel1 = pg_atomic_read_u64(released_counter(queue));
 	pg_memory_barrier();
@@ -980,14 +954,9 @@ load_queue(const char *queue, QueueInfo *info)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = hs_prepare("SELECT q.transport, q.concurrency, q.lease, s.mode"
-						  " FROM hasched.queue q, hasched.state s WHERE q.name = $1",
-						  1, types);
-	}
+	hs_plan(&plan, "SELECT q.transport, q.concurrency, q.lease, s.mode"
+			" FROM hasched.queue q, hasched.state s WHERE q.name = $1",
+			1, TEXTOID);
 	values[0] = CStringGetTextDatum(queue);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading queue \"%s\" failed", queue);
@@ -1244,7 +1213,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 
 	hs_claim_note_locked(queue);
 	/* clocks, then registry, then (in SPI_execute_snapshot) the snapshot */
-	m0 = mono_usec();
+	m0 = hs_clock_usec();
 	t0 = GetCurrentTimestamp();
 	bound = writer_bound(t0);
 
@@ -1393,7 +1362,7 @@ hs_claim_cursors_report(ReturnSetInfo *rsinfo)
 {
 	HASH_SEQ_STATUS status;
 	ClaimCursor *c;
-	int64		mono = mono_usec();
+	int64		mono = hs_clock_usec();
 	TimestampTz wall = GetCurrentTimestamp();
 
 	LWLockAcquire(hs_shared->cursor_lock, LW_SHARED);

@@ -207,6 +207,8 @@ extern HsExecutorSlot *hs_executors;
 
 extern void hs_shmem_install_hooks(void);
 extern HTAB *hs_shmem_hash(const char *name, long max, Size keysize, Size entrysize);
+extern void *hs_shmem_hash_enter(HTAB *h, const char *key, long max,
+								 int64 (*last_used) (const void *entry), bool *found);
 
 /* util.c: running SQL as the extension owner with a pinned search_path */
 typedef struct HsPrivileged
@@ -242,6 +244,7 @@ extern char *hs_clip_error(const char *error);
 
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
+extern void hs_plan(SPIPlanPtr *slot, const char *sql, int nargs,...);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
 
 typedef void (*HsIsolatedFn) (void *arg);

@@ -418,12 +418,8 @@ hs_stale_lease(const HsLease *lease, const char *what)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = hs_prepare("SELECT state::text FROM hasched.job WHERE id = $1", 1, types);
-	}
+	hs_plan(&plan, "SELECT state::text FROM hasched.job WHERE id = $1",
+			1, INT8OID);
 	values[0] = Int64GetDatum(lease->job_id);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading job failed");
@@ -451,15 +447,11 @@ hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null)
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 
-	if (plan == NULL)
-	{
-		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, INTERVALOID};
-
-		plan = hs_prepare("UPDATE hasched.job j SET lease_until = clock_timestamp() +"
-						  " coalesce($5, (SELECT q.lease FROM hasched.queue q WHERE q.name = j.queue),"
-						  " interval '30 seconds')"
-						  " WHERE" LEASE_MATCH " RETURNING lease_until", 5, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.job j SET lease_until = clock_timestamp() +"
+			" coalesce($5, (SELECT q.lease FROM hasched.queue q WHERE q.name = j.queue),"
+			" interval '30 seconds')"
+			" WHERE" LEASE_MATCH " RETURNING lease_until",
+			5, INT8OID, INT4OID, INT4OID, INT8OID, INTERVALOID);
 	lease_params(lease, values);
 	if (lease_null)
 		nulls[4] = 'n';
@@ -509,13 +501,9 @@ completed_by_lease(const HsLease *lease)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[4];
 
-	if (plan == NULL)
-	{
-		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT8OID};
-
-		plan = hs_prepare("SELECT 1 FROM hasched.job WHERE id = $1 AND state::text = 'succeeded'"
-						  " AND epoch = $2 AND attempt = $3 AND lease_id = $4", 4, types);
-	}
+	hs_plan(&plan, "SELECT 1 FROM hasched.job WHERE id = $1 AND state::text = 'succeeded'"
+			" AND epoch = $2 AND attempt = $3 AND lease_id = $4",
+			4, INT8OID, INT4OID, INT4OID, INT8OID);
 	lease_params(lease, values);
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading job failed");
@@ -533,15 +521,10 @@ failed_by_lease(const HsLease *lease)
 	Datum		values[4];
 	bool		isnull;
 
-	if (plan == NULL)
-	{
-		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT8OID};
-
-		plan = hs_prepare("SELECT j.state FROM hasched.job j WHERE j.id = $1 AND EXISTS"
-						  " (SELECT 1 FROM hasched.job_run r WHERE r.job_id = $1 AND r.attempt = $3"
-						  " AND r.epoch = $2 AND r.lease_id = $4 AND r.outcome = 'failed')",
-						  4, types);
-	}
+	hs_plan(&plan, "SELECT j.state FROM hasched.job j WHERE j.id = $1 AND EXISTS"
+			" (SELECT 1 FROM hasched.job_run r WHERE r.job_id = $1 AND r.attempt = $3"
+			" AND r.epoch = $2 AND r.lease_id = $4 AND r.outcome = 'failed')",
+			4, INT8OID, INT4OID, INT4OID, INT8OID);
 	lease_params(lease, values);
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading job failed");
@@ -565,15 +548,11 @@ hs_report_complete(const HsLease *lease, Datum result, bool result_null)
 
 	if (!result_null)
 		hs_check_result_size(lease->job_id, result);
-	if (plan == NULL)
-	{
-		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, JSONBOID};
-
-		plan = hs_prepare("UPDATE hasched.job"
-						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
-						  " result = $5, lease_until = NULL, last_error = NULL"
-						  " WHERE" LEASE_MATCH, 5, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.job"
+			" SET state = 'succeeded', finished_at = clock_timestamp(),"
+			" result = $5, lease_until = NULL, last_error = NULL"
+			" WHERE" LEASE_MATCH,
+			5, INT8OID, INT4OID, INT4OID, INT8OID, JSONBOID);
 	lease_params(lease, values);
 	values[4] = result;
 	if (result_null)
@@ -597,19 +576,15 @@ hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
-	if (plan == NULL)
-	{
-		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID};
-
-		plan = hs_prepare("WITH i AS (SELECT * FROM unnest($1, $2, $3, $4, $5)"
-						  "   AS i (id, epoch, attempt, lease_id, result))"
-						  " UPDATE hasched.job j"
-						  " SET state = 'succeeded', finished_at = clock_timestamp(),"
-						  " result = i.result, lease_until = NULL, last_error = NULL"
-						  " FROM i WHERE j.id = i.id AND j.state::text = 'running' AND j.epoch = i.epoch"
-						  " AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
-						  " RETURNING j.id", 5, types);
-	}
+	hs_plan(&plan, "WITH i AS (SELECT * FROM unnest($1, $2, $3, $4, $5)"
+			"   AS i (id, epoch, attempt, lease_id, result))"
+			" UPDATE hasched.job j"
+			" SET state = 'succeeded', finished_at = clock_timestamp(),"
+			" result = i.result, lease_until = NULL, last_error = NULL"
+			" FROM i WHERE j.id = i.id AND j.state::text = 'running' AND j.epoch = i.epoch"
+			" AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
+			" RETURNING j.id",
+			5, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID);
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
@@ -635,15 +610,10 @@ hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 	static SPIPlanPtr plan = NULL;
 	Datum		values[4];
 
-	if (plan == NULL)
-	{
-		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
-
-		plan = hs_prepare("SELECT j.id FROM unnest($1, $2, $3, $4) AS i (id, epoch, attempt, lease_id)"
-						  " JOIN hasched.job j ON j.id = i.id AND j.state::text = 'succeeded'"
-						  " AND j.epoch = i.epoch AND j.attempt = i.attempt AND j.lease_id = i.lease_id",
-						  4, types);
-	}
+	hs_plan(&plan, "SELECT j.id FROM unnest($1, $2, $3, $4) AS i (id, epoch, attempt, lease_id)"
+			" JOIN hasched.job j ON j.id = i.id AND j.state::text = 'succeeded'"
+			" AND j.epoch = i.epoch AND j.attempt = i.attempt AND j.lease_id = i.lease_id",
+			4, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID);
 	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
@@ -704,15 +674,10 @@ hs_report_fail(const HsLease *lease, const char *error, bool retry)
 	Datum		values[6];
 	bool		isnull;
 
-	if (plan == NULL)
-	{
-		Oid			types[6] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID, BOOLOID};
-
-		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state::text = 'running' AND j.epoch = $2"
-										  " AND j.attempt = $3 AND j.lease_id = $4",
-										  "$6", "$5", "failed", true),
-						  6, types);
-	}
+	hs_plan(&plan, end_attempt_sql("j.id = $1 AND j.state::text = 'running' AND j.epoch = $2"
+			" AND j.attempt = $3 AND j.lease_id = $4",
+			"$6", "$5", "failed", true),
+			6, INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID, BOOLOID);
 	lease_params(lease, values);
 	values[4] = CStringGetTextDatum(hs_clip_error(error));
 	values[5] = BoolGetDatum(retry);
@@ -753,17 +718,12 @@ hs_requeue_expired_job(int64 job_id)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = hs_prepare(end_attempt_sql("j.id = $1 AND j.state = 'running'"
-										  " AND j.lease_until < clock_timestamp()",
-										  "true",
-										  "'lease expired at ' || j.lease_until::text",
-										  "lease_expired", true),
-						  1, types);
-	}
+	hs_plan(&plan, end_attempt_sql("j.id = $1 AND j.state = 'running'"
+			" AND j.lease_until < clock_timestamp()",
+			"true",
+			"'lease expired at ' || j.lease_until::text",
+			"lease_expired", true),
+			1, INT8OID);
 	values[0] = Int64GetDatum(job_id);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: requeue of job %lld failed", (long long) job_id);
@@ -783,14 +743,10 @@ hs_restamp_lease(const HsLease *lease)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[4];
 
-	if (plan == NULL)
-	{
-		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT8OID};
-
-		plan = hs_prepare("UPDATE hasched.job SET started_at = clock_timestamp(),"
-						  " lease_until = clock_timestamp() + (lease_until - started_at)"
-						  " WHERE" LEASE_MATCH, 4, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.job SET started_at = clock_timestamp(),"
+			" lease_until = clock_timestamp() + (lease_until - started_at)"
+			" WHERE" LEASE_MATCH,
+			4, INT8OID, INT4OID, INT4OID, INT8OID);
 	lease_params(lease, values);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "hasched: stamping the start of job %lld failed", (long long) lease->job_id);
@@ -814,17 +770,13 @@ hs_release_leases(const HsLease *leases, int n)
 
 	if (n <= 0)
 		return 0;
-	if (plan == NULL)
-	{
-		Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID};
-
-		plan = hs_prepare("UPDATE hasched.job j SET state = 'pending', attempt = j.attempt - 1,"
-						  " epoch = NULL, lease_id = NULL, lease_until = NULL, worker = NULL,"
-						  " started_at = NULL, run_at = clock_timestamp()"
-						  " FROM unnest($1, $2, $3, $4) AS l (id, epoch, attempt, lease_id)"
-						  " WHERE j.id = l.id AND j.state::text = 'running' AND j.epoch = l.epoch"
-						  " AND j.attempt = l.attempt AND j.lease_id = l.lease_id", 4, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.job j SET state = 'pending', attempt = j.attempt - 1,"
+			" epoch = NULL, lease_id = NULL, lease_until = NULL, worker = NULL,"
+			" started_at = NULL, run_at = clock_timestamp()"
+			" FROM unnest($1, $2, $3, $4) AS l (id, epoch, attempt, lease_id)"
+			" WHERE j.id = l.id AND j.state::text = 'running' AND j.epoch = l.epoch"
+			" AND j.attempt = l.attempt AND j.lease_id = l.lease_id",
+			4, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID);
 	ids = palloc(sizeof(Datum) * n);
 	epochs = palloc(sizeof(Datum) * n);
 	attempts = palloc(sizeof(Datum) * n);
@@ -931,20 +883,15 @@ hs_cancel_job(int64 job_id, Oid caller)
 	if (!hs_transition_allowed(row.state, HS_STATE_CANCELLED))
 		return false;
 
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT8OID, BOOLOID};
-
-		plan = hs_prepare("WITH u AS (UPDATE hasched.job SET state = 'cancelled',"
-						  " finished_at = clock_timestamp(), lease_until = NULL"
-						  " WHERE id = $1"
-						  " RETURNING id, attempt, epoch, lease_id, worker, started_at)"
-						  " INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id,"
-						  " worker, started_at, outcome, error)"
-						  " SELECT id, attempt, epoch, lease_id, worker, started_at,"
-						  " 'cancelled', 'cancelled by ' || session_user FROM u WHERE $2",
-						  2, types);
-	}
+	hs_plan(&plan, "WITH u AS (UPDATE hasched.job SET state = 'cancelled',"
+			" finished_at = clock_timestamp(), lease_until = NULL"
+			" WHERE id = $1"
+			" RETURNING id, attempt, epoch, lease_id, worker, started_at)"
+			" INSERT INTO hasched.job_run (job_id, attempt, epoch, lease_id,"
+			" worker, started_at, outcome, error)"
+			" SELECT id, attempt, epoch, lease_id, worker, started_at,"
+			" 'cancelled', 'cancelled by ' || session_user FROM u WHERE $2",
+			2, INT8OID, BOOLOID);
 	values[0] = Int64GetDatum(job_id);
 	/* a run row only for an attempt that was under way */
 	values[1] = BoolGetDatum(row.state == HS_STATE_RUNNING ||
@@ -972,14 +919,10 @@ hs_retry_job(int64 job_id, Oid caller)
 				 errmsg("job %lld is %s; only dead, failed or cancelled jobs can be retried",
 						(long long) job_id, hs_state_name(row.state))));
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = hs_prepare("UPDATE hasched.job SET state = 'pending', run_at = clock_timestamp(),"
-						  " max_attempts = greatest(max_attempts, attempt + 1), finished_at = NULL"
-						  " WHERE id = $1", 1, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.job SET state = 'pending', run_at = clock_timestamp(),"
+			" max_attempts = greatest(max_attempts, attempt + 1), finished_at = NULL"
+			" WHERE id = $1",
+			1, INT8OID);
 	values[0] = Int64GetDatum(job_id);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "hasched: retrying job %lld failed", (long long) job_id);

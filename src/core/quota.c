@@ -60,7 +60,9 @@ typedef struct TenantCounter
 	/* rate limit */
 	bool		bucket_ready;	/* tokens and refilled_at are set */
 	double		tokens;
-	int64		refilled_at;	/* CLOCK_MONOTONIC, microseconds */
+	int64		refilled_at;	/* hs_clock_usec(): monotonic, one clock for all
+								 * backends, so a wall clock step neither
+								 * freezes nor fills a bucket */
 
 	/* daily quota: jobs of `day`, committed or in flight */
 	bool		day_known;		/* used was read from the tables for day */
@@ -71,51 +73,24 @@ typedef struct TenantCounter
 static HTAB *counter_hash = NULL;
 
 /*
- * Buckets refill by the monotonic clock, one for all backends: a step of
- * the wall clock (backward, by NTP or by hand) neither freezes them nor
- * fills them.
- */
-static int64
-mono_usec(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/*
  * The entry of a tenant, made if missing.  The table holds at most
  * hasched.max_tenants entries, so that it never takes shared memory the
  * lock tables rely on: to make room, the entry whose bucket was refilled
  * longest ago is dropped (that tenant starts again with a full burst, and
  * its day is read from the tables again).  bucket_lock held exclusively.
  */
+static int64
+counter_last_used(const void *entry)
+{
+	const TenantCounter *e = entry;
+
+	return e->bucket_ready ? e->refilled_at : 0;
+}
+
 static TenantCounter *
 counter_enter(const char *key, bool *found)
 {
-	TenantCounter *c = hash_search(counter_hash, key, HASH_FIND, NULL);
-
-	if (c != NULL)
-	{
-		*found = true;
-		return c;
-	}
-	if (hash_get_num_entries(counter_hash) >= hs_max_tenants)
-	{
-		HASH_SEQ_STATUS status;
-		TenantCounter *e;
-		TenantCounter *victim = NULL;
-
-		hash_seq_init(&status, counter_hash);
-		while ((e = hash_seq_search(&status)) != NULL)
-			if (victim == NULL ||
-				(e->bucket_ready ? e->refilled_at : 0) < (victim->bucket_ready ? victim->refilled_at : 0))
-				victim = e;
-		if (victim != NULL)
-			hash_search(counter_hash, victim->tenant, HASH_REMOVE, NULL);
-	}
-	return hash_search(counter_hash, key, HASH_ENTER_NULL, found);
+	return hs_shmem_hash_enter(counter_hash, key, hs_max_tenants, counter_last_used, found);
 }
 
 /*
@@ -174,7 +149,7 @@ quota_day(void)
 static int64
 bucket_take(TenantCounter *c, int64 njobs, double rate, int32 burst)
 {
-	int64		now = mono_usec();
+	int64		now = hs_clock_usec();
 
 	if (njobs > burst)
 		return -1;
@@ -218,16 +193,11 @@ count_day(const char *tenant, Oid tenant_oid, DateADT day)
 	bool		isnull;
 	int			rc;
 
-	if (plan == NULL)
-	{
-		Oid			types[5] = {NAMEOID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID, REGROLEOID};
-
-		plan = hs_prepare("SELECT coalesce((SELECT sum(u.used) FROM hasched.quota_use u"
-						  "   WHERE u.tenant = $1 AND u.day = $2), 0)::bigint"
-						  " + (SELECT count(*) FROM hasched.job j"
-						  "   WHERE j.tenant = $5 AND j.created_at >= $3 AND j.created_at < $4)",
-						  5, types);
-	}
+	hs_plan(&plan, "SELECT coalesce((SELECT sum(u.used) FROM hasched.quota_use u"
+			"   WHERE u.tenant = $1 AND u.day = $2), 0)::bigint"
+			" + (SELECT count(*) FROM hasched.job j"
+			"   WHERE j.tenant = $5 AND j.created_at >= $3 AND j.created_at < $4)",
+			5, NAMEOID, DATEOID, TIMESTAMPTZOID, TIMESTAMPTZOID, REGROLEOID);
 	values[0] = DirectFunctionCall1(namein, CStringGetDatum(tenant));
 	values[1] = DateADTGetDatum(day);
 	values[2] = TimestampTzGetDatum((TimestampTz) day * USECS_PER_DAY);

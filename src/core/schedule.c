@@ -89,12 +89,7 @@ hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
 
 	if (timestamp2tm(after, &tzoff, &tm, &fsec, NULL, tz) != 0)
 		return DT_NOEND;
-	from.year = tm.tm_year;
-	from.month = tm.tm_mon;
-	from.mday = tm.tm_mday;
-	from.hour = tm.tm_hour;
-	from.minute = tm.tm_min;
-	from.second = tm.tm_sec;
+	from = (CronTime) {tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
 
 	/* a wall-clock time that a DST change skipped comes out later: retry after it */
 	for (int tries = 0; tries < 4; tries++)
@@ -124,8 +119,8 @@ hs_schedule_next_time(const CronSpec *cs, pg_tz *tz, TimestampTz after)
  * false: no next run).  caller: the role that called schedule().  Inside
  * SPI, as the extension owner; the arguments are validated.
  */
-TimestampTz
-hs_schedule_save(const char *name, const char *spec, const char *zone,
+static TimestampTz
+hs_schedule_save_spi(const char *name, const char *spec, const char *zone,
 				 const char *queue, Datum payload, int16 priority,
 				 Oid tenant, const char *misfire, const char *overlap,
 				 bool replace, bool active, TimestampTz next, Oid caller)
@@ -159,23 +154,19 @@ hs_schedule_save(const char *name, const char *spec, const char *zone,
 					 errhint(replace ? "Schedule names are shared by all tenants: choose another name." :
 							 "Pass replace => true to change it, or choose another name.")));
 	}
-	if (plan == NULL)
-	{
-		Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
-		REGROLEOID, REGROLEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
-
-		plan = hs_prepare("INSERT INTO hasched.schedule AS s (name, spec, timezone, queue, payload,"
-						  " priority, tenant, owner, misfire, overlap, next_run_at, active)"
-						  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-						  " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec,"
-						  " timezone = excluded.timezone, queue = excluded.queue,"
-						  " payload = excluded.payload, priority = excluded.priority,"
-						  " tenant = excluded.tenant, owner = excluded.owner,"
-						  " misfire = excluded.misfire, overlap = excluded.overlap,"
-						  " next_run_at = excluded.next_run_at, active = excluded.active,"
-						  " queued_fires = 0"
-						  " RETURNING next_run_at", 12, types);
-	}
+	hs_plan(&plan, "INSERT INTO hasched.schedule AS s (name, spec, timezone, queue, payload,"
+			" priority, tenant, owner, misfire, overlap, next_run_at, active)"
+			" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+			" ON CONFLICT (name) DO UPDATE SET spec = excluded.spec,"
+			" timezone = excluded.timezone, queue = excluded.queue,"
+			" payload = excluded.payload, priority = excluded.priority,"
+			" tenant = excluded.tenant, owner = excluded.owner,"
+			" misfire = excluded.misfire, overlap = excluded.overlap,"
+			" next_run_at = excluded.next_run_at, active = excluded.active,"
+			" queued_fires = 0"
+			" RETURNING next_run_at",
+			12, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
+			REGROLEOID, REGROLEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID);
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(spec);
@@ -210,14 +201,9 @@ lock_own_schedule(const char *name, Oid caller)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = hs_prepare("SELECT tenant, spec, timezone, active, next_run_at"
-						  " FROM hasched.schedule WHERE name = $1 FOR UPDATE",
-						  1, types);
-	}
+	hs_plan(&plan, "SELECT tenant, spec, timezone, active, next_run_at"
+			" FROM hasched.schedule WHERE name = $1 FOR UPDATE",
+			1, TEXTOID);
 	values[0] = CStringGetTextDatum(name);
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading schedule failed");
@@ -235,8 +221,8 @@ lock_own_schedule(const char *name, Oid caller)
  * Delete the caller's schedule of that name (JQ022 when there is none that
  * the caller may see).  Inside SPI, as the owner.
  */
-void
-hs_schedule_delete(const char *name, Oid caller)
+static void
+hs_schedule_delete_spi(const char *name, Oid caller)
 {
 	Datum		values[1];
 
@@ -256,8 +242,8 @@ hs_schedule_delete(const char *name, Oid caller)
  * (pausing a paused one, resuming an active one) leaves the row as it is.
  * Inside SPI, as the owner.
  */
-TimestampTz
-hs_schedule_set_active(const char *name, bool active, Oid caller)
+static TimestampTz
+hs_schedule_set_active_spi(const char *name, bool active, Oid caller)
 {
 	static SPIPlanPtr plan = NULL;
 	HeapTuple	row;
@@ -287,13 +273,9 @@ hs_schedule_set_active(const char *name, bool active, Oid caller)
 									 GetCurrentTimestamp());
 	}
 
-	if (plan == NULL)
-	{
-		Oid			types[3] = {TEXTOID, BOOLOID, TIMESTAMPTZOID};
-
-		plan = hs_prepare("UPDATE hasched.schedule SET active = $2, next_run_at = $3,"
-						  " queued_fires = 0 WHERE name = $1", 3, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.schedule SET active = $2, next_run_at = $3,"
+			" queued_fires = 0 WHERE name = $1",
+			3, TEXTOID, BOOLOID, TIMESTAMPTZOID);
 	values[0] = CStringGetTextDatum(name);
 	values[1] = BoolGetDatum(active);
 	values[2] = TimestampTzGetDatum(next);
@@ -302,6 +284,53 @@ hs_schedule_set_active(const char *name, bool active, Oid caller)
 	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
 		elog(ERROR, "hasched: changing schedule \"%s\" failed", name);
 	return next;
+}
+
+/*
+ * The three changes the API makes, each in a privileged section of its own
+ * (as the extension owner, inside SPI) for the caller's schedule.
+ */
+TimestampTz
+hs_schedule_save(const char *name, const char *spec, const char *zone,
+				 const char *queue, Datum payload, int16 priority,
+				 Oid tenant, const char *misfire, const char *overlap,
+				 bool replace, bool active, TimestampTz next, Oid caller)
+{
+	HsPrivileged priv;
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	next = hs_schedule_save_spi(name, spec, zone, queue, payload, priority, tenant,
+								misfire, overlap, replace, active, next, caller);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	return next;
+}
+
+TimestampTz
+hs_schedule_set_active(const char *name, bool active, Oid caller)
+{
+	HsPrivileged priv;
+	TimestampTz next;
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	next = hs_schedule_set_active_spi(name, active, caller);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	return next;
+}
+
+void
+hs_schedule_delete(const char *name, Oid caller)
+{
+	HsPrivileged priv;
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	hs_schedule_delete_spi(name, caller);
+	SPI_finish();
+	hs_privileged_leave(&priv);
 }
 
 /* ------------------------------------------------------------------------

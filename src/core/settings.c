@@ -124,20 +124,64 @@ check_default_tier(char **newval, void **extra, GucSource source)
  * longer description (or NULL), variable, default, minimum, maximum,
  * context and unit.
  */
-typedef struct IntSetting
+typedef struct Setting
 {
 	const char *name;
 	const char *short_desc;
 	const char *long_desc;
-	int		   *variable;
+	int		   *variable;		/* an integer setting's variable, or NULL */
 	int			boot;
 	int			min;
 	int			max;
 	GucContext	context;
 	int			flags;
-} IntSetting;
+	/* a string setting: its variable, boot value and check hook */
+	char	  **string_variable;
+	const char *string_boot;
+	GucStringCheckHook check;
+} Setting;
 
-static const IntSetting int_settings[] = {
+static const Setting settings[] = {
+	{"hasched.claim_rewind_interval",
+		"Shortest time between two claims that rescan a queue from its start.",
+		"A rescan finds jobs whose claim was rolled back by a session outside hasched; it is spaced out further while it is slow.",
+		&hs_claim_rewind_interval, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.database",
+		"Database whose hasched schema the scheduler and executors serve.",
+		"hasched must be installed there (CREATE EXTENSION hasched); until it is, the scheduler waits.",
+		NULL, 0, 0, 0, PGC_POSTMASTER, 0, &hs_database, "postgres", NULL},
+	{"hasched.default_tier",
+		"Tier of tenants that have no row in hasched.tenant.",
+		NULL,
+		NULL, 0, 0, 0, PGC_SUSET, 0, &hs_default_tier, "free", check_default_tier},
+	{"hasched.executor_idle_timeout",
+		"How long an executor beyond hasched.min_executors stays without work before it exits.",
+		NULL,
+		&hs_executor_idle_timeout, 60000, 0, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.health_listen_addresses",
+		"Comma-separated IP addresses the HTTP health listener binds to.",
+		"Loopback by default; use * for every address.",
+		NULL, 0, 0, 0, PGC_POSTMASTER, 0, &hs_health_listen_addresses, "127.0.0.1", NULL},
+	{"hasched.health_port",
+		"TCP port of the HTTP health listener (GET /health, /primary, /replica, /metrics); 0 turns it off.",
+		"It answers from shared memory only, on every server, primary or standby.",
+		&hs_health_port, 0, 0, 65535, PGC_POSTMASTER, 0},
+	{"hasched.history_retention",
+		"How long finished jobs, run history and events are kept.",
+		"The scheduler deletes older ones every minute, in batches.",
+		&hs_history_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{"hasched.job_grace",
+		"How long an SQL job may go on after its timeout or its cancel before its executor ends it.",
+		"A job that does not stop when cancelled (one that catches query_canceled) is ended by its executor exiting: a timed-out attempt is recorded as failed, a cancelled job stays cancelled.",
+		&hs_job_grace, 5000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.max_error_bytes",
+		"Longest error text kept for a failed attempt, in bytes.",
+		"Longer errors (from fail() or from an SQL job) are cut to this length and end with a note saying so.",
+		&hs_max_error_bytes, 64 * 1024, 256, 16 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE},
+	{"hasched.max_executors",
+		"Most executors (background workers that run SQL jobs) at once.",
+		"Each is a background worker: max_worker_processes must leave room for them and the scheduler.",
+		&hs_max_executors, 2, 0, 64, PGC_POSTMASTER, 0},
 	{"hasched.max_payload_bytes",
 		"Largest job payload accepted, in bytes.",
 		"Measured on the jsonb value as stored, before compression.",
@@ -146,70 +190,54 @@ static const IntSetting int_settings[] = {
 		"Number of queues whose claim cursors fit in shared memory.",
 		"Claims on further queues work, without a cursor.",
 		&hs_max_queues, 1024, 16, 1000000, PGC_POSTMASTER, 0},
-	{"hasched.max_tenants",
-		"Number of tenants whose rate-limit buckets and daily job counters fit in shared memory.",
-		"Submits of further tenants are not rate limited, and their daily quota is checked by counting their jobs at every submit.",
-		&hs_max_tenants, 4096, 16, 10000000, PGC_POSTMASTER, 0},
-	{"hasched.claim_rewind_interval",
-		"Shortest time between two claims that rescan a queue from its start.",
-		"A rescan finds jobs whose claim was rolled back by a session outside hasched; it is spaced out further while it is slow.",
-		&hs_claim_rewind_interval, 1000, 10, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
-	{"hasched.quota_shards",
-		"Unused since 0.2.0, which counts the day's jobs in shared memory.",
-		"Kept so that configurations that set it still load.",
-		&hs_quota_shards, 16, 1, 1024, PGC_SUSET, 0},
-	{"hasched.max_executors",
-		"Most executors (background workers that run SQL jobs) at once.",
-		"Each is a background worker: max_worker_processes must leave room for them and the scheduler.",
-		&hs_max_executors, 2, 0, 64, PGC_POSTMASTER, 0},
-	{"hasched.min_executors",
-		"Executors kept running while any sql queue exists, idle or not.",
-		"Keeping one ready avoids starting a worker for the first job after a quiet spell.",
-		&hs_min_executors, 1, 0, 64, PGC_SIGHUP, 0},
-	{"hasched.executor_idle_timeout",
-		"How long an executor beyond hasched.min_executors stays without work before it exits.",
-		NULL,
-		&hs_executor_idle_timeout, 60000, 0, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
-	{"hasched.scheduler_naptime",
-		"Longest sleep of the scheduler between two rounds.",
-		"It wakes earlier for due schedules and delayed jobs, and when woken by a submit.",
-		&hs_scheduler_naptime, 1000, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS},
-	{"hasched.misfire_threshold",
-		"How late a schedule's run may be before it counts as missed.",
-		"Missed runs follow the schedule's misfire policy (skip, or run once).",
-		&hs_misfire_threshold, 5000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
-	{"hasched.history_retention",
-		"How long finished jobs, run history and events are kept.",
-		"The scheduler deletes older ones every minute, in batches.",
-		&hs_history_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
-	{"hasched.health_port",
-		"TCP port of the HTTP health listener (GET /health, /primary, /replica, /metrics); 0 turns it off.",
-		"It answers from shared memory only, on every server, primary or standby.",
-		&hs_health_port, 0, 0, 65535, PGC_POSTMASTER, 0},
-	{"hasched.zookeeper_session_timeout",
-		"ZooKeeper session timeout the coordinator asks for.",
-		"The ensemble must grant exactly this (between its minSessionTimeout and maxSessionTimeout), or the server does not lead.",
-		&hs_zookeeper_session_timeout, 10000, 1000, 600000, PGC_POSTMASTER, GUC_UNIT_MS},
-	{"hasched.zookeeper_fence_margin",
-		"How long before its ZooKeeper session could expire a leader stops acting.",
-		"The leader fences itself this long before the session timeout has passed since ZooKeeper last answered it; it must be below the session timeout.",
-		&hs_zookeeper_fence_margin, 3000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS},
-	{"hasched.max_timeout",
-		"Longest timeout, lease or retry delay a job or a queue may have.",
-		"Longer ones are refused (JQ013) and retry delays are capped at it.  It can be at most 2147483647 ms (about 24.8 days), the longest statement_timeout PostgreSQL can set.",
-		&hs_max_timeout, 7 * 24 * 3600 * 1000, 1000, INT_MAX, PGC_SUSET, GUC_UNIT_MS},
-	{"hasched.job_grace",
-		"How long an SQL job may go on after its timeout or its cancel before its executor ends it.",
-		"A job that does not stop when cancelled (one that catches query_canceled) is ended by its executor exiting: a timed-out attempt is recorded as failed, a cancelled job stays cancelled.",
-		&hs_job_grace, 5000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.max_result_bytes",
 		"Largest job result that complete() accepts, in bytes.",
 		"Measured on the jsonb value before compression; larger results are refused (JQ012) and nothing is recorded.",
 		&hs_max_result_bytes, 1024 * 1024, 1024, 256 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE},
-	{"hasched.max_error_bytes",
-		"Longest error text kept for a failed attempt, in bytes.",
-		"Longer errors (from fail() or from an SQL job) are cut to this length and end with a note saying so.",
-		&hs_max_error_bytes, 64 * 1024, 256, 16 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE},
+	{"hasched.max_tenants",
+		"Number of tenants whose rate-limit buckets and daily job counters fit in shared memory.",
+		"Submits of further tenants are not rate limited, and their daily quota is checked by counting their jobs at every submit.",
+		&hs_max_tenants, 4096, 16, 10000000, PGC_POSTMASTER, 0},
+	{"hasched.max_timeout",
+		"Longest timeout, lease or retry delay a job or a queue may have.",
+		"Longer ones are refused (JQ013) and retry delays are capped at it.  It can be at most 2147483647 ms (about 24.8 days), the longest statement_timeout PostgreSQL can set.",
+		&hs_max_timeout, 7 * 24 * 3600 * 1000, 1000, INT_MAX, PGC_SUSET, GUC_UNIT_MS},
+	{"hasched.min_executors",
+		"Executors kept running while any sql queue exists, idle or not.",
+		"Keeping one ready avoids starting a worker for the first job after a quiet spell.",
+		&hs_min_executors, 1, 0, 64, PGC_SIGHUP, 0},
+	{"hasched.misfire_threshold",
+		"How late a schedule's run may be before it counts as missed.",
+		"Missed runs follow the schedule's misfire policy (skip, or run once).",
+		&hs_misfire_threshold, 5000, 100, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.quota_shards",
+		"Unused since 0.2.0, which counts the day's jobs in shared memory.",
+		"Kept so that configurations that set it still load.",
+		&hs_quota_shards, 16, 1, 1024, PGC_SUSET, 0},
+	{"hasched.scheduler_naptime",
+		"Longest sleep of the scheduler between two rounds.",
+		"It wakes earlier for due schedules and delayed jobs, and when woken by a submit.",
+		&hs_scheduler_naptime, 1000, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.tenant",
+		"Tenant that submit() uses when none is given; empty means the current role.",
+		"The current role must be a member of the tenant role.",
+		NULL, 0, 0, 0, PGC_USERSET, 0, &hs_tenant, "", NULL},
+	{"hasched.zookeeper",
+		"ZooKeeper ensemble (host:port,host:port,...[/chroot]) that elects the one server allowed to schedule; empty: none.",
+		"With it set, a primary schedules, runs jobs and answers claim, heartbeat, complete and fail only while it holds hasched's ZooKeeper leadership.",
+		NULL, 0, 0, 0, PGC_POSTMASTER, 0, &hs_zookeeper, "", NULL},
+	{"hasched.zookeeper_fence_margin",
+		"How long before its ZooKeeper session could expire a leader stops acting.",
+		"The leader fences itself this long before the session timeout has passed since ZooKeeper last answered it; it must be below the session timeout.",
+		&hs_zookeeper_fence_margin, 3000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.zookeeper_path",
+		"Root znode of hasched's election and worker registrations.",
+		"Servers that share it elect one leader among them.",
+		NULL, 0, 0, 0, PGC_POSTMASTER, 0, &hs_zookeeper_path, "/hasched", NULL},
+	{"hasched.zookeeper_session_timeout",
+		"ZooKeeper session timeout the coordinator asks for.",
+		"The ensemble must grant exactly this (between its minSessionTimeout and maxSessionTimeout), or the server does not lead.",
+		&hs_zookeeper_session_timeout, 10000, 1000, 600000, PGC_POSTMASTER, GUC_UNIT_MS},
 };
 
 void
@@ -221,55 +249,24 @@ hs_define_settings(void)
 							 &hs_submit_synchronous_commit, 0, commit_levels,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
-	DefineCustomStringVariable("hasched.default_tier",
-							   "Tier of tenants that have no row in hasched.tenant.",
-							   NULL,
-							   &hs_default_tier, "free",
-							   PGC_SUSET, 0, check_default_tier, NULL, NULL);
-
 	DefineCustomBoolVariable("hasched.enforce_quotas",
 							 "Whether submits are counted and checked against tenant quotas and rate limits.",
 							 NULL,
 							 &hs_enforce_quotas, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
-	DefineCustomStringVariable("hasched.tenant",
-							   "Tenant that submit() uses when none is given; empty means the current role.",
-							   "The current role must be a member of the tenant role.",
-							   &hs_tenant, "",
-							   PGC_USERSET, 0, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("hasched.database",
-							   "Database whose hasched schema the scheduler and executors serve.",
-							   "hasched must be installed there (CREATE EXTENSION hasched); until it is, the scheduler waits.",
-							   &hs_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("hasched.health_listen_addresses",
-							   "Comma-separated IP addresses the HTTP health listener binds to.",
-							   "Loopback by default; use * for every address.",
-							   &hs_health_listen_addresses, "127.0.0.1",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("hasched.zookeeper",
-							   "ZooKeeper ensemble (host:port,host:port,...[/chroot]) that elects the one server allowed to schedule; empty: none.",
-							   "With it set, a primary schedules, runs jobs and answers claim, heartbeat, complete and fail only while it holds hasched's ZooKeeper leadership.",
-							   &hs_zookeeper, "",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-
-	DefineCustomStringVariable("hasched.zookeeper_path",
-							   "Root znode of hasched's election and worker registrations.",
-							   "Servers that share it elect one leader among them.",
-							   &hs_zookeeper_path, "/hasched",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-
-	for (int i = 0; i < lengthof(int_settings); i++)
+	for (int i = 0; i < lengthof(settings); i++)
 	{
-		const IntSetting *g = &int_settings[i];
+		const Setting *g = &settings[i];
 
-		DefineCustomIntVariable(g->name, g->short_desc, g->long_desc, g->variable,
-								g->boot, g->min, g->max, g->context, g->flags,
-								NULL, NULL, NULL);
+		if (g->variable)
+			DefineCustomIntVariable(g->name, g->short_desc, g->long_desc, g->variable,
+									g->boot, g->min, g->max, g->context, g->flags,
+									NULL, NULL, NULL);
+		else
+			DefineCustomStringVariable(g->name, g->short_desc, g->long_desc,
+									   g->string_variable, g->string_boot,
+									   g->context, g->flags, g->check, NULL, NULL);
 	}
 
 	MarkGUCPrefixReserved("hasched");

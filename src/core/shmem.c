@@ -129,6 +129,41 @@ hs_shmem_hash(const char *name, long max, Size keysize, Size entrysize)
 	return ShmemInitHash(name, max, max, &info, HASH_ELEM | HASH_STRINGS);
 }
 
+/*
+ * The entry for key in a shared hash made by hs_shmem_hash, entered if
+ * missing (*found says which).  The table never holds more than max
+ * entries, so that it never takes shared memory the lock tables rely on: to
+ * make room, the entry whose last_used() is smallest is dropped first.
+ * NULL only when shared memory ran out.  The caller holds the table's lock
+ * exclusively.
+ */
+void *
+hs_shmem_hash_enter(HTAB *h, const char *key, long max,
+					int64 (*last_used) (const void *entry), bool *found)
+{
+	void	   *e = hash_search(h, key, HASH_FIND, NULL);
+
+	if (e != NULL)
+	{
+		*found = true;
+		return e;
+	}
+	if (hash_get_num_entries(h) >= max)
+	{
+		HASH_SEQ_STATUS status;
+		void	   *victim = NULL;
+
+		hash_seq_init(&status, h);
+		while ((e = hash_seq_search(&status)) != NULL)
+			if (victim == NULL || last_used(e) < last_used(victim))
+				victim = e;
+		/* an entry starts with its key */
+		if (victim != NULL)
+			hash_search(h, victim, HASH_REMOVE, NULL);
+	}
+	return hash_search(h, key, HASH_ENTER_NULL, found);
+}
+
 /* Install the shared memory hooks; called once, from _PG_init. */
 void
 hs_shmem_install_hooks(void)

@@ -177,20 +177,16 @@ read_submit_context(const SubmitArgs *a, const char *default_tier, SubmitContext
 	bool		isnull;
 	char	   *v;
 
-	if (plan == NULL)
-	{
-		Oid			types[3] = {TEXTOID, NAMEOID, TEXTOID};
-
-		plan = hs_prepare("SELECT q.default_timeout, q.default_max_attempts, s.mode,"
-						  " coalesce(t.tier, $3), r.name IS NOT NULL,"
-						  " coalesce(t.jobs_per_day, r.jobs_per_day),"
-						  " coalesce(t.rate_per_second, r.rate_per_second),"
-						  " coalesce(t.burst, r.burst), s.reason, q.transport"
-						  " FROM hasched.queue q CROSS JOIN hasched.state s"
-						  " LEFT JOIN hasched.tenant t ON t.name = $2"
-						  " LEFT JOIN hasched.tier r ON r.name = coalesce(t.tier, $3)"
-						  " WHERE q.name = $1", 3, types);
-	}
+	hs_plan(&plan, "SELECT q.default_timeout, q.default_max_attempts, s.mode,"
+			" coalesce(t.tier, $3), r.name IS NOT NULL,"
+			" coalesce(t.jobs_per_day, r.jobs_per_day),"
+			" coalesce(t.rate_per_second, r.rate_per_second),"
+			" coalesce(t.burst, r.burst), s.reason, q.transport"
+			" FROM hasched.queue q CROSS JOIN hasched.state s"
+			" LEFT JOIN hasched.tenant t ON t.name = $2"
+			" LEFT JOIN hasched.tier r ON r.name = coalesce(t.tier, $3)"
+			" WHERE q.name = $1",
+			3, TEXTOID, NAMEOID, TEXTOID);
 	values[0] = CStringGetTextDatum(a->queue);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(a->tenant));
 	values[2] = CStringGetTextDatum(default_tier);
@@ -738,13 +734,9 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 		/* the key was used before: that job is this submit's job */
 		Datum		lv[2];
 
-		if (lookup_plan == NULL)
-		{
-			Oid			types[2] = {REGROLEOID, TEXTOID};
-
-			lookup_plan = hs_prepare("SELECT id FROM hasched.job"
-									 " WHERE tenant = $1 AND idempotency_key = $2", 2, types);
-		}
+		hs_plan(&lookup_plan, "SELECT id FROM hasched.job"
+				" WHERE tenant = $1 AND idempotency_key = $2",
+				2, REGROLEOID, TEXTOID);
 		lv[0] = values[1];
 		lv[1] = values[N_COMMON + 3];
 		if (SPI_execute_plan(lookup_plan, lv, NULL, false, 1) != SPI_OK_SELECT ||
@@ -843,14 +835,9 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 		HASHCTL		info;
 		Datum		lv[2];
 
-		if (lookup_plan == NULL)
-		{
-			Oid			types[2] = {REGROLEOID, TEXTARRAYOID};
-
-			lookup_plan = hs_prepare("SELECT idempotency_key, id FROM hasched.job"
-									 " WHERE tenant = $1 AND idempotency_key = ANY ($2)",
-									 2, types);
-		}
+		hs_plan(&lookup_plan, "SELECT idempotency_key, id FROM hasched.job"
+				" WHERE tenant = $1 AND idempotency_key = ANY ($2)",
+				2, REGROLEOID, TEXTARRAYOID);
 		lv[0] = values[1];
 		lv[1] = PointerGetDatum(keys);
 		if (SPI_execute_plan(lookup_plan, lv, NULL, false, 0) != SPI_OK_SELECT)

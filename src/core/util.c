@@ -470,6 +470,27 @@ hs_prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/*
+ * Prepare *slot once (the caller's static), the argument types following
+ * nargs; later calls do nothing.  Keeps each statement's text and types in
+ * one call beside the code that runs it.
+ */
+void
+hs_plan(SPIPlanPtr *slot, const char *sql, int nargs,...)
+{
+	Oid			types[FUNC_MAX_ARGS];
+	va_list		ap;
+
+	if (*slot != NULL)
+		return;
+	Assert(nargs >= 0 && nargs <= FUNC_MAX_ARGS);
+	va_start(ap, nargs);
+	for (int i = 0; i < nargs; i++)
+		types[i] = va_arg(ap, Oid);
+	va_end(ap);
+	*slot = hs_prepare(sql, nargs, types);
+}
+
 void
 hs_unknown_queue(const char *queue)
 {

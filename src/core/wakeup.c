@@ -157,12 +157,8 @@ hs_listen_queue(const char *queue)
 	ListenEntry *e;
 	bool		found;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TEXTOID};
-
-		plan = hs_prepare("SELECT transport FROM hasched.queue WHERE name = $1", 1, types);
-	}
+	hs_plan(&plan, "SELECT transport FROM hasched.queue WHERE name = $1",
+			1, TEXTOID);
 	values[0] = CStringGetTextDatum(queue);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading queue \"%s\" failed", queue);
