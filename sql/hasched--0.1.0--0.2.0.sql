@@ -533,3 +533,270 @@ CREATE TRIGGER hasched_job_state
 	FOR EACH ROW EXECUTE FUNCTION hasched.job_state_trigger();
 COMMENT ON FUNCTION hasched.job_state_trigger() IS
 	'Checks every job state transition against the state machine, keeps run_at of waiting jobs no earlier than the moment they become claimable, and tells the claim cursors about changes to waiting jobs.';
+
+/* ------------------------------------------------------------------------
+ * Graceful degradation and measured availability (issue 11, items 3 and 4)
+ *
+ * - Pausing one queue: hasched.pause_queue(name, reason) and
+ *   hasched.resume_queue(name); claims and executors skip a paused queue,
+ *   submits to it are accepted.  The queues view shows it.
+ * - The automatic read-only mode and the priority hold-back live in the
+ *   scheduler's shared memory (src/core/degrade.c); each begin and end is
+ *   an event (kinds read_only_auto and holdback).
+ * - The scheduler's heartbeat: hasched.epoch.last_round_at
+ *   (src/core/availability.c); hasched.availability(since, until).
+ * ------------------------------------------------------------------------ */
+ALTER TABLE hasched.queue
+	ADD COLUMN paused_at timestamptz,
+	ADD COLUMN pause_reason text,
+	ADD COLUMN paused_by name;
+COMMENT ON COLUMN hasched.queue.paused_at IS
+	'When hasched.pause_queue() paused the queue (NULL: not paused). Claims and executors hand out none of its jobs; submits to it are accepted.';
+COMMENT ON COLUMN hasched.queue.pause_reason IS
+	'The reason given to hasched.pause_queue().';
+COMMENT ON COLUMN hasched.queue.paused_by IS
+	'The session user who paused the queue.';
+
+-- a paused default queue is no longer as shipped: pg_dump keeps it
+CREATE OR REPLACE FUNCTION hasched._as_shipped(q hasched.queue) RETURNS boolean
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT (q.name, q.transport, q.concurrency, q.default_timeout, q.default_max_attempts,
+			q.lease, q.backoff_base, q.backoff_max, q.paused_at)
+		IS NOT DISTINCT FROM ('default'::text, 'pull'::text, 0, interval '5 minutes', 3,
+							  interval '30 seconds', interval '1 second', interval '1 hour',
+							  NULL::timestamptz)
+$$;
+
+CREATE FUNCTION hasched.pause_queue(queue text, reason text DEFAULT NULL)
+RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	was timestamptz;
+BEGIN
+	IF queue IS NULL THEN
+		RAISE EXCEPTION 'queue must not be null'
+			USING ERRCODE = 'JQ013',
+				  HINT = 'Name the queue to pause, as in SELECT name FROM hasched.queues.';
+	END IF;
+	IF pg_is_in_recovery() THEN
+		RAISE EXCEPTION 'cannot pause a queue on a standby'
+			USING ERRCODE = 'JQ004',
+				  DETAIL = 'This server is in recovery; hasched accepts writes only on the primary.',
+				  HINT = 'Connect to the primary, for example with target_session_attrs=read-write.';
+	END IF;
+	SELECT q.paused_at INTO was FROM hasched.queue q WHERE q.name = pause_queue.queue FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', queue
+			USING ERRCODE = 'JQ010',
+				  HINT = 'See SELECT name FROM hasched.queues for the queues.';
+	END IF;
+	IF was IS NOT NULL THEN
+		-- already paused: only the reason changes
+		UPDATE hasched.queue q SET pause_reason = coalesce(pause_queue.reason, q.pause_reason)
+		 WHERE q.name = pause_queue.queue;
+		RETURN false;
+	END IF;
+	UPDATE hasched.queue q
+	   SET paused_at = clock_timestamp(), pause_reason = pause_queue.reason, paused_by = session_user
+	 WHERE q.name = pause_queue.queue;
+	INSERT INTO hasched.event (kind, detail)
+	VALUES ('queue_paused', jsonb_build_object('queue', queue, 'reason', reason, 'by', session_user));
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION hasched.pause_queue(text, text) IS
+	'Pause one queue: claims and executors hand out none of its jobs (running ones go on), submits to it are still accepted. Returns false when it was paused already (the reason is updated). Resume with hasched.resume_queue().';
+
+CREATE FUNCTION hasched.resume_queue(queue text)
+RETURNS boolean
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	was timestamptz;
+BEGIN
+	IF queue IS NULL THEN
+		RAISE EXCEPTION 'queue must not be null'
+			USING ERRCODE = 'JQ013',
+				  HINT = 'Name the queue to resume, as in SELECT name FROM hasched.queues WHERE paused.';
+	END IF;
+	IF pg_is_in_recovery() THEN
+		RAISE EXCEPTION 'cannot resume a queue on a standby'
+			USING ERRCODE = 'JQ004',
+				  DETAIL = 'This server is in recovery; hasched accepts writes only on the primary.',
+				  HINT = 'Connect to the primary, for example with target_session_attrs=read-write.';
+	END IF;
+	SELECT q.paused_at INTO was FROM hasched.queue q WHERE q.name = resume_queue.queue FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', queue
+			USING ERRCODE = 'JQ010',
+				  HINT = 'See SELECT name FROM hasched.queues for the queues.';
+	END IF;
+	IF was IS NULL THEN
+		RETURN false;
+	END IF;
+	UPDATE hasched.queue q SET paused_at = NULL, pause_reason = NULL, paused_by = NULL
+	 WHERE q.name = resume_queue.queue;
+	INSERT INTO hasched.event (kind, detail)
+	VALUES ('queue_resumed', jsonb_build_object('queue', queue, 'by', session_user,
+				'paused_at', was, 'seconds', extract(epoch FROM clock_timestamp() - was)));
+	-- its due jobs are claimable again: wake the executors and pull workers
+	PERFORM hasched._wake_workers();
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION hasched.resume_queue(text) IS
+	'Resume a queue paused with hasched.pause_queue(); returns false when it was not paused.';
+REVOKE ALL ON FUNCTION hasched.pause_queue(text, text), hasched.resume_queue(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.pause_queue(text, text), hasched.resume_queue(text) TO hasched_admin;
+
+CREATE OR REPLACE VIEW hasched.queues WITH (security_invoker = true) AS
+SELECT q.name, q.transport, q.concurrency,
+	   coalesce(c.pending, 0) AS pending,
+	   coalesce(c.scheduled, 0) AS scheduled,
+	   coalesce(c.retrying, 0) AS retrying,
+	   coalesce(c.running, 0) AS running,
+	   pg_catalog.now() - c.oldest_due AS oldest_pending_age,
+	   q.paused_at IS NOT NULL AS paused,
+	   q.paused_at, q.pause_reason
+  FROM hasched.queue q
+  LEFT JOIN (
+	SELECT j.queue,
+		   count(*) FILTER (WHERE j.state IN ('scheduled', 'pending') AND j.run_at <= pg_catalog.now()) AS pending,
+		   count(*) FILTER (WHERE j.state IN ('scheduled', 'pending') AND j.run_at > pg_catalog.now()) AS scheduled,
+		   count(*) FILTER (WHERE j.state = 'failed') AS retrying,
+		   count(*) FILTER (WHERE j.state IN ('running', 'dispatched')) AS running,
+		   min(j.run_at) FILTER (WHERE j.state IN ('scheduled', 'pending', 'failed') AND j.run_at <= pg_catalog.now()) AS oldest_due
+	  FROM hasched.job j
+	 WHERE j.state IN ('scheduled', 'pending', 'failed', 'running', 'dispatched')
+	 GROUP BY j.queue) c ON c.queue = q.name;
+COMMENT ON VIEW hasched.queues IS
+	'Queues with depth: pending (due now), scheduled (future), retrying (waiting out a backoff), running, the age of the oldest due job, and whether hasched.pause_queue() paused it (since when, why).';
+
+ALTER TABLE hasched.epoch ADD COLUMN last_round_at timestamptz;
+COMMENT ON COLUMN hasched.epoch.last_round_at IS
+	'The latest round of the primary''s scheduler in this epoch (its heartbeat, written about once a second, asynchronously). From it to the next epoch''s started_at no primary scheduled: hasched.availability() counts that as downtime.';
+
+CREATE FUNCTION hasched.availability(since timestamptz, until timestamptz DEFAULT pg_catalog.now())
+RETURNS TABLE (measured_from timestamptz, measured_until timestamptz, uptime_pct numeric, downtime interval,
+			   slo_target numeric, error_budget interval, error_budget_left interval,
+			   error_budget_left_pct numeric, incidents jsonb)
+	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	w_from timestamptz := availability.since;
+	w_to timestamptz;
+	gap interval := greatest(interval '5 seconds',
+		3 * pg_catalog.current_setting('hasched.scheduler_naptime')::interval);
+	target numeric := pg_catalog.current_setting('hasched.slo_target')::numeric;
+	total interval;
+	down interval;
+	list jsonb;
+BEGIN
+	IF availability.since IS NULL OR availability.until IS NULL THEN
+		RAISE EXCEPTION 'availability() needs both since and until'
+			USING ERRCODE = 'JQ025',
+				  DETAIL = pg_catalog.format('since is %s, until is %s.',
+						coalesce(availability.since::text, 'NULL'), coalesce(availability.until::text, 'NULL')),
+				  HINT = 'For example: SELECT * FROM hasched.availability(now() - interval ''30 days'', now()).';
+	END IF;
+	IF availability.until <= availability.since THEN
+		RAISE EXCEPTION 'until (%) must be after since (%)', availability.until, availability.since
+			USING ERRCODE = 'JQ025',
+				  HINT = 'Swap the two, or widen the window.';
+	END IF;
+	IF availability.since >= pg_catalog.now() THEN
+		RAISE EXCEPTION 'since (%) is not in the past: nothing has been measured yet', availability.since
+			USING ERRCODE = 'JQ025',
+				  HINT = 'Give a window that begins before now().';
+	END IF;
+	-- measured up to now at most
+	w_to := least(availability.until, pg_catalog.now());
+	total := w_to - w_from;
+
+	WITH ep AS (
+		SELECT e.epoch, e.started_at, e.last_round_at, e.fencing_token,
+			   lead(e.started_at) OVER (ORDER BY e.epoch) AS next_start,
+			   lead(e.epoch) OVER (ORDER BY e.epoch) AS next_epoch,
+			   lead(e.fencing_token) OVER (ORDER BY e.epoch) AS next_token
+		  FROM hasched.epoch e),
+	raw AS (
+		-- between epochs: the last round of the old one to the first of the new
+		SELECT CASE WHEN ep.next_token IS NOT NULL THEN 'no_leader' ELSE 'no_primary' END AS kind,
+			   ep.last_round_at AS s, ep.next_start AS e,
+			   jsonb_build_object('from_epoch', ep.epoch, 'to_epoch', ep.next_epoch,
+					'inferred', 'from the last scheduler round of epoch ' || ep.epoch
+								|| ' to the first of epoch ' || ep.next_epoch) AS detail
+		  FROM ep
+		 WHERE ep.next_start IS NOT NULL AND ep.last_round_at IS NOT NULL
+		   AND ep.last_round_at < ep.next_start
+		UNION ALL
+		-- the latest epoch: no round lately (asked on a standby, or the scheduler is down)
+		SELECT 'no_round', ep.last_round_at, pg_catalog.now(),
+			   jsonb_build_object('epoch', ep.epoch, 'ongoing', true,
+					'inferred', 'no scheduler round since the last heartbeat of epoch ' || ep.epoch)
+		  FROM ep
+		 WHERE ep.next_start IS NULL AND ep.last_round_at < pg_catalog.now() - gap
+		UNION ALL
+		-- within an epoch: gaps between heartbeats the scheduler found
+		SELECT 'scheduler_down', (ev.detail->>'from')::timestamptz, (ev.detail->>'until')::timestamptz,
+			   ev.detail
+		  FROM hasched.event ev WHERE ev.kind = 'scheduler_down'
+		UNION ALL
+		-- the manual mode (set_mode): read_only and paused
+		SELECT m.mode, m.s, m.e, m.detail
+		  FROM (SELECT ev.detail->>'mode' AS mode, ev.at AS s,
+					   coalesce(lead(ev.at) OVER (ORDER BY ev.at, ev.id), pg_catalog.now()) AS e,
+					   ev.detail
+				  FROM hasched.event ev WHERE ev.kind = 'mode') m
+		 WHERE m.mode IN ('read_only', 'paused')
+		UNION ALL
+		-- the automatic read-only mode: enter to the next event of its kind
+		SELECT 'read_only_auto', a.s, a.e, a.detail
+		  FROM (SELECT ev.detail->>'action' AS action, ev.at AS s,
+					   coalesce(lead(ev.at) OVER (ORDER BY ev.at, ev.id),
+								(SELECT min(x.started_at) FROM hasched.epoch x
+								  WHERE x.epoch > (ev.detail->>'epoch')::int),
+								pg_catalog.now()) AS e,
+					   ev.detail
+				  FROM hasched.event ev WHERE ev.kind = 'read_only_auto') a
+		 WHERE a.action = 'enter'),
+	clipped AS (
+		SELECT r.kind, greatest(r.s, w_from) AS s, least(r.e, w_to) AS e, r.detail
+		  FROM raw r
+		 WHERE r.s < w_to AND r.e > w_from AND r.s < r.e),
+	ordered AS (
+		SELECT c.s, c.e,
+			   max(c.e) OVER (ORDER BY c.s, c.e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+		  FROM clipped c),
+	grouped AS (
+		SELECT o.s, o.e,
+			   sum(CASE WHEN o.reach IS NULL OR o.s > o.reach THEN 1 ELSE 0 END)
+				 OVER (ORDER BY o.s, o.e) AS grp
+		  FROM ordered o),
+	merged AS (
+		SELECT min(g.s) AS s, max(g.e) AS e FROM grouped g GROUP BY g.grp)
+	SELECT coalesce((SELECT sum(m.e - m.s) FROM merged m), interval '0'),
+		   coalesce((SELECT jsonb_agg(jsonb_build_object('kind', c.kind, 'from', c.s, 'until', c.e,
+						'seconds', round(extract(epoch FROM c.e - c.s)::numeric, 3),
+						'detail', c.detail) ORDER BY c.s, c.e) FROM clipped c), '[]'::jsonb)
+	  INTO down, list;
+
+	RETURN QUERY SELECT w_from, w_to,
+		round(100 * (1 - extract(epoch FROM down) / nullif(extract(epoch FROM total), 0)), 6),
+		down, target,
+		total * (1 - target / 100)::float8,
+		total * (1 - target / 100)::float8 - down,
+		round(100 * (1 - extract(epoch FROM down) / nullif(extract(epoch FROM total) * (1 - target / 100), 0)), 3),
+		list;
+END
+$$;
+COMMENT ON FUNCTION hasched.availability(timestamptz, timestamptz) IS
+	'Measured availability over [since, until] (until at most now): uptime in percent, downtime (the union of the incidents), the error budget against hasched.slo_target and what is left of it, and the incidents (no_primary or no_leader between epochs: inferred from the last scheduler round of the old epoch to the first of the new; scheduler_down; read_only and paused by set_mode; read_only_auto; no_round: the latest heartbeat is old). Events are kept for hasched.history_retention.';
+REVOKE ALL ON FUNCTION hasched.availability(timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.availability(timestamptz, timestamptz) TO hasched_admin;

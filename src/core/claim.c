@@ -107,6 +107,13 @@
  * isolation level.  Caveat: the count walks job_active_idx, which keeps
  * dead entries under an old snapshot like job_waiting_idx does.
  *
+ * Hold-back and paused queues.  While the hold-back of degrade.c is in
+ * force, the branches of a held-back priority end at run_at <= now less its
+ * delay instead of now, and its cursor never moves past that point: in
+ * the guarantee above, such a job counts as free from the moment its
+ * delay has passed.  A queue paused with hasched.pause_queue() hands out
+ * nothing, as in the paused mode.
+ *
  * Epochs.  A token carries the epoch of the current timeline (the row the
  * scheduler adds to hasched.epoch on its first round after a promotion).
  * Until that row is there, claims wait up to 2 s and are then refused with
@@ -870,10 +877,13 @@ settle_reservation(int slot, int allowed, int got)
 /*
  * Parameters: $1 queue, $2 now, $3 limit, $4 lease, $5 worker, $6 lease
  * covers the timeout, $7 epoch; then per priority p: the cursor key
- * ($8+4p, $9+4p) and the end of the head range ($10+4p, $11+4p).
+ * ($8+4p, $9+4p) and the end of the head range ($10+4p, $11+4p); then
+ * per priority the latest run_at it may have ($48+p: now, or earlier while
+ * the hold-back of degrade.c holds the priority back).
  */
 #define CLAIM_FIXED_ARGS 7
-#define CLAIM_ARGS (CLAIM_FIXED_ARGS + 4 * HS_NUM_PRIORITIES)
+#define CLAIM_UPTO_ARG (CLAIM_FIXED_ARGS + 4 * HS_NUM_PRIORITIES)
+#define CLAIM_ARGS (CLAIM_UPTO_ARG + HS_NUM_PRIORITIES)
 /* columns of the result: the leased rows (hs_lease_update_sql's RETURNING), then */
 /*
  * After them, by name (the RETURNING list is job_state.c's): is_lock (true:
@@ -913,14 +923,15 @@ claim_plan(void)
 
 		types[a] = TIMESTAMPTZOID;
 		types[a + 1] = INT8OID;
+		types[CLAIM_UPTO_ARG + p] = TIMESTAMPTZOID;
 		appendStringInfo(&sql,
 						 "%s SELECT * FROM (SELECT %d AS b, ctid, run_at, id FROM hasched.job"
 						 " WHERE queue = $1 AND priority = %d"
 						 " AND state IN ('scheduled', 'pending', 'failed')"
-						 " AND run_at <= $2 AND (run_at, id) %s ($%d, $%d)"
+						 " AND run_at <= $%d AND (run_at, id) %s ($%d, $%d)"
 						 " ORDER BY run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) a%d",
 						 b == 0 ? "" : " UNION ALL", b, p + HS_PRIORITY_MIN,
-						 head ? "<=" : ">", a + 1, a + 2, b);
+						 CLAIM_UPTO_ARG + p + 1, head ? "<=" : ">", a + 1, a + 2, b);
 	}
 	appendStringInfo(&sql, " LIMIT $3), u AS (%s)"
 					 " SELECT * FROM ("
@@ -943,6 +954,7 @@ typedef struct QueueInfo
 	int32		concurrency;
 	Interval   *lease;
 	char	   *mode;
+	bool		paused;			/* hasched.pause_queue() */
 } QueueInfo;
 
 static bool
@@ -954,7 +966,8 @@ load_queue(const char *queue, QueueInfo *info)
 	HeapTuple	tup;
 	TupleDesc	desc;
 
-	hs_plan(&plan, "SELECT q.transport, q.concurrency, q.lease, s.mode"
+	hs_plan(&plan, "SELECT q.transport, q.concurrency, q.lease, s.mode,"
+			" q.paused_at IS NOT NULL"
 			" FROM hasched.queue q, hasched.state s WHERE q.name = $1",
 			1, TEXTOID);
 	values[0] = CStringGetTextDatum(queue);
@@ -968,6 +981,7 @@ load_queue(const char *queue, QueueInfo *info)
 	info->concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
 	info->lease = DatumGetIntervalP(SPI_getbinval(tup, desc, 3, &isnull));
 	info->mode = SPI_getvalue(tup, desc, 4);
+	info->paused = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	return true;
 }
 
@@ -1153,7 +1167,7 @@ lease_unleased(Datum *values, uint64 total, ScanResult *sr)
  * SPI_tuptable, first, in claim order (columns: see hs_lease_update_sql's
  * RETURNING; rows after them are the claim's bookkeeping), and their number
  * is returned.  A queue whose transport is not `transport` is refused; in
- * paused mode nothing is claimed.  lease NULL: the queue's.  With
+ * paused mode, or from a paused queue, nothing is claimed.  lease NULL: the queue's.  With
  * lease_plus_timeout each lease also covers the job's timeout (the
  * executors run SQL jobs without heartbeats).
  */
@@ -1174,6 +1188,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 	bool		stale[HS_NUM_PRIORITIES];
 	TimestampTz start_t[HS_NUM_PRIORITIES];
 	int64		start_id[HS_NUM_PRIORITIES];
+	TimestampTz upto[HS_NUM_PRIORITIES];
 	Datum		values[CLAIM_ARGS];
 	int			rc;
 	uint64		total;
@@ -1191,7 +1206,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 				 strcmp(transport, "pull") == 0 ?
 				 errhint("Claim from a queue whose transport is pull; jobs of %s queues are handed out by hasched itself.",
 						 qi.transport) : 0));
-	if (strcmp(qi.mode, "paused") == 0)
+	if (strcmp(qi.mode, "paused") == 0 || qi.paused)
 		return 0;
 	if (lease == NULL)
 		lease = qi.lease;
@@ -1216,6 +1231,8 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 	m0 = hs_clock_usec();
 	t0 = GetCurrentTimestamp();
 	bound = writer_bound(t0);
+	/* the hold-back (degrade.c): a priority's scan, and cursor, end earlier */
+	(void) hs_degrade_claim_bounds(t0, upto);
 
 	LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
 	check_clock_step(m0, t0);
@@ -1259,6 +1276,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 		/* the head range: up to the cursor when stale, else nothing */
 		values[a + 2] = TimestampTzGetDatum(stale[p] ? start_t[p] : empty);
 		values[a + 3] = Int64GetDatum(stale[p] ? start_id[p] : -1);
+		values[CLAIM_UPTO_ARG + p] = TimestampTzGetDatum(upto[p]);
 	}
 
 	rc = SPI_execute_snapshot(claim_plan(), values, NULL, GetLatestSnapshot(),
@@ -1308,7 +1326,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 					p + HS_NUM_PRIORITIES < sr.last_branch;
 				bool		full = ended &&
 					(TIMESTAMP_IS_NOBEGIN(start_t[p]) || (stale[p] && head_ended));
-				TimestampTz new_t = bound;
+				TimestampTz new_t = Min(bound, upto[p]);
 				int64		new_id = 0;
 
 				if (!ended && p != sr.last_branch)

@@ -61,6 +61,8 @@
 /* raised by the upgrade script (SQL): not hasched.database, or not preloaded */
 #define HS_ERRCODE_WRONG_DATABASE		MAKE_SQLSTATE('J','Q','0','2','3')
 #define HS_ERRCODE_NOT_LEADER			MAKE_SQLSTATE('J','Q','0','2','4')
+/* raised by availability() (SQL): a NULL bound, until not after since, ... */
+#define HS_ERRCODE_INVALID_WINDOW		MAKE_SQLSTATE('J','Q','0','2','5')
 
 /* Priorities: 0 is the most urgent. */
 #define HS_PRIORITY_MIN		0
@@ -113,6 +115,14 @@ extern int	hs_max_timeout;
 extern int	hs_job_grace;
 extern int	hs_max_result_bytes;
 extern int	hs_max_error_bytes;
+extern int	hs_readonly_backlog;
+extern int	hs_readonly_sync_lag;
+extern int	hs_holdback_backlog;
+extern int	hs_holdback_medium;
+extern int	hs_holdback_low;
+extern int	hs_degrade_min_dwell;
+extern double hs_degrade_exit_ratio;
+extern double hs_slo_target;
 
 extern void hs_define_settings(void);
 extern void hs_force_submit_commit_level(void);
@@ -415,6 +425,50 @@ extern void hs_fencing_epoch_opened(uint64 term, int32 epoch);
 extern void hs_fencing_worker_lost(const char *name, TimestampTz at);
 extern bool hs_fencing_next_lost_worker(char *name, TimestampTz *at);
 extern void hs_fencing_health(const char **status, bool *healthy, char **detail);
+
+/*
+ * degrade.c: graceful degradation (the automatic read-only mode and the
+ * priority hold-back), decided by the scheduler, read from shared memory
+ * by submits, claims, health and metrics.  availability.c: the heartbeat
+ * that hasched.availability() infers downtime from.
+ */
+#define HS_DEGRADE_REASON_MAX	256
+
+typedef struct HsDegradeStatus
+{
+	bool		read_only;		/* the automatic read-only mode is in force */
+	TimestampTz read_only_since;	/* when it began (or last ended; 0: never) */
+	char		read_only_why[HS_DEGRADE_REASON_MAX];	/* the signal, its value
+														 * and threshold */
+	bool		overridden;		/* ended by set_mode(): off until every signal
+								 * is below its exit threshold */
+	bool		holdback;		/* lower priorities are held back */
+	TimestampTz holdback_since; /* when it began (or last ended; 0: never) */
+	int64		holdback_us[HS_NUM_PRIORITIES]; /* how long a due job of each
+												 * priority waits while it is */
+	int64		backlog;		/* due waiting jobs of unpaused queues; -1: not
+								 * measured */
+	bool		backlog_capped; /* there are at least that many */
+	TimestampTz oldest_due;		/* run_at of the oldest one counted; 0: none */
+	int64		sync_lag_us;	/* synchronous standby lag, or how long none was
+								 * connected; -1: synchronous_standby_names
+								 * empty */
+	int			sync_standbys;	/* standbys with sync_state sync or quorum */
+	TimestampTz measured_at;	/* 0: never (a standby, or no round yet) */
+} HsDegradeStatus;
+
+extern Size hs_degrade_shmem_size(void);
+extern void hs_degrade_shmem_init(void);
+extern void hs_degrade_status(HsDegradeStatus *out);
+extern void hs_degrade_check_submit(TimestampTz mode_changed_at);
+extern bool hs_degrade_claim_bounds(TimestampTz now, TimestampTz *upto);
+extern bool hs_degrade_due(void);
+extern void hs_degrade_round(void);
+extern char *hs_degrade_holdback_sql(void);
+extern int64 hs_heartbeat_gap_usec(void);
+extern bool hs_heartbeat_due(void);
+extern void hs_heartbeat(int32 epoch);
+extern void hs_commit_async(void);
 
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);

@@ -46,6 +46,14 @@ int			hs_max_timeout = 7 * 24 * 3600 * 1000;
 int			hs_job_grace = 5000;
 int			hs_max_result_bytes = 1024 * 1024;
 int			hs_max_error_bytes = 64 * 1024;
+int			hs_readonly_backlog = 1000000;
+int			hs_readonly_sync_lag = 10000;
+int			hs_holdback_backlog = 50000;
+int			hs_holdback_medium = 5 * 60 * 1000;
+int			hs_holdback_low = 60 * 60 * 1000;
+int			hs_degrade_min_dwell = 30000;
+double		hs_degrade_exit_ratio = 0.8;
+double		hs_slo_target = 99.99;
 
 /* The values synchronous_commit accepts, in the order used by the GUC. */
 int			hs_health_port = 0;
@@ -118,6 +126,20 @@ check_default_tier(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+/* hasched.slo_target: a percentage strictly between 0 and 100. */
+static bool
+check_slo_target(double *newval, void **extra, GucSource source)
+{
+	if (*newval > 0.0 && *newval < 100.0)
+		return true;
+	/* as PostgreSQL reports every setting out of its range */
+	GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+	GUC_check_errmsg("hasched.slo_target must be above 0 and below 100, not %g", *newval);
+	GUC_check_errdetail("It is the availability objective in percent; 100 would leave no error budget at all.");
+	GUC_check_errhint("Use, for example, 99.9 or 99.99.");
+	return false;
+}
+
 /* Define every hasched.* setting; called once, from _PG_init. */
 /*
  * The integer settings, defined in one loop.  Each: name, description,
@@ -154,6 +176,10 @@ static const Setting settings[] = {
 		"Tier of tenants that have no row in hasched.tenant.",
 		NULL,
 		NULL, 0, 0, 0, PGC_SUSET, 0, &hs_default_tier, "free", check_default_tier},
+	{"hasched.degrade_min_dwell",
+		"Shortest time the automatic read-only mode or the hold-back stays on, or off, before it changes again.",
+		"Together with hasched.degrade_exit_ratio it keeps the automatic modes from flapping.",
+		&hs_degrade_min_dwell, 30000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.executor_idle_timeout",
 		"How long an executor beyond hasched.min_executors stays without work before it exits.",
 		NULL,
@@ -170,6 +196,18 @@ static const Setting settings[] = {
 		"How long finished jobs, run history and events are kept.",
 		"The scheduler deletes older ones every minute, in batches.",
 		&hs_history_retention, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S},
+	{"hasched.holdback_backlog",
+		"Due waiting jobs at which lower priorities are held back; 0: never.",
+		"While the backlog is this large, a due medium job can be claimed only once it has been due for hasched.holdback_medium, a low one for hasched.holdback_low; high jobs are never held back.",
+		&hs_holdback_backlog, 50000, 0, INT_MAX, PGC_SIGHUP, 0},
+	{"hasched.holdback_low",
+		"How long a due low-priority job (9) waits while the hold-back is in force.",
+		NULL,
+		&hs_holdback_low, 60 * 60 * 1000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.holdback_medium",
+		"How long a due medium-priority job (5 to 8) waits while the hold-back is in force.",
+		NULL,
+		&hs_holdback_medium, 5 * 60 * 1000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.job_grace",
 		"How long an SQL job may go on after its timeout or its cancel before its executor ends it.",
 		"A job that does not stop when cancelled (one that catches query_canceled) is ended by its executor exiting: a timed-out attempt is recorded as failed, a cancelled job stays cancelled.",
@@ -214,6 +252,14 @@ static const Setting settings[] = {
 		"Unused since 0.2.0, which counts the day's jobs in shared memory.",
 		"Kept so that configurations that set it still load.",
 		&hs_quota_shards, 16, 1, 1024, PGC_SUSET, 0},
+	{"hasched.readonly_backlog",
+		"Due waiting jobs at which submissions become read-only automatically; 0: never.",
+		"The scheduler counts the due jobs of queues that are not paused about once a second; at this many it refuses submissions (JQ003) until the count falls below hasched.degrade_exit_ratio of it.",
+		&hs_readonly_backlog, 1000000, 0, INT_MAX, PGC_SIGHUP, 0},
+	{"hasched.readonly_sync_lag",
+		"Lag of the synchronous standby at which submissions become read-only automatically; 0: never.",
+		"With synchronous_standby_names set: the largest flush or replay lag of a standby whose sync_state is sync or quorum (pg_stat_replication), or how long none has been connected.",
+		&hs_readonly_sync_lag, 10000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.scheduler_naptime",
 		"Longest sleep of the scheduler between two rounds.",
 		"It wakes earlier for due schedules and delayed jobs, and when woken by a submit.",
@@ -254,6 +300,18 @@ hs_define_settings(void)
 							 NULL,
 							 &hs_enforce_quotas, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomRealVariable("hasched.degrade_exit_ratio",
+							 "An automatic mode ends when every signal is below this fraction of its threshold.",
+							 "The automatic read-only mode begins at a threshold and ends below threshold times this ratio (hysteresis); so does the hold-back.",
+							 &hs_degrade_exit_ratio, 0.8, 0.01, 0.99,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomRealVariable("hasched.slo_target",
+							 "Availability objective, in percent, that hasched.availability() measures the error budget against.",
+							 "Must be above 0 and below 100.",
+							 &hs_slo_target, 99.99, 0.0, 100.0,
+							 PGC_USERSET, 0, check_slo_target, NULL, NULL);
 
 	for (int i = 0; i < lengthof(settings); i++)
 	{

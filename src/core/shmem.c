@@ -63,6 +63,7 @@ hasched_shmem_request(void)
 													  hs_bucket_shmem_size()),
 											 hs_listen_shmem_size())));
 	RequestAddinShmemSpace(hs_fencing_shmem_size());
+	RequestAddinShmemSpace(hs_degrade_shmem_size());
 	RequestNamedLWLockTranche("hasched", 3);
 }
 
@@ -109,6 +110,7 @@ hasched_shmem_startup(void)
 	hs_bucket_shmem_init();
 	hs_listen_shmem_init();
 	hs_fencing_shmem_init();
+	hs_degrade_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }

@@ -53,6 +53,8 @@ typedef struct SubmitContext
 	char		tier[NAMEDATALEN];
 	bool		tier_exists;
 	bool		read_only;
+	bool		mode_normal;	/* the automatic read-only mode may apply */
+	TimestampTz mode_changed_at;	/* when set_mode() last set the mode */
 	char	   *reason;			/* of the mode, NULL if none given */
 	bool		has_day_limit;
 	int64		jobs_per_day;
@@ -181,7 +183,7 @@ read_submit_context(const SubmitArgs *a, const char *default_tier, SubmitContext
 			" coalesce(t.tier, $3), r.name IS NOT NULL,"
 			" coalesce(t.jobs_per_day, r.jobs_per_day),"
 			" coalesce(t.rate_per_second, r.rate_per_second),"
-			" coalesce(t.burst, r.burst), s.reason, q.transport"
+			" coalesce(t.burst, r.burst), s.reason, q.transport, s.changed_at"
 			" FROM hasched.queue q CROSS JOIN hasched.state s"
 			" LEFT JOIN hasched.tenant t ON t.name = $2"
 			" LEFT JOIN hasched.tier r ON r.name = coalesce(t.tier, $3)"
@@ -201,6 +203,8 @@ read_submit_context(const SubmitArgs *a, const char *default_tier, SubmitContext
 	memset(ctx, 0, sizeof(*ctx));
 	v = SPI_getvalue(tup, desc, 3);
 	ctx->read_only = strcmp(v, "read_only") == 0;
+	ctx->mode_normal = strcmp(v, "normal") == 0;
+	ctx->mode_changed_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 11, &isnull));
 	ctx->reason = SPI_getvalue(tup, desc, 9);
 	strlcpy(ctx->transport, SPI_getvalue(tup, desc, 10), sizeof(ctx->transport));
 	ctx->is_sql = strcmp(ctx->transport, "sql") == 0;
@@ -269,6 +273,9 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 				 errmsg("hasched is in read-only mode: submissions are refused"),
 				 ctx->reason ? errdetail("Reason given: %s.", ctx->reason) : 0,
 				 errhint("Retry later. Claims and reports still work, so the backlog drains; an administrator ends the mode with SELECT hasched.set_mode('normal').")));
+	/* overload: the scheduler's automatic read-only mode (degrade.c) */
+	if (ctx->mode_normal)
+		hs_degrade_check_submit(ctx->mode_changed_at);
 	if (!ctx->tier_exists)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_UNKNOWN_TENANT),

@@ -652,15 +652,19 @@ sql_work(bool *any_sql_queue, TimestampTz *next_due)
 	Datum		v;
 	bool		due;
 
-	if (SPI_execute("SELECT count(*) > 0,"
-					" bool_or(EXISTS (SELECT 1 FROM hasched.job j WHERE j.queue = q.name"
-					"   AND j.priority = p AND j.state IN ('scheduled', 'pending', 'failed')"
-					"   AND j.run_at <= now())),"
-					" min((SELECT min(j.run_at) FROM hasched.job j WHERE j.queue = q.name"
-					"   AND j.priority = p AND j.state IN ('scheduled', 'pending', 'failed')"
-					"   AND j.run_at > now()))"
-					" FROM hasched.queue q CROSS JOIN generate_series(0, 9) p"
-					" WHERE q.transport = 'sql'", true, 1) != SPI_OK_SELECT)
+	/* paused queues have no work; held-back jobs are due after their delay */
+	if (SPI_execute(psprintf("SELECT count(*) > 0,"
+							 " bool_or(q.paused_at IS NULL AND EXISTS (SELECT 1 FROM hasched.job j"
+							 "   WHERE j.queue = q.name AND j.priority = d.p"
+							 "   AND j.state IN ('scheduled', 'pending', 'failed')"
+							 "   AND j.run_at <= now() - d.hold)),"
+							 " min((SELECT min(j.run_at) FROM hasched.job j WHERE j.queue = q.name"
+							 "   AND j.priority = d.p AND j.state IN ('scheduled', 'pending', 'failed')"
+							 "   AND j.run_at > now() - d.hold) + d.hold) FILTER (WHERE q.paused_at IS NULL)"
+							 " FROM hasched.queue q CROSS JOIN (SELECT p, (%s)[p + 1] * interval '1 microsecond'"
+							 "   AS hold FROM generate_series(0, 9) p) d"
+							 " WHERE q.transport = 'sql'", hs_degrade_holdback_sql()),
+					true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: looking for SQL jobs failed");
 	*any_sql_queue = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
@@ -693,6 +697,23 @@ static void
 step_schedules(void *arg)
 {
 	*(TimestampTz *) arg = hs_fire_due_schedules(GetCurrentTimestamp());
+}
+
+static void
+step_degrade(void *arg)
+{
+	hs_degrade_round();
+}
+
+static void
+step_heartbeat(void *arg)
+{
+	int32		epoch;
+
+	SpinLockAcquire(&hs_shared->mutex);
+	epoch = hs_shared->epoch;
+	SpinLockRelease(&hs_shared->mutex);
+	hs_heartbeat(epoch);
 }
 
 typedef struct SqlWork
@@ -789,6 +810,24 @@ primary_tick(bool *became_primary)
 	}
 
 	hs_xact_end(true);
+
+	/*
+	 * About once a second, in a transaction of their own that commits
+	 * asynchronously (never waiting for a synchronous standby, whose
+	 * absence is one of the signals): the automatic read-only mode and the
+	 * hold-back (degrade.c), and the heartbeat (availability.c).
+	 */
+	if (ready && *became_primary && (hs_degrade_due() || hs_heartbeat_due()))
+	{
+		hs_xact_begin("hasched scheduler: degradation and heartbeat");
+		hs_fencing_guard_xact(true);
+		hs_commit_async();
+		if (hs_degrade_due())
+			(void) run_step("degrade", step_degrade, NULL);
+		if (hs_heartbeat_due())
+			(void) run_step("heartbeat", step_heartbeat, NULL);
+		hs_xact_end(true);
+	}
 
 	/* pruning in a transaction of its own, after the round's work committed */
 	if (ready && GetCurrentTimestamp() - last_prune >= PRUNE_INTERVAL_US)
