@@ -74,6 +74,7 @@ hs_heartbeat(int32 epoch)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 	bool		isnull;
+	bool		prev_null;
 	Datum		prev;
 	TimestampTz now;
 	int64		allowed;
@@ -92,10 +93,11 @@ hs_heartbeat(int32 epoch)
 		elog(ERROR, "hasched: writing the heartbeat failed");
 	if (SPI_processed != 1)
 		return;
-	prev = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	prev = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &prev_null);
 	now = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	allowed = (last_epoch == epoch) ? hs_heartbeat_gap_usec() : FIRST_GAP_US;
-	if (!isnull && now - DatumGetTimestampTz(prev) > allowed)
+	/* the first beat of an epoch has nothing before it */
+	if (!prev_null && now - DatumGetTimestampTz(prev) > allowed)
 	{
 		char	   *from = quote_literal_cstr(timestamptz_to_str(DatumGetTimestampTz(prev)));
 		char	   *until = quote_literal_cstr(timestamptz_to_str(now));
