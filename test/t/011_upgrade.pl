@@ -74,7 +74,10 @@ sub table_rows
 	my %r;
 	for my $t (@tables)
 	{
-		$r{$t} = query("SET TimeZone = 'UTC'; SELECT string_agg(t::text, E'\\n' ORDER BY t::text) FROM hasched.$t t");
+		# hasched.queue as JSON without its NULLs: the columns 0.2.0 adds to it
+		# (paused_at, ...) are NULL in the rows of 0.1.0
+		my $row = $t eq 'queue' ? 'jsonb_strip_nulls(to_jsonb(t))::text' : 't::text';
+		$r{$t} = query("SET TimeZone = 'UTC'; SELECT string_agg($row, E'\\n' ORDER BY t::text) FROM hasched.$t t");
 	}
 	return \%r;
 }
