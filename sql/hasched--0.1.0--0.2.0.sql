@@ -800,3 +800,14 @@ COMMENT ON FUNCTION hasched.availability(timestamptz, timestamptz) IS
 	'Measured availability over [since, until] (until at most now): uptime in percent, downtime (the union of the incidents), the error budget against hasched.slo_target and what is left of it, and the incidents (no_primary or no_leader between epochs: inferred from the last scheduler round of the old epoch to the first of the new; scheduler_down; read_only and paused by set_mode; read_only_auto; no_round: the latest heartbeat is old). Events are kept for hasched.history_retention.';
 REVOKE ALL ON FUNCTION hasched.availability(timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.availability(timestamptz, timestamptz) TO hasched_admin;
+
+CREATE FUNCTION hasched.degradation()
+RETURNS TABLE (read_only boolean, read_only_why text, read_only_since timestamptz,
+			   overridden boolean, holdback boolean, holdback_since timestamptz,
+			   backlog bigint, backlog_capped boolean, oldest_due timestamptz,
+			   sync_lag interval, measured_at timestamptz)
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_degradation';
+COMMENT ON FUNCTION hasched.degradation() IS
+	'The automatic read-only mode (in force, why, since when; overridden by set_mode() until the signals fall below their exit thresholds), the priority hold-back, and the signals as the scheduler of this server last measured them (backlog of due jobs, counted up to a cap; the oldest one counted; synchronous standby lag, or how long none was connected). From shared memory: answers on a standby too (nothing measured there).';
+REVOKE ALL ON FUNCTION hasched.degradation() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.degradation() TO hasched_admin;

@@ -2,7 +2,7 @@
  *
  * admin_api.c
  *		SQL functions for operators and everyone: health(), executors(),
- *		claim_cursors(), and the pure helpers backoff_delay(),
+ *		claim_cursors(), degradation(), and the pure helpers backoff_delay(),
  *		priority_value(), tenant_visible(); set_mode()'s wake-up.
  *
  * health() and executors() read shared memory only, so they answer on a
@@ -34,6 +34,7 @@ PG_FUNCTION_INFO_V1(hasched_backoff_delay);
 PG_FUNCTION_INFO_V1(hasched_tenant_visible);
 PG_FUNCTION_INFO_V1(hasched_tenant_visible_role);
 PG_FUNCTION_INFO_V1(hasched_priority_value);
+PG_FUNCTION_INFO_V1(hasched_degradation);
 
 static const char *const exec_state_names[] = {"free", "starting", "idle", "woken", "busy"};
 
@@ -162,4 +163,60 @@ Datum
 hasched_tenant_visible_role(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(hs_tenant_visible(GetUserId(), PG_GETARG_OID(0)));
+}
+
+/*
+ * degradation(): the automatic read-only mode and the hold-back as this
+ * server's scheduler last decided them (src/core/degrade.c), from shared
+ * memory.
+ */
+Datum
+hasched_degradation(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HsDegradeStatus st;
+	Datum		out[11];
+	bool		nulls[11] = {false};
+	Interval   *iv;
+
+	InitMaterializedSRF(fcinfo, 0);
+	hs_degrade_status(&st);
+	out[0] = BoolGetDatum(st.read_only);
+	if (st.read_only)
+		out[1] = CStringGetTextDatum(st.read_only_why);
+	else
+		nulls[1] = true;
+	if (st.read_only_since != 0)
+		out[2] = TimestampTzGetDatum(st.read_only_since);
+	else
+		nulls[2] = true;
+	out[3] = BoolGetDatum(st.overridden);
+	out[4] = BoolGetDatum(st.holdback);
+	if (st.holdback_since != 0)
+		out[5] = TimestampTzGetDatum(st.holdback_since);
+	else
+		nulls[5] = true;
+	if (st.backlog >= 0)
+		out[6] = Int64GetDatum(st.backlog);
+	else
+		nulls[6] = true;
+	out[7] = BoolGetDatum(st.backlog_capped);
+	if (st.oldest_due != 0)
+		out[8] = TimestampTzGetDatum(st.oldest_due);
+	else
+		nulls[8] = true;
+	if (st.sync_lag_us >= 0)
+	{
+		iv = palloc0(sizeof(Interval));
+		iv->time = st.sync_lag_us;
+		out[9] = IntervalPGetDatum(iv);
+	}
+	else
+		nulls[9] = true;
+	if (st.measured_at != 0)
+		out[10] = TimestampTzGetDatum(st.measured_at);
+	else
+		nulls[10] = true;
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	return (Datum) 0;
 }

@@ -108,7 +108,7 @@ my $submit = q{SELECT hasched.submit('q', '{}')};
 # (a) the automatic read-only mode begins at the backlog threshold
 # ---------------------------------------------------------------------------
 is(submit_n(99), '99', '99 due jobs: below hasched.readonly_backlog (100)');
-sleep(1.5);
+sleep(1.2);
 is(events('read_only_auto', 'enter'), '0', 'below the threshold: no automatic mode');
 is(submit_n(1), '1', 'the 100th job is accepted');
 ok(poll_within(10, q{SELECT count(*) = 1 FROM hasched.event WHERE kind = 'read_only_auto' AND detail->>'action' = 'enter'}),
@@ -121,13 +121,15 @@ like($err, qr/the backlog is 100 due jobs, hasched.readonly_backlog is 100 \(the
 is(query(q{SELECT detail->>'signal' || ' ' || (detail->>'value') || ' ' || (detail->>'threshold')
 	FROM hasched.event WHERE kind = 'read_only_auto'}), 'backlog 100 100', 'the event records the signal');
 like(query_error(q{SELECT hasched.submit_many('q', ARRAY['{}'::jsonb])}), qr/JQ003/, 'submit_many is refused too');
+is(query(q{SELECT read_only::text || ' ' || backlog || ' ' || holdback::text || ' ' || (read_only_why LIKE 'the backlog is 100 %')::text
+	FROM hasched.degradation()}), 'true 100 false true', 'degradation() shows the mode, why, and the backlog');
 is(query(q{SELECT count(*) FROM hasched.jobs WHERE queue = 'q'}), '100', 'reads go on');
 is(drain(30), '30', 'claims and reports go on: 30 jobs claimed and completed');
 
 # ---------------------------------------------------------------------------
 # (b) hysteresis: 70 due jobs is above the exit threshold (50)
 # ---------------------------------------------------------------------------
-sleep(2);
+sleep(1.5);
 like(query_error($submit), qr/JQ003/, '70 due jobs (exit threshold 50): still read-only');
 is(events('read_only_auto', 'leave'), '0', 'no leave event between the thresholds');
 is(drain(30), '30', '30 more claimed and completed: 40 due');
@@ -150,11 +152,11 @@ ok(poll_within(10, q{SELECT count(*) = 2 FROM hasched.event WHERE kind = 'read_o
 	'the scheduler records the end');
 like(query(q{SELECT detail->>'reason' FROM hasched.event WHERE kind = 'read_only_auto' ORDER BY id DESC LIMIT 1}),
 	qr/overridden by set_mode\('normal'\)/, 'its reason: overridden');
-sleep(2);
+sleep(1.5);
 is(events('read_only_auto', 'enter'), '2', 'overridden: it does not begin again at 101 due jobs');
 like(query($submit), qr/^\d+$/, 'submits still accepted');
-is(drain(70), '70', 'drained to 32 due jobs, below the exit threshold: re-armed');
-sleep(1.5);
+is(drain(70), '70', 'drained to 32 due jobs, below the exit threshold');
+ok(poll_within(10, q{SELECT NOT overridden FROM hasched.degradation()}), 'the scheduler saw it: re-armed');
 is(submit_n(68), '68', 'back to 100 due jobs');
 ok(poll_within(10, q{SELECT count(*) = 3 FROM hasched.event WHERE kind = 'read_only_auto' AND detail->>'action' = 'enter'}),
 	'after falling below the exit threshold it begins again');
@@ -167,12 +169,12 @@ like(query($submit), qr/^\d+$/, "set_mode('normal') after it: accepted");
 ok(poll_within(10, q{SELECT count(*) = 3 FROM hasched.event WHERE kind = 'read_only_auto' AND detail->>'action' = 'leave'}),
 	'the automatic mode was overridden');
 is(drain(1000), '101', 'every job of q drained');
+ok(poll_within(10, q{SELECT NOT overridden FROM hasched.degradation()}), 're-armed');
 
 # ---------------------------------------------------------------------------
 # (d) the minimum dwell time
 # ---------------------------------------------------------------------------
 set_conf('hasched.degrade_min_dwell' => '3s');
-sleep(1);
 is(submit_n(100), '100', '100 due jobs again, with a minimum dwell of 3 s');
 ok(poll_within(10, q{SELECT count(*) = 4 FROM hasched.event WHERE kind = 'read_only_auto' AND detail->>'action' = 'enter'}),
 	'the mode begins');
@@ -229,6 +231,7 @@ sub holdback_order
 	ok( poll_within(15,
 			"SELECT count(*) = $enters + 1 FROM hasched.event WHERE kind = 'holdback' AND detail->>'action' = 'enter'"),
 		"$label: the backlog reached hasched.holdback_backlog ($threshold): the hold-back begins");
+	is(query(q{SELECT holdback FROM hasched.degradation()}), 't', "$label: degradation() shows it");
 	my $claimed = 0;
 	my $deadline = time + 20;
 	while ($claimed < 60 && time < $deadline)
