@@ -373,6 +373,10 @@ log_checkpoints = on
 log_autovacuum_min_duration = 0
 log_min_duration_statement = -1
 autovacuum = on
+# throughput figures, not overload: the automatic read-only mode and the
+# hold-back (which the submit steps' backlogs would trigger) stay off
+hasched.readonly_backlog = 0
+hasched.holdback_backlog = 0
 EOF
 	if ($opt{streaming})
 	{

@@ -5,9 +5,12 @@
  *		and the priority hold-back, decided by the scheduler each round and
  *		published in shared memory for submits, claims, health and metrics.
  *
- * The signals (measured by the scheduler, at most once a second):
+ * The signals (measured by the scheduler, at most once a second, and
+ * spending at most a tenth of its time on it: a count that took 300 ms
+ * waits 3 s for the next):
  *  - backlog: due waiting jobs (scheduled, pending or failed with run_at
- *    passed) of queues that are not paused, counted up to a cap;
+ *    passed) of queues that are not paused, counted up to the largest
+ *    threshold (at least 100,000);
  *  - sync lag: with synchronous_standby_names set, the largest flush or
  *    replay lag of the standbys whose sync_state is sync or quorum; while
  *    none is connected, how long that has lasted (submits would wait for
@@ -68,6 +71,7 @@ static DegradeShared *degrade = NULL;
 
 /* the scheduler's own memory */
 static TimestampTz last_measured = 0;
+static int64 measure_every = MEASURE_INTERVAL_US;	/* grows while counting is slow */
 static TimestampTz no_sync_since = 0;	/* none connected since, 0: one is */
 static bool reconciled = false; /* events of an earlier process closed */
 
@@ -161,13 +165,14 @@ hs_degrade_claim_bounds(TimestampTz now, TimestampTz *upto)
  * The scheduler: measure, decide, record
  * ------------------------------------------------------------------------ */
 
+/* Counting up to the largest threshold is enough to decide. */
 static int64
 backlog_cap(void)
 {
 	int64		cap = BACKLOG_CAP_MIN;
 
-	cap = Max(cap, 2 * (int64) hs_readonly_backlog);
-	cap = Max(cap, 2 * (int64) hs_holdback_backlog);
+	cap = Max(cap, (int64) hs_readonly_backlog);
+	cap = Max(cap, (int64) hs_holdback_backlog);
 	return cap;
 }
 
@@ -380,7 +385,7 @@ reconcile_events(const HsDegradeStatus *st, TimestampTz now)
 bool
 hs_degrade_due(void)
 {
-	return GetCurrentTimestamp() - last_measured >= MEASURE_INTERVAL_US;
+	return GetCurrentTimestamp() - last_measured >= measure_every;
 }
 
 /*
@@ -411,6 +416,8 @@ hs_degrade_round(void)
 	measure_sync_lag(&st, now);
 	st.measured_at = now;
 	last_measured = now;
+	/* a large backlog is slow to count: at most a tenth of the time */
+	measure_every = Max(MEASURE_INTERVAL_US, 10 * (GetCurrentTimestamp() - now));
 	manual_mode(mode, sizeof(mode), &mode_changed_at);
 
 	/* the automatic read-only mode */
