@@ -114,6 +114,8 @@ ok(poll_within(30, q{SELECT count(*) >= 1 FROM hasched.job WHERE schedule = 'qui
 # (d) bad input
 # ---------------------------------------------------------------------------
 query(q{SELECT hasched.alter_schedule('beat', active => false)});
+# quiet fires every second too: paused, so that its row stays as it is
+query(q{SELECT hasched.alter_schedule('quiet', active => false)});
 my $before = query(q{SELECT string_agg(s::text, E'\n' ORDER BY name) FROM hasched.schedule s});
 like(query_error(q{SELECT hasched.alter_schedule('nosuch', active => false)}),
 	qr/ERROR:  JQ022: schedule "nosuch" does not exist/, 'alter_schedule of an unknown schedule: JQ022');
