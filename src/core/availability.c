@@ -79,15 +79,10 @@ hs_heartbeat(int32 epoch)
 	TimestampTz now;
 	int64		allowed;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		plan = hs_prepare("UPDATE hasched.epoch e SET last_round_at = clock_timestamp()"
-						  " FROM (SELECT last_round_at FROM hasched.epoch WHERE epoch = $1) p"
-						  " WHERE e.epoch = $1 RETURNING p.last_round_at, e.last_round_at",
-						  1, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.epoch e SET last_round_at = clock_timestamp()"
+			" FROM (SELECT last_round_at FROM hasched.epoch WHERE epoch = $1) p"
+			" WHERE e.epoch = $1 RETURNING p.last_round_at, e.last_round_at",
+			1, INT4OID);
 	values[0] = Int32GetDatum(epoch);
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "hasched: writing the heartbeat failed");

@@ -186,18 +186,13 @@ measure_backlog(HsDegradeStatus *st)
 	Datum		v;
 	int64		cap = backlog_cap();
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = hs_prepare("SELECT count(*), min(s.run_at) FROM ("
-						  " SELECT j.run_at FROM hasched.job j"
-						  " WHERE j.state IN ('scheduled', 'pending', 'failed')"
-						  " AND j.run_at <= now()"
-						  " AND NOT EXISTS (SELECT 1 FROM hasched.queue q"
-						  "  WHERE q.name = j.queue AND q.paused_at IS NOT NULL)"
-						  " LIMIT $1) s", 1, types);
-	}
+	hs_plan(&plan, "SELECT count(*), min(s.run_at) FROM ("
+			" SELECT j.run_at FROM hasched.job j"
+			" WHERE j.state IN ('scheduled', 'pending', 'failed')"
+			" AND j.run_at <= now()"
+			" AND NOT EXISTS (SELECT 1 FROM hasched.queue q"
+			"  WHERE q.name = j.queue AND q.paused_at IS NOT NULL)"
+			" LIMIT $1) s", 1, INT8OID);
 	values[0] = Int64GetDatum(cap);
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "hasched: counting the backlog failed");
