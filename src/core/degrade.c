@@ -414,6 +414,8 @@ hs_degrade_round(void)
 	/* a large backlog is slow to count: at most a tenth of the time */
 	measure_every = Max(MEASURE_INTERVAL_US, 10 * (GetCurrentTimestamp() - now));
 	manual_mode(mode, sizeof(mode), &mode_changed_at);
+	strlcpy(st.manual_mode, mode, sizeof(st.manual_mode));
+	st.manual_since = mode_changed_at;
 
 	/* the automatic read-only mode */
 	read_only_signals(&st, sig);

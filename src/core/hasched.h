@@ -455,6 +455,9 @@ typedef struct HsDegradeStatus
 								 * empty */
 	int			sync_standbys;	/* standbys with sync_state sync or quorum */
 	TimestampTz measured_at;	/* 0: never (a standby, or no round yet) */
+	char		manual_mode[16];	/* hasched.state's mode (set_mode()) as the
+									 * scheduler last read it; "" before */
+	TimestampTz manual_since;	/* and its changed_at */
 } HsDegradeStatus;
 
 extern Size hs_degrade_shmem_size(void);

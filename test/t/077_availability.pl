@@ -1,7 +1,7 @@
 
 # Copyright: hasched contributors
 #
-# 071_availability.pl: measured availability across a real promotion.
+# 077_availability.pl: measured availability across a real promotion.
 #
 # A primary and a streaming standby, both with hasched preloaded.  The test
 # proves that
@@ -24,7 +24,7 @@
 #       and hasched.slo_target.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/071_availability.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/077_availability.pl
 use strict;
 use warnings;
 

@@ -1,7 +1,7 @@
 
 # Copyright: hasched contributors
 #
-# 070_degrade.pl: graceful degradation under overload.
+# 076_degrade.pl: graceful degradation under overload.
 #
 # One server with the real scheduler.  The test proves that
 #   (a) the automatic read-only mode begins when the backlog of due jobs
@@ -34,7 +34,7 @@
 #       changes nothing.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/070_degrade.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/076_degrade.pl
 use strict;
 use warnings;
 
