@@ -24,7 +24,11 @@
  * lost workers, orphans, the look for SQL work, pruning) runs in a
  * subtransaction of its own: a step
  * that fails, or a job row a step cannot handle, is skipped and reported
- * (see "Isolated steps"), and the others go on.
+ * (see "Isolated steps"), and the others go on.  About once a second,
+ * after the round, a transaction of its own (committed asynchronously)
+ * decides the automatic read-only mode and the priority hold-back
+ * (src/core/degrade.c) and writes the heartbeat that availability() infers
+ * downtime from (src/core/availability.c).
  *
  * Wake-ups: a transaction that made jobs claimable wakes an idle executor
  * after it commits (never before: the job must be visible), and the
