@@ -102,6 +102,7 @@ extern char *hs_database;
 extern int	hs_max_executors;
 extern int	hs_min_executors;
 extern int	hs_executor_idle_timeout;
+extern int	hs_executor_group_ms;
 extern int	hs_scheduler_naptime;
 extern int	hs_misfire_threshold;
 extern int	hs_history_retention;

@@ -39,6 +39,7 @@ char	   *hs_database = NULL;
 int			hs_max_executors = 2;
 int			hs_min_executors = 1;
 int			hs_executor_idle_timeout = 60000;
+int			hs_executor_group_ms = 5;
 int			hs_scheduler_naptime = 1000;
 int			hs_misfire_threshold = 5000;
 int			hs_history_retention = 7 * 24 * 3600;
@@ -180,6 +181,10 @@ static const Setting settings[] = {
 		"Shortest time the automatic read-only mode or the hold-back stays on, or off, before it changes again.",
 		"Together with hasched.degrade_exit_ratio it keeps the automatic modes from flapping.",
 		&hs_degrade_min_dwell, 30000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.executor_group_ms",
+		"How long an executor may run consecutive SQL jobs of one owner in one transaction.",
+		"Each job's effects and outcome still commit together (each job is a subtransaction); 0 runs every job in a transaction of its own.",
+		&hs_executor_group_ms, 5, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.executor_idle_timeout",
 		"How long an executor beyond hasched.min_executors stays without work before it exits.",
 		NULL,

@@ -131,6 +131,24 @@ static int	nstarted = 0;
 static ExecJob *current = NULL;
 static TimestampTz claimed_at = 0;
 static MemoryContext batch_cxt = NULL;
+static MemoryContext round_mcxt = NULL;
+
+/*
+ * The group (see may_join): jobs[group_first .. nstarted - 1] ran (or were
+ * skipped) in the transaction that is open (group_open), and commit with
+ * it; current, when set, is the last of them and still runs.  Jobs before
+ * solo_until run one per transaction: they are a group that rolled back,
+ * run again.
+ */
+static bool group_open = false;
+static bool group_solo = false;	/* a group of one, recorded as it ends */
+static int	group_first = 0;
+static int	group_nok = 0;		/* its jobs that succeeded: */
+static int	group_ok[CLAIM_BATCH];	/* their index in jobs[] */
+static uint64 group_rows[CLAIM_BATCH];	/* and their row counts */
+static Oid	group_owner = InvalidOid;
+static TimestampTz group_started = 0;
+static int	solo_until = 0;
 
 /* Shared with the signal handlers (SIGINT, the watchdog's SIGALRM) */
 #define END_TIMEOUT		1
@@ -392,20 +410,21 @@ idle_peer(TimestampTz now)
  * which may last its timeout plus hasched.job_grace: they are given back
  * now (pending, their attempt not counted) unless all their leases outlast
  * that, with HOLD_MARGIN_US to spare, the batch is younger than
- * BATCH_HOLD_US, and no other executor is idle (it can run them at once).  Job k itself, if it starts RESTAMP_AFTER_US or more after
- * its claim, has its start and lease stamped now.  Both in a transaction
- * of its own, so that cancel() never waits on it.  False when job k is no
- * longer ours (cancelled or requeued meanwhile): skip it.
+ * BATCH_HOLD_US, and no other executor is idle (it can run them at once).
+ * Job k itself, if it starts RESTAMP_AFTER_US or more after its claim, has
+ * its start and lease stamped now.  start_work() says which of the two job
+ * k needs; before_start() does it, in a transaction of its own (so that
+ * cancel() never waits on it; the group is committed first).  False when
+ * job k is no longer ours (cancelled or requeued meanwhile): skip it.
  */
-static bool
-before_start(int k)
+static void
+start_work(int k, bool *restamp, bool *give_back)
 {
 	ExecJob    *job = &jobs[k];
 	TimestampTz now = GetCurrentTimestamp();
-	bool		restamp = k > 0 && now - claimed_at >= RESTAMP_AFTER_US;
-	bool		give_back = false;
-	bool		ours = true;
 
+	*restamp = k > 0 && now - claimed_at >= RESTAMP_AFTER_US;
+	*give_back = false;
 	if (k + 1 < nclaimed)
 	{
 		int64		worst = hs_interval_usec(&job->timeout);
@@ -413,14 +432,23 @@ before_start(int k)
 
 		worst = Min(worst, hs_max_timeout_usec());
 		must_outlast = now + worst + (int64) hs_job_grace * 1000 + HOLD_MARGIN_US;
-		give_back = now - claimed_at >= BATCH_HOLD_US;
-		for (int j = k + 1; j < nclaimed && !give_back; j++)
-			give_back = jobs[j].lease_until < must_outlast;
-		give_back = give_back || idle_peer(now);
+		*give_back = now - claimed_at >= BATCH_HOLD_US;
+		for (int j = k + 1; j < nclaimed && !*give_back; j++)
+			*give_back = jobs[j].lease_until < must_outlast;
+		*give_back = *give_back || idle_peer(now);
 	}
+}
+
+static bool
+before_start(int k, bool restamp, bool give_back)
+{
+	ExecJob    *job = &jobs[k];
+	bool		ours = true;
+
 	if (!restamp && !give_back)
 		return true;
 
+	Assert(!group_open);
 	hs_xact_begin("hasched executor: starting a job");
 	hs_fencing_guard_xact(true);
 	if (give_back)
@@ -485,7 +513,7 @@ settle_step_body(void *arg)
 
 		if (back > 0)
 			ereport(LOG,
-					(errmsg("hasched: executor %s gave back %llu jobs it had not started",
+					(errmsg("hasched: executor %s gave back %llu jobs it had not started or whose work rolled back",
 							my_name, (unsigned long long) back)));
 	}
 	else
@@ -506,10 +534,12 @@ settle_step(const HsLease *unstarted, int n, const HsLease *cur, const char *why
 }
 
 /*
- * Settle a batch that ends early, in a transaction of its own: give back the
- * jobs not started, and record the attempt of the job under way as failed
- * (why) unless why is NULL.  The batch is forgotten first: what fails here
- * is left to the scheduler (lease expiry, orphan recovery).
+ * Settle a batch that ends early, in a transaction of its own, after the
+ * transaction that was open rolled back: give back the jobs not started
+ * and those of the open group (their work rolled back with it), and record
+ * the attempt of the job under way as failed (why) unless why is NULL.  The
+ * batch is forgotten first: what fails here is left to the scheduler
+ * (lease expiry, orphan recovery).
  */
 static void
 settle_batch(const char *why)
@@ -521,10 +551,16 @@ settle_batch(const char *why)
 
 	if (have_cur)
 		cur = current->lease;
+	if (group_open)
+		for (int i = group_first; i < nstarted; i++)
+			if (&jobs[i] != current)
+				unstarted[n++] = jobs[i].lease;
 	for (int i = nstarted; i < nclaimed; i++)
 		unstarted[n++] = jobs[i].lease;
 	current = NULL;
-	nclaimed = nstarted = 0;
+	group_open = false;
+	group_nok = 0;
+	nclaimed = nstarted = solo_until = 0;
 	if (!have_cur && n == 0)
 		return;
 
@@ -548,7 +584,7 @@ executor_exit(int code, Datum arg)
 {
 	char	   *why = NULL;
 
-	if (current == NULL && nstarted >= nclaimed)
+	if (current == NULL && !group_open && nstarted >= nclaimed)
 		return;
 	AbortOutOfAnyTransaction();
 	if (current != NULL && end_reason == END_TIMEOUT)
@@ -628,10 +664,159 @@ disarm_timeouts(void)
 	hard_deadline = 0;
 }
 
-/* Run one claimed job and record its outcome, in one transaction. */
-static void
-run_job(ExecJob *job)
+/*
+ * Groups.  Consecutive jobs of one owner run in one transaction, each in a
+ * subtransaction of its own.  The successes of the group are recorded
+ * together, in one statement, just before the group commits: so a job's
+ * effects commit exactly when the record of its success does, as with one
+ * transaction per job.  When that statement finds a lease that is no longer
+ * ours (a cancel() that came after the job's SQL ended), or the record or
+ * the commit fails (a deferred constraint of one of the jobs, say), the
+ * group rolls back as a whole and its jobs run again, one per transaction,
+ * as "solo" groups that record each outcome as the job ends: the effects
+ * of a job that lost its lease never commit, and a failure falls on the
+ * job that caused it.  A crash before the commit loses the group's work and
+ * its records together: its jobs are run again.  The group is committed
+ * before a job that may not join it starts: one of another owner, any job
+ * once the group is hasched.executor_group_ms old, a job that needs a
+ * transaction of its own first (before_start), and at the end of the
+ * batch.
+ */
+static bool
+may_join(int k)
 {
+	return group_open && !group_solo && k >= solo_until &&
+		jobs[k].owner == group_owner &&
+		!IsolationUsesXactSnapshot() &&
+		GetCurrentTimestamp() - group_started < (int64) hs_executor_group_ms * 1000;
+}
+
+/* Open a group for job k: a transaction. */
+static void
+group_begin(int k)
+{
+	Assert(!group_open);
+	hs_xact_begin(jobs[k].sql ? jobs[k].sql : "(no sql)");
+	/* a server that lost the right to act commits neither the jobs nor their outcomes */
+	hs_fencing_guard_xact(true);
+	group_open = true;
+	group_solo = hs_executor_group_ms <= 0 || k < solo_until;
+	group_first = k;
+	group_nok = 0;
+	group_owner = jobs[k].owner;
+	group_started = GetCurrentTimestamp();
+}
+
+/* The result of a job: {"rows": n} */
+static Datum
+rows_result(uint64 rows)
+{
+	char		buf[64];
+
+	snprintf(buf, sizeof(buf), "{\"rows\": " UINT64_FORMAT "}", rows);
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
+}
+
+/* Record the group's successes; false when a lease was no longer ours. */
+static bool
+record_group(void)
+{
+	Datum		ids[CLAIM_BATCH];
+	Datum		epochs[CLAIM_BATCH];
+	Datum		attempts[CLAIM_BATCH];
+	Datum		leases[CLAIM_BATCH];
+	Datum		results[CLAIM_BATCH];
+
+	if (group_nok == 0)
+		return true;
+	for (int i = 0; i < group_nok; i++)
+	{
+		ExecJob    *job = &jobs[group_ok[i]];
+
+		ids[i] = Int64GetDatum(job->lease.job_id);
+		epochs[i] = Int32GetDatum(job->lease.epoch);
+		attempts[i] = Int32GetDatum(job->lease.attempt);
+		leases[i] = Int64GetDatum(job->lease.lease_id);
+		results[i] = rows_result(group_rows[i]);
+	}
+	return hs_report_complete_many(group_nok, ids, epochs, attempts, leases,
+								   PointerGetDatum(construct_array(results, group_nok, JSONBOID,
+																   -1, false, TYPALIGN_INT)),
+								   false) == (uint64) group_nok;
+}
+
+/*
+ * Record the group's successes and commit it.  When a lease was no longer
+ * ours, or the record or the commit fails, the group rolls back and its
+ * jobs run again as solo groups.  A solo group whose commit fails is the
+ * round's error (its job's attempt is recorded as failed).
+ */
+static void
+group_commit(void)
+{
+	int			first = group_first;
+	int			end = nstarted;
+	bool		solo = group_solo;
+	volatile bool all_ours = true;
+	char	   *volatile why = NULL;
+
+	if (!group_open)
+		return;
+	PG_TRY();
+	{
+		all_ours = record_group();
+		if (all_ours)
+			hs_xact_end(true);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		if (solo || !hs_node_may_act())
+		{
+			/* the round's error handling settles the batch */
+			current = solo ? &jobs[first] : NULL;
+			PG_RE_THROW();
+		}
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(round_mcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(round_mcxt);
+		RESUME_INTERRUPTS();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		why = edata->message;
+	}
+	PG_END_TRY();
+	if (!all_ours)
+	{
+		hs_xact_end(false);
+		why = "a lease was no longer this executor's (a cancel, say)";
+	}
+	group_open = false;
+	group_nok = 0;
+	if (why != NULL)
+	{
+		ereport(LOG,
+				(errmsg("hasched: executor %s rolled back %d jobs run together and runs them again one per transaction: %s",
+						my_name, end - first, why)));
+		solo_until = end;
+		nstarted = first;
+	}
+}
+
+/*
+ * Run claimed job k in the group's transaction (opened here if none is):
+ * its SQL in a subtransaction, with the record of its success in a solo
+ * group (rolled back with its effects when the record finds the lease no
+ * longer ours), or that record left to record_group; a failure is recorded
+ * at once, after the subtransaction rolled back.
+ */
+static void
+run_job(int k)
+{
+	ExecJob    *job = &jobs[k];
 	MemoryContext oldcxt;
 	ResourceOwner oldowner;
 	Oid			owner_oid;
@@ -639,13 +824,17 @@ run_job(ExecJob *job)
 	char	   *volatile error = NULL;
 	volatile bool retry = true;
 	volatile bool cancelled = false;
-	volatile uint64 rows = 0;
+	volatile bool reporting = false;
 
 	set_state(HS_EXEC_BUSY, job->lease.job_id);
-	hs_xact_begin(job->sql ? job->sql : "(no sql)");
+	if (!group_open)
+		group_begin(k);
+	else
+	{
+		SetCurrentStatementStartTimestamp();
+		pgstat_report_activity(STATE_RUNNING, job->sql ? job->sql : "(no sql)");
+	}
 	current = job;
-	/* a server that lost the right to act commits neither the job nor its outcome */
-	hs_fencing_guard_xact(true);
 
 	/* the owner still exists, and wrote the job or a superuser did */
 	owner_oid = job->owner;
@@ -680,6 +869,7 @@ run_job(ExecJob *job)
 		{
 			int			guc_level;
 			int			rc;
+			uint64		rows;
 			SPIExecuteOptions options;
 
 			/*
@@ -734,7 +924,32 @@ run_job(ExecJob *job)
 			SetUserIdAndSecContext(save_userid, save_sec);
 			AtEOXact_GUC(false, guc_level);
 			DropAllPreparedStatements();
-			ReleaseCurrentSubTransaction();
+
+			/*
+			 * The record of its success, with its effects.  The lease no
+			 * longer matches when the job was cancelled (or its lease taken
+			 * away) while it ran: then its effects must not commit either.
+			 */
+			if (!group_solo)
+			{
+				/* recorded with the group's (record_group) */
+				ReleaseCurrentSubTransaction();
+				group_ok[group_nok] = k;
+				group_rows[group_nok] = rows;
+				group_nok++;
+			}
+			else
+			{
+				reporting = true;
+				if (hs_report_complete(&job->lease, rows_result(rows), false))
+					ReleaseCurrentSubTransaction();
+				else
+				{
+					cancelled = true;
+					RollbackAndReleaseCurrentSubTransaction();
+				}
+				reporting = false;
+			}
 			MemoryContextSwitchTo(oldcxt);
 			CurrentResourceOwner = oldowner;
 		}
@@ -759,36 +974,23 @@ run_job(ExecJob *job)
 			 * Stopped: by cancel(), which recorded the job's end; or by
 			 * the fencing gate, and then this server records nothing.
 			 */
+			cancelled = false;
 			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
 				stop_asked(job->lease.lease_id, job->lease.job_id))
 				cancelled = true;
+			else if (reporting)
+				error = psprintf("the executor could not finish the attempt: %s", edata->message);
 			else
 				error = edata->message;
 		}
 		PG_END_TRY();
 	}
 
-	if (!cancelled)
-	{
-		if (error == NULL)
-		{
-			char	   *result = psprintf("{\"rows\": " UINT64_FORMAT "}", (uint64) rows);
+	/* a failure, recorded after the job's effects rolled back */
+	if (!cancelled && error != NULL)
+		(void) hs_report_fail(&job->lease, (char *) error, retry);
 
-			/*
-			 * The lease no longer matches when the job was cancelled (or
-			 * its lease taken away) while it ran: then its effects must not
-			 * commit either.
-			 */
-			if (!hs_report_complete(&job->lease,
-									DirectFunctionCall1(jsonb_in, CStringGetDatum(result)),
-									false))
-				cancelled = true;
-		}
-		else
-			(void) hs_report_fail(&job->lease, (char *) error, retry);
-	}
-
-	hs_xact_end(!cancelled);
+	/* the job is done; its outcome commits with the group */
 	current = NULL;
 	set_state(HS_EXEC_BUSY, 0);
 	/* a stop asked for this job is done with */
@@ -823,7 +1025,10 @@ may_retire(void)
 	return retire;
 }
 
-/* Claim a batch and run its jobs one by one; how many were claimed. */
+/*
+ * Claim a batch and run its jobs one by one, in groups (see may_join); how
+ * many were claimed.
+ */
 static int
 run_batch(void)
 {
@@ -831,18 +1036,41 @@ run_batch(void)
 
 	claim_batch();
 	n = nclaimed;
-	while (nstarted < nclaimed)
+	for (;;)
 	{
-		ExecJob    *job = &jobs[nstarted];
+		int			k = nstarted;
+		bool		restamp;
+		bool		give_back;
 
+		if (k >= nclaimed)
+		{
+			if (!group_open)
+				break;
+			group_commit();		/* may send nstarted back: see there */
+			continue;
+		}
+		/* asked to exit: what ran so far commits first */
+		if (ProcDiePending && group_open)
+		{
+			group_commit();
+			continue;
+		}
 		CHECK_FOR_INTERRUPTS();
-		if (!before_start(nstarted))
+		start_work(k, &restamp, &give_back);
+		if (group_open && (restamp || give_back || !may_join(k)))
+		{
+			group_commit();
+			continue;
+		}
+		if (!before_start(k, restamp, give_back))
 		{
 			nstarted++;			/* cancelled or requeued meanwhile */
 			continue;
 		}
 		nstarted++;
-		run_job(job);
+		run_job(k);
+		if (group_solo)
+			group_commit();
 	}
 	return n;
 }
@@ -869,6 +1097,7 @@ executor_round(void)
 		return 1000;
 
 	MemoryContextReset(batch_cxt);
+	round_mcxt = round_cxt;
 	set_state(HS_EXEC_BUSY, 0);
 	PG_TRY();
 	{
@@ -878,7 +1107,7 @@ executor_round(void)
 	{
 		ErrorData  *edata;
 		const char *bad_queue = claiming_queue;
-		bool		in_batch = current != NULL || nstarted < nclaimed;
+		bool		in_batch = current != NULL || group_open || nstarted < nclaimed;
 
 		HOLD_INTERRUPTS();
 		running_lease = 0;
