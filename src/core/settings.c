@@ -184,7 +184,7 @@ static const Setting settings[] = {
 	{"hasched.executor_group_ms",
 		"How long an executor may run consecutive SQL jobs of one owner in one transaction.",
 		"Each job's effects and outcome still commit together (each job is a subtransaction); 0 runs every job in a transaction of its own.",
-		&hs_executor_group_ms, 5, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS},
+		&hs_executor_group_ms, 5, 0, 60000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.executor_idle_timeout",
 		"How long an executor beyond hasched.min_executors stays without work before it exits.",
 		NULL,

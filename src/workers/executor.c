@@ -387,6 +387,7 @@ claim_batch(void)
 	hs_xact_end(true);
 	nclaimed = n;
 	nstarted = 0;
+	solo_until = 0;
 	claimed_at = now;
 }
 
