@@ -94,7 +94,9 @@
 
 #include "workers/worker.h"
 
-#define CLAIM_BATCH			32
+#define CLAIM_BATCH			100
+/* jobs run in one transaction at most (see may_join) */
+#define GROUP_MAX_JOBS		32
 /* a job that starts longer than this after its claim is stamped again */
 #define RESTAMP_AFTER_US	(100 * 1000)
 /* jobs not started are given back once their batch is this old */
@@ -144,8 +146,8 @@ static bool group_open = false;
 static bool group_solo = false;	/* a group of one, recorded as it ends */
 static int	group_first = 0;
 static int	group_nok = 0;		/* its jobs that succeeded: */
-static int	group_ok[CLAIM_BATCH];	/* their index in jobs[] */
-static uint64 group_rows[CLAIM_BATCH];	/* and their row counts */
+static int	group_ok[GROUP_MAX_JOBS];	/* their index in jobs[] */
+static uint64 group_rows[GROUP_MAX_JOBS];	/* and their row counts */
 static Oid	group_owner = InvalidOid;
 static TimestampTz group_started = 0;
 static int	solo_until = 0;
@@ -323,6 +325,7 @@ note_bad_queue(const char *queue)
 static void
 claim_batch(void)
 {
+	static SPIPlanPtr list_plan = NULL;
 	int			n = 0;
 	uint64		nqueues;
 	char	  **queues;
@@ -332,8 +335,10 @@ claim_batch(void)
 	hs_xact_begin("hasched executor: claiming");
 	hs_fencing_guard_xact(true);
 
-	if (SPI_execute("SELECT name, lease FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
-					true, 0) != SPI_OK_SELECT)
+	if (list_plan == NULL)
+		list_plan = hs_prepare("SELECT name, lease FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
+							   0, NULL);
+	if (SPI_execute_plan(list_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: listing sql queues failed");
 	nqueues = SPI_processed;
 	queues = palloc(sizeof(char *) * (nqueues + 1));
@@ -613,6 +618,10 @@ executor_exit(int code, Datum arg)
  * the job's GUC nest level and transaction did not (README, "What a job
  * leaves behind").
  */
+/* strong random bytes for the seeds of random(), drawn for a batch at a time */
+static uint64 seeds[CLAIM_BATCH];
+static int	nseeds = 0;
+
 static void
 reset_session(void)
 {
@@ -624,8 +633,14 @@ reset_session(void)
 	/* currval() and lastval(): DISCARD SEQUENCES */
 	ResetSequenceCaches();
 	/* random(): a seed nobody chose, as in a new session */
-	if (!pg_strong_random(&r, sizeof(r)))
-		r = (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32);
+	if (nseeds == 0)
+	{
+		if (pg_strong_random(seeds, sizeof(seeds)))
+			nseeds = lengthof(seeds);
+		else
+			seeds[nseeds++] = (uint64) GetCurrentTimestamp() ^ ((uint64) MyProcPid << 32);
+	}
+	r = seeds[--nseeds];
 	seed = ldexp((double) (r >> 11), -53) * 2.0 - 1.0;
 	(void) DirectFunctionCall1(setseed, Float8GetDatum(seed));
 	/* a lock timeout of the job that fired and was never reported */
@@ -687,6 +702,7 @@ static bool
 may_join(int k)
 {
 	return group_open && !group_solo && k >= solo_until &&
+		k - group_first < GROUP_MAX_JOBS &&
 		jobs[k].owner == group_owner &&
 		!IsolationUsesXactSnapshot() &&
 		GetCurrentTimestamp() - group_started < (int64) hs_executor_group_ms * 1000;
@@ -722,11 +738,11 @@ rows_result(uint64 rows)
 static bool
 record_group(void)
 {
-	Datum		ids[CLAIM_BATCH];
-	Datum		epochs[CLAIM_BATCH];
-	Datum		attempts[CLAIM_BATCH];
-	Datum		leases[CLAIM_BATCH];
-	Datum		results[CLAIM_BATCH];
+	Datum		ids[GROUP_MAX_JOBS];
+	Datum		epochs[GROUP_MAX_JOBS];
+	Datum		attempts[GROUP_MAX_JOBS];
+	Datum		leases[GROUP_MAX_JOBS];
+	Datum		results[GROUP_MAX_JOBS];
 
 	if (group_nok == 0)
 		return true;
