@@ -335,9 +335,7 @@ claim_batch(void)
 	hs_xact_begin("hasched executor: claiming");
 	hs_fencing_guard_xact(true);
 
-	if (list_plan == NULL)
-		list_plan = hs_prepare("SELECT name, lease FROM hasched.queue WHERE transport = 'sql' ORDER BY name",
-							   0, NULL);
+	hs_plan(&list_plan, "SELECT name, lease FROM hasched.queue WHERE transport = 'sql' ORDER BY name", 0);
 	if (SPI_execute_plan(list_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: listing sql queues failed");
 	nqueues = SPI_processed;
