@@ -74,6 +74,7 @@
 #include "catalog/pg_type.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -121,6 +122,7 @@ typedef struct ExecJob
 	Oid			submitted_by;	/* if hs_owner_refusal() allows it */
 	Interval	timeout;
 	TimestampTz lease_until;	/* as claimed */
+	uint32		queue_hash;		/* of its queue's name, for known_fast() */
 } ExecJob;
 
 /*
@@ -355,9 +357,11 @@ claim_batch(void)
 	for (uint64 q = 0; q < nqueues && n < CLAIM_BATCH; q++)
 	{
 		uint64		got;
+		uint32		queue_hash;
 
 		if (queue_is_bad(queues[q], now))
 			continue;
+		queue_hash = hash_bytes((const unsigned char *) queues[q], strlen(queues[q]));
 		claiming_queue = queues[q];
 		got = hs_claim_jobs(queues[q], my_name, batchable[q] ? CLAIM_BATCH - n : 1,
 							NULL, "sql", true);
@@ -379,6 +383,7 @@ claim_batch(void)
 			job->lease.lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 			job->lease.token = NULL;
 			job->sql = sql ? pstrdup(sql) : NULL;
+			job->queue_hash = queue_hash;
 			job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 11, &isnull));
 			job->submitted_by = DatumGetObjectId(SPI_getbinval(tup, desc, 12, &isnull));
 			job->timeout = *DatumGetIntervalP(SPI_getbinval(tup, desc, 8, &isnull));
@@ -696,12 +701,58 @@ disarm_timeouts(void)
  * transaction of its own first (before_start), and at the end of the
  * batch.
  */
+/*
+ * How long the jobs of a queue and owner ran on this executor lately: a
+ * maximum that decays by a quarter at each job (a slot per hash of the
+ * two, shared on a collision).  A job joins a group only while this is
+ * below hasched.executor_group_ms: after a job that ran long, its queue's
+ * jobs run in groups again only some twenty jobs later.  So a job that
+ * runs long seldom holds the commit of the jobs before it in its group.
+ */
+#define RUN_TIMES			256
+typedef struct RunTime
+{
+	uint32		queue_hash;
+	Oid			owner;
+	int64		usec;
+} RunTime;
+static RunTime run_times[RUN_TIMES];
+
+static RunTime *
+run_time(const ExecJob *job)
+{
+	return &run_times[hash_combine(job->queue_hash, job->owner) % RUN_TIMES];
+}
+
+static void
+note_run_time(const ExecJob *job, int64 usec)
+{
+	RunTime    *r = run_time(job);
+
+	if (r->queue_hash != job->queue_hash || r->owner != job->owner)
+		r->usec = 0;
+	r->queue_hash = job->queue_hash;
+	r->owner = job->owner;
+	r->usec = Max(usec, r->usec - r->usec / 4);
+}
+
+static bool
+known_fast(const ExecJob *job)
+{
+	RunTime    *r = run_time(job);
+
+	return OidIsValid(r->owner) && r->owner == job->owner &&
+		r->queue_hash == job->queue_hash &&
+		r->usec < (int64) hs_executor_group_ms * 1000;
+}
+
 static bool
 may_join(int k)
 {
 	return group_open && !group_solo && k >= solo_until &&
 		k - group_first < GROUP_MAX_JOBS &&
 		jobs[k].owner == group_owner &&
+		known_fast(&jobs[k]) &&
 		!IsolationUsesXactSnapshot() &&
 		GetCurrentTimestamp() - group_started < (int64) hs_executor_group_ms * 1000;
 }
@@ -840,6 +891,7 @@ run_job(int k)
 	volatile bool retry = true;
 	volatile bool cancelled = false;
 	volatile bool reporting = false;
+	volatile TimestampTz started = 0;
 
 	set_state(HS_EXEC_BUSY, job->lease.job_id);
 	if (!group_open)
@@ -919,10 +971,13 @@ run_job(int k)
 				InterruptPending = true;
 				QueryCancelPending = true;
 			}
+			started = GetCurrentTimestamp();
 			rc = SPI_execute_extended(job->sql, &options);
 			running_lease = 0;
 			running_job = 0;
 			disarm_timeouts();
+			note_run_time(job, GetCurrentTimestamp() - started);
+			started = 0;
 			/* a cancel that came after the SQL ended: the record decides */
 			QueryCancelPending = false;
 			if (rc == SPI_ERROR_TRANSACTION)
@@ -975,6 +1030,9 @@ run_job(int k)
 			running_lease = 0;
 			running_job = 0;
 			disarm_timeouts();
+			if (started != 0)
+				note_run_time(job, GetCurrentTimestamp() - started);
+			started = 0;
 			MemoryContextSwitchTo(oldcxt);
 			edata = CopyErrorData();
 			FlushErrorState();

@@ -21,7 +21,9 @@
 #   - when recording the group's successes fails (here a trigger refuses
 #     one), the group rolls back and runs again one job per transaction: the
 #     failure falls on that job alone, the others write once;
-#   - jobs of another owner are not run in the same transaction.
+#   - jobs of another owner are not run in the same transaction;
+#   - after a job of a queue that ran longer than executor_group_ms, the
+#     next jobs of that queue do not join groups.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/038_executor_groups.pl
@@ -192,6 +194,26 @@ ok($node->poll_within(15, "SELECT count(*) = 2 FROM public.runs WHERE tag IN ('o
 	'both wrote');
 is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('o1', 'o2')"),
 	'2', '... in two transactions');
+
+# ---------------------------------------------------------------------------
+# 6. after a job that ran long, its queue's jobs do not join groups
+# ---------------------------------------------------------------------------
+$node->query(
+	q{
+	INSERT INTO hasched.queue (name, transport) VALUES ('mixq', 'sql');
+	ALTER SYSTEM SET hasched.executor_group_ms = '100ms'; SELECT pg_reload_conf();
+});
+$node->poll("SELECT current_setting('hasched.executor_group_ms') = '100ms'");
+my $slow = $node->query("SELECT hasched.submit('mixq', '{\"sql\": \"SELECT pg_sleep(0.4)\"}')");
+all_succeeded('a job of queue mixq that runs 0.4 s', $slow);
+my ($m1, $m2) = split /\n/, $node->query(
+	"BEGIN;\n"
+	  . "SELECT hasched.submit('mixq', jsonb_build_object('sql', \$j\$" . insert_tag('M1') . "\$j\$), priority => '0');\n"
+	  . "SELECT hasched.submit('mixq', jsonb_build_object('sql', \$j\$" . insert_tag('M2') . "\$j\$), priority => '1');\n"
+	  . "COMMIT;");
+all_succeeded('two quick jobs of mixq submitted together after it', $m1, $m2);
+is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('M1', 'M2')"),
+	'2', '... ran in two transactions: the slow job keeps its queue out of groups for a while');
 
 $node->stop;
 done_testing();
