@@ -1155,6 +1155,11 @@ EOF
 	$ex_ticks += $ex1->{$_} - ($ex0->{$_} // 0) for keys %$ex1;
 	$d{exec_cpu} = cpu_us($ex_ticks, $d{succeeded});
 	$d{runs} = query("SELECT count(*) FROM hasched.job_run WHERE job_id > $first_id");
+	# the executors' transactions: with track_commit_timestamp (on since the
+	# restart before this step), one commit time per transaction
+	$d{xacts} = query("SELECT count(DISTINCT pg_xact_commit_timestamp(xmin)) FROM hasched.job
+	                   WHERE queue = 'noop' AND id > $first_id AND state = 'succeeded'");
+	$d{group_ms} = query("SELECT current_setting('hasched.executor_group_ms')");
 	$d{workers} = query("SELECT string_agg(w || ' ' || n, ', ' ORDER BY w) FROM (SELECT worker w, count(*) n
 	                   FROM hasched.job WHERE queue = 'noop' AND id > $first_id GROUP BY worker) s");
 	$R{drain} = \%d;
@@ -1176,9 +1181,13 @@ EOF
 			[ 'succeeded / submitted', "$d{succeeded} / $d{submitted}"
 				  . ($d{other} ? " (also: $d{other})" : '') . ($d{note} ? " ($d{note})" : ''), '' ],
 			[ 'attempts that did not succeed (job_run rows)', $d{runs}, '' ],
+			[ "executor transactions that committed the jobs (hasched.executor_group_ms = $d{group_ms})",
+				na($d{xacts}), '' ],
 			[ "submit: $calls x submit_many of $B while paused, s", f2($d{submit_s}), '' ]),
 		"\nJobs per executor: " . na($d{workers})
-		  . ". Each job runs in its own transaction (executor commits with synchronous_commit off).\n");
+		  . ". Consecutive jobs of one owner share a transaction for up to hasched.executor_group_ms"
+		  . " (at most 32; each job a subtransaction, the successes recorded together before the commit;"
+		  . " executor commits with synchronous_commit off).\n");
 	target(figure => "executors' drain of $N no-op SQL jobs / pull API claim 100 + complete (jobs/s)",
 		hasched => f0($d{jobs_s}), base => f0($pull->{jobs}),
 		ratio => ratio($d{jobs_s}, $pull->{jobs}), min => 0.8,
