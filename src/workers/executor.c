@@ -89,6 +89,7 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/resowner.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
@@ -746,10 +747,23 @@ known_fast(const ExecJob *job)
 		r->usec < (int64) hs_executor_group_ms * 1000;
 }
 
+/*
+ * SET CONSTRAINTS changes the whole transaction's constraint modes, and a
+ * subtransaction's end does not undo it: a job whose SQL names constraints
+ * runs in a transaction of its own, so that its modes never reach another
+ * job.
+ */
+static bool
+sets_constraints(const ExecJob *job)
+{
+	return job->sql != NULL && strcasestr(job->sql, "constraints") != NULL;
+}
+
 static bool
 may_join(int k)
 {
 	return group_open && !group_solo && k >= solo_until &&
+		!sets_constraints(&jobs[k]) &&
 		k - group_first < GROUP_MAX_JOBS &&
 		jobs[k].owner == group_owner &&
 		known_fast(&jobs[k]) &&
@@ -766,7 +780,7 @@ group_begin(int k)
 	/* a server that lost the right to act commits neither the jobs nor their outcomes */
 	hs_fencing_guard_xact(true);
 	group_open = true;
-	group_solo = hs_executor_group_ms <= 0 || k < solo_until;
+	group_solo = hs_executor_group_ms <= 0 || k < solo_until || sets_constraints(&jobs[k]);
 	group_first = k;
 	group_nok = 0;
 	group_owner = jobs[k].owner;
@@ -994,6 +1008,8 @@ run_job(int k)
 			SetUserIdAndSecContext(save_userid, save_sec);
 			AtEOXact_GUC(false, guc_level);
 			DropAllPreparedStatements();
+			/* its cursors close, as they would at its commit (CLOSE ALL) */
+			PortalHashTableDeleteAll();
 
 			/*
 			 * The record of its success, with its effects.  The lease no

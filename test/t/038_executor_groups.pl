@@ -22,6 +22,8 @@
 #     one), the group rolls back and runs again one job per transaction: the
 #     failure falls on that job alone, the others write once;
 #   - jobs of another owner are not run in the same transaction;
+#   - a cursor a job left open is closed before the next job of its group,
+#     and a job that sets constraint modes runs in a transaction of its own;
 #   - after a job of a queue that ran longer than executor_group_ms, the
 #     next jobs of that queue do not join groups.
 #
@@ -196,7 +198,32 @@ is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('o1',
 	'2', '... in two transactions');
 
 # ---------------------------------------------------------------------------
-# 6. after a job that ran long, its queue's jobs do not join groups
+# 6. what a job leaves in its transaction does not reach the next job
+# ---------------------------------------------------------------------------
+# A cursor it left open (closed as at a commit), and constraint modes it set
+# (such a job runs in a transaction of its own).
+$node->query(
+	q{
+	CREATE TABLE public.parent (id int PRIMARY KEY);
+	CREATE TABLE public.child (pid int REFERENCES public.parent DEFERRABLE INITIALLY IMMEDIATE);
+	GRANT ALL ON public.parent, public.child TO PUBLIC;
+	INSERT INTO public.parent VALUES (1);
+});
+my ($c1, $c2, $c3, $c4) = submit_together(
+	'DECLARE c CURSOR FOR SELECT 1; ' . insert_tag('K1'),
+	'DECLARE c CURSOR FOR SELECT 2; ' . insert_tag('K2'),
+	'SET CONSTRAINTS ALL DEFERRED; ' . insert_tag('K3'),
+	'INSERT INTO public.child VALUES (1); ' . insert_tag('K4'));
+all_succeeded('a job that leaves a cursor open, one that declares the same cursor, '
+	  . 'one that defers all constraints, and one that then inserts a row checked by a deferrable foreign key',
+	$c1, $c2, $c3, $c4);
+is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('K1', 'K2')"),
+	'1', '... the cursor jobs in one transaction');
+is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('K3', 'K4')"),
+	'2', '... the job that sets constraint modes in a transaction of its own');
+
+# ---------------------------------------------------------------------------
+# 7. after a job that ran long, its queue's jobs do not join groups
 # ---------------------------------------------------------------------------
 $node->query(
 	q{
