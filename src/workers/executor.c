@@ -8,11 +8,13 @@
  * A round claims a batch of due SQL jobs (through the same claim path as
  * pull workers, so priorities, concurrency and cursors apply) and commits
  * the claim, so that the jobs show as running and cancel() can find them.
- * Then each job runs in its own transaction: its SQL in a subtransaction,
- * as the owner role, with statement_timeout set to the job's timeout; then
- * the outcome is recorded (complete, or a failed attempt retried per the
- * job's policy) in the same transaction.  So the database effects of a job
- * and the record of its success commit together.
+ * Then each job's SQL runs in a subtransaction, as the owner role, with
+ * statement_timeout set to the job's timeout, and its outcome is recorded
+ * (complete, or a failed attempt retried per the job's policy) in the same
+ * transaction.  So the database effects of a job and the record of its
+ * success commit together.  Consecutive quick jobs of one owner share a
+ * transaction (a group, see may_join), their successes recorded in one
+ * statement just before it commits; any other job has one of its own.
  *
  * An attempt starts when its job starts.  The claim stamps started_at and a
  * lease that covers lease + timeout.  A job that starts RESTAMP_AFTER_US or
