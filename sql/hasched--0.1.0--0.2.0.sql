@@ -811,3 +811,18 @@ COMMENT ON FUNCTION hasched.degradation() IS
 	'The automatic read-only mode (in force, why, since when; overridden by set_mode() until the signals fall below their exit thresholds), the priority hold-back, and the signals as the scheduler of this server last measured them (backlog of due jobs, counted up to a cap; the oldest one counted; synchronous standby lag, or how long none was connected). From shared memory: answers on a standby too (nothing measured there).';
 REVOKE ALL ON FUNCTION hasched.degradation() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.degradation() TO hasched_admin;
+
+ * RabbitMQ transport (issue 9): start() for jobs received from the broker
+ *
+ * The dispatcher publishes a job of an amqp queue with a new attempt and
+ * lease token; the job is dispatched once the broker confirmed the message.
+ * A worker that receives it calls start() with the message's token (the
+ * AMQP contract, README "RabbitMQ transport").
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION hasched.start(job_id bigint, token text, worker text DEFAULT NULL)
+RETURNS TABLE (payload jsonb, timeout interval, lease_until timestamptz)
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_start';
+COMMENT ON FUNCTION hasched.start(bigint, text, text) IS
+	'Start a job received from the broker with its lease token: a dispatched job becomes running (its lease from now), a running one under the same token renews its lease (a redelivery); no row when that attempt already ended with a recorded outcome (drop the message); JQ006 for any other token.';
+REVOKE ALL ON FUNCTION hasched.start(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.start(bigint, text, text) TO hasched_worker;

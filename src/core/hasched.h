@@ -298,6 +298,7 @@ extern uint64 hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum 
 extern void hs_check_result_size(int64 job_id, Datum result);
 extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
 extern bool hs_restamp_lease(const HsLease *lease);
+extern bool hs_start_dispatched(const HsLease *lease, const char *worker);
 extern uint64 hs_release_leases(const HsLease *leases, int n);
 extern uint64 hs_requeue_expired_job(int64 job_id);
 extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);

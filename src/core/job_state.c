@@ -731,6 +731,56 @@ hs_requeue_expired_job(int64 job_id)
 }
 
 /*
+ * start(): a worker that received a job's message from the broker starts
+ * it (the AMQP contract, /work/tools/AMQP_CONTRACT.md and the README).  The
+ * job must hold the message's token:
+ *  - dispatched under it: it becomes running, its lease (the queue's) from
+ *    now on;
+ *  - running under it (a redelivery: the worker that started it died before
+ *    acking the message): the lease is renewed from now, for the new worker;
+ *  - its attempt under that token already ended with an outcome recorded
+ *    (complete, or fail): nothing changes and false is returned, so that
+ *    the worker drops the message without running it;
+ *  - anything else (re-dispatched under a new token, cancelled, requeued
+ *    after a failover or an expired lease): JQ006, nothing changed.
+ * On true, SPI_tuptable holds one row (payload, timeout, lease_until).
+ * Inside SPI, as the owner.
+ */
+bool
+hs_start_dispatched(const HsLease *lease, const char *worker)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET state = 'running',"
+						  " started_at = clock_timestamp(),"
+						  " lease_until = clock_timestamp() + coalesce((SELECT q.lease"
+						  "   FROM hasched.queue q WHERE q.name = j.queue), interval '30 seconds'),"
+						  " worker = coalesce($5, j.worker)"
+						  " WHERE j.id = $1 AND j.state::text IN ('dispatched', 'running')"
+						  " AND j.epoch = $2 AND j.attempt = $3 AND j.lease_id = $4"
+						  " RETURNING j.payload, j.timeout, j.lease_until", 5, types);
+	}
+	lease_params(lease, values);
+	if (worker != NULL)
+		values[4] = CStringGetTextDatum(worker);
+	else
+		nulls[4] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "hasched: starting job %lld failed", (long long) lease->job_id);
+	if (SPI_processed > 0)
+		return true;
+	if (completed_by_lease(lease) || failed_by_lease(lease) != (Datum) 0)
+		return false;
+	hs_stale_lease(lease, "start");
+}
+
+/*
  * An executor starts a job it claimed earlier in a batch: the attempt (its
  * started_at, and the lease, which covers the job's timeout) starts now;
  * lease_until keeps its distance from started_at.  False when the lease is
