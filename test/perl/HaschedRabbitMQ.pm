@@ -22,7 +22,7 @@ HaschedRabbitMQ - start, stop, kill and restart a RabbitMQ broker in a test
 
   my $mq = HaschedRabbitMQ->new('mq');
   $mq->start;                          # waits until it accepts AMQP (~9 s)
-  my $url = $mq->url;                  # amqp://guest:guest@127.0.0.1:PORT/
+  my $url = $mq->url;                  # amqp://guest:guest@127.0.0.1:PORT
   my $primary = HaschedCluster->primary('primary',
       conf => "hasched.amqp_url = '$url'\n");
 
@@ -159,7 +159,7 @@ sub _env
 
 =item $mq->port, $mq->url, $mq->node, $mq->dir
 
-The AMQP port, amqp://guest:guest@127.0.0.1:PORT/ (guest may log in
+The AMQP port, amqp://guest:guest@127.0.0.1:PORT (vhost /; guest may log in
 from loopback), the Erlang node name, the broker's directory.
 
 =cut
@@ -171,7 +171,7 @@ sub dir  { return $_[0]{dir}; }
 sub url
 {
 	my ($self) = @_;
-	return "amqp://guest:guest\@127.0.0.1:$self->{port}/";
+	return "amqp://guest:guest\@127.0.0.1:$self->{port}";
 }
 
 =pod
