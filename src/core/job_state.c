@@ -862,6 +862,113 @@ hs_end_attempts_now(const char *filter, const char *why, const char *outcome)
 }
 
 /* ------------------------------------------------------------------------
+ * The RabbitMQ dispatcher's outbox (workers/dispatcher.c)
+ *
+ * A job of an amqp queue stays waiting while its message is published; only
+ * the broker's confirm makes it dispatched, with the attempt and token the
+ * message carries.  If the job changed meanwhile (cancelled, or published
+ * again by a dispatcher that took over) the row does not match, and the
+ * message is stale: start() refuses its token.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Mark the confirmed jobs dispatched: ids[i] with the new attempts[i] and
+ * lease_ids[i] of its message, under epoch, its dispatch lease
+ * (hasched.dispatch_lease) from now.  Returns how many rows matched.
+ */
+uint64
+hs_mark_dispatched(int n, Datum *ids, Datum *attempts, Datum *lease_ids, int32 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+
+	if (n <= 0)
+		return 0;
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET state = 'dispatched', attempt = d.attempt,"
+						  " epoch = $4, lease_id = d.lease_id,"
+						  " lease_until = clock_timestamp() + $5 * interval '1 millisecond',"
+						  " worker = NULL, started_at = NULL, finished_at = NULL"
+						  " FROM unnest($1, $2, $3) AS d (id, attempt, lease_id)"
+						  " WHERE j.id = d.id AND j.attempt = d.attempt - 1"
+						  " AND j.state::text IN ('scheduled', 'pending', 'failed')", 5, types);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(lease_ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[3] = Int32GetDatum(epoch);
+	values[4] = Int32GetDatum(hs_dispatch_lease);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: marking jobs dispatched failed");
+	return SPI_processed;
+}
+
+/*
+ * Publishes that failed (nack, returned, connection lost, no confirm in
+ * time): the jobs stay waiting, with the error in last_error.
+ */
+void
+hs_note_publish_failed(int n, Datum *ids, Datum *errors)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+
+	if (n <= 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET last_error = d.error"
+						  " FROM unnest($1, $2) AS d (id, error)"
+						  " WHERE j.id = d.id AND j.state::text IN ('scheduled', 'pending', 'failed')",
+						  2, types);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: recording publish errors failed");
+}
+
+/*
+ * Dispatched jobs that no worker started: within their dispatch lease, or
+ * before a failover (dispatched under an epoch older than `epoch`).  Each
+ * such attempt ends (outcome dispatch_expired) and the job is due again now
+ * (or dead when its attempts are spent), to be published again under a new
+ * attempt and token.  Returns how many.
+ */
+uint64
+hs_redispatch_expired(int32 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
+										  " WHERE x.state = 'dispatched'"
+										  " AND (x.lease_until < clock_timestamp() OR x.epoch < $1)"
+										  " FOR UPDATE SKIP LOCKED))",
+										  "true",
+										  "CASE WHEN j.epoch < $1 THEN 'dispatched under epoch '"
+										  " || j.epoch || ' and not started before the failover'"
+										  " ELSE 'not started within hasched.dispatch_lease (until '"
+										  " || j.lease_until::text || ')' END",
+										  "dispatch_expired", false),
+						  1, types);
+	}
+	values[0] = Int32GetDatum(epoch);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: re-dispatching expired jobs failed");
+	return SPI_processed;
+}
+
+/* ------------------------------------------------------------------------
  * cancel() and retry()
  * ------------------------------------------------------------------------ */
 
