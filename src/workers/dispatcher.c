@@ -102,6 +102,7 @@ static int	declared_cap = 0;
 static bool lost = false;		/* the socket said the connection is gone */
 
 static TimestampTz last_expiry = 0;
+static TimestampTz next_connect_at = 0;	/* no connection attempt before */
 
 /* queue circuits whose probe this batch took (released after it) */
 static int	probes[HS_MAX_CIRCUITS];
@@ -323,6 +324,10 @@ ensure_connected(void)
 		return true;
 	if (conn != NULL)
 		disconnect("the connection was lost");
+	/* woken early (a submit) after a pass that found none: not yet */
+	if (GetCurrentTimestamp() < next_connect_at)
+		return false;
+	next_connect_at = GetCurrentTimestamp() + (int64) hs_amqp_reconnect_interval * 1000;
 	initStringInfo(&why);
 	for (int i = 0; i < nbrokers; i++)
 	{
@@ -850,8 +855,6 @@ dispatch_batch(int *failed)
 		/* a lost connection is the broker's failure, not the queue's */
 		if (!was_lost || m->error == NULL)
 			hs_circuit_record(m->qcircuit, m->error == NULL, m->error);
-		hs_circuit_record(brokers[cur_broker].circuit, m->error == NULL || !was_lost,
-						  m->error);
 		if (m->error == NULL)
 		{
 			ok_ids[nok] = Int64GetDatum(m->job_id);
@@ -868,6 +871,9 @@ dispatch_batch(int *failed)
 		}
 	}
 	release_probes();
+	/* the broker's circuit counts batches: a lost connection fails one */
+	hs_circuit_record(brokers[cur_broker].circuit, !was_lost,
+					  was_lost ? "the connection was lost during a batch" : NULL);
 
 	hs_xact_begin("hasched dispatcher: marking confirmed jobs dispatched");
 	hs_fencing_guard_xact(true);
@@ -949,7 +955,7 @@ dispatcher_round(void)
 			hs_circuit_write_events();
 			hs_xact_end(true);
 		}
-		return hs_amqp_reconnect_interval;
+		return Max((long) ((next_connect_at - GetCurrentTimestamp()) / 1000), 1);
 	}
 	n = dispatch_batch(&failed);
 	if (lost)

@@ -57,6 +57,7 @@ use strict;
 use warnings;
 
 use Carp;
+use Cwd ();
 use File::Basename qw(dirname);
 use File::Path qw(make_path);
 use IO::Socket::INET;
@@ -87,7 +88,9 @@ sub new
 	my ($class, $name, %opt) = @_;
 	my $self = bless {
 		name => $name,
-		dir => "$PostgreSQL::Test::Utils::tmp_check/rmq_$name",
+		# absolute: the broker resolves relative paths (logs, the quorum
+		# queues' Ra log) against directories of its own
+		dir => Cwd::abs_path($PostgreSQL::Test::Utils::tmp_check) . "/rmq_$name",
 		port => $opt{amqp_port} // PostgreSQL::Test::Cluster::get_free_port(),
 		dist_port => PostgreSQL::Test::Cluster::get_free_port(),
 		epmd_port => PostgreSQL::Test::Cluster::get_free_port(),

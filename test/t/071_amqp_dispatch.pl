@@ -18,6 +18,11 @@
 #   - a dispatched job that no worker starts within hasched.dispatch_lease is
 #     dispatched again under a new attempt and token; the old token is JQ006.
 #
+# The broker queues are classic here because of the nack case: a quorum
+# queue with a reject-publish max-length policy lets a message in first and
+# still refuses publishes after the policy is cleared, while it holds it.
+# The default, quorum queues, is used by 073.
+#
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/071_amqp_dispatch.pl
 use strict;
