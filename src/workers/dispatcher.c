@@ -81,9 +81,34 @@ typedef struct Msg
 	int64		lease_id;
 	char	   *queue;
 	int			qcircuit;
-	char	   *error;			/* NULL: confirmed */
-	bool		settled;		/* ack or nack came */
+	uint64		tag;			/* its delivery tag; 0: not published */
+	int			gen;			/* the channel it was published on */
+	bool		settled;		/* ack or nack came, or it failed */
+	bool		failed;
+	bool		conn_failed;	/* failed with the connection (the broker's fault) */
+	char		error[HS_CIRCUIT_ERROR_MAX];
 } Msg;
+
+/*
+ * A published batch.  Batches are pipelined: while the broker confirms one,
+ * the next is read and published; then the first is marked.  At most one
+ * batch waits for its confirms across rounds (inflight), in a memory
+ * context of its own.
+ */
+typedef struct Batch
+{
+	MemoryContext cxt;
+	int			n;
+	Msg		   *msgs;
+	int32		epoch;
+	int			broker;
+	TimestampTz published_at;
+	int			nprobes;		/* queue circuits whose probe it carries */
+	int		   *probes;
+} Batch;
+
+static Batch *inflight = NULL;
+static int	channel_gen = 0;	/* a new one for every channel opened */
 
 /* the brokers, parsed from the setting in TopMemoryContext */
 static char *parsed_url = NULL;
@@ -104,11 +129,41 @@ static bool lost = false;		/* the socket said the connection is gone */
 static TimestampTz last_expiry = 0;
 static TimestampTz next_connect_at = 0;	/* no connection attempt before */
 
-/* queue circuits whose probe this batch took (released after it) */
+/* queue circuits whose probe the batch being read took */
 static int	probes[HS_MAX_CIRCUITS];
 static int	nprobes = 0;
 
 static void disconnect(const char *why);
+
+/* A message that failed, unless it is settled already. */
+static void
+fail_msg(Msg *m, const char *why)
+{
+	if (m->settled)
+		return;
+	m->settled = m->failed = true;
+	strlcpy(m->error, why, sizeof(m->error));
+}
+
+/* ... because the connection or channel went away */
+static void
+fail_conn(Msg *m, const char *why)
+{
+	if (m->settled)
+		return;
+	fail_msg(m, why);
+	m->conn_failed = true;
+}
+
+/* Every unsettled message of the batch in flight failed (connection gone). */
+static void
+fail_inflight(const char *why)
+{
+	if (inflight == NULL)
+		return;
+	for (int i = 0; i < inflight->n; i++)
+		fail_conn(&inflight->msgs[i], why);
+}
 
 /* ------------------------------------------------------------------------
  * Brokers
@@ -236,10 +291,9 @@ disconnect(const char *why)
 		ereport(LOG,
 				(errmsg("hasched dispatcher: disconnected from %s: %s",
 						broker_name(cur_broker), why)));
+	fail_inflight("the connection to the broker was lost before the confirm");
 	if (!lost)
-	{
 		(void) amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
-	}
 	amqp_destroy_connection(conn);
 	conn = NULL;
 	cur_broker = -1;
@@ -263,6 +317,7 @@ open_channel(void)
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
 		return reply_error(r);
 	next_tag = 1;
+	channel_gen++;
 	return NULL;
 }
 
@@ -450,17 +505,18 @@ declare(const char *name)
  * ------------------------------------------------------------------------ */
 
 static void
-settle(Msg **msgs, int n, uint64 first_tag, uint64 tag, bool multiple, const char *nack)
+settle(Msg **msgs, int n, uint64 tag, bool multiple, const char *nack)
 {
 	for (int i = 0; i < n; i++)
 	{
-		uint64		t = first_tag + i;
+		Msg		   *m = msgs[i];
 
-		if (msgs[i]->settled || t > tag || (!multiple && t != tag))
+		if (m->settled || m->gen != channel_gen || m->tag > tag ||
+			(!multiple && m->tag != tag))
 			continue;
-		msgs[i]->settled = true;
-		if (nack && msgs[i]->error == NULL)
-			msgs[i]->error = pstrdup(nack);
+		if (nack)
+			fail_msg(m, nack);
+		m->settled = true;
 	}
 }
 
@@ -475,9 +531,14 @@ mark_returned(Msg **msgs, int n, amqp_bytes_t id, const char *why)
 	if (sscanf(s, INT64_FORMAT ":%d", &job, &attempt) != 2)
 		return;
 	for (int i = 0; i < n; i++)
-		if (msgs[i]->job_id == job && msgs[i]->attempt == attempt)
+		if (msgs[i]->job_id == job && msgs[i]->attempt == attempt && !msgs[i]->settled)
 		{
-			msgs[i]->error = pstrdup(why);
+			/* its ack follows: the message stays failed */
+			ereport(LOG,
+					(errmsg("hasched dispatcher: the message of job " INT64_FORMAT " came back: %s",
+							job, why)));
+			msgs[i]->failed = true;
+			strlcpy(msgs[i]->error, why, sizeof(msgs[i]->error));
 			forget_declared(psprintf("hasched.%s.%s", msgs[i]->queue, "high"));
 			forget_declared(psprintf("hasched.%s.%s", msgs[i]->queue, "medium"));
 			forget_declared(psprintf("hasched.%s.%s", msgs[i]->queue, "low"));
@@ -485,25 +546,34 @@ mark_returned(Msg **msgs, int n, amqp_bytes_t id, const char *why)
 }
 
 /*
- * Read frames until every message is acked or nacked, the connection is
- * lost, or hasched.amqp_confirm_timeout passes.  Unsettled messages get an
- * error.
+ * Read frames (confirms of all n messages) until the first `need` messages
+ * are settled, the connection is lost, or the deadline passes; then those
+ * still unsettled fail (all n when the connection is lost).
  */
 static void
-wait_confirms(Msg **msgs, int n, uint64 first_tag)
+wait_confirms(Msg **msgs, int n, int need, TimestampTz deadline)
 {
-	TimestampTz deadline = GetCurrentTimestamp() + (int64) hs_amqp_confirm_timeout * 1000;
-	int			unsettled = n;
 	char	   *returned_why = NULL;
 	uint64		body_left = 0;
 	bool		want_header = false;
 	const char *fail = NULL;
 
-	while (unsettled > 0 || want_header || body_left > 0)
+	for (int i = 0; i < n; i++)
+		if (msgs[i]->gen != channel_gen)
+			fail_conn(msgs[i], "the channel was closed before the confirm");
+
+	for (;;)
 	{
 		amqp_frame_t frame;
 		struct timeval zero = {0, 0};
 		int			rc;
+		int			unsettled = 0;
+
+		for (int i = 0; i < need; i++)
+			if (!msgs[i]->settled)
+				unsettled++;
+		if (unsettled == 0 && !want_header && body_left == 0)
+			break;
 
 		CHECK_FOR_INTERRUPTS();
 		if (!amqp_frames_enqueued(conn) && !amqp_data_in_buffer(conn))
@@ -557,14 +627,14 @@ wait_confirms(Msg **msgs, int n, uint64 first_tag)
 				{
 					amqp_basic_ack_t *a = frame.payload.method.decoded;
 
-					settle(msgs, n, first_tag, a->delivery_tag, a->multiple, NULL);
+					settle(msgs, n, a->delivery_tag, a->multiple, NULL);
 					break;
 				}
 			case AMQP_BASIC_NACK_METHOD:
 				{
 					amqp_basic_nack_t *a = frame.payload.method.decoded;
 
-					settle(msgs, n, first_tag, a->delivery_tag, a->multiple,
+					settle(msgs, n, a->delivery_tag, a->multiple,
 						   "the broker refused the message (basic.nack)");
 					break;
 				}
@@ -596,14 +666,9 @@ wait_confirms(Msg **msgs, int n, uint64 first_tag)
 		}
 		if (lost)
 			break;
-		unsettled = 0;
-		for (int i = 0; i < n; i++)
-			if (!msgs[i]->settled)
-				unsettled++;
 	}
-	for (int i = 0; i < n; i++)
-		if (!msgs[i]->settled && msgs[i]->error == NULL)
-			msgs[i]->error = pstrdup(fail ? fail : "not confirmed");
+	for (int i = 0; i < (lost ? n : need); i++)
+		fail_conn(msgs[i], fail ? fail : "not confirmed");
 }
 
 /* ------------------------------------------------------------------------
@@ -647,11 +712,13 @@ read_batch(int32 *epoch)
 	Datum	   *limits;
 	int			nq = 0;
 	uint64		nqueues;
-	Datum		values[3];
+	Datum		values[4];
+	Datum	   *busy;
+	int			nbusy = 0;
 
 	if (qplan == NULL)
 	{
-		Oid			types[3] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID};
+		Oid			types[4] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID};
 
 		qplan = hs_prepare("SELECT q.name FROM hasched.queue q, hasched.state s"
 						   " WHERE q.transport = 'amqp' AND s.mode <> 'paused' ORDER BY q.name",
@@ -662,9 +729,9 @@ read_batch(int32 *epoch)
 						  " FROM unnest($1, $2) AS q (name, lim),"
 						  " LATERAL (SELECT * FROM hasched.job j WHERE j.queue = q.name"
 						  "   AND j.state IN ('scheduled', 'pending', 'failed')"
-						  "   AND j.run_at <= clock_timestamp()"
+						  "   AND j.run_at <= clock_timestamp() AND j.id <> ALL ($4)"
 						  "   ORDER BY j.priority, j.run_at, j.id LIMIT q.lim) j"
-						  " ORDER BY j.priority, j.run_at, j.id LIMIT $3", 3, types);
+						  " ORDER BY j.priority, j.run_at, j.id LIMIT $3", 4, types);
 	}
 	*epoch = current_epoch();
 	if (*epoch == 0)
@@ -698,18 +765,22 @@ read_batch(int32 *epoch)
 	values[0] = PointerGetDatum(construct_array(names, nq, TEXTOID, -1, false, TYPALIGN_INT));
 	values[1] = PointerGetDatum(construct_array(limits, nq, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = Int32GetDatum(hs_dispatch_batch);
+	/* the jobs of the batch in flight are not read again */
+	busy = palloc(sizeof(Datum) * (inflight ? Max(inflight->n, 1) : 1));
+	for (int i = 0; inflight && i < inflight->n; i++)
+		busy[nbusy++] = Int64GetDatum(inflight->msgs[i].job_id);
+	values[3] = PointerGetDatum(construct_array(busy, nbusy, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading due jobs failed");
 	return SPI_processed;
 }
 
-/* a probe that got no outcome (no job due, a lost connection) goes back */
+/* probes that got no outcome (no job due, a lost connection) go back */
 static void
-release_probes(void)
+release_probes(int *list, int n)
 {
-	for (int i = 0; i < nprobes; i++)
-		hs_circuit_release_probe(probes[i]);
-	nprobes = 0;
+	for (int i = 0; i < n; i++)
+		hs_circuit_release_probe(list[i]);
 }
 
 /* the message body of the AMQP contract */
@@ -730,52 +801,56 @@ message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char
 }
 
 /*
- * One batch: read, publish, wait for confirms, mark.  Returns how many
- * jobs were read (0: nothing due), and sets *failed to how many publishes
- * failed.
+ * Read the due jobs (those of the batch in flight excepted) and publish
+ * them; NULL when none is due.  The batch lives in a memory context of its
+ * own until finish_batch().
  */
-static int
-dispatch_batch(int *failed)
+static Batch *
+read_and_publish(void)
 {
 	MemoryContext round = CurrentMemoryContext;
+	MemoryContext cxt;
+	Batch	   *b;
 	int32		epoch;
 	int			n;
-	Msg		   *msgs;
 	int		   *priorities;
 	int64	   *timeouts;
 	char	  **payloads;
-	uint64		first_tag = next_tag;
-	int			npub = 0;
-	Msg		  **pub;
-	Datum	   *ok_ids;
-	Datum	   *ok_attempts;
-	Datum	   *ok_leases;
-	Datum	   *bad_ids;
-	Datum	   *bad_errors;
-	int			nok = 0;
-	int			nbad = 0;
-	bool		was_lost;
 
-	*failed = 0;
 	nprobes = 0;
-
-	/* read the batch and copy it out of the transaction */
 	hs_xact_begin("hasched dispatcher: reading due jobs");
 	n = (int) read_batch(&epoch);
+	if (n == 0)
+	{
+		hs_xact_end(true);
+		release_probes(probes, nprobes);
+		return NULL;
+	}
+	cxt = AllocSetContextCreate(TopMemoryContext, "hasched dispatcher batch",
+								ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(cxt);
+	b = palloc0(sizeof(Batch));
+	b->cxt = cxt;
+	b->n = n;
+	b->epoch = epoch;
+	b->broker = cur_broker;
+	b->msgs = palloc0(sizeof(Msg) * n);
+	b->nprobes = nprobes;
+	b->probes = palloc(sizeof(int) * Max(nprobes, 1));
+	memcpy(b->probes, probes, sizeof(int) * nprobes);
 	MemoryContextSwitchTo(round);
-	msgs = palloc0(sizeof(Msg) * Max(n, 1));
-	priorities = palloc(sizeof(int) * Max(n, 1));
-	timeouts = palloc(sizeof(int64) * Max(n, 1));
-	payloads = palloc(sizeof(char *) * Max(n, 1));
+	priorities = palloc(sizeof(int) * n);
+	timeouts = palloc(sizeof(int64) * n);
+	payloads = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		Msg		   *m = &msgs[i];
+		Msg		   *m = &b->msgs[i];
 
 		m->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		m->queue = SPI_getvalue(tup, desc, 2);
+		m->queue = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
 		priorities[i] = DatumGetInt16(SPI_getbinval(tup, desc, 3, &isnull));
 		m->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		m->lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
@@ -784,17 +859,11 @@ dispatch_batch(int *failed)
 		m->qcircuit = hs_circuit_get(HS_CIRCUIT_QUEUE, m->queue);
 	}
 	hs_xact_end(true);
-	if (n == 0)
-	{
-		release_probes();
-		return 0;
-	}
 
 	/* publish, outside any transaction; one delivery tag per publish */
-	pub = palloc(sizeof(Msg *) * n);
 	for (int i = 0; i < n; i++)
 	{
-		Msg		   *m = &msgs[i];
+		Msg		   *m = &b->msgs[i];
 		char	   *rk;
 		char	   *err;
 		char	   *msgid;
@@ -803,15 +872,13 @@ dispatch_batch(int *failed)
 
 		if (lost)
 		{
-			m->error = pstrdup("the connection to the broker was lost while publishing");
-			m->settled = true;
+			fail_conn(m, "the connection to the broker was lost while publishing");
 			continue;
 		}
 		rk = psprintf("hasched.%s.%s", m->queue, band_of(priorities[i]));
 		if ((err = declare(rk)) != NULL)
 		{
-			m->error = err;
-			m->settled = true;
+			fail_msg(m, err);
 			continue;
 		}
 		msgid = psprintf(INT64_FORMAT ":%d", m->job_id, m->attempt);
@@ -827,35 +894,46 @@ dispatch_batch(int *failed)
 																timeouts[i], payloads[i])));
 		if (rc != AMQP_STATUS_OK)
 		{
-			m->error = psprintf("publish failed: %s", amqp_error_string2(rc));
-			m->settled = true;
+			fail_conn(m, psprintf("publish failed: %s", amqp_error_string2(rc)));
 			lost = true;
 			continue;
 		}
-		pub[npub++] = m;
+		m->tag = next_tag++;
+		m->gen = channel_gen;
 	}
-	next_tag = first_tag + npub;
-	if (npub > 0 && !lost)
-		wait_confirms(pub, npub, first_tag);
-	for (int i = 0; i < npub; i++)
-		if (!pub[i]->settled && pub[i]->error == NULL)
-			pub[i]->error = pstrdup("the connection to the broker was lost before the confirm");
-	was_lost = lost;
+	b->published_at = GetCurrentTimestamp();
+	return b;
+}
 
-	/* the outcomes: circuits, then the rows */
-	ok_ids = palloc(sizeof(Datum) * n);
-	ok_attempts = palloc(sizeof(Datum) * n);
-	ok_leases = palloc(sizeof(Datum) * n);
-	bad_ids = palloc(sizeof(Datum) * n);
-	bad_errors = palloc(sizeof(Datum) * n);
-	for (int i = 0; i < n; i++)
+/*
+ * A batch whose messages are all settled: record the outcomes in the
+ * circuits, mark the confirmed jobs dispatched and note the failures, in
+ * one transaction; then free it.  Returns how many failed.
+ */
+static int
+finish_batch(Batch *b)
+{
+	Datum	   *ok_ids = palloc(sizeof(Datum) * b->n);
+	Datum	   *ok_attempts = palloc(sizeof(Datum) * b->n);
+	Datum	   *ok_leases = palloc(sizeof(Datum) * b->n);
+	Datum	   *bad_ids = palloc(sizeof(Datum) * b->n);
+	Datum	   *bad_errors = palloc(sizeof(Datum) * b->n);
+	int			nok = 0;
+	int			nbad = 0;
+	bool		conn_failed = false;
+	const char *broker = b->broker >= 0 && b->broker < nbrokers ?
+		brokers[b->broker].display : "the broker";
+
+	for (int i = 0; i < b->n; i++)
 	{
-		Msg		   *m = &msgs[i];
+		Msg		   *m = &b->msgs[i];
 
 		/* a lost connection is the broker's failure, not the queue's */
-		if (!was_lost || m->error == NULL)
-			hs_circuit_record(m->qcircuit, m->error == NULL, m->error);
-		if (m->error == NULL)
+		if (m->conn_failed)
+			conn_failed = true;
+		else
+			hs_circuit_record(m->qcircuit, !m->failed, m->failed ? m->error : NULL);
+		if (!m->failed)
 		{
 			ok_ids[nok] = Int64GetDatum(m->job_id);
 			ok_attempts[nok] = Int32GetDatum(m->attempt);
@@ -866,24 +944,76 @@ dispatch_batch(int *failed)
 		{
 			bad_ids[nbad] = Int64GetDatum(m->job_id);
 			bad_errors[nbad] = CStringGetTextDatum(psprintf("dispatch to %s failed: %s",
-															brokers[cur_broker].display, m->error));
+															broker, m->error));
 			nbad++;
 		}
 	}
-	release_probes();
+	release_probes(b->probes, b->nprobes);
 	/* the broker's circuit counts batches: a lost connection fails one */
-	hs_circuit_record(brokers[cur_broker].circuit, !was_lost,
-					  was_lost ? "the connection was lost during a batch" : NULL);
+	if (b->broker >= 0 && b->broker < nbrokers)
+		hs_circuit_record(brokers[b->broker].circuit, !conn_failed,
+						  conn_failed ? "the connection was lost during a batch" : NULL);
 
 	hs_xact_begin("hasched dispatcher: marking confirmed jobs dispatched");
 	hs_fencing_guard_xact(true);
-	(void) hs_mark_dispatched(nok, ok_ids, ok_attempts, ok_leases, epoch);
+	(void) hs_mark_dispatched(nok, ok_ids, ok_attempts, ok_leases, b->epoch);
 	hs_note_publish_failed(nbad, bad_ids, bad_errors);
 	hs_circuit_write_events();
 	hs_xact_end(true);
 
 	hs_dispatcher_count(nok, nbad);
-	*failed = nbad;
+	MemoryContextDelete(b->cxt);
+	return nbad;
+}
+
+/*
+ * One step of the pipeline: read and publish a batch; wait until the batch
+ * published in the previous step is confirmed (the broker confirms both
+ * meanwhile) and finish it; the new one is then in flight.  Returns how
+ * many jobs were read; *failed: how many publishes of the finished batches
+ * failed.
+ */
+static int
+dispatch_step(int *failed)
+{
+	Batch	   *cur = NULL;
+	int			n = 0;
+
+	*failed = 0;
+	if (conn != NULL && !lost)
+		cur = read_and_publish();
+	if (cur)
+		n = cur->n;
+	if (inflight != NULL)
+	{
+		int			nall = inflight->n + (cur ? cur->n : 0);
+		Msg		  **all = palloc(sizeof(Msg *) * Max(nall, 1));
+		int			k = 0;
+
+		for (int i = 0; i < inflight->n; i++)
+			all[k++] = &inflight->msgs[i];
+		for (int i = 0; cur && i < cur->n; i++)
+			all[k++] = &cur->msgs[i];
+		if (conn != NULL && !lost)
+			wait_confirms(all, nall, inflight->n,
+						  inflight->published_at + (int64) hs_amqp_confirm_timeout * 1000);
+		else
+			fail_inflight("the connection to the broker was lost before the confirm");
+		*failed += finish_batch(inflight);
+		inflight = NULL;
+	}
+	if (cur != NULL)
+	{
+		if (lost || conn == NULL)
+		{
+			/* nothing more will come for it */
+			for (int i = 0; i < cur->n; i++)
+				fail_conn(&cur->msgs[i], "the connection to the broker was lost before the confirm");
+			*failed += finish_batch(cur);
+		}
+		else
+			inflight = cur;
+	}
 	return n;
 }
 
@@ -946,6 +1076,15 @@ dispatcher_round(void)
 		expire_dispatched();
 	}
 
+	if (inflight != NULL && (conn == NULL || lost))
+	{
+		int			f;
+
+		fail_inflight("the connection to the broker was lost before the confirm");
+		f = finish_batch(inflight);
+		inflight = NULL;
+		(void) f;
+	}
 	if (!ensure_connected())
 	{
 		/* the circuit transitions of the attempts: as events */
@@ -957,7 +1096,7 @@ dispatcher_round(void)
 		}
 		return Max((long) ((next_connect_at - GetCurrentTimestamp()) / 1000), 1);
 	}
-	n = dispatch_batch(&failed);
+	n = dispatch_step(&failed);
 	if (lost)
 		disconnect("the connection was lost");
 	else if (conn != NULL)
@@ -965,12 +1104,10 @@ dispatcher_round(void)
 								 psprintf("connected to %s", broker_name(cur_broker)));
 	if (conn != NULL)
 		amqp_maybe_release_buffers(conn);
-	if (n >= hs_dispatch_batch && failed == 0)
-		return 0;				/* more may be due */
 	if (failed > 0)
 		return 100;
-	if (n > 0)
-		return 0;
+	if (n > 0 || inflight != NULL)
+		return 0;				/* more may be due, or a batch waits */
 	return IDLE_MS;
 }
 
@@ -978,7 +1115,8 @@ dispatcher_round(void)
 static int
 dispatcher_sockets(HsWaitSocket *socks, int max)
 {
-	if (conn == NULL || max < 1)
+	/* a batch in flight: its confirms are read by the next round */
+	if (conn == NULL || max < 1 || inflight != NULL)
 		return 0;
 	socks[0].sock = amqp_get_sockfd(conn);
 	socks[0].events = WL_SOCKET_READABLE;
@@ -997,7 +1135,7 @@ dispatcher_socket_ready(pgsocket sock, uint32 events)
 	struct timeval zero = {0, 0};
 	int			rc;
 
-	if (conn == NULL)
+	if (conn == NULL || inflight != NULL)
 		return;
 	rc = amqp_simple_wait_frame_noblock(conn, &frame, &zero);
 	if (rc == AMQP_STATUS_TIMEOUT)
@@ -1018,6 +1156,12 @@ dispatcher_socket_ready(pgsocket sock, uint32 events)
 static void
 dispatcher_after_error(void)
 {
+	/* its jobs stay waiting; messages of it that reach the broker are stale */
+	if (inflight != NULL)
+	{
+		MemoryContextDelete(inflight->cxt);
+		inflight = NULL;
+	}
 	/* a round that failed half way: start over on a fresh connection */
 	if (conn != NULL)
 	{

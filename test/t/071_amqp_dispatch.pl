@@ -116,11 +116,13 @@ is($node->query("SELECT count(*) FROM hasched.event WHERE kind = 'circuit' AND d
 	'0', 'without opening its circuit');
 my @r = $mq->get('hasched.other.medium', 10);
 is(scalar(grep { $_->{message_id} =~ /^$ret:/ } @r), 1, 'its message is in the re-declared queue');
-like($node->query("SELECT last_error FROM hasched.job WHERE id = $ret"),
-	qr/the broker returned the message as unroutable: 312 NO_ROUTE/,
-	'its first publish was returned (recorded in last_error), so it stayed pending until published again');
+# the first publish to the deleted queue (this job's, or the re-dispatch of
+# an earlier job of "other" whose dispatch lease ran out) came back
+like(slurp_file($node->logfile),
+	qr/the message of job \d+ came back: the broker returned the message as unroutable: 312 NO_ROUTE/,
+	'the first publish to the deleted queue was returned (NO_ROUTE), logged');
 is($node->query("SELECT attempt FROM hasched.job WHERE id = $ret"), '1',
-	'a publish the broker did not confirm is not an attempt: the dispatched message is attempt 1');
+	'a publish the broker did not confirm is not an attempt: the dispatched message of the new job is attempt 1');
 
 # ---------------------------------------------------------------------------
 # the dispatch lease: not started within 4 s -> dispatched again
