@@ -27,10 +27,12 @@ use HaschedCluster;
 use HaschedRabbitMQ;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Socket::INET;
 use Time::HiRes qw(time);
 
 my $mq = HaschedRabbitMQ->new('mq072');
 my $dead_port = PostgreSQL::Test::Cluster::get_free_port();
+my $hport = PostgreSQL::Test::Cluster::get_free_port();
 my $url = $mq->url;
 
 my $node = HaschedCluster->primary('main', conf => qq{
@@ -39,6 +41,7 @@ hasched.amqp_reconnect_interval = '200ms'
 hasched.amqp_connect_timeout = '500ms'
 hasched.circuit_open_duration = '2s'
 hasched.dispatch_batch = 50
+hasched.health_port = $hport
 hasched.amqp_queue_type = 'classic'
 });
 $node->query(
@@ -65,6 +68,17 @@ like($health, qr/broker 2 of 3, amqp:\/\/guest:\*\*\*\@127\.0\.0\.1:$dead_port: 
 like(slurp_file($node->logfile), qr/broker 1 of hasched.amqp_url, "amqp\/\/bad-url", is unusable: malformed broker URL/,
 	'the log says which entry of hasched.amqp_url is malformed');
 is($node->job($waiting, 'state'), 'pending', 'the amqp job waits, pending');
+my $metrics = '';
+if (my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $hport, Timeout => 5))
+{
+	print $sock "GET /metrics HTTP/1.0\r\n\r\n";
+	local $/;
+	$metrics = <$sock> // '';
+}
+like($metrics, qr/^hasched_circuit_state\{kind="broker",name="127\.0\.0\.1:$dead_port\/"\} [12]$/m,
+	'GET /metrics shows the circuit state of the broker (open or half open)');
+like($metrics, qr/^hasched_component_healthy\{component="dispatcher"\} 0$/m,
+	'and the dispatcher unhealthy');
 
 $mq->start;
 my $t0 = time;
