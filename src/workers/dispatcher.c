@@ -91,9 +91,9 @@ typedef struct Msg
 
 /*
  * A published batch.  Batches are pipelined: while the broker confirms one,
- * the next is read and published; then the first is marked.  At most one
- * batch waits for its confirms across rounds (inflight), in a memory
- * context of its own.
+ * the next ones are read and published (up to PIPELINE_DEPTH batches in
+ * flight); then the oldest is marked.  Each lives in a memory context of
+ * its own.
  */
 typedef struct Batch
 {
@@ -107,7 +107,10 @@ typedef struct Batch
 	int		   *probes;
 } Batch;
 
-static Batch *inflight = NULL;
+/* batches published and not yet finished, oldest first */
+#define PIPELINE_DEPTH	3
+static Batch *inflight[PIPELINE_DEPTH];
+static int	ninflight = 0;
 static int	channel_gen = 0;	/* a new one for every channel opened */
 
 /* the brokers, parsed from the setting in TopMemoryContext */
@@ -159,10 +162,9 @@ fail_conn(Msg *m, const char *why)
 static void
 fail_inflight(const char *why)
 {
-	if (inflight == NULL)
-		return;
-	for (int i = 0; i < inflight->n; i++)
-		fail_conn(&inflight->msgs[i], why);
+	for (int b = 0; b < ninflight; b++)
+		for (int i = 0; i < inflight[b]->n; i++)
+			fail_conn(&inflight[b]->msgs[i], why);
 }
 
 /* ------------------------------------------------------------------------
@@ -766,9 +768,13 @@ read_batch(int32 *epoch)
 	values[1] = PointerGetDatum(construct_array(limits, nq, INT4OID, 4, true, TYPALIGN_INT));
 	values[2] = Int32GetDatum(hs_dispatch_batch);
 	/* the jobs of the batch in flight are not read again */
-	busy = palloc(sizeof(Datum) * (inflight ? Max(inflight->n, 1) : 1));
-	for (int i = 0; inflight && i < inflight->n; i++)
-		busy[nbusy++] = Int64GetDatum(inflight->msgs[i].job_id);
+	for (int b = 0; b < ninflight; b++)
+		nbusy += inflight[b]->n;
+	busy = palloc(sizeof(Datum) * Max(nbusy, 1));
+	nbusy = 0;
+	for (int b = 0; b < ninflight; b++)
+		for (int i = 0; i < inflight[b]->n; i++)
+			busy[nbusy++] = Int64GetDatum(inflight[b]->msgs[i].job_id);
 	values[3] = PointerGetDatum(construct_array(busy, nbusy, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading due jobs failed");
@@ -966,12 +972,32 @@ finish_batch(Batch *b)
 	return nbad;
 }
 
+/* Finish the oldest batch in flight (all its messages settled). */
+static int
+finish_oldest(void)
+{
+	Batch	   *b = inflight[0];
+
+	memmove(inflight, inflight + 1, sizeof(Batch *) * (ninflight - 1));
+	ninflight--;
+	return finish_batch(b);
+}
+
+static bool
+batch_settled(const Batch *b)
+{
+	for (int i = 0; i < b->n; i++)
+		if (!b->msgs[i].settled)
+			return false;
+	return true;
+}
+
 /*
- * One step of the pipeline: read and publish a batch; wait until the batch
- * published in the previous step is confirmed (the broker confirms both
- * meanwhile) and finish it; the new one is then in flight.  Returns how
- * many jobs were read; *failed: how many publishes of the finished batches
- * failed.
+ * One step of the pipeline: read and publish a batch; when the pipeline is
+ * full, or nothing more was due, wait until the oldest batch is confirmed
+ * (the broker confirms the others meanwhile) and finish it, and any after
+ * it that are settled too.  Returns how many jobs were read; *failed: how
+ * many publishes of the finished batches failed.
  */
 static int
 dispatch_step(int *failed)
@@ -980,39 +1006,33 @@ dispatch_step(int *failed)
 	int			n = 0;
 
 	*failed = 0;
-	if (conn != NULL && !lost)
+	if (conn != NULL && !lost && ninflight < PIPELINE_DEPTH)
 		cur = read_and_publish();
 	if (cur)
-		n = cur->n;
-	if (inflight != NULL)
 	{
-		int			nall = inflight->n + (cur ? cur->n : 0);
-		Msg		  **all = palloc(sizeof(Msg *) * Max(nall, 1));
+		n = cur->n;
+		inflight[ninflight++] = cur;
+	}
+	if (ninflight > 0 && (cur == NULL || ninflight == PIPELINE_DEPTH || lost || conn == NULL))
+	{
+		int			nall = 0;
+		Msg		  **all;
 		int			k = 0;
 
-		for (int i = 0; i < inflight->n; i++)
-			all[k++] = &inflight->msgs[i];
-		for (int i = 0; cur && i < cur->n; i++)
-			all[k++] = &cur->msgs[i];
+		for (int b = 0; b < ninflight; b++)
+			nall += inflight[b]->n;
+		all = palloc(sizeof(Msg *) * Max(nall, 1));
+		for (int b = 0; b < ninflight; b++)
+			for (int i = 0; i < inflight[b]->n; i++)
+				all[k++] = &inflight[b]->msgs[i];
 		if (conn != NULL && !lost)
-			wait_confirms(all, nall, inflight->n,
-						  inflight->published_at + (int64) hs_amqp_confirm_timeout * 1000);
-		else
-			fail_inflight("the connection to the broker was lost before the confirm");
-		*failed += finish_batch(inflight);
-		inflight = NULL;
-	}
-	if (cur != NULL)
-	{
+			wait_confirms(all, nall, inflight[0]->n,
+						  inflight[0]->published_at + (int64) hs_amqp_confirm_timeout * 1000);
 		if (lost || conn == NULL)
-		{
-			/* nothing more will come for it */
-			for (int i = 0; i < cur->n; i++)
-				fail_conn(&cur->msgs[i], "the connection to the broker was lost before the confirm");
-			*failed += finish_batch(cur);
-		}
-		else
-			inflight = cur;
+			fail_inflight("the connection to the broker was lost before the confirm");
+		*failed += finish_oldest();
+		while (ninflight > 0 && batch_settled(inflight[0]))
+			*failed += finish_oldest();
 	}
 	return n;
 }
@@ -1076,14 +1096,11 @@ dispatcher_round(void)
 		expire_dispatched();
 	}
 
-	if (inflight != NULL && (conn == NULL || lost))
+	if (ninflight > 0 && (conn == NULL || lost))
 	{
-		int			f;
-
 		fail_inflight("the connection to the broker was lost before the confirm");
-		f = finish_batch(inflight);
-		inflight = NULL;
-		(void) f;
+		while (ninflight > 0)
+			(void) finish_oldest();
 	}
 	if (!ensure_connected())
 	{
@@ -1106,7 +1123,7 @@ dispatcher_round(void)
 		amqp_maybe_release_buffers(conn);
 	if (failed > 0)
 		return 100;
-	if (n > 0 || inflight != NULL)
+	if (n > 0 || ninflight > 0)
 		return 0;				/* more may be due, or a batch waits */
 	return IDLE_MS;
 }
@@ -1116,7 +1133,7 @@ static int
 dispatcher_sockets(HsWaitSocket *socks, int max)
 {
 	/* a batch in flight: its confirms are read by the next round */
-	if (conn == NULL || max < 1 || inflight != NULL)
+	if (conn == NULL || max < 1 || ninflight > 0)
 		return 0;
 	socks[0].sock = amqp_get_sockfd(conn);
 	socks[0].events = WL_SOCKET_READABLE;
@@ -1135,7 +1152,7 @@ dispatcher_socket_ready(pgsocket sock, uint32 events)
 	struct timeval zero = {0, 0};
 	int			rc;
 
-	if (conn == NULL || inflight != NULL)
+	if (conn == NULL || ninflight > 0)
 		return;
 	rc = amqp_simple_wait_frame_noblock(conn, &frame, &zero);
 	if (rc == AMQP_STATUS_TIMEOUT)
@@ -1157,11 +1174,8 @@ static void
 dispatcher_after_error(void)
 {
 	/* its jobs stay waiting; messages of it that reach the broker are stale */
-	if (inflight != NULL)
-	{
-		MemoryContextDelete(inflight->cxt);
-		inflight = NULL;
-	}
+	while (ninflight > 0)
+		MemoryContextDelete(inflight[--ninflight]->cxt);
 	/* a round that failed half way: start over on a fresh connection */
 	if (conn != NULL)
 	{
