@@ -1431,6 +1431,8 @@ sub step_dispatch
 		my $k = $N - $done < $per ? $N - $done : $per;
 		query("SELECT count(*) FROM hasched.submit_many('bq', array_fill('$payload'::jsonb, ARRAY[$k]))", $node);
 	}
+	my $dpid = query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'hasched dispatcher'", $node);
+	my @c0 = $dpid ? proc_stat($dpid) : ();
 	my $t0 = time;
 	query("SELECT hasched.set_mode('normal', 'bench')", $node);
 	wait_sql(600, "SELECT count(*) = $N FROM hasched.job WHERE queue = 'bq' AND state = 'dispatched'", $node)
@@ -1440,6 +1442,10 @@ sub step_dispatch
 		"SELECT extract(epoch FROM min(lease_until)), extract(epoch FROM max(lease_until)), count(*)"
 		  . " FROM hasched.job WHERE queue = 'bq' AND state = 'dispatched'", $node);
 	my $disp = ($last > $first) ? ($n - 1) / ($last - $first) : undef;
+	my @c1 = $dpid ? proc_stat($dpid) : ();
+	my $cpu_us = (@c0 && @c1 && $n) ? (($c1[11] + $c1[12]) - ($c0[11] + $c0[12])) / $HZ * 1e6 / $n : undef;
+	say('  the dispatcher process used ' . f2($cpu_us) . ' us of CPU per job'
+		  . (defined $cpu_us && $cpu_us > 0 ? ' (alone on a core: about ' . f0(1e6 / $cpu_us) . ' jobs/s)' : ''));
 	say("  dispatcher: $n jobs dispatched, first to last confirm-and-mark " . f2($last - $first) . ' s: '
 		  . f0($disp) . ' jobs/s (' . f2($wall) . ' s from the release to the last, polled)');
 	$baseline->();
@@ -1456,7 +1462,8 @@ sub step_dispatch
 			[ 'hasched dispatcher (read, publish, confirm, mark dispatched)', f0($disp), f2(ratio($disp, $base)), '>= 0.80x' ],
 			[ 'bench/amqp_publish.c (publish, confirm), mean of ' . scalar(@base), f0($base), '1.00', '' ]),
 		"\nThe dispatcher's rate counts from the first to the last job marked dispatched (each after its batch's confirms); ",
-		"the bare publisher only publishes and waits for confirms, the dispatcher also reads the batch and commits the marks.\n");
+		"the bare publisher only publishes and waits for confirms, the dispatcher also reads the batch and commits the marks. ",
+		"The dispatcher process used " . f2($cpu_us) . " us of CPU per job; load average at the end " . loadavg() . ".\n");
 	target(figure => "dispatcher confirmed publishes/s / bare librabbitmq publisher (batch $B)",
 		hasched => f0($disp), base => f0($base), ratio => ratio($disp, $base), min => 0.8);
 	return;
