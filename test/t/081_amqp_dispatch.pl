@@ -1,6 +1,6 @@
 # Copyright: hasched contributors
 #
-# 071_amqp_dispatch.pl: the RabbitMQ dispatcher against a real broker
+# 081_amqp_dispatch.pl: the RabbitMQ dispatcher against a real broker
 # (test/perl/HaschedRabbitMQ.pm).
 #
 #   - jobs of an amqp queue reach the broker's per-band queues as the AMQP
@@ -21,10 +21,10 @@
 # The broker queues are classic here because of the nack case: a quorum
 # queue with a reject-publish max-length policy lets a message in first and
 # still refuses publishes after the policy is cleared, while it holds it.
-# The default, quorum queues, is used by 073.
+# The default, quorum queues, is used by 083.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/071_amqp_dispatch.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/081_amqp_dispatch.pl
 use strict;
 use warnings;
 

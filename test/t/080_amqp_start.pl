@@ -1,6 +1,6 @@
 # Copyright: hasched contributors
 #
-# 070_amqp_start.pl: hasched.start(job_id, token), what a worker calls when
+# 080_amqp_start.pl: hasched.start(job_id, token), what a worker calls when
 # it receives a job's message from the broker (the AMQP contract in the
 # README, "RabbitMQ transport"); its four cases:
 #
@@ -16,10 +16,10 @@
 #
 # The dispatch itself (the dispatcher's UPDATE after the broker's confirm)
 # is played here by a superuser's UPDATE of the row with a fresh token; the
-# dispatcher tests (071-) dispatch through a real broker.
+# dispatcher tests (081-083) dispatch through a real broker.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/070_amqp_start.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/080_amqp_start.pl
 use strict;
 use warnings;
 

@@ -1,6 +1,6 @@
 # Copyright: hasched contributors
 #
-# 073_amqp_failover.pl: a primary failover while jobs are dispatched
+# 083_amqp_failover.pl: a primary failover while jobs are dispatched
 # (primary + streaming standby + a real broker, quorum queues).
 #
 #   - on the standby the dispatcher does not run (health says standby);
@@ -14,7 +14,7 @@
 #     none recorded twice.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/073_amqp_failover.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/083_amqp_failover.pl
 use strict;
 use warnings;
 

@@ -1,6 +1,6 @@
 # Copyright: hasched contributors
 #
-# 072_amqp_broker_faults.pl: the dispatcher when brokers are missing, wrong
+# 082_amqp_broker_faults.pl: the dispatcher when brokers are missing, wrong
 # or killed (real rabbitmq-server, test/perl/HaschedRabbitMQ.pm).
 #
 #   - hasched.amqp_url with a malformed entry and a broker that is not
@@ -19,7 +19,7 @@
 # confirmed persistent messages across the SIGKILL.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/072_amqp_broker_faults.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/082_amqp_broker_faults.pl
 use strict;
 use warnings;
 
