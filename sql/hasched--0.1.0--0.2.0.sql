@@ -812,6 +812,7 @@ COMMENT ON FUNCTION hasched.degradation() IS
 REVOKE ALL ON FUNCTION hasched.degradation() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.degradation() TO hasched_admin;
 
+/* ------------------------------------------------------------------------
  * RabbitMQ transport (issue 9): start() for jobs received from the broker
  *
  * The dispatcher publishes a job of an amqp queue with a new attempt and

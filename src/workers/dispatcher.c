@@ -714,16 +714,19 @@ read_batch(int32 *epoch)
 	Datum	   *limits;
 	int			nq = 0;
 	uint64		nqueues;
-	Datum		values[4];
+	Datum		values[5];
+	Datum		hold[HS_NUM_PRIORITIES];
+	HsDegradeStatus st;
 	Datum	   *busy;
 	int			nbusy = 0;
 
 	if (qplan == NULL)
 	{
-		Oid			types[4] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID};
+		Oid			types[5] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8ARRAYOID};
 
 		qplan = hs_prepare("SELECT q.name FROM hasched.queue q, hasched.state s"
-						   " WHERE q.transport = 'amqp' AND s.mode <> 'paused' ORDER BY q.name",
+						   " WHERE q.transport = 'amqp' AND q.paused_at IS NULL"
+						   " AND s.mode <> 'paused' ORDER BY q.name",
 						   0, NULL);
 		plan = hs_prepare("SELECT j.id, j.queue, j.priority, j.attempt + 1,"
 						  " nextval('hasched.lease_id_seq'),"
@@ -732,8 +735,9 @@ read_batch(int32 *epoch)
 						  " LATERAL (SELECT * FROM hasched.job j WHERE j.queue = q.name"
 						  "   AND j.state IN ('scheduled', 'pending', 'failed')"
 						  "   AND j.run_at <= clock_timestamp() AND j.id <> ALL ($4)"
+						  "   AND j.run_at <= clock_timestamp() - $5[j.priority + 1] * interval '1 microsecond'"
 						  "   ORDER BY j.priority, j.run_at, j.id LIMIT q.lim) j"
-						  " ORDER BY j.priority, j.run_at, j.id LIMIT $3", 4, types);
+						  " ORDER BY j.priority, j.run_at, j.id LIMIT $3", 5, types);
 	}
 	*epoch = current_epoch();
 	if (*epoch == 0)
@@ -776,6 +780,11 @@ read_batch(int32 *epoch)
 		for (int i = 0; i < inflight[b]->n; i++)
 			busy[nbusy++] = Int64GetDatum(inflight[b]->msgs[i].job_id);
 	values[3] = PointerGetDatum(construct_array(busy, nbusy, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	/* the priority hold-back of graceful degradation, as claims apply it */
+	hs_degrade_status(&st);
+	for (int p = 0; p < HS_NUM_PRIORITIES; p++)
+		hold[p] = Int64GetDatum(st.holdback ? st.holdback_us[p] : 0);
+	values[4] = PointerGetDatum(construct_array(hold, HS_NUM_PRIORITIES, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading due jobs failed");
 	return SPI_processed;

@@ -16,7 +16,8 @@
 #     the dispatcher's back) leaves its job pending; the queue is declared
 #     again and the job dispatched;
 #   - a dispatched job that no worker starts within hasched.dispatch_lease is
-#     dispatched again under a new attempt and token; the old token is JQ006.
+#     dispatched again under a new attempt and token; the old token is JQ006;
+#   - a paused queue (hasched.pause_queue) is not dispatched until resumed.
 #
 # The broker queues are classic here because of the nack case: a quorum
 # queue with a reject-publish max-length policy lets a message in first and
@@ -141,6 +142,17 @@ like($node->query_error("SELECT * FROM hasched.start($lease_id, '$t1')"),
 my $t2 = $node->query("SELECT epoch || ':' || attempt || ':' || lease_id FROM hasched.job WHERE id = $lease_id");
 is($node->query("SELECT count(*) FROM hasched.start($lease_id, '$t2')"), '1',
 	'the second message\'s token starts it');
+
+# ---------------------------------------------------------------------------
+# a paused queue (hasched.pause_queue) is not dispatched until resumed
+# ---------------------------------------------------------------------------
+$node->query(q{SELECT hasched.pause_queue('other', 'test')});
+my $paused = $node->query(q{SELECT hasched.submit('other', '{"paused": 1}')});
+sleep 2;
+is($node->job($paused, 'state'), 'pending', 'a job of a paused amqp queue is not dispatched');
+$node->query(q{SELECT hasched.resume_queue('other')});
+ok($node->poll_within(30, "SELECT state FROM hasched.job WHERE id = $paused", 'dispatched'),
+	'once the queue is resumed it is');
 
 $node->stop;
 $mq->stop;
