@@ -35,6 +35,9 @@ PG_CPPFLAGS = -I$(srcdir)/src -I$(srcdir)/src/common -DHASCHED_VERSION='"$(EXTVE
 # the ZooKeeper coordinator (src/workers/coordinator.c): the single-threaded
 # C client, driven from the worker's own wait loop (libzookeeper-st-dev)
 SHLIB_LINK = -lzookeeper_st
+# the RabbitMQ dispatcher (src/workers/dispatcher.c): librabbitmq-c 0.11
+# (librabbitmq-dev), driven from the worker's own wait loop
+SHLIB_LINK += -lrabbitmq
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
 REGRESS = setup submit claim quota security schedule

@@ -29,6 +29,9 @@
 #   6 latency      submit -> start with the executors idle
 #   7 cron         firing jitter of a '* * * * * *' schedule
 #   8 failover     promotion of a streaming standby -> first started job
+#  10 dispatch     the RabbitMQ dispatcher's confirmed publishes/s vs a bare
+#                  librabbitmq publisher with confirms (bench/amqp_publish.c),
+#                  same broker, same batch size, same run
 #   9 long_drain   BENCH_LONG_DRAIN_SECONDS of executor work on a server of
 #                  its own: hasched.job's table and index sizes, n_dead_tup
 #
@@ -38,7 +41,7 @@
 # other load on the machine disturbs less than it disturbs throughput.
 #
 # Environment (default, then the BENCH_QUICK=1 default where it differs):
-#   BENCH_STEPS            steps to run [1-9; quick: 1-8]
+#   BENCH_STEPS            steps to run [1-10; quick: 1-8 10]
 #   BENCH_SECONDS          length of each pgbench run of steps 1-3 and of the
 #                          pull-API baseline of step 5 [15; 3]
 #   BENCH_SNAPSHOT_SECONDS length of each run of step 4 [60; 10]
@@ -67,6 +70,8 @@
 #   BENCH_LONG_DRAIN_RATE     jobs/s the fan-out schedule of step 9 submits [100]
 #   BENCH_LONG_DRAIN_SAMPLE   seconds between two samples of step 9 [60; 10]
 #   BENCH_LONG_DRAIN_RETENTION hasched.history_retention in step 9, s [60]
+#   BENCH_DISPATCH_JOBS    jobs published in step 10 (and by its baseline) [20000; 2000]
+#   BENCH_DISPATCH_BATCH   hasched.dispatch_batch and the baseline's batch [100]
 #   BENCH_OUT              directory for the raw output [bench/out/<UTC stamp>]
 #   BENCH_KEEP_TMP=1       keep the data directories (servers stopped anyway)
 #   PG_CONFIG              the PostgreSQL to use [/usr/lib/postgresql/15/bin/pg_config]
@@ -79,6 +84,7 @@ use FindBin;
 use File::Copy qw(copy);
 use File::Path qw(make_path rmtree);
 use File::Temp ();
+use List::Util ();
 use POSIX ();
 use Time::HiRes qw(time sleep);
 
@@ -126,12 +132,14 @@ fatal('initdb refuses root: run bench/run.sh (it runs this as an ordinary user)'
 # --------------------------------------------------------------------------
 my $QUICK = ($ENV{BENCH_QUICK} // '') eq '1';
 my @STEP_NAMES = qw(submit submit_many claim snapshot drain latency cron
-  failover long_drain);
+  failover long_drain dispatch);
 my %C;    # lower-case names without BENCH_
 {
 	# name => [default, quick default]; all positive integers but the lists
 	my %defaults = (
-		STEPS                => ['1 2 3 4 5 6 7 8 9', '1 2 3 4 5 6 7 8'],
+		STEPS                => ['1 2 3 4 5 6 7 8 9 10', '1 2 3 4 5 6 7 8 10'],
+		DISPATCH_JOBS        => [20000, 2000],
+		DISPATCH_BATCH       => [100, 100],
 		SECONDS              => [15, 3],
 		SNAPSHOT_SECONDS     => [60, 10],
 		WINDOW               => [10, 3],
@@ -174,7 +182,7 @@ my %C;    # lower-case names without BENCH_
 	for my $s (@{ $C{steps} })
 	{
 		my $name = $number{$s} // $s;
-		fatal("unknown step '$s' in BENCH_STEPS (known: 1-9 or @STEP_NAMES)")
+		fatal("unknown step '$s' in BENCH_STEPS (known: 1-10 or @STEP_NAMES)")
 		  unless $known{$name};
 		push @steps, $name;
 	}
@@ -1382,6 +1390,94 @@ sub step_failover
 	return;
 }
 
+# 10. The RabbitMQ dispatcher on a server of its own, against a broker of
+# its own (test/perl/HaschedRabbitMQ.pm; quorum queues, the default): N
+# jobs of an amqp queue are submitted while the server is paused, then
+# released; each job's dispatch time is its lease_until less
+# hasched.dispatch_lease (set in the transaction that marks it dispatched,
+# after the broker's confirm), so the rate is N / (last - first dispatch).
+# The baseline: bench/amqp_publish.c, a bare librabbitmq publisher with
+# confirms that publishes N persistent messages of the same size in batches
+# of the same size to a quorum queue of the same broker, waiting for each
+# batch's confirms; run before and after the dispatcher, averaged.
+sub step_dispatch
+{
+	my ($N, $B) = @C{qw(dispatch_jobs dispatch_batch)};
+	header("10. dispatcher: confirmed publishes/s vs a bare librabbitmq publisher ($N jobs, batch $B)");
+	require HaschedRabbitMQ;
+	my $bin = "$TMP/amqp_publish";
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'cc', '-O2', '-o', $bin, "$HERE/amqp_publish.c", '-lrabbitmq' ], '>', \$out, '2>', \$err)
+	  or do { say("  cannot build bench/amqp_publish.c: $err"); return; };
+	my $mq = HaschedRabbitMQ->new('bench');
+	my $up = $mq->start;
+	say(sprintf('  broker %s up in %.1f s', $mq->node, $up));
+	my $node = node_primary('dispatch', conf => $mq->hasched_conf
+		  . "hasched.dispatch_batch = $B\nhasched.dispatch_lease = '1h'\n");
+	query("INSERT INTO hasched.queue (name, transport) VALUES ('bq', 'amqp')", $node);
+	my $payload = '{"data": "' . ('x' x 100) . '"}';
+	# the message the dispatcher sends for this payload, about this size
+	my $bytes = length('{"job_id": 100000, "attempt": 1, "lease_token": "1:1:100000", "queue": "bq", "priority": 5, "timeout_ms": 300000, "payload": ')
+	  + length($payload) + 1;
+	my @base;
+	my $baseline = sub {
+		my ($o, $e) = ('', '');
+		IPC::Run::run([ $bin, '127.0.0.1', $mq->port, 'bench.baseline', 'quorum', $N, $B, $bytes ],
+			'>', \$o, '2>', \$e);
+		my ($n, $secs, $rate) = split ' ', $o;
+		say("  bare publisher: $N messages of $bytes bytes in " . na($secs) . ' s: ' . f0($rate) . ' msg/s' . ($e ? " ($e)" : ''));
+		push @base, $rate if defined $rate && $rate > 0;
+	};
+	$baseline->();
+
+	# the jobs, submitted while nothing is handed out
+	query("SELECT hasched.set_mode('paused', 'bench: dispatcher step')", $node);
+	wait_sql(60, "SELECT status = 'ok' FROM hasched.health() WHERE component = 'dispatcher'", $node)
+	  or say('  the dispatcher did not report ok within 60 s');
+	my $per = 1000;
+	for (my $done = 0; $done < $N; $done += $per)
+	{
+		my $k = $N - $done < $per ? $N - $done : $per;
+		query("SELECT count(*) FROM hasched.submit_many('bq', array_fill('$payload'::jsonb, ARRAY[$k]))", $node);
+	}
+	my $dpid = query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'hasched dispatcher'", $node);
+	my @c0 = $dpid ? proc_stat($dpid) : ();
+	my $t0 = time;
+	query("SELECT hasched.set_mode('normal', 'bench')", $node);
+	wait_sql(600, "SELECT count(*) = $N FROM hasched.job WHERE queue = 'bq' AND state = 'dispatched'", $node)
+	  or say('  not every job was dispatched within 600 s');
+	my $wall = time - $t0;
+	my ($first, $last, $n) = split /\|/, query(
+		"SELECT extract(epoch FROM min(lease_until)), extract(epoch FROM max(lease_until)), count(*)"
+		  . " FROM hasched.job WHERE queue = 'bq' AND state = 'dispatched'", $node);
+	my $disp = ($last > $first) ? ($n - 1) / ($last - $first) : undef;
+	my @c1 = $dpid ? proc_stat($dpid) : ();
+	my $cpu_us = (@c0 && @c1 && $n) ? (($c1[11] + $c1[12]) - ($c0[11] + $c0[12])) / $HZ * 1e6 / $n : undef;
+	say('  the dispatcher process used ' . f2($cpu_us) . ' us of CPU per job'
+		  . (defined $cpu_us && $cpu_us > 0 ? ' (alone on a core: about ' . f0(1e6 / $cpu_us) . ' jobs/s)' : ''));
+	say("  dispatcher: $n jobs dispatched, first to last confirm-and-mark " . f2($last - $first) . ' s: '
+		  . f0($disp) . ' jobs/s (' . f2($wall) . ' s from the release to the last, polled)');
+	$baseline->();
+	my $base = @base ? (List::Util::sum(@base) / @base) : undef;
+	node_stop($node, 'fast');
+	$mq->stop;
+
+	push @SQLS, '-- 10. dispatch: bench/amqp_publish.c 127.0.0.1 <port> bench.baseline quorum N B bytes (before and after);',
+	  "SELECT hasched.set_mode('paused', ...); -- then submit_many('bq', ...) of N jobs in 1000s",
+	  "SELECT hasched.set_mode('normal', 'bench'); -- then wait until every job of bq is dispatched",
+	  "SELECT extract(epoch FROM min(lease_until)), extract(epoch FROM max(lease_until)), count(*) FROM hasched.job WHERE queue = 'bq' AND state = 'dispatched';";
+	section("### 10. dispatcher vs a bare librabbitmq publisher ($N jobs, batch $B, quorum queues, one broker)\n\n",
+		md_table([ 'publisher', 'msg/s', 'vs bare', 'target' ], 'lrrl',
+			[ 'hasched dispatcher (read, publish, confirm, mark dispatched)', f0($disp), f2(ratio($disp, $base)), '>= 0.80x' ],
+			[ 'bench/amqp_publish.c (publish, confirm), mean of ' . scalar(@base), f0($base), '1.00', '' ]),
+		"\nThe dispatcher's rate counts from the first to the last job marked dispatched (each after its batch's confirms); ",
+		"the bare publisher only publishes and waits for confirms, the dispatcher also reads the batch and commits the marks. ",
+		"The dispatcher process used " . f2($cpu_us) . " us of CPU per job; load average at the end " . loadavg() . ".\n");
+	target(figure => "dispatcher confirmed publishes/s / bare librabbitmq publisher (batch $B)",
+		hasched => f0($disp), base => f0($base), ratio => ratio($disp, $base), min => 0.8);
+	return;
+}
+
 # 9. A long executor run on a server of its own: hasched.job's table and
 # index sizes and dead rows over BENCH_LONG_DRAIN_SECONDS.  All the work
 # is done by hasched's background workers, as in production: a schedule
@@ -1568,6 +1664,7 @@ sub main
 	step_cron() if step_on('cron');
 	step_failover() if step_on('failover');
 	step_long_drain() if step_on('long_drain');
+	step_dispatch() if step_on('dispatch');
 	node_stop($NODE, 'fast');
 
 	push @facts, "load average (1, 5, 15 min) at the start $load0, at the end " . loadavg()

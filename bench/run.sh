@@ -63,8 +63,8 @@ fi
 copy=$(mktemp -d /tmp/hasched-bench-src.XXXXXX)
 trap 'rm -rf "$copy"' EXIT
 mkdir -p "$copy/bench" "$copy/test/perl"
-cp "$here"/bench.pl "$here"/setup.sql "$here"/*.pgbench "$copy/bench/"
-cp "$here"/../test/perl/*.pm "$copy/test/perl/"
+cp "$here"/bench.pl "$here"/setup.sql "$here"/*.pgbench "$here"/*.c "$copy/bench/"
+cp "$here"/../test/perl/*.pm "$here"/../test/perl/*.c "$copy/test/perl/"
 chown -R "$os_user:" "$copy" "$out"
 chmod -R a+rX "$copy"
 vars=()

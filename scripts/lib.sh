@@ -58,7 +58,8 @@ hs_free_port() {
 # pid in its postmaster.pid: pg_ctl stop -m fast first, then SIGQUIT/SIGKILL
 # to that pid. Used as a safety net after suites and in traps; servers that
 # were stopped properly have no postmaster.pid any more. ZooKeeper nodes of
-# the TAP tests (java, by their zookeeper.pid) are killed too.
+# the TAP tests (java, by their zookeeper.pid) and RabbitMQ brokers (by
+# rabbitmq.pid and epmd.pid) are killed too.
 hs_stop_servers_under() {
     local dir=$1 pidfile datadir pid bindir n
     [ -d "$dir" ] || return 0
@@ -92,5 +93,15 @@ hs_stop_servers_under() {
         hs_warn "stopping leftover ZooKeeper pid $pid ($(dirname "$pidfile"))"
         kill -KILL "$pid" 2>/dev/null
     done < <(find "$dir" -name zookeeper.pid -type f 2>/dev/null)
+    # RabbitMQ brokers of the TAP tests (test/perl/HaschedRabbitMQ.pm): the
+    # beam.smp process by rabbitmq.pid and the private epmd by epmd.pid
+    while IFS= read -r pidfile; do
+        pid=$(head -n 1 "$pidfile" 2>/dev/null || true)
+        case "$pid" in ''|*[!0-9]*) continue ;; esac
+        kill -0 "$pid" 2>/dev/null || continue
+        case "$(cat "/proc/$pid/comm" 2>/dev/null)" in beam.smp|epmd|rabbitmq-serve*) ;; *) continue ;; esac
+        hs_warn "stopping leftover RabbitMQ process $pid ($pidfile)"
+        kill -KILL "$pid" 2>/dev/null
+    done < <(find "$dir" \( -name rabbitmq.pid -o -name epmd.pid \) -type f 2>/dev/null)
     return 0
 }

@@ -811,3 +811,40 @@ COMMENT ON FUNCTION hasched.degradation() IS
 	'The automatic read-only mode (in force, why, since when; overridden by set_mode() until the signals fall below their exit thresholds), the priority hold-back, and the signals as the scheduler of this server last measured them (backlog of due jobs, counted up to a cap; the oldest one counted; synchronous standby lag, or how long none was connected). From shared memory: answers on a standby too (nothing measured there).';
 REVOKE ALL ON FUNCTION hasched.degradation() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.degradation() TO hasched_admin;
+
+/* ------------------------------------------------------------------------
+ * RabbitMQ transport (issue 9): start() for jobs received from the broker
+ *
+ * The dispatcher publishes a job of an amqp queue with a new attempt and
+ * lease token; the job is dispatched once the broker confirmed the message.
+ * A worker that receives it calls start() with the message's token (the
+ * AMQP contract, README "RabbitMQ transport").
+ * ------------------------------------------------------------------------ */
+CREATE FUNCTION hasched.start(job_id bigint, token text, worker text DEFAULT NULL)
+RETURNS TABLE (payload jsonb, timeout interval, lease_until timestamptz)
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_start';
+COMMENT ON FUNCTION hasched.start(bigint, text, text) IS
+	'Start a job received from the broker with its lease token: a dispatched job becomes running (its lease from now), a running one under the same token renews its lease (a redelivery); no row when that attempt already ended with a recorded outcome (drop the message); JQ006 for any other token.';
+REVOKE ALL ON FUNCTION hasched.start(bigint, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.start(bigint, text, text) TO hasched_worker;
+
+/*
+ * The dispatcher's circuit breakers (one per broker of hasched.amqp_url and
+ * one per amqp queue), from this server's shared memory.
+ */
+CREATE FUNCTION hasched.circuits(OUT kind text, OUT name text, OUT state text,
+	OUT since timestamptz, OUT window_calls bigint, OUT window_failures bigint,
+	OUT failures bigint, OUT last_error text)
+RETURNS SETOF record
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_circuits';
+COMMENT ON FUNCTION hasched.circuits() IS
+	'The RabbitMQ dispatcher''s circuit breakers of this server (shared memory): per broker and per amqp queue, their state (closed, open, half_open) since when, the calls and failures in the current window, failures since server start and the last error.';
+REVOKE ALL ON FUNCTION hasched.circuits() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.circuits() TO hasched_admin;
+CREATE VIEW hasched.circuits WITH (security_invoker = true) AS
+SELECT c.kind, c.name, c.state, c.since, c.window_calls, c.window_failures,
+	c.failures, c.last_error FROM hasched.circuits() c;
+COMMENT ON VIEW hasched.circuits IS
+	'The RabbitMQ dispatcher''s circuit breakers (see hasched.circuits()); every transition is also an event (kind circuit) in hasched.event.';
+REVOKE ALL ON hasched.circuits FROM PUBLIC;
+GRANT SELECT ON hasched.circuits TO hasched_admin;

@@ -28,6 +28,7 @@
 
 PG_FUNCTION_INFO_V1(hasched_health);
 PG_FUNCTION_INFO_V1(hasched_executors);
+PG_FUNCTION_INFO_V1(hasched_circuits);
 PG_FUNCTION_INFO_V1(hasched_wake_workers);
 PG_FUNCTION_INFO_V1(hasched_claim_cursors);
 PG_FUNCTION_INFO_V1(hasched_backoff_delay);
@@ -218,5 +219,39 @@ hasched_degradation(PG_FUNCTION_ARGS)
 	else
 		nulls[10] = true;
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	return (Datum) 0;
+}
+
+/*
+ * circuits(): the RabbitMQ dispatcher's circuit breakers of this server
+ * (src/core/circuit.c), from shared memory.
+ */
+Datum
+hasched_circuits(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HsCircuitInfo *c = palloc(sizeof(HsCircuitInfo) * HS_MAX_CIRCUITS);
+	int			n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = hs_circuit_snapshot(c, HS_MAX_CIRCUITS);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		out[8];
+		bool		nulls[8] = {false};
+
+		out[0] = CStringGetTextDatum(hs_circuit_kind_name(c[i].kind));
+		out[1] = CStringGetTextDatum(c[i].name);
+		out[2] = CStringGetTextDatum(hs_circuit_state_name(c[i].state));
+		out[3] = TimestampTzGetDatum(c[i].since);
+		out[4] = Int64GetDatum(c[i].window_calls);
+		out[5] = Int64GetDatum(c[i].window_failures);
+		out[6] = Int64GetDatum(c[i].total_failures);
+		if (c[i].last_error[0])
+			out[7] = CStringGetTextDatum(c[i].last_error);
+		else
+			nulls[7] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
 	return (Datum) 0;
 }

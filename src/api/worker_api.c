@@ -2,7 +2,7 @@
  *
  * worker_api.c
  *		SQL functions of workers (the pull API): claim, listen, heartbeat,
- *		complete, fail; and requeue_expired for administrators.  Thin: read
+ *		complete, fail; start (a job received from the broker); and requeue_expired for administrators.  Thin: read
  *		and check the arguments, refuse on a standby (JQ004) and, with
  *		ZooKeeper, on a server that does not lead (JQ024), then one call into core
  *		(claim.c, job_state.c) as the extension owner.
@@ -31,6 +31,7 @@ PG_FUNCTION_INFO_V1(hasched_complete);
 PG_FUNCTION_INFO_V1(hasched_complete_many);
 PG_FUNCTION_INFO_V1(hasched_fail);
 PG_FUNCTION_INFO_V1(hasched_requeue_expired);
+PG_FUNCTION_INFO_V1(hasched_start);
 
 #define MAX_CLAIM_BATCH		10000
 
@@ -403,4 +404,49 @@ hasched_requeue_expired(PG_FUNCTION_ARGS)
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	PG_RETURN_INT32((int32) n);
+}
+
+/*
+ * start(job_id, token, worker = NULL): a worker received the job's message
+ * from the broker (AMQP contract in the README): one row (payload, timeout,
+ * lease_until) when it may run the job now; no row when that attempt's
+ * outcome is already recorded (ack and drop the message); JQ006 when the
+ * token is not the job's (ack and drop without running).
+ */
+Datum
+hasched_start(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HsLease		lease;
+	HsPrivileged priv;
+	char	   *worker = NULL;
+
+	read_lease(fcinfo, &lease);
+	if (!PG_ARGISNULL(2))
+	{
+		worker = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		hs_check_text_arg("worker", worker, 200);
+	}
+	hs_require_primary("start a job");
+	hs_require_leader("start a job");
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	if (hs_start_dispatched(&lease, worker))
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		out[3];
+		bool		nulls[3] = {false};
+		bool		isnull;
+
+		for (int i = 0; i < 3; i++)
+			out[i] = SPI_getbinval(tup, desc, i + 1, &isnull);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
+	SPI_finish();
+	hs_privileged_leave(&priv);
+	return (Datum) 0;
 }

@@ -124,6 +124,17 @@ extern int	hs_holdback_low;
 extern int	hs_degrade_min_dwell;
 extern double hs_degrade_exit_ratio;
 extern double hs_slo_target;
+extern char *hs_amqp_url;
+extern char *hs_amqp_queue_type;
+extern int	hs_dispatch_batch;
+extern int	hs_dispatch_lease;
+extern int	hs_amqp_confirm_timeout;
+extern int	hs_amqp_connect_timeout;
+extern int	hs_amqp_reconnect_interval;
+extern int	hs_circuit_failure_percent;
+extern int	hs_circuit_window;
+extern int	hs_circuit_min_calls;
+extern int	hs_circuit_open_duration;
 
 extern void hs_define_settings(void);
 extern void hs_force_submit_commit_level(void);
@@ -299,6 +310,7 @@ extern uint64 hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum 
 extern void hs_check_result_size(int64 job_id, Datum result);
 extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
 extern bool hs_restamp_lease(const HsLease *lease);
+extern bool hs_start_dispatched(const HsLease *lease, const char *worker);
 extern uint64 hs_release_leases(const HsLease *leases, int n);
 extern uint64 hs_requeue_expired_job(int64 job_id);
 extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);
@@ -373,7 +385,7 @@ typedef struct HsHealthRow
 	char	   *detail;
 } HsHealthRow;
 
-#define HS_HEALTH_MAX_ROWS	8
+#define HS_HEALTH_MAX_ROWS	12
 
 extern int	hs_health_report(HsHealthRow *rows);
 extern bool hs_health_active_primary(void);
@@ -473,6 +485,58 @@ extern int64 hs_heartbeat_gap_usec(void);
 extern bool hs_heartbeat_due(void);
 extern void hs_heartbeat(int32 epoch);
 extern void hs_commit_async(void);
+
+/*
+ * circuit.c: circuit breakers of the RabbitMQ dispatcher (per broker, per
+ * queue) in shared memory, and the dispatcher's status for health.
+ */
+#define HS_MAX_CIRCUITS			128
+#define HS_CIRCUIT_NAME_MAX		192
+#define HS_CIRCUIT_ERROR_MAX	256
+
+#define HS_CIRCUIT_BROKER		0
+#define HS_CIRCUIT_QUEUE		1
+
+#define HS_CIRCUIT_CLOSED		0
+#define HS_CIRCUIT_OPEN			1
+#define HS_CIRCUIT_HALF_OPEN	2
+
+typedef struct HsCircuitInfo
+{
+	char		name[HS_CIRCUIT_NAME_MAX];
+	int			kind;
+	int			state;
+	TimestampTz since;
+	int64		window_calls;
+	int64		window_failures;
+	int64		total_calls;
+	int64		total_failures;
+	char		last_error[HS_CIRCUIT_ERROR_MAX];
+} HsCircuitInfo;
+
+extern Size hs_circuit_shmem_size(void);
+extern void hs_circuit_shmem_init(void);
+extern const char *hs_circuit_state_name(int state);
+extern const char *hs_circuit_kind_name(int kind);
+extern int	hs_circuit_get(int kind, const char *name);
+extern bool hs_circuit_allow(int idx);
+extern bool hs_circuit_is_closed(int idx);
+extern void hs_circuit_release_probe(int idx);
+extern void hs_circuit_record(int idx, bool success, const char *error);
+extern void hs_circuit_write_events(void);
+extern bool hs_circuit_events_pending(void);
+extern int	hs_circuit_snapshot(HsCircuitInfo *out, int max);
+extern void hs_dispatcher_set_status(pid_t pid, const char *status, const char *detail);
+extern void hs_dispatcher_count(int64 dispatched, int64 failed);
+extern void hs_dispatcher_attach(Latch *latch);
+extern void hs_dispatcher_wake(void);
+extern void hs_circuit_health(HsHealthRow *rows, int *n, bool standby);
+
+/* job_state.c, for the dispatcher */
+extern uint64 hs_mark_dispatched(int n, Datum *ids, Datum *attempts, Datum *lease_ids,
+								 int32 epoch);
+extern void hs_note_publish_failed(int n, Datum *ids, Datum *errors);
+extern uint64 hs_redispatch_expired(int32 epoch);
 
 /* quota.c */
 extern Size hs_bucket_shmem_size(void);

@@ -137,6 +137,9 @@ hs_health_report(HsHealthRow *rows)
 		hs_fencing_health(&status, &healthy, &detail);
 		add_row(rows, &n, "coordinator", status, healthy, detail);
 	}
+
+	/* the RabbitMQ dispatcher and its circuits, when configured */
+	hs_circuit_health(rows, &n, standby);
 	return n;
 }
 

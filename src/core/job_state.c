@@ -731,6 +731,56 @@ hs_requeue_expired_job(int64 job_id)
 }
 
 /*
+ * start(): a worker that received a job's message from the broker starts
+ * it (the AMQP contract, /work/tools/AMQP_CONTRACT.md and the README).  The
+ * job must hold the message's token:
+ *  - dispatched under it: it becomes running, its lease (the queue's) from
+ *    now on;
+ *  - running under it (a redelivery: the worker that started it died before
+ *    acking the message): the lease is renewed from now, for the new worker;
+ *  - its attempt under that token already ended with an outcome recorded
+ *    (complete, or fail): nothing changes and false is returned, so that
+ *    the worker drops the message without running it;
+ *  - anything else (re-dispatched under a new token, cancelled, requeued
+ *    after a failover or an expired lease): JQ006, nothing changed.
+ * On true, SPI_tuptable holds one row (payload, timeout, lease_until).
+ * Inside SPI, as the owner.
+ */
+bool
+hs_start_dispatched(const HsLease *lease, const char *worker)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET state = 'running',"
+						  " started_at = clock_timestamp(),"
+						  " lease_until = clock_timestamp() + coalesce((SELECT q.lease"
+						  "   FROM hasched.queue q WHERE q.name = j.queue), interval '30 seconds'),"
+						  " worker = coalesce($5, j.worker)"
+						  " WHERE j.id = $1 AND j.state::text IN ('dispatched', 'running')"
+						  " AND j.epoch = $2 AND j.attempt = $3 AND j.lease_id = $4"
+						  " RETURNING j.payload, j.timeout, j.lease_until", 5, types);
+	}
+	lease_params(lease, values);
+	if (worker != NULL)
+		values[4] = CStringGetTextDatum(worker);
+	else
+		nulls[4] = 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "hasched: starting job %lld failed", (long long) lease->job_id);
+	if (SPI_processed > 0)
+		return true;
+	if (completed_by_lease(lease) || failed_by_lease(lease) != (Datum) 0)
+		return false;
+	hs_stale_lease(lease, "start");
+}
+
+/*
  * An executor starts a job it claimed earlier in a batch: the attempt (its
  * started_at, and the lease, which covers the job's timeout) starts now;
  * lease_until keeps its distance from started_at.  False when the lease is
@@ -808,6 +858,113 @@ hs_end_attempts_now(const char *filter, const char *why, const char *outcome)
 	if (SPI_execute(end_attempt_sql(filter, "true", quote_literal_cstr(why), outcome, false),
 					false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: retrying jobs failed");
+	return SPI_processed;
+}
+
+/* ------------------------------------------------------------------------
+ * The RabbitMQ dispatcher's outbox (workers/dispatcher.c)
+ *
+ * A job of an amqp queue stays waiting while its message is published; only
+ * the broker's confirm makes it dispatched, with the attempt and token the
+ * message carries.  If the job changed meanwhile (cancelled, or published
+ * again by a dispatcher that took over) the row does not match, and the
+ * message is stale: start() refuses its token.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Mark the confirmed jobs dispatched: ids[i] with the new attempts[i] and
+ * lease_ids[i] of its message, under epoch, its dispatch lease
+ * (hasched.dispatch_lease) from now.  Returns how many rows matched.
+ */
+uint64
+hs_mark_dispatched(int n, Datum *ids, Datum *attempts, Datum *lease_ids, int32 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[5];
+
+	if (n <= 0)
+		return 0;
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET state = 'dispatched', attempt = d.attempt,"
+						  " epoch = $4, lease_id = d.lease_id,"
+						  " lease_until = clock_timestamp() + $5 * interval '1 millisecond',"
+						  " worker = NULL, started_at = NULL, finished_at = NULL"
+						  " FROM unnest($1, $2, $3) AS d (id, attempt, lease_id)"
+						  " WHERE j.id = d.id AND j.attempt = d.attempt - 1"
+						  " AND j.state::text IN ('scheduled', 'pending', 'failed')", 5, types);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(lease_ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[3] = Int32GetDatum(epoch);
+	values[4] = Int32GetDatum(hs_dispatch_lease);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: marking jobs dispatched failed");
+	return SPI_processed;
+}
+
+/*
+ * Publishes that failed (nack, returned, connection lost, no confirm in
+ * time): the jobs stay waiting, with the error in last_error.
+ */
+void
+hs_note_publish_failed(int n, Datum *ids, Datum *errors)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[2];
+
+	if (n <= 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+		plan = hs_prepare("UPDATE hasched.job j SET last_error = d.error"
+						  " FROM unnest($1, $2) AS d (id, error)"
+						  " WHERE j.id = d.id AND j.state::text IN ('scheduled', 'pending', 'failed')",
+						  2, types);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[1] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "hasched: recording publish errors failed");
+}
+
+/*
+ * Dispatched jobs that no worker started: within their dispatch lease, or
+ * before a failover (dispatched under an epoch older than `epoch`).  Each
+ * such attempt ends (outcome dispatch_expired) and the job is due again now
+ * (or dead when its attempts are spent), to be published again under a new
+ * attempt and token.  Returns how many.
+ */
+uint64
+hs_redispatch_expired(int32 epoch)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT4OID};
+
+		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
+										  " WHERE x.state = 'dispatched'"
+										  " AND (x.lease_until < clock_timestamp() OR x.epoch < $1)"
+										  " FOR UPDATE SKIP LOCKED))",
+										  "true",
+										  "CASE WHEN j.epoch < $1 THEN 'dispatched under epoch '"
+										  " || j.epoch || ' and not started before the failover'"
+										  " ELSE 'not started within hasched.dispatch_lease (until '"
+										  " || j.lease_until::text || ')' END",
+										  "dispatch_expired", false),
+						  1, types);
+	}
+	values[0] = Int32GetDatum(epoch);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "hasched: re-dispatching expired jobs failed");
 	return SPI_processed;
 }
 

@@ -63,6 +63,17 @@ char	   *hs_zookeeper = NULL;
 char	   *hs_zookeeper_path = NULL;
 int			hs_zookeeper_session_timeout = 10000;
 int			hs_zookeeper_fence_margin = 3000;
+char	   *hs_amqp_url = NULL;
+char	   *hs_amqp_queue_type = NULL;
+int			hs_dispatch_batch = 100;
+int			hs_dispatch_lease = 300000;
+int			hs_amqp_confirm_timeout = 5000;
+int			hs_amqp_connect_timeout = 2000;
+int			hs_amqp_reconnect_interval = 1000;
+int			hs_circuit_failure_percent = 50;
+int			hs_circuit_window = 10000;
+int			hs_circuit_min_calls = 5;
+int			hs_circuit_open_duration = 60000;
 
 static const struct config_enum_entry commit_levels[] = {
 	{"on", 0, false},
@@ -141,6 +152,16 @@ check_slo_target(double *newval, void **extra, GucSource source)
 	return false;
 }
 
+/* hasched.amqp_queue_type: the two queue types the broker offers hasched */
+static bool
+check_amqp_queue_type(char **newval, void **extra, GucSource source)
+{
+	if (strcmp(*newval, "quorum") == 0 || strcmp(*newval, "classic") == 0)
+		return true;
+	GUC_check_errdetail("hasched.amqp_queue_type is quorum or classic.");
+	return false;
+}
+
 /* Define every hasched.* setting; called once, from _PG_init. */
 /*
  * The integer settings, defined in one loop.  Each: name, description,
@@ -165,6 +186,42 @@ typedef struct Setting
 } Setting;
 
 static const Setting settings[] = {
+	{"hasched.amqp_confirm_timeout",
+		"How long the dispatcher waits for the broker's confirms of a batch.",
+		"Messages not confirmed by then count as failed publishes: the connection is closed and their jobs stay pending.",
+		&hs_amqp_confirm_timeout, 5000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.amqp_connect_timeout",
+		"How long the dispatcher waits for a broker to accept a connection.",
+		NULL,
+		&hs_amqp_connect_timeout, 2000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.amqp_queue_type",
+		"Type of the broker queues the dispatcher declares: quorum or classic.",
+		"Workers must declare them with the same type (hasched-worker --amqp-queue-type).",
+		NULL, 0, 0, 0, PGC_SIGHUP, 0, &hs_amqp_queue_type, "quorum", check_amqp_queue_type},
+	{"hasched.amqp_reconnect_interval",
+		"Pause of the dispatcher after it found no broker it could connect to.",
+		NULL,
+		&hs_amqp_reconnect_interval, 1000, 10, 600000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.amqp_url",
+		"RabbitMQ brokers of the dispatcher: amqp://user:password@host:port/vhost, comma-separated, tried in order; empty: no dispatcher.",
+		"Jobs of queues whose transport is amqp are published to the first broker that accepts a connection and whose circuit is not open.  The dispatcher is started only when this is set at server start; later changes take effect on reload.",
+		NULL, 0, 0, 0, PGC_SIGHUP, GUC_SUPERUSER_ONLY, &hs_amqp_url, "", NULL},
+	{"hasched.circuit_failure_percent",
+		"Share of failed calls (percent) over hasched.circuit_window above which a circuit breaker opens.",
+		"Calls: connection attempts and batches for a broker's circuit, messages for a queue's.",
+		&hs_circuit_failure_percent, 50, 0, 100, PGC_SIGHUP, 0},
+	{"hasched.circuit_min_calls",
+		"Fewest calls in the window before a circuit breaker may open.",
+		NULL,
+		&hs_circuit_min_calls, 5, 1, 1000000, PGC_SIGHUP, 0},
+	{"hasched.circuit_open_duration",
+		"How long an open circuit fails fast before it lets one probe through (half open).",
+		"A probe that succeeds closes the circuit; one that fails opens it again for this long.",
+		&hs_circuit_open_duration, 60000, 10, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.circuit_window",
+		"The sliding window over which a circuit breaker counts failed calls.",
+		NULL,
+		&hs_circuit_window, 10000, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.claim_rewind_interval",
 		"Shortest time between two claims that rescan a queue from its start.",
 		"A rescan finds jobs whose claim was rolled back by a session outside hasched; it is spaced out further while it is slow.",
@@ -181,6 +238,14 @@ static const Setting settings[] = {
 		"Shortest time the automatic read-only mode or the hold-back stays on, or off, before it changes again.",
 		"Together with hasched.degrade_exit_ratio it keeps the automatic modes from flapping.",
 		&hs_degrade_min_dwell, 30000, 0, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.dispatch_batch",
+		"Most jobs the RabbitMQ dispatcher publishes before it waits for the broker's confirms.",
+		"A batch is one read of due jobs and its publishes; the next batch is read and published while the broker confirms it, then one transaction marks its confirmed jobs dispatched.",
+		&hs_dispatch_batch, 100, 1, 10000, PGC_SIGHUP, 0},
+	{"hasched.dispatch_lease",
+		"How long a dispatched job may wait for a worker to start it before it is dispatched again.",
+		"A job of an amqp queue that no worker started (hasched.start()) within this is published again under a new attempt and token; the old message is then stale (JQ006 at start).",
+		&hs_dispatch_lease, 300000, 1000, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.executor_group_ms",
 		"How long an executor may run consecutive SQL jobs of one owner in one transaction.",
 		"Each job's effects and outcome still commit together (each job is a subtransaction); 0 runs every job in a transaction of its own.",

@@ -64,6 +64,7 @@ hasched_shmem_request(void)
 											 hs_listen_shmem_size())));
 	RequestAddinShmemSpace(hs_fencing_shmem_size());
 	RequestAddinShmemSpace(hs_degrade_shmem_size());
+	RequestAddinShmemSpace(hs_circuit_shmem_size());
 	RequestNamedLWLockTranche("hasched", 3);
 }
 
@@ -111,6 +112,7 @@ hasched_shmem_startup(void)
 	hs_listen_shmem_init();
 	hs_fencing_shmem_init();
 	hs_degrade_shmem_init();
+	hs_circuit_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }

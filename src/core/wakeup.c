@@ -433,6 +433,9 @@ wake_after_commit(bool committed)
 
 	for (int i = 0; i < nwake; i++)
 		SetLatch(wake[i]);
+	/* jobs of amqp queues: the dispatcher publishes what became due */
+	if (wake_for_run_at != 0 && wake_for_run_at <= now)
+		hs_dispatcher_wake();
 	wake_for_run_at = 0;
 	wake_scheduler_at_commit = false;
 }

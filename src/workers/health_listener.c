@@ -351,6 +351,38 @@ metric(StringInfo s, const char *name, const char *help, const char *type)
 	appendStringInfo(s, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/*
+ * The dispatcher's circuit breakers: hasched_circuit_state{kind, name}, 0
+ * closed, 1 open, 2 half open (none without hasched.amqp_url).
+ */
+static void
+circuit_metrics(StringInfo s)
+{
+	HsCircuitInfo *c;
+	int			n;
+
+	if (hs_amqp_url == NULL || hs_amqp_url[0] == '\0')
+		return;
+	c = palloc(sizeof(HsCircuitInfo) * HS_MAX_CIRCUITS);
+	n = hs_circuit_snapshot(c, HS_MAX_CIRCUITS);
+	metric(s, "hasched_circuit_state",
+		   "State of a RabbitMQ dispatcher circuit breaker: 0 closed, 1 open, 2 half open.", "gauge");
+	for (int i = 0; i < n; i++)
+	{
+		appendStringInfo(s, "hasched_circuit_state{kind=\"%s\",name=\"",
+						 hs_circuit_kind_name(c[i].kind));
+		for (const char *p = c[i].name; *p; p++)
+		{
+			if (*p == '"' || *p == '\\')
+				appendStringInfoChar(s, '\\');
+			if (*p != '\n')
+				appendStringInfoChar(s, *p);
+		}
+		appendStringInfo(s, "\"} %d\n", c[i].state);
+	}
+	pfree(c);
+}
+
 /* GET /metrics: the Prometheus text format (version 0.0.4). */
 static void
 metrics_body(StringInfo s)
@@ -392,6 +424,7 @@ metrics_body(StringInfo s)
 	for (int i = 0; i < n; i++)
 		appendStringInfo(s, "hasched_component_healthy{component=\"%s\"} %d\n",
 						 rows[i].component, rows[i].healthy ? 1 : 0);
+	circuit_metrics(s);
 }
 
 /* Parse and answer one complete request (line and headers in c->in). */

@@ -5,7 +5,8 @@
  *		shared_preload_libraries, defines the settings, installs the shared
  *		memory hooks and the transaction callbacks, and registers the
  *		scheduler (and the health listener when hasched.health_port is set,
- *		the ZooKeeper coordinator when hasched.zookeeper is).
+ *		the ZooKeeper coordinator when hasched.zookeeper is, the RabbitMQ
+ *		dispatcher when hasched.amqp_url is).
  *
  * It lives in the workers' layer because it registers them; it reaches the
  * core through core/hasched.h only.
@@ -49,4 +50,6 @@ _PG_init(void)
 		hs_register_health_listener();
 	if (hs_zookeeper_enabled())
 		hs_register_coordinator();
+	if (hs_amqp_url != NULL && hs_amqp_url[0] != '\0')
+		hs_register_dispatcher();
 }

@@ -62,15 +62,17 @@ extern void hs_worker_run(const HsWorkerLoop *loop) pg_attribute_noreturn();
 extern void hs_xact_begin(const char *activity);
 extern void hs_xact_end(bool commit);
 
-/* scheduler.c, health_listener.c, coordinator.c */
+/* scheduler.c, health_listener.c, coordinator.c, dispatcher.c */
 extern void hs_register_scheduler(void);
 extern void hs_register_health_listener(void);
 extern void hs_register_coordinator(void);
+extern void hs_register_dispatcher(void);
 
 /* entry points named in BackgroundWorker.bgw_function_name */
 extern PGDLLEXPORT void hasched_scheduler_main(Datum main_arg);
 extern PGDLLEXPORT void hasched_executor_main(Datum main_arg);
 extern PGDLLEXPORT void hasched_health_listener_main(Datum main_arg);
 extern PGDLLEXPORT void hasched_coordinator_main(Datum main_arg);
+extern PGDLLEXPORT void hasched_dispatcher_main(Datum main_arg);
 
 #endif							/* HS_WORKER_H */

@@ -1,0 +1,488 @@
+# Copyright: hasched contributors
+#
+# HaschedRabbitMQ.pm: a real RabbitMQ broker for hasched's TAP tests (and
+# the bench): Debian's rabbitmq-server 3.10 started as the ordinary user
+# that runs the tests, on free loopback ports, with its own mnesia, log and
+# configuration directories, its own HOME (the .erlang.cookie) and its own
+# epmd on a private port, so that brokers of concurrent tests never meet.
+# Stopped by pid (the process group of the server and the epmd's pid).
+#
+# IDENTIFICATION
+#	test/perl/HaschedRabbitMQ.pm
+
+=pod
+
+=head1 NAME
+
+HaschedRabbitMQ - start, stop, kill and restart a RabbitMQ broker in a test
+
+=head1 SYNOPSIS
+
+  use HaschedRabbitMQ;
+
+  my $mq = HaschedRabbitMQ->new('mq');
+  $mq->start;                          # waits until it accepts AMQP (~9 s)
+  my $url = $mq->url;                  # amqp://guest:guest@127.0.0.1:PORT
+  my $primary = HaschedCluster->primary('primary',
+      conf => "hasched.amqp_url = '$url'\n");
+
+  $mq->kill9;                          # SIGKILL the broker (epmd stays)
+  $mq->start;                          # same ports, same data: restart
+  my @rows = $mq->queues;              # [name, messages] from rabbitmqctl
+  my @bodies = $mq->get('hasched.q.high', 10);   # basic.get and ack
+  $mq->stop;                           # graceful, then SIGKILL
+
+=head1 DESCRIPTION
+
+Each broker gets a directory under the test's tmp_check: etc/
+(rabbitmq.conf, rabbitmq-env.conf, enabled_plugins), mnesia/, log/, home/,
+server.out, and two pid files: rabbitmq.pid (the beam.smp process) and
+epmd.pid.  Brokers still running when the script exits are killed (an END
+block); scripts/lib.sh stops leftovers found by their pid files.
+
+The node name is rabbit<amqp port>@localhost, so two brokers on one
+machine never share a name; the distribution port and the epmd port are
+free ports of their own.  The broker's CLI (rabbitmqctl) reaches the node
+through the same environment (ctl()).
+
+get() consumes with a small C client (test/perl/hasched_amqp_get.c, built
+once per test run with librabbitmq), so tests can read what the
+dispatcher published.
+
+=cut
+
+package HaschedRabbitMQ;
+
+use strict;
+use warnings;
+
+use Carp;
+use Cwd ();
+use File::Basename qw(dirname);
+use File::Path qw(make_path);
+use IO::Socket::INET;
+use POSIX ();
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(time usleep);
+
+my @brokers;
+my $sbin = '/usr/lib/rabbitmq/bin';
+my $get_src = dirname(__FILE__) . '/hasched_amqp_get.c';
+
+=pod
+
+=head1 METHODS
+
+=over
+
+=item HaschedRabbitMQ->new($name, amqp_port => undef)
+
+Configures (does not start) a broker; ports are free loopback ports
+unless given.
+
+=cut
+
+sub new
+{
+	my ($class, $name, %opt) = @_;
+	my $self = bless {
+		name => $name,
+		# absolute: the broker resolves relative paths (logs, the quorum
+		# queues' Ra log) against directories of its own
+		dir => Cwd::abs_path($PostgreSQL::Test::Utils::tmp_check) . "/rmq_$name",
+		port => $opt{amqp_port} // PostgreSQL::Test::Cluster::get_free_port(),
+		dist_port => PostgreSQL::Test::Cluster::get_free_port(),
+		epmd_port => PostgreSQL::Test::Cluster::get_free_port(),
+		pgid => 0,
+		pid => 0,
+		epmd_pid => 0,
+	}, $class;
+	$self->{node} = "rabbit$self->{port}\@localhost";
+	$self->_configure;
+	push @brokers, $self;
+	return $self;
+}
+
+sub _configure
+{
+	my ($self) = @_;
+	my $d = $self->{dir};
+	make_path("$d/etc", "$d/mnesia", "$d/log", "$d/home");
+	_write("$d/etc/rabbitmq.conf", <<"EOF");
+listeners.tcp.1 = 127.0.0.1:$self->{port}
+loopback_users = none
+log.console = false
+log.file.level = info
+disk_free_limit.absolute = 1MB
+vm_memory_high_watermark.relative = 0.6
+EOF
+	# read by rabbitmq-env instead of /etc/rabbitmq/rabbitmq-env.conf
+	_write("$d/etc/rabbitmq-env.conf", "# hasched test broker $self->{name}\n");
+	_write("$d/etc/enabled_plugins", "[].\n");
+	_write("$d/etc/advanced.config", "[].\n");
+	return;
+}
+
+sub _write
+{
+	my ($path, $text) = @_;
+	open my $fh, '>', $path or croak "$path: $!";
+	print $fh $text;
+	close $fh;
+	return;
+}
+
+# the environment of the server and of its CLI
+sub _env
+{
+	my ($self) = @_;
+	my $d = $self->{dir};
+	return (
+		HOME => "$d/home",
+		RABBITMQ_CONF_ENV_FILE => "$d/etc/rabbitmq-env.conf",
+		RABBITMQ_CONFIG_FILE => "$d/etc/rabbitmq.conf",
+		RABBITMQ_ADVANCED_CONFIG_FILE => "$d/etc/advanced.config",
+		RABBITMQ_ENABLED_PLUGINS_FILE => "$d/etc/enabled_plugins",
+		RABBITMQ_MNESIA_BASE => "$d/mnesia",
+		RABBITMQ_LOG_BASE => "$d/log",
+		RABBITMQ_PID_FILE => "$d/mnesia/beam.pid",
+		RABBITMQ_NODENAME => $self->{node},
+		RABBITMQ_NODE_IP_ADDRESS => '127.0.0.1',
+		RABBITMQ_NODE_PORT => $self->{port},
+		RABBITMQ_DIST_PORT => $self->{dist_port},
+		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS =>
+		  '-kernel inet_dist_use_interface {127,0,0,1}',
+		ERL_EPMD_PORT => $self->{epmd_port},
+		ERL_EPMD_ADDRESS => '127.0.0.1',
+	);
+}
+
+=pod
+
+=item $mq->port, $mq->url, $mq->node, $mq->dir
+
+The AMQP port, amqp://guest:guest@127.0.0.1:PORT (vhost /; guest may log in
+from loopback), the Erlang node name, the broker's directory.
+
+=cut
+
+sub port { return $_[0]{port}; }
+sub node { return $_[0]{node}; }
+sub dir  { return $_[0]{dir}; }
+
+sub url
+{
+	my ($self) = @_;
+	return "amqp://guest:guest\@127.0.0.1:$self->{port}";
+}
+
+=pod
+
+=item $mq->hasched_conf(%extra)
+
+postgresql.conf lines that point hasched's dispatcher at this broker.
+
+=cut
+
+sub hasched_conf
+{
+	my ($self) = @_;
+	return "hasched.amqp_url = '" . $self->url . "'\n";
+}
+
+=pod
+
+=item $mq->start(wait => 60)
+
+Starts the private epmd (unless running) and the broker (unless running);
+waits until the broker answers an AMQP protocol header with
+connection.start.  Restarting after kill9() keeps the ports and data.
+Returns the seconds it took.
+
+=cut
+
+sub start
+{
+	my ($self, %o) = @_;
+	my $t0 = time;
+	$self->_start_epmd;
+	if (!($self->{pid} && kill(0, $self->{pid})))
+	{
+		my %env = $self->_env;
+		my $pid = fork();
+		croak "fork: $!" unless defined $pid;
+		if ($pid == 0)
+		{
+			POSIX::setsid();
+			open(STDIN, '<', '/dev/null');
+			open(STDOUT, '>>', "$self->{dir}/server.out");
+			open(STDERR, '>&', \*STDOUT);
+			@ENV{ keys %env } = values %env;
+			exec("$sbin/rabbitmq-server") or POSIX::_exit(127);
+		}
+		$self->{pgid} = $pid;
+		$self->{pid} = 0;
+	}
+	$self->wait_ready($o{wait} // 60)
+	  or croak "RabbitMQ $self->{name} did not accept AMQP on port $self->{port}"
+	  . " (see $self->{dir}/server.out and log/)";
+	$self->{pid} = $self->_beam_pid || $self->{pgid};
+	_write("$self->{dir}/rabbitmq.pid", "$self->{pid}\n");
+	return time - $t0;
+}
+
+sub _start_epmd
+{
+	my ($self) = @_;
+	return if $self->{epmd_pid} && kill(0, $self->{epmd_pid});
+	my $pid = fork();
+	croak "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		POSIX::setsid();
+		open(STDIN, '<', '/dev/null');
+		open(STDOUT, '>>', "$self->{dir}/epmd.out");
+		open(STDERR, '>&', \*STDOUT);
+		$ENV{HOME} = "$self->{dir}/home";
+		exec('epmd', '-port', $self->{epmd_port}, '-address', '127.0.0.1')
+		  or POSIX::_exit(127);
+	}
+	$self->{epmd_pid} = $pid;
+	_write("$self->{dir}/epmd.pid", "$pid\n");
+	# epmd listens within milliseconds; the server retries anyway
+	my $end = time + 5;
+	while (time < $end)
+	{
+		my $s = IO::Socket::INET->new(
+			PeerAddr => '127.0.0.1',
+			PeerPort => $self->{epmd_port},
+			Timeout => 1);
+		last if $s;
+		usleep(50_000);
+	}
+	return;
+}
+
+# the beam.smp process in the server's process group
+sub _beam_pid
+{
+	my ($self) = @_;
+	opendir(my $dh, '/proc') or return 0;
+	for my $p (grep { /^\d+$/ } readdir $dh)
+	{
+		open my $fh, '<', "/proc/$p/stat" or next;
+		my $stat = <$fh>;
+		close $fh;
+		next unless defined $stat && $stat =~ /^\d+ \(([^)]*)\) \S+ \d+ (\d+)/;
+		return $p + 0 if $1 eq 'beam.smp' && $2 == $self->{pgid};
+	}
+	return 0;
+}
+
+=pod
+
+=item $mq->wait_ready($secs)
+
+True once the broker answers the AMQP 0-9-1 protocol header with a
+method frame (connection.start).
+
+=cut
+
+sub wait_ready
+{
+	my ($self, $secs) = @_;
+	my $end = time + $secs;
+	while (time < $end)
+	{
+		return 1 if $self->accepts_amqp;
+		return 0 if $self->{pgid} && waitpid($self->{pgid}, POSIX::WNOHANG()) > 0;
+		usleep(200_000);
+	}
+	return 0;
+}
+
+=pod
+
+=item $mq->accepts_amqp
+
+True when the broker's port answers the protocol header now.
+
+=cut
+
+sub accepts_amqp
+{
+	my ($self) = @_;
+	my $s = IO::Socket::INET->new(
+		PeerAddr => '127.0.0.1',
+		PeerPort => $self->{port},
+		Timeout => 2) or return 0;
+	$s->autoflush(1);
+	print $s "AMQP\x00\x00\x09\x01";
+	my $buf = '';
+	my $rin = '';
+	vec($rin, fileno($s), 1) = 1;
+	return 0 unless select(my $rout = $rin, undef, undef, 3) > 0;
+	sysread($s, $buf, 7);
+	close $s;
+	return length($buf) == 7 && ord(substr($buf, 0, 1)) == 1;
+}
+
+=pod
+
+=item $mq->kill9
+
+SIGKILL to the broker's process group (the server, its shell and helper
+processes); epmd keeps running, as it would on a real host.
+
+=cut
+
+sub kill9
+{
+	my ($self) = @_;
+	return unless $self->{pgid};
+	kill 'KILL', -$self->{pgid};
+	waitpid($self->{pgid}, 0);
+	$self->{pgid} = 0;
+	$self->{pid} = 0;
+	unlink "$self->{dir}/rabbitmq.pid";
+	return;
+}
+
+=pod
+
+=item $mq->stop
+
+SIGTERM to the server (a clean shutdown), SIGKILL to its group after
+20 s; then the private epmd.
+
+=cut
+
+sub stop
+{
+	my ($self) = @_;
+	if ($self->{pgid})
+	{
+		kill 'TERM', ($self->{pid} || $self->{pgid});
+		my $end = time + 20;
+		while (time < $end && waitpid($self->{pgid}, POSIX::WNOHANG()) == 0)
+		{
+			usleep(100_000);
+		}
+		$self->kill9;
+	}
+	if ($self->{epmd_pid})
+	{
+		kill 'KILL', $self->{epmd_pid};
+		waitpid($self->{epmd_pid}, 0);
+		$self->{epmd_pid} = 0;
+		unlink "$self->{dir}/epmd.pid";
+	}
+	return;
+}
+
+=pod
+
+=item $mq->ctl(@args)
+
+Runs rabbitmqctl against this node; returns its output (undef on
+failure) in scalar context, (status, stdout, stderr) in list context.
+
+=cut
+
+sub ctl
+{
+	my ($self, @args) = @_;
+	my %env = $self->_env;
+	local @ENV{ keys %env } = values %env;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ "$sbin/rabbitmqctl", '-n', $self->{node}, '-q', @args ],
+		'>', \$out, '2>', \$err);
+	my $rc = $? >> 8;
+	return wantarray ? ($rc, $out, $err) : ($rc == 0 ? $out : undef);
+}
+
+=pod
+
+=item $mq->queues
+
+The broker's queues as a hash: name => ready messages (rabbitmqctl
+list_queues).
+
+=cut
+
+sub queues
+{
+	my ($self) = @_;
+	my $out = $self->ctl('list_queues', '--no-table-headers', 'name', 'messages_ready');
+	croak "rabbitmqctl list_queues failed on $self->{name}" unless defined $out;
+	my %q;
+	for my $line (split /\n/, $out)
+	{
+		my ($n, $m) = split /\s+/, $line;
+		$q{$n} = $m if defined $m && $m =~ /^\d+$/;
+	}
+	return \%q;
+}
+
+=pod
+
+=item $mq->get($queue, $max, ack => 1)
+
+Up to $max messages of $queue by basic.get (acked unless ack => 0:
+then they are requeued when the client disconnects); returns a list of
+hashes {body, message_id, routing_key, redelivered}.
+
+=cut
+
+sub get
+{
+	my ($self, $queue, $max, %o) = @_;
+	my $bin = _get_client();
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $bin, '127.0.0.1', $self->{port}, $queue, $max,
+			($o{ack} // 1) ? 'ack' : 'noack' ],
+		'>', \$out, '2>', \$err)
+	  or croak "hasched_amqp_get failed: $err";
+	my @msgs;
+	for my $line (split /\n/, $out)
+	{
+		my ($id, $rk, $redel, $body) = split /\t/, $line, 4;
+		push @msgs, { message_id => $id, routing_key => $rk,
+			redelivered => $redel, body => $body };
+	}
+	return @msgs;
+}
+
+# compiles test/perl/hasched_amqp_get.c once per tmp_check
+sub _get_client
+{
+	my $bin = "$PostgreSQL::Test::Utils::tmp_check/hasched_amqp_get";
+	return $bin if -x $bin;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ 'cc', '-O1', '-Wall', '-o', "$bin.tmp", $get_src, '-lrabbitmq' ],
+		'>', \$out, '2>', \$err)
+	  or croak "cannot build $get_src: $err";
+	rename("$bin.tmp", $bin);
+	return $bin;
+}
+
+END
+{
+	my $rc = $?;
+	for my $b (@brokers)
+	{
+		kill 'KILL', -$b->{pgid} if $b->{pgid};
+		kill 'KILL', $b->{epmd_pid} if $b->{epmd_pid};
+		unlink "$b->{dir}/rabbitmq.pid", "$b->{dir}/epmd.pid";
+	}
+	$? = $rc;
+}
+
+=pod
+
+=back
+
+=cut
+
+1;
