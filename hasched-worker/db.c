@@ -174,6 +174,13 @@ hw_db_fatal_config(void)
 	return fatal_config;
 }
 
+/* A setup error found elsewhere (the broker refused the worker): exit with it. */
+void
+hw_set_fatal_config(const char *why)
+{
+	fatal_config = why;
+}
+
 /*
  * The connection is lost, or the server is not one to work with (shutting
  * down, not the primary): drop it and try once at once, then the breaker.

@@ -16,6 +16,8 @@
  *                 reports every job source shares (heartbeat, complete, fail)
  *   source_pull.c the pull job source: claim() woken by NOTIFY, polling as
  *                 the fallback
+ *   source_amqp.c the AMQP job source: deliveries from RabbitMQ, start()ed
+ *                 with their lease token, acked after the report
  *   run.c         a command per job: process group, pipes, timeouts
  *   health.c      GET /health on 127.0.0.1
  *   json.c        JSON syntax check and UTF-8 clean-up of command output
@@ -35,6 +37,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+
+#include <amqp.h>
 
 #include "libpq-fe.h"
 
@@ -59,6 +63,8 @@ typedef struct HwConfig
 	size_t		max_output;		/* bytes of stdout kept as the result */
 	int64_t		stall_usec;		/* health: no job finished this long while saturated */
 	bool		listen;			/* use LISTEN/NOTIFY (false: poll only) */
+	const char *amqp;			/* --amqp URL list; NULL: pull mode */
+	const char *amqp_queue_type;	/* quorum or classic */
 	const char *zookeeper;		/* ZooKeeper connection string; NULL: none */
 	const char *zk_path;		/* hasched's root znode (hasched.zookeeper_path) */
 	int			zk_timeout_ms;	/* the session timeout asked for */
@@ -171,6 +177,7 @@ extern bool hw_db_consume_notifies(void);
 extern HwDbResult hw_db_call(const char *sql, int nparams, const char *const *values,
 							 PGresult **res, char **errmsg);
 extern const char *hw_db_fatal_config(void);
+extern void hw_set_fatal_config(const char *why);
 extern void hw_db_close(void);
 
 extern HwDbResult hw_report_heartbeat(HwJob *job);
@@ -195,12 +202,32 @@ struct HwSource
 	int			(*fetch) (HwSource *src, HwJob **jobs, int max);
 	/* the job's outcome is recorded (or its lease was stale): let it go */
 	void		(*settle) (HwSource *src, HwJob *job, bool recorded);
-	/* the connection came back: redo subscriptions (LISTEN) */
+	/* the connection came back: redo subscriptions (LISTEN); may be NULL */
 	void		(*reconnected) (HwSource *src, PGconn *conn);
+	/* optional: when fetch() wants to be called at the latest (reconnects, heartbeats) */
+	int64_t		(*next_wake) (HwSource *src);
+	/* optional: its /health check as a JSON member ("name": {...}); false: failing */
+	bool		(*health) (HwSource *src, char *out, size_t size);
+	/* optional: the worker stops: take no more, give back what is not started */
+	void		(*stop) (HwSource *src);
+	/* optional: jobs known to wait for a free slot */
+	int			(*waiting) (HwSource *src);
 	void	   *state;
 };
 
 extern HwSource *hw_source_pull(const char *queue, const char *worker, bool listen);
+
+#define HW_AMQP_BANDS	3		/* high, medium, low */
+
+typedef struct HwAmqpUrl
+{
+	struct amqp_connection_info info;
+	char		shown[300];		/* without the password */
+} HwAmqpUrl;
+
+extern const char *hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls);
+extern HwSource *hw_source_amqp(HwAmqpUrl *urls, int nurls, const char *queue,
+								const char *queue_type, int prefetch);
 
 /* ------------------------------------------------------------------------
  * Health endpoint (health.c)

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * main.c
- *		hasched-worker: runs a command for each job of a hasched pull queue.
+ *		hasched-worker: runs a command for each job of a hasched queue.
  *
  *	  hasched-worker --db CONNSTR --queue QUEUE [options] -- COMMAND [ARG...]
+ *	  hasched-worker --db CONNSTR --amqp URL[,URL...] --queue QUEUE [options] -- ...
  *
  * This file: the arguments, the log, signals, and the one poll() loop that
  * carries each job through its life: fetched from the job source, its
@@ -49,6 +50,8 @@ static int	sig_pipe[2] = {-1, -1};
 static HwJob *jobs = NULL;
 static HwHealth health;
 static bool have_health = false;
+static HwAmqpUrl *amqp_urls = NULL;
+static int	amqp_nurls = 0;
 
 /* the state the health report reads */
 static int64_t last_finish = 0;
@@ -112,10 +115,18 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-			"%s runs a command for each job of a hasched pull queue.\n"
+			"%s runs a command for each job of a hasched queue.\n"
 			"\n"
 			"Usage:\n"
 			"  %s --db CONNSTR --queue QUEUE [OPTION]... -- COMMAND [ARG]...\n"
+			"  %s --db CONNSTR --amqp URL[,URL]... --queue QUEUE [OPTION]... -- COMMAND [ARG]...\n"
+			"\n"
+			"Without --amqp the worker claims jobs of a pull queue (woken by NOTIFY, polling\n"
+			"as the fallback).  With --amqp it consumes the jobs of an amqp queue QUEUE from\n"
+			"RabbitMQ (the queues hasched.QUEUE.high, .medium and .low, highest band first),\n"
+			"starts each with hasched.start() and acknowledges the message only after the\n"
+			"job's outcome is recorded; a message whose job is finished or whose lease token\n"
+			"is stale is acknowledged and dropped without running.\n"
 			"\n"
 			"Each job runs COMMAND in its own process group, with the job's payload (JSON)\n"
 			"on stdin and in the environment: HASCHED_JOB_ID, HASCHED_ATTEMPT,\n"
@@ -130,8 +141,15 @@ usage(FILE *f)
 			"  --db CONNSTR          libpq connection string or URI (required); list\n"
 			"                        several hosts with target_session_attrs=read-write\n"
 			"                        to follow a failover\n"
-			"  --queue QUEUE         the pull queue to work (required)\n"
-			"  --concurrency N       jobs run at once (1..%d, default 1)\n"
+			"  --queue QUEUE         the queue to work (required)\n"
+			"  --amqp URL[,URL]...   consume from RabbitMQ: amqp://USER:PASSWORD@HOST:PORT/VHOST,\n"
+			"                        several tried in order; a lost connection is retried\n"
+			"                        with backoff and jitter (unacked jobs come again)\n"
+			"  --amqp-queue-type T   quorum (default) or classic: the x-queue-type the\n"
+			"                        queues are declared with (the server's\n"
+			"                        hasched.amqp_queue_type)\n"
+			"  --concurrency N       jobs run at once (1..%d, default 1); with --amqp also\n"
+			"                        the prefetch count\n"
 			"  --poll-interval SECS  look for jobs at least this often (default 1); a NOTIFY\n"
 			"                        wakes the worker at once for jobs due now\n"
 			"  --no-listen           poll only (for a connection pooler without LISTEN)\n"
@@ -152,7 +170,8 @@ usage(FILE *f)
 			"  --zookeeper-session-timeout MS\n"
 			"                        the ZooKeeper session timeout asked for (default 10000):\n"
 			"                        how soon a dead worker's jobs come back\n"
-			"  --log FILE            log to FILE (appended; SIGHUP reopens it), not stderr\n"
+			"  --log-file FILE       log to FILE (appended; SIGHUP reopens it), not stderr\n"
+			"                        (--log FILE is the same)\n"
 			"  -h, --help            this text\n"
 			"  --version             the version\n"
 			"\n"
@@ -162,16 +181,19 @@ usage(FILE *f)
 			"\n"
 			"ZooKeeper trouble (unreachable, the name held by another session, an ACL\n"
 			"refusal) never ends the worker: it waits and retries, taking no jobs, and\n"
-			"/health fails its \"zookeeper\" check.\n"
+			"/health fails its \"zookeeper\" check.  Likewise an unreachable database (a\n"
+			"circuit breaker probes it with backoff) or broker (reconnects with backoff):\n"
+			"/health fails its \"database\" or \"broker\" check.\n"
 			"\n"
-			"Exit status: 0 stopped by a signal after draining; %d (EX_USAGE) bad arguments;\n"
-			"%d (EX_UNAVAILABLE) COMMAND not found or not executable, or the health port\n"
-			"cannot be bound; %d (EX_CANTCREAT) the log file cannot be opened; %d\n"
-			"(EX_TEMPFAIL) reports still undelivered 30 s after SIGTERM (those jobs run\n"
-			"again after their lease); %d (EX_CONFIG) the server refused the worker's\n"
-			"setup (unknown queue, not a pull queue, permission denied); %d (EX_OSERR)\n"
+			"Exit status: 0 stopped by a signal after draining; %d (EX_USAGE) bad arguments\n"
+			"or a malformed URL; %d (EX_UNAVAILABLE) COMMAND not found or not executable,\n"
+			"or the health port cannot be bound; %d (EX_CANTCREAT) the log file cannot be\n"
+			"opened; %d (EX_TEMPFAIL) reports still undelivered 30 s after SIGTERM (those\n"
+			"jobs run again after their lease); %d (EX_CONFIG) the server or the broker\n"
+			"refused the worker's setup (unknown queue, wrong transport, permission denied,\n"
+			"bad broker credentials or vhost, queue arguments that differ); %d (EX_OSERR)\n"
 			"a system call failed.\n",
-			progname, progname, HW_MAX_CONCURRENCY, EX_USAGE, EX_UNAVAILABLE,
+			progname, progname, progname, HW_MAX_CONCURRENCY, EX_USAGE, EX_UNAVAILABLE,
 			EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG, EX_OSERR);
 }
 
@@ -265,7 +287,7 @@ parse_args(int argc, char **argv)
 	{
 		OPT_DB = 256, OPT_QUEUE, OPT_CONC, OPT_POLL, OPT_HEALTH, OPT_LOG, OPT_NAME,
 		OPT_GRACE, OPT_MAXOUT, OPT_STALL, OPT_NOLISTEN, OPT_VERSION, OPT_ZK, OPT_ZK_PATH,
-		OPT_ZK_TIMEOUT
+		OPT_ZK_TIMEOUT, OPT_AMQP, OPT_AMQP_QTYPE
 	};
 	static const struct option opts[] = {
 		{"db", required_argument, NULL, OPT_DB},
@@ -274,6 +296,9 @@ parse_args(int argc, char **argv)
 		{"poll-interval", required_argument, NULL, OPT_POLL},
 		{"health-port", required_argument, NULL, OPT_HEALTH},
 		{"log", required_argument, NULL, OPT_LOG},
+		{"log-file", required_argument, NULL, OPT_LOG},
+		{"amqp", required_argument, NULL, OPT_AMQP},
+		{"amqp-queue-type", required_argument, NULL, OPT_AMQP_QTYPE},
 		{"name", required_argument, NULL, OPT_NAME},
 		{"kill-grace", required_argument, NULL, OPT_GRACE},
 		{"max-output", required_argument, NULL, OPT_MAXOUT},
@@ -342,6 +367,14 @@ parse_args(int argc, char **argv)
 			case OPT_ZK:
 				hw_cfg.zookeeper = optarg;
 				break;
+			case OPT_AMQP:
+				hw_cfg.amqp = optarg;
+				break;
+			case OPT_AMQP_QTYPE:
+				if (strcmp(optarg, "quorum") != 0 && strcmp(optarg, "classic") != 0)
+					bad_usage("--amqp-queue-type must be \"quorum\" or \"classic\", not \"%s\"", optarg);
+				hw_cfg.amqp_queue_type = optarg;
+				break;
 			case OPT_ZK_PATH:
 				hw_cfg.zk_path = optarg;
 				zk_path_given = true;
@@ -390,6 +423,19 @@ parse_args(int argc, char **argv)
 		}
 		PQconninfoFree(o);
 	}
+	if (hw_cfg.amqp != NULL)
+	{
+		const char *why = hw_amqp_parse_urls(hw_cfg.amqp, &amqp_urls, &amqp_nurls);
+
+		if (why != NULL)
+			bad_usage("--amqp: %s", why);
+		if (strlen(hw_cfg.queue) > 100)
+			bad_usage("--queue: with --amqp a queue name has at most 100 bytes");
+		if (hw_cfg.amqp_queue_type == NULL)
+			hw_cfg.amqp_queue_type = "quorum";
+	}
+	else if (hw_cfg.amqp_queue_type != NULL)
+		bad_usage("--amqp-queue-type needs --amqp URL");
 	if (hw_cfg.zookeeper != NULL)
 	{
 		const char *why = hw_zk_check_connect(hw_cfg.zookeeper);
@@ -610,7 +656,8 @@ health_report(char *body, size_t size)
 	int64_t		now = hw_now();
 	int			in_use = jobs_in_use();
 	bool		db_ok = hw_db_up();
-	bool		saturated = in_use >= hw_cfg.concurrency;
+	bool		saturated = in_use >= hw_cfg.concurrency &&
+		(hw_source->waiting == NULL || hw_source->waiting(hw_source) > 0 || hw_cfg.amqp == NULL);
 	int64_t		since = last_finish > saturated_since ? last_finish : saturated_since;
 	bool		progress_ok = !saturated || now - since < hw_cfg.stall_usec;
 	int64_t		until;
@@ -618,8 +665,11 @@ health_report(char *body, size_t size)
 	const char *bname = b == HW_BREAKER_CLOSED ? "closed" : b == HW_BREAKER_OPEN ? "open" : "half-open";
 	char		zk[2048];
 	bool		zk_ok = hw_zk_health(zk, sizeof(zk));
-	char		failed[64] = "";
-	bool		ok = db_ok && progress_ok && zk_ok;
+	char		src[1024] = "";
+	bool		src_ok = hw_source->health ? hw_source->health(hw_source, src, sizeof(src)) : true;
+	int			waiting = hw_source->waiting ? hw_source->waiting(hw_source) : -1;
+	char		failed[96] = "";
+	bool		ok = db_ok && progress_ok && zk_ok && src_ok;
 
 	if (!db_ok)
 		strcat(failed, "\"database\"");
@@ -627,17 +677,19 @@ health_report(char *body, size_t size)
 		strcat(strcat(failed, failed[0] ? ", " : ""), "\"progress\"");
 	if (!zk_ok)
 		strcat(strcat(failed, failed[0] ? ", " : ""), "\"zookeeper\"");
+	if (!src_ok)
+		strcat(strcat(failed, failed[0] ? ", " : ""), "\"broker\"");
 	snprintf(body, size,
 			 "{\"status\": \"%s\", \"failed\": [%s],"
 			 " \"checks\": {\"database\": {\"ok\": %s, \"breaker\": \"%s\"},"
 			 " \"progress\": {\"ok\": %s, \"running\": %d, \"concurrency\": %d,"
-			 " \"seconds_since_last_finish\": %.3f}%s%s},"
+			 " \"waiting\": %d, \"seconds_since_last_finish\": %.3f}%s%s%s%s},"
 			 " \"draining\": %s}\n",
 			 ok ? "ok" : "unavailable", failed,
 			 db_ok ? "true" : "false", bname,
-			 progress_ok ? "true" : "false", in_use, hw_cfg.concurrency,
+			 progress_ok ? "true" : "false", in_use, hw_cfg.concurrency, waiting,
 			 last_finish ? (double) (now - last_finish) / 1e6 : -1.0,
-			 zk[0] ? ", " : "", zk,
+			 zk[0] ? ", " : "", zk, src[0] ? ", " : "", src,
 			 draining ? "true" : "false");
 	return ok ? 200 : 503;
 }
@@ -747,6 +799,15 @@ run_loop(void)
 			}
 		}
 
+		/* the source's own timers (AMQP: reconnect, heartbeats) */
+		if (hw_source->next_wake && !draining && hw_source->next_wake(hw_source) <= now)
+		{
+			if (jobs_in_use() < hw_cfg.concurrency)
+				wake = true;
+			else
+				(void) hw_source->fetch(hw_source, fetch_into, 0);
+		}
+
 		/* take jobs */
 		for (int i = 0; i < hw_cfg.concurrency; i++)
 			if (jobs[i].phase == HW_FREE)
@@ -794,6 +855,13 @@ run_loop(void)
 		/* what to wait for, and until when */
 		if (!draining && nfree > 0 && hw_zk_may_claim())
 			wake_at = wake ? now : (next_fetch < wake_at ? next_fetch : wake_at);
+		if (hw_source->next_wake && !draining)
+		{
+			int64_t		t = hw_source->next_wake(hw_source);
+
+			if (t < wake_at)
+				wake_at = t > now ? t : now;
+		}
 		pfd[npfd].fd = sig_pipe[0];
 		pfd[npfd++].events = POLLIN;
 		if (hw_source->fd(hw_source) >= 0)
@@ -894,6 +962,8 @@ run_loop(void)
 					{
 						draining = true;
 						drain_started = hw_now();
+						if (hw_source->stop)
+							hw_source->stop(hw_source);
 						hw_log("INFO", "%s: taking no more jobs; waiting for %d running or unreported",
 							   sigs[i] == SIGTERM ? "SIGTERM" : "SIGINT", jobs_in_use());
 					}
@@ -999,7 +1069,11 @@ main(int argc, char **argv)
 	}
 
 	jobs = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob));
-	hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
+	if (hw_cfg.amqp != NULL)
+		hw_source = hw_source_amqp(amqp_urls, amqp_nurls, hw_cfg.queue, hw_cfg.amqp_queue_type,
+								   hw_cfg.concurrency);
+	else
+		hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
 	if (jobs == NULL || hw_source == NULL)
 	{
 		fprintf(stderr, "%s: out of memory\n", progname);
@@ -1008,9 +1082,9 @@ main(int argc, char **argv)
 	for (int i = 0; i < hw_cfg.concurrency; i++)
 		job_free(&jobs[i]);
 
-	hw_log("INFO", "hasched-worker %s: queue \"%s\", concurrency %d, worker \"%s\"%s",
-		   HW_VERSION, hw_cfg.queue, hw_cfg.concurrency, hw_cfg.name,
-		   hw_cfg.listen ? "" : ", polling only");
+	hw_log("INFO", "hasched-worker %s: %s queue \"%s\", concurrency %d, worker \"%s\"%s",
+		   HW_VERSION, hw_source->name, hw_cfg.queue, hw_cfg.concurrency, hw_cfg.name,
+		   hw_cfg.amqp || hw_cfg.listen ? "" : ", polling only");
 	if (have_health)
 		hw_log("INFO", "health on http://127.0.0.1:%d/health", hw_cfg.health_port);
 

@@ -1,0 +1,869 @@
+/*-------------------------------------------------------------------------
+ *
+ * source_amqp.c
+ *		The AMQP job source: jobs of an amqp queue, delivered by RabbitMQ
+ *		(librabbitmq-c 0.11, one connection, one channel, no threads).
+ *
+ * The contract with the dispatcher is /work/tools/AMQP_CONTRACT.md, in
+ * short: the queue Q's jobs come on the three durable queues
+ * hasched.Q.{high,medium,low}; a message's body is a JSON object with the
+ * job id, attempt and lease token.  For each delivery the worker calls
+ * hasched.start(job_id, token):
+ *   - a row: the job is ours (dispatched -> running, or a redelivery of a
+ *     job whose worker died before acking): run it;
+ *   - no row: that attempt's outcome is already recorded: ack, drop;
+ *   - JQ006: the token is stale (re-dispatched, cancelled): ack, drop.
+ * The message is acked only after the report committed (settle()).
+ *
+ * Deliveries are read from the socket into three local FIFOs (one per
+ * band) as soon as they arrive; fetch() starts them highest band first, as
+ * many as there are free slots.  basic.qos prefetch_count is
+ * --concurrency (per consumer: quorum queues have no global prefetch), so
+ * the broker never hands this worker more than it can start soon.
+ *
+ * Lost connection: every delivery not yet acked is forgotten (the broker
+ * gives it again, to this worker or another: start() with the same token
+ * answers that the job runs or is finished); a delivery that comes again
+ * for a job this worker still runs under the same token is attached to the
+ * running job instead of running it twice.  Reconnects go through the
+ * URLs in order, then wait (exponential backoff with full jitter, 200 ms
+ * doubling up to 15 s) before the next round.
+ *
+ * The body is parsed by the server, in the statement that calls start():
+ * no JSON parser here.
+ *
+ * IDENTIFICATION
+ *		hasched-worker/source_amqp.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "hw.h"
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define AMQP_CHANNEL		1
+#define AMQP_FRAME_MAX		131072
+#define AMQP_HEARTBEAT_S	30
+#define CONNECT_TIMEOUT_S	3
+#define RECONNECT_BASE_USEC	200000
+#define RECONNECT_CAP_USEC	15000000
+
+static const char *const band_name[HW_AMQP_BANDS] = {"high", "medium", "low"};
+
+typedef struct Delivery
+{
+	uint64_t	tag;			/* delivery tag on connection gen */
+	uint64_t	gen;
+	int			band;
+	char	   *body;			/* NUL-terminated message body */
+	int64_t		job_id;			/* once started */
+	char		token[HS_TOKEN_BUFSZ];
+	struct Delivery *next;
+} Delivery;
+
+typedef struct AmqpState
+{
+	HwAmqpUrl  *urls;
+	int			nurls;
+	int			url;			/* the URL connected to (or tried last) */
+	const char *queue;
+	const char *queue_type;
+	int			prefetch;
+
+	amqp_connection_state_t conn;
+	bool		up;
+	uint64_t	gen;			/* connection generation */
+	int			failures;		/* rounds of failed connects in a row */
+	int64_t		next_connect;
+	int64_t		down_since;
+	char		error[512];		/* the last connection error (health, logs) */
+
+	Delivery   *head[HW_AMQP_BANDS];
+	Delivery   *tail[HW_AMQP_BANDS];
+	int			npending;
+	Delivery   *inflight;		/* started, not settled */
+} AmqpState;
+
+/* ------------------------------------------------------------------------
+ * URLs
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Parse a comma-separated list of AMQP URLs.  NULL on success (*urls,
+ * *nurls set), else why the list is malformed (static or malloc'd text).
+ */
+const char *
+hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls)
+{
+	static char why[512];
+	char	   *copy = strdup(list);
+	char	   *save = NULL;
+	int			n = 0;
+
+	*urls = NULL;
+	*nurls = 0;
+	if (copy == NULL)
+		return "out of memory";
+	for (char *p = copy; *p; p++)
+		if (*p == ',')
+			n++;
+	*urls = calloc((size_t) n + 1, sizeof(HwAmqpUrl));
+	if (*urls == NULL)
+		return "out of memory";
+	n = 0;
+	for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+	{
+		HwAmqpUrl  *u = &(*urls)[n];
+		char	   *work = strdup(tok);
+		int			rc;
+
+		if (work == NULL)
+			return "out of memory";
+		if (strncmp(tok, "amqp://", 7) != 0 && strncmp(tok, "amqps://", 8) != 0)
+		{
+			snprintf(why, sizeof(why), "\"%s\" is not an AMQP URL (amqp://USER:PASSWORD@HOST:PORT/VHOST)", tok);
+			return why;
+		}
+		amqp_default_connection_info(&u->info);
+		rc = amqp_parse_url(work, &u->info);
+		if (rc != AMQP_STATUS_OK)
+		{
+			snprintf(why, sizeof(why), "\"%s\" is not an AMQP URL (amqp://USER:PASSWORD@HOST:PORT/VHOST): %s",
+					 tok, amqp_error_string2(rc));
+			return why;
+		}
+		if (u->info.ssl)
+		{
+			snprintf(why, sizeof(why), "\"%s\": amqps (TLS) is not supported; use amqp://", tok);
+			return why;
+		}
+		if (u->info.port <= 0 || u->info.port > 65535)
+		{
+			snprintf(why, sizeof(why), "\"%s\": port %d is out of range", tok, u->info.port);
+			return why;
+		}
+		/* for the log and health: no password */
+		snprintf(u->shown, sizeof(u->shown), "amqp://%s@%s:%d/%s", u->info.user, u->info.host,
+				 u->info.port, strcmp(u->info.vhost, "/") == 0 ? "" : u->info.vhost);
+		n++;
+	}
+	if (n == 0)
+	{
+		snprintf(why, sizeof(why), "no URL in \"%s\"", list);
+		return why;
+	}
+	*nurls = n;
+	free(copy);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * The connection
+ * ------------------------------------------------------------------------ */
+
+/* The text of a failed RPC reply, into st->error. */
+static void
+reply_error(AmqpState *st, const char *what, amqp_rpc_reply_t r)
+{
+	switch (r.reply_type)
+	{
+		case AMQP_RESPONSE_NORMAL:
+			snprintf(st->error, sizeof(st->error), "%s: ok", what);
+			break;
+		case AMQP_RESPONSE_NONE:
+			snprintf(st->error, sizeof(st->error), "%s: no reply", what);
+			break;
+		case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+			snprintf(st->error, sizeof(st->error), "%s: %s", what, amqp_error_string2(r.library_error));
+			break;
+		case AMQP_RESPONSE_SERVER_EXCEPTION:
+			if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
+			{
+				amqp_connection_close_t *m = r.reply.decoded;
+
+				snprintf(st->error, sizeof(st->error), "%s: the broker closed the connection: %d %.*s",
+						 what, m->reply_code, (int) m->reply_text.len, (char *) m->reply_text.bytes);
+			}
+			else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
+			{
+				amqp_channel_close_t *m = r.reply.decoded;
+
+				snprintf(st->error, sizeof(st->error), "%s: the broker closed the channel: %d %.*s",
+						 what, m->reply_code, (int) m->reply_text.len, (char *) m->reply_text.bytes);
+			}
+			else
+				snprintf(st->error, sizeof(st->error), "%s: the broker answered method 0x%08x",
+						 what, r.reply.id);
+			break;
+	}
+}
+
+/* A refusal no retry cures: credentials, vhost, queue arguments. */
+static bool
+reply_is_config_error(amqp_rpc_reply_t r)
+{
+	if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION)
+		return false;
+	if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD)
+	{
+		int			code = ((amqp_connection_close_t *) r.reply.decoded)->reply_code;
+
+		return code == AMQP_ACCESS_REFUSED || code == AMQP_NOT_ALLOWED;
+	}
+	if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
+	{
+		int			code = ((amqp_channel_close_t *) r.reply.decoded)->reply_code;
+
+		return code == AMQP_ACCESS_REFUSED || code == AMQP_PRECONDITION_FAILED ||
+			code == AMQP_NOT_ALLOWED;
+	}
+	return false;
+}
+
+static void
+forget_pending(AmqpState *st)
+{
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		Delivery   *d = st->head[b];
+
+		while (d)
+		{
+			Delivery   *next = d->next;
+
+			free(d->body);
+			free(d);
+			d = next;
+		}
+		st->head[b] = st->tail[b] = NULL;
+	}
+	st->npending = 0;
+}
+
+/* Drop the connection; what was delivered and not acked comes again. */
+static void
+disconnect(AmqpState *st, bool schedule)
+{
+	if (st->conn != NULL)
+	{
+		/* a dead socket: close it without the closing handshake */
+		amqp_destroy_connection(st->conn);
+		st->conn = NULL;
+	}
+	if (st->up)
+	{
+		hw_log("WARNING", "broker connection to %s lost: %s; deliveries not acked come again",
+			   st->urls[st->url].shown, st->error);
+		st->down_since = hw_now();
+	}
+	st->up = false;
+	st->gen++;
+	forget_pending(st);
+	if (schedule)
+		st->next_connect = hw_now();
+}
+
+/* One connection attempt to one URL; true when consuming. */
+static bool
+connect_one(AmqpState *st, int i, bool *config_error)
+{
+	HwAmqpUrl  *u = &st->urls[i];
+	amqp_socket_t *sock;
+	struct timeval tv = {CONNECT_TIMEOUT_S, 0};
+	amqp_rpc_reply_t r;
+	int			rc;
+	amqp_table_entry_t arg;
+	amqp_table_t args;
+
+	*config_error = false;
+	st->conn = amqp_new_connection();
+	if (st->conn == NULL || (sock = amqp_tcp_socket_new(st->conn)) == NULL)
+	{
+		snprintf(st->error, sizeof(st->error), "out of memory");
+		goto fail;
+	}
+	(void) amqp_set_handshake_timeout(st->conn, &tv);
+	(void) amqp_set_rpc_timeout(st->conn, &tv);
+	rc = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &tv);
+	if (rc != AMQP_STATUS_OK)
+	{
+		snprintf(st->error, sizeof(st->error), "cannot connect to %s:%d: %s", u->info.host,
+				 u->info.port, amqp_error_string2(rc));
+		goto fail;
+	}
+	r = amqp_login(st->conn, u->info.vhost, 0, AMQP_FRAME_MAX, AMQP_HEARTBEAT_S,
+				   AMQP_SASL_METHOD_PLAIN, u->info.user, u->info.password);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+	{
+		reply_error(st, "login", r);
+		/* RabbitMQ closes the socket on bad credentials before a reply */
+		if (reply_is_config_error(r) ||
+			(r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+			 r.library_error == AMQP_STATUS_CONNECTION_CLOSED))
+		{
+			*config_error = true;
+			snprintf(st->error + strlen(st->error), sizeof(st->error) - strlen(st->error),
+					 " (check the user, password and vhost of the URL)");
+		}
+		goto fail;
+	}
+	amqp_channel_open(st->conn, AMQP_CHANNEL);
+	r = amqp_get_rpc_reply(st->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+	{
+		reply_error(st, "channel.open", r);
+		goto fail;
+	}
+
+	arg.key = amqp_cstring_bytes("x-queue-type");
+	arg.value.kind = AMQP_FIELD_KIND_UTF8;
+	arg.value.value.bytes = amqp_cstring_bytes(st->queue_type);
+	args.num_entries = 1;
+	args.entries = &arg;
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		char		qname[128];
+
+		snprintf(qname, sizeof(qname), "hasched.%s.%s", st->queue, band_name[b]);
+		amqp_queue_declare(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(qname), 0, 1, 0, 0, args);
+		r = amqp_get_rpc_reply(st->conn);
+		if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		{
+			char		what[200];
+
+			snprintf(what, sizeof(what), "declaring queue \"%s\" (x-queue-type %s)", qname, st->queue_type);
+			reply_error(st, what, r);
+			if (reply_is_config_error(r))
+			{
+				*config_error = true;
+				snprintf(st->error + strlen(st->error), sizeof(st->error) - strlen(st->error),
+						 " (does --amqp-queue-type match the server's hasched.amqp_queue_type?)");
+			}
+			goto fail;
+		}
+	}
+	amqp_basic_qos(st->conn, AMQP_CHANNEL, 0, (uint16_t) st->prefetch, 0);
+	r = amqp_get_rpc_reply(st->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+	{
+		reply_error(st, "basic.qos", r);
+		goto fail;
+	}
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		char		qname[128];
+		char		ctag[16];
+
+		snprintf(qname, sizeof(qname), "hasched.%s.%s", st->queue, band_name[b]);
+		snprintf(ctag, sizeof(ctag), "band%d", b);
+		amqp_basic_consume(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(qname),
+						   amqp_cstring_bytes(ctag), 0, 0, 0, amqp_empty_table);
+		r = amqp_get_rpc_reply(st->conn);
+		if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		{
+			char		what[200];
+
+			snprintf(what, sizeof(what), "consuming queue \"%s\"", qname);
+			reply_error(st, what, r);
+			*config_error = reply_is_config_error(r);
+			goto fail;
+		}
+	}
+	st->url = i;
+	st->up = true;
+	st->gen++;
+	st->failures = 0;
+	st->error[0] = '\0';
+	hw_log("INFO", "consuming hasched.%s.{high,medium,low} on %s (prefetch %d, %s queues)",
+		   st->queue, u->shown, st->prefetch, st->queue_type);
+	return true;
+
+fail:
+	if (st->conn != NULL)
+		amqp_destroy_connection(st->conn);
+	st->conn = NULL;
+	return false;
+}
+
+/* Try the URLs in order; on failure wait for the next round. */
+static void
+try_connect(AmqpState *st)
+{
+	int64_t		delay;
+
+	for (int i = 0; i < st->nurls; i++)
+	{
+		bool		config_error;
+
+		if (connect_one(st, i, &config_error))
+			return;
+		hw_log("WARNING", "broker %s: %s", st->urls[i].shown, st->error);
+		if (config_error)
+		{
+			static char fatal[1024];
+
+			snprintf(fatal, sizeof(fatal), "broker %s refused the worker: %s",
+					 st->urls[i].shown, st->error);
+			hw_set_fatal_config(fatal);
+			return;
+		}
+	}
+	if (st->down_since == 0)
+		st->down_since = hw_now();
+	st->failures++;
+	delay = hs_backoff_usec(st->failures, RECONNECT_BASE_USEC, RECONNECT_CAP_USEC,
+							(double) random() / (double) RAND_MAX);
+	st->next_connect = hw_now() + delay;
+	hw_log("INFO", "no broker reachable; next attempt in %lld ms", (long long) (delay / 1000));
+}
+
+/* ------------------------------------------------------------------------
+ * Deliveries
+ * ------------------------------------------------------------------------ */
+
+static int
+band_of(amqp_bytes_t routing_key)
+{
+	size_t		n = routing_key.len;
+	const char *k = routing_key.bytes;
+
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		size_t		l = strlen(band_name[b]);
+
+		if (n > l && k[n - l - 1] == '.' && memcmp(k + n - l, band_name[b], l) == 0)
+			return b;
+	}
+	return HW_AMQP_BANDS - 1;
+}
+
+static void
+ack(AmqpState *st, uint64_t gen, uint64_t tag)
+{
+	int			rc;
+
+	if (!st->up || gen != st->gen)
+		return;					/* that connection is gone: the broker gives it again */
+	rc = amqp_basic_ack(st->conn, AMQP_CHANNEL, tag, 0);
+	if (rc != AMQP_STATUS_OK)
+	{
+		snprintf(st->error, sizeof(st->error), "basic.ack: %s", amqp_error_string2(rc));
+		disconnect(st, true);
+	}
+}
+
+/* A frame that is not a delivery: the broker closes the channel or the connection, cancels. */
+static void
+other_frame(AmqpState *st)
+{
+	amqp_frame_t f;
+	int			rc = amqp_simple_wait_frame(st->conn, &f);
+
+	if (rc != AMQP_STATUS_OK)
+	{
+		snprintf(st->error, sizeof(st->error), "%s", amqp_error_string2(rc));
+		disconnect(st, true);
+		return;
+	}
+	if (f.frame_type != AMQP_FRAME_METHOD)
+		return;
+	switch (f.payload.method.id)
+	{
+		case AMQP_CONNECTION_CLOSE_METHOD:
+			{
+				amqp_connection_close_t *m = f.payload.method.decoded;
+
+				snprintf(st->error, sizeof(st->error), "the broker closed the connection: %d %.*s",
+						 m->reply_code, (int) m->reply_text.len, (char *) m->reply_text.bytes);
+				disconnect(st, false);
+				st->next_connect = hw_now() + RECONNECT_BASE_USEC;
+				return;
+			}
+		case AMQP_CHANNEL_CLOSE_METHOD:
+			{
+				amqp_channel_close_t *m = f.payload.method.decoded;
+
+				snprintf(st->error, sizeof(st->error), "the broker closed the channel: %d %.*s",
+						 m->reply_code, (int) m->reply_text.len, (char *) m->reply_text.bytes);
+				disconnect(st, false);
+				st->next_connect = hw_now() + RECONNECT_BASE_USEC;
+				return;
+			}
+		case AMQP_BASIC_CANCEL_METHOD:
+			/* the queue was deleted: consume again after a reconnect */
+			snprintf(st->error, sizeof(st->error), "the broker cancelled a consumer (queue deleted?)");
+			disconnect(st, false);
+			st->next_connect = hw_now() + RECONNECT_BASE_USEC;
+			return;
+		default:
+			return;
+	}
+}
+
+/* Read everything the socket and the library hold; false when the connection is lost. */
+static bool
+drain(AmqpState *st)
+{
+	bool		got = false;
+
+	while (st->up)
+	{
+		amqp_envelope_t env;
+		struct timeval zero = {0, 0};
+		amqp_rpc_reply_t r;
+		Delivery   *d;
+
+		amqp_maybe_release_buffers(st->conn);
+		r = amqp_consume_message(st->conn, &env, &zero, 0);
+		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION)
+		{
+			if (r.library_error == AMQP_STATUS_TIMEOUT)
+				break;
+			if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE)
+			{
+				other_frame(st);
+				continue;
+			}
+			snprintf(st->error, sizeof(st->error), "%s", amqp_error_string2(r.library_error));
+			disconnect(st, true);
+			break;
+		}
+		if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		{
+			reply_error(st, "consume", r);
+			disconnect(st, true);
+			break;
+		}
+		d = calloc(1, sizeof(Delivery));
+		if (d == NULL || (d->body = malloc(env.message.body.len + 1)) == NULL)
+		{
+			hw_log("FATAL", "out of memory");
+			exit(70);
+		}
+		memcpy(d->body, env.message.body.bytes, env.message.body.len);
+		d->body[env.message.body.len] = '\0';
+		d->tag = env.delivery_tag;
+		d->gen = st->gen;
+		d->band = band_of(env.routing_key);
+		if (st->tail[d->band])
+			st->tail[d->band]->next = d;
+		else
+			st->head[d->band] = d;
+		st->tail[d->band] = d;
+		st->npending++;
+		got = true;
+		amqp_destroy_envelope(&env);
+	}
+	return got;
+}
+
+static Delivery *
+pop(AmqpState *st)
+{
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		Delivery   *d = st->head[b];
+
+		if (d)
+		{
+			st->head[b] = d->next;
+			if (st->head[b] == NULL)
+				st->tail[b] = NULL;
+			d->next = NULL;
+			st->npending--;
+			return d;
+		}
+	}
+	return NULL;
+}
+
+static void
+push_front(AmqpState *st, Delivery *d)
+{
+	d->next = st->head[d->band];
+	st->head[d->band] = d;
+	if (st->tail[d->band] == NULL)
+		st->tail[d->band] = d;
+	st->npending++;
+}
+
+static void
+drop(AmqpState *st, Delivery *d)
+{
+	ack(st, d->gen, d->tag);
+	free(d->body);
+	free(d);
+}
+
+/* ------------------------------------------------------------------------
+ * The HwSource interface
+ * ------------------------------------------------------------------------ */
+
+static int
+amqp_fd(HwSource *src)
+{
+	AmqpState  *st = src->state;
+
+	return st->up ? amqp_get_sockfd(st->conn) : -1;
+}
+
+static bool
+amqp_readable(HwSource *src)
+{
+	AmqpState  *st = src->state;
+
+	(void) drain(st);
+	/* lost: look again soon (reconnect); else jobs may be waiting */
+	return st->npending > 0 || !st->up;
+}
+
+/*
+ * Start a delivery's job: the server parses the body and calls start().
+ * The row: job id, attempt, priority, lease token (from the body), then
+ * start()'s (NULL when that attempt is finished).
+ */
+static const char *const START_SQL =
+"SELECT (m.b->>'job_id')::bigint, (m.b->>'attempt')::integer,"
+" coalesce((m.b->>'priority')::integer, 0), m.b->>'lease_token',"
+" s.lease_until IS NOT NULL, s.payload::text,"
+" extract(epoch FROM s.timeout)::float8,"
+" extract(epoch FROM s.lease_until - clock_timestamp())::float8"
+" FROM (SELECT $1::jsonb AS b) m"
+" LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token') s ON true";
+
+static int
+amqp_fetch(HwSource *src, HwJob **jobs, int max)
+{
+	AmqpState  *st = src->state;
+	int			got = 0;
+
+	if (!st->up && hw_now() >= st->next_connect)
+		try_connect(st);
+	if (st->up)
+		(void) drain(st);		/* also sends the heartbeats due */
+
+	while (got < max && st->npending > 0)
+	{
+		Delivery   *d = pop(st);
+		const char *v[1] = {d->body};
+		PGresult   *res;
+		char	   *err;
+		HwDbResult	r;
+		HwJob	   *job;
+		Delivery   *dup;
+
+		r = hw_db_call(START_SQL, 1, v, &res, &err);
+		if (r == HW_DB_DOWN || (r == HW_DB_ERROR && hw_db_fatal_config()))
+		{
+			free(err);
+			push_front(st, d);
+			return got > 0 ? got : -1;
+		}
+		if (r == HW_DB_STALE)
+		{
+			hw_log("INFO", "delivery %llu: stale lease token (%s): acked and dropped",
+				   (unsigned long long) d->tag, err ? err : "");
+			free(err);
+			drop(st, d);
+			continue;
+		}
+		if (r == HW_DB_ERROR)
+		{
+			/* a body that is not the contract's JSON, an unknown job */
+			hw_log("WARNING", "delivery %llu refused (%s): acked and dropped; body: %.200s",
+				   (unsigned long long) d->tag, err ? err : "", d->body);
+			free(err);
+			drop(st, d);
+			continue;
+		}
+		if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 3))
+		{
+			hw_log("WARNING", "delivery %llu has no job_id or lease_token: acked and dropped; body: %.200s",
+				   (unsigned long long) d->tag, d->body);
+			PQclear(res);
+			drop(st, d);
+			continue;
+		}
+		d->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		snprintf(d->token, sizeof(d->token), "%s", PQgetvalue(res, 0, 3));
+		if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
+		{
+			hw_log("INFO", "job %lld attempt %s: already finished: acked and dropped",
+				   (long long) d->job_id, PQgetvalue(res, 0, 1));
+			PQclear(res);
+			drop(st, d);
+			continue;
+		}
+		/* given again while this worker runs it (a reconnect): keep running it */
+		for (dup = st->inflight; dup; dup = dup->next)
+			if (dup->job_id == d->job_id && strcmp(dup->token, d->token) == 0)
+				break;
+		if (dup != NULL)
+		{
+			hw_log("INFO", "job %lld: delivered again while it runs here; the running command reports it",
+				   (long long) d->job_id);
+			dup->tag = d->tag;
+			dup->gen = d->gen;
+			PQclear(res);
+			free(d->body);
+			free(d);
+			continue;
+		}
+		job = jobs[got++];
+		job->id = d->job_id;
+		snprintf(job->token, sizeof(job->token), "%s", d->token);
+		job->attempt = PQgetisnull(res, 0, 1) ? 0 : atoi(PQgetvalue(res, 0, 1));
+		job->priority = atoi(PQgetvalue(res, 0, 2));
+		job->payload = strdup(PQgetisnull(res, 0, 5) ? "null" : PQgetvalue(res, 0, 5));
+		job->timeout_s = atof(PQgetvalue(res, 0, 6));
+		job->lease_s = atof(PQgetvalue(res, 0, 7));
+		job->tenant[0] = '\0';
+		job->source_data = d;
+		PQclear(res);
+		if (job->payload == NULL)
+		{
+			hw_log("FATAL", "out of memory");
+			exit(70);
+		}
+		free(d->body);
+		d->body = NULL;
+		d->next = st->inflight;
+		st->inflight = d;
+	}
+	return got;
+}
+
+static void
+amqp_settle(HwSource *src, HwJob *job, bool recorded)
+{
+	AmqpState  *st = src->state;
+	Delivery   *d = job->source_data;
+	Delivery  **pp;
+
+	if (d == NULL)
+		return;
+	for (pp = &st->inflight; *pp; pp = &(*pp)->next)
+		if (*pp == d)
+		{
+			*pp = d->next;
+			break;
+		}
+	/*
+	 * Recorded, or stale (another attempt owns the job): ack.  Not
+	 * recorded for another reason (the report kept failing, the lease was
+	 * lost): ack too; the job's row decides what happens next (it is
+	 * dispatched again under a new token after its lease), a redelivery
+	 * would only be dropped as stale.
+	 */
+	ack(st, d->gen, d->tag);
+	job->source_data = NULL;
+	free(d);
+}
+
+static int64_t
+amqp_next_wake(HwSource *src)
+{
+	AmqpState  *st = src->state;
+
+	if (!st->up)
+		return st->next_connect;
+	/* heartbeats: the library sends them when it is called */
+	return hw_now() + (AMQP_HEARTBEAT_S * 1000000LL) / 3;
+}
+
+static bool
+amqp_health(HwSource *src, char *out, size_t size)
+{
+	AmqpState  *st = src->state;
+	char		err[600];
+	size_t		j = 0;
+
+	/* the error as a JSON string */
+	for (const char *p = st->error; *p && j < sizeof(err) - 3; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			err[j++] = '\\';
+		err[j++] = (*p >= 0 && *p < 0x20) ? ' ' : *p;
+	}
+	err[j] = '\0';
+	if (st->up)
+		snprintf(out, size, "\"broker\": {\"ok\": true, \"url\": \"%s\", \"waiting\": %d}",
+				 st->urls[st->url].shown, st->npending);
+	else
+		snprintf(out, size, "\"broker\": {\"ok\": false, \"url\": \"%s\", \"error\": \"%s\","
+				 " \"seconds_down\": %.3f}",
+				 st->urls[st->url].shown, err,
+				 st->down_since ? (double) (hw_now() - st->down_since) / 1e6 : 0.0);
+	return st->up;
+}
+
+/* Stopping: cancel the consumers and give back the deliveries not started. */
+static void
+amqp_stop(HwSource *src)
+{
+	AmqpState  *st = src->state;
+	int			given = 0;
+	Delivery   *d;
+
+	if (!st->up)
+		return;
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		char		ctag[16];
+
+		snprintf(ctag, sizeof(ctag), "band%d", b);
+		(void) amqp_basic_cancel(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(ctag));
+	}
+	/* what arrived before the cancel took effect */
+	(void) drain(st);
+	while (st->up && (d = pop(st)) != NULL)
+	{
+		if (d->gen == st->gen)
+			(void) amqp_basic_reject(st->conn, AMQP_CHANNEL, d->tag, 1);
+		free(d->body);
+		free(d);
+		given++;
+	}
+	hw_log("INFO", "stopped consuming; %d deliveries not started given back to the broker", given);
+}
+
+static int
+amqp_waiting(HwSource *src)
+{
+	AmqpState  *st = src->state;
+
+	return st->npending;
+}
+
+HwSource *
+hw_source_amqp(HwAmqpUrl *urls, int nurls, const char *queue, const char *queue_type,
+			   int prefetch)
+{
+	HwSource   *src = calloc(1, sizeof(HwSource));
+	AmqpState  *st = calloc(1, sizeof(AmqpState));
+
+	if (src == NULL || st == NULL)
+		return NULL;
+	st->urls = urls;
+	st->nurls = nurls;
+	st->queue = queue;
+	st->queue_type = queue_type;
+	st->prefetch = prefetch > 65535 ? 65535 : prefetch;
+	src->name = "amqp";
+	src->fd = amqp_fd;
+	src->readable = amqp_readable;
+	src->fetch = amqp_fetch;
+	src->settle = amqp_settle;
+	src->reconnected = NULL;
+	src->next_wake = amqp_next_wake;
+	src->health = amqp_health;
+	src->waiting = amqp_waiting;
+	src->stop = amqp_stop;
+	src->state = st;
+	return src;
+}
