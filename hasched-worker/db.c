@@ -382,6 +382,116 @@ hw_report_complete(HwJob *job)
 	return r;
 }
 
+/* Room for need more bytes; false when out of memory. */
+static bool
+buf_room(HwBuf *b, size_t need)
+{
+	size_t		cap = b->cap ? b->cap : 4096;
+	char	   *d;
+
+	if (b->len + need <= b->cap)
+		return true;
+	while (cap < b->len + need)
+		cap *= 2;
+	if ((d = realloc(b->data, cap)) == NULL)
+		return false;
+	b->data = d;
+	b->cap = cap;
+	return true;
+}
+
+/*
+ * Append element i (NULL: SQL NULL) to an array literal: "{" before the
+ * first, "," before the others; hw_array_end() closes it.
+ */
+static bool
+array_add(HwBuf *b, int i, const char *s, size_t len)
+{
+	if (!buf_room(b, 2 * len + 8))
+		return false;
+	b->data[b->len++] = i == 0 ? '{' : ',';
+	if (s == NULL)
+	{
+		memcpy(b->data + b->len, "NULL", 4);
+		b->len += 4;
+		return true;
+	}
+	b->data[b->len++] = '"';
+	for (size_t k = 0; k < len; k++)
+	{
+		if (s[k] == '"' || s[k] == '\\')
+			b->data[b->len++] = '\\';
+		b->data[b->len++] = s[k];
+	}
+	b->data[b->len++] = '"';
+	return true;
+}
+
+static bool
+array_end(HwBuf *b)
+{
+	if (!buf_room(b, 2))
+		return false;
+	b->data[b->len++] = '}';
+	b->data[b->len] = '\0';
+	return true;
+}
+
+/*
+ * Record the success of n jobs in one statement (one commit): the
+ * array form of complete(), all or nothing.  Anything but HW_DB_OK: the
+ * caller reports them one by one (which tells which one is refused).
+ */
+HwDbResult
+hw_report_complete_many(HwJob **jobs, int n)
+{
+	HwBuf		ids = {0}, tokens = {0}, results = {0}, kinds = {0};
+	const char *v[4];
+	char	   *err = NULL;
+	HwDbResult	r = HW_DB_ERROR;
+	bool		ok = true;
+
+	for (int i = 0; i < n && ok; i++)
+	{
+		HwJob	   *job = jobs[i];
+		char		id[32];
+		char	   *out = job->out.data;
+		size_t		len = job->out.len;
+		bool		is_json;
+
+		snprintf(id, sizeof(id), "%lld", (long long) job->id);
+		if (out != NULL)
+			hw_utf8_clean(out, len);
+		is_json = out != NULL && !job->out_truncated && hw_json_valid(out, len);
+		ok = array_add(&ids, i, id, strlen(id)) &&
+			array_add(&tokens, i, job->token, strlen(job->token)) &&
+			array_add(&results, i, out != NULL && len > 0 ? out : NULL, len) &&
+			array_add(&kinds, i, is_json ? "t" : "f", 1);
+	}
+	if (ok && n > 0 && array_end(&ids) && array_end(&tokens) && array_end(&results) &&
+		array_end(&kinds))
+	{
+		v[0] = ids.data;
+		v[1] = tokens.data;
+		v[2] = results.data;
+		v[3] = kinds.data;
+		r = hw_db_call("SELECT hasched.complete($1::bigint[], $2::text[],"
+					   " ARRAY(SELECT CASE WHEN r IS NULL THEN NULL WHEN k THEN r::jsonb ELSE to_jsonb(r) END"
+					   "       FROM unnest($3::text[], $4::boolean[]) WITH ORDINALITY AS u(r, k, i)"
+					   "       ORDER BY i))",
+					   4, v, NULL, &err);
+		if (r != HW_DB_OK && r != HW_DB_DOWN)
+			hw_log("INFO", "%d completions in one statement refused (%s); reporting them one by one",
+				   n, err ? err : "");
+		free(err);
+	}
+	hw_buf_free(&ids);
+	hw_buf_free(&tokens);
+	hw_buf_free(&results);
+	hw_buf_free(&kinds);
+	return r;
+}
+
 HwDbResult
 hw_report_fail(HwJob *job, const char *error, bool retry)
 {

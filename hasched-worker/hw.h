@@ -139,6 +139,7 @@ typedef struct HwJob
 	int64_t		reporting_since;
 	int64_t		next_report;
 	int			report_tries;
+	bool		report_alone;	/* a batch was refused: report it by itself */
 } HwJob;
 
 extern bool hw_run_start(HwJob *job);
@@ -182,6 +183,7 @@ extern void hw_db_close(void);
 
 extern HwDbResult hw_report_heartbeat(HwJob *job);
 extern HwDbResult hw_report_complete(HwJob *job);
+extern HwDbResult hw_report_complete_many(HwJob **jobs, int n);
 extern HwDbResult hw_report_fail(HwJob *job, const char *error, bool retry);
 
 /* ------------------------------------------------------------------------

@@ -602,6 +602,40 @@ job_report(HwJob *job, int64_t now)
 	}
 }
 
+/*
+ * The successes due for a report, in one statement (one commit for all:
+ * with many short jobs the commits, not the commands, would set the pace).
+ * A batch the server refuses, or a database that is down: each job is
+ * reported by itself (job_report), which says which one is refused.
+ */
+static void
+report_successes(int64_t now, HwJob **batch)
+{
+	int			n = 0;
+
+	for (int i = 0; i < hw_cfg.concurrency; i++)
+	{
+		HwJob	   *job = &jobs[i];
+
+		if (job->phase == HW_REPORTING && job->failure == NULL && !job->report_alone &&
+			now >= job->next_report)
+			batch[n++] = job;
+	}
+	if (n < 2)
+		return;
+	if (hw_report_complete_many(batch, n) != HW_DB_OK)
+	{
+		for (int i = 0; i < n; i++)
+			batch[i]->report_alone = true;
+		return;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		hw_source->settle(hw_source, batch[i], true);
+		job_free(batch[i]);
+	}
+}
+
 static void
 job_heartbeat(HwJob *job, int64_t now)
 {
@@ -749,11 +783,13 @@ run_loop(void)
 		/* children that exited; jobs whose command finished; reports */
 		hw_run_reap(jobs, hw_cfg.concurrency);
 		for (int i = 0; i < hw_cfg.concurrency; i++)
+			if (jobs[i].phase == HW_RUNNING && hw_run_done(&jobs[i], now))
+				job_finished(&jobs[i], now);
+		report_successes(now, fetch_into);
+		for (int i = 0; i < hw_cfg.concurrency; i++)
 		{
 			HwJob	   *job = &jobs[i];
 
-			if (job->phase == HW_RUNNING && hw_run_done(job, now))
-				job_finished(job, now);
 			if (job->phase == HW_REPORTING && now >= job->next_report)
 				job_report(job, now);
 			if (job->phase == HW_RUNNING && !job->exited && job->exec_errno == 0)

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * run.c
- *		Running a job's command: fork and exec in its own process group, the
+ *		Running a job's command: vfork and exec in its own process group, the
  *		payload on stdin and in the environment, stdout and stderr read
  *		through pipes, the process group killed on timeout, when the worker
  *		stops, or when the lease is lost; whatever the command left running
@@ -69,87 +69,150 @@ buf_append(HwBuf *b, const char *p, size_t n)
 }
 
 /*
- * In the child, between fork and exec: its own process group, killed with
- * the worker, stdio on the pipes, no other descriptor of the worker, the
- * job in the environment.  Reports an exec failure's errno on status_fd.
+ * The child's environment: the worker's, less any HASCHED_* variable, and
+ * the job's.  Built in the parent (the child of vfork() must not
+ * allocate); the strings live in env_buf until the next job starts.
+ */
+extern char **environ;
+
+static __attribute__((noinline)) char **
+job_environment(const HwJob *job, HwBuf *env_buf)
+{
+	size_t		n = 0;
+	size_t		nvars = 0;
+	char	  **envp;
+	size_t	   *offs;
+	size_t		k = 0;
+	char		line[160];
+	const char *const names[] = {
+		"HASCHED_JOB_ID", "HASCHED_ATTEMPT", "HASCHED_PRIORITY", "HASCHED_TIMEOUT",
+		"HASCHED_QUEUE", "HASCHED_TENANT", "HASCHED_WORKER", "HASCHED_PAYLOAD"
+	};
+
+	for (char **e = environ; *e; e++)
+		n++;
+	envp = malloc((n + 9) * sizeof(char *));
+	offs = malloc(9 * sizeof(size_t));
+	if (envp == NULL || offs == NULL)
+	{
+		hw_log("FATAL", "out of memory");
+		exit(70);
+	}
+	for (char **e = environ; *e; e++)
+		if (strncmp(*e, "HASCHED_", 8) != 0)
+			envp[k++] = *e;
+	env_buf->len = 0;
+	for (int i = 0; i < 8; i++)
+	{
+		const char *val = line;
+
+		switch (i)
+		{
+			case 0:
+				snprintf(line, sizeof(line), "%lld", (long long) job->id);
+				break;
+			case 1:
+				snprintf(line, sizeof(line), "%d", job->attempt);
+				break;
+			case 2:
+				snprintf(line, sizeof(line), "%d", job->priority);
+				break;
+			case 3:
+				snprintf(line, sizeof(line), "%.3f", job->timeout_s);
+				break;
+			case 4:
+				val = hw_cfg.queue;
+				break;
+			case 5:
+				val = job->tenant;
+				break;
+			case 6:
+				val = hw_cfg.name;
+				break;
+			case 7:
+				val = job->payload;
+				if (strlen(val) > MAX_ENV_PAYLOAD)
+					val = NULL;	/* too large: stdin only */
+				break;
+		}
+		if (val == NULL)
+			continue;
+		offs[nvars++] = env_buf->len;
+		buf_append(env_buf, names[i], strlen(names[i]));
+		buf_append(env_buf, "=", 1);
+		buf_append(env_buf, val, strlen(val));
+		buf_append(env_buf, "", 1);	/* the NUL, kept */
+	}
+	for (size_t i = 0; i < nvars; i++)
+		envp[k++] = env_buf->data + offs[i];
+	envp[k] = NULL;
+	free(offs);
+	return envp;
+}
+
+/*
+ * In the child of vfork(), until exec: only system calls, no allocation
+ * (it shares the worker's memory).  Its own process group, killed with the
+ * worker, default signal handling, stdio on the pipes, no other descriptor
+ * of the worker.  An exec failure's errno goes to *exec_errno (shared).
  */
 static void
-child(HwJob *job, pid_t parent, int in_r, int out_w, int err_w, int status_fd)
+child(pid_t parent, int in_r, int out_w, int err_w, char **envp, volatile int *exec_errno)
 {
-	char		num[64];
+	struct sigaction dfl;
 	sigset_t	none;
-	int			err;
 
 	(void) setpgid(0, 0);
 	(void) prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(127);
 
-	signal(SIGPIPE, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
-	signal(SIGCHLD, SIG_DFL);
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	(void) sigaction(SIGPIPE, &dfl, NULL);
+	(void) sigaction(SIGTERM, &dfl, NULL);
+	(void) sigaction(SIGINT, &dfl, NULL);
+	(void) sigaction(SIGHUP, &dfl, NULL);
+	(void) sigaction(SIGCHLD, &dfl, NULL);
 	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	(void) sigprocmask(SIG_SETMASK, &none, NULL);
 
 	if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
 		goto fail;
-	if (status_fd != 3)
-	{
-		if (dup3(status_fd, 3, O_CLOEXEC) < 0)
-			goto fail;
-	}
-	else
-		(void) fcntl(3, F_SETFD, FD_CLOEXEC);
 	/* everything else of the worker: the database, the health socket, the log */
-	if (syscall(SYS_close_range, 4U, ~0U, 0) < 0)
+	if (syscall(SYS_close_range, 3U, ~0U, 0) < 0)
 	{
-		long		max = sysconf(_SC_OPEN_MAX);
-
-		for (int fd = 4; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+		for (int fd = 3; fd < 65536; fd++)
 			(void) close(fd);
 	}
-
-	snprintf(num, sizeof(num), "%lld", (long long) job->id);
-	setenv("HASCHED_JOB_ID", num, 1);
-	snprintf(num, sizeof(num), "%d", job->attempt);
-	setenv("HASCHED_ATTEMPT", num, 1);
-	snprintf(num, sizeof(num), "%d", job->priority);
-	setenv("HASCHED_PRIORITY", num, 1);
-	snprintf(num, sizeof(num), "%.3f", job->timeout_s);
-	setenv("HASCHED_TIMEOUT", num, 1);
-	setenv("HASCHED_QUEUE", hw_cfg.queue, 1);
-	setenv("HASCHED_TENANT", job->tenant, 1);
-	setenv("HASCHED_WORKER", hw_cfg.name, 1);
-	if (strlen(job->payload) <= MAX_ENV_PAYLOAD)
-		setenv("HASCHED_PAYLOAD", job->payload, 1);
-	else
-		unsetenv("HASCHED_PAYLOAD");	/* too large: stdin only */
-
-	execvp(hw_cfg.argv[0], hw_cfg.argv);
+	execvpe(hw_cfg.argv[0], hw_cfg.argv, envp);
 fail:
-	err = errno;
-	if (write(3, &err, sizeof(err)) < 0)
-		_exit(127);
+	*exec_errno = errno ? errno : ENOEXEC;
 	_exit(127);
 }
 
 /*
  * Start the job's command.  False when it could not be started: then
  * job->exec_errno says why and the job is done (nothing to wait for).
+ *
+ * vfork(): the worker is suspended only until the child's exec, without
+ * copying its page tables (with many short jobs, fork() was most of the
+ * worker's own time).
  */
 bool
 hw_run_start(HwJob *job)
 {
+	static HwBuf env_buf;
 	int			in[2] = {-1, -1},
 				out[2] = {-1, -1},
-				err[2] = {-1, -1},
-				st[2] = {-1, -1};
+				err[2] = {-1, -1};
 	pid_t		parent = getpid();
 	pid_t		pid;
-	ssize_t		n;
-	int			child_errno = 0;
+	volatile int child_errno = 0;
+	static char **envp;			/* static: vfork() must not clobber it */
+	sigset_t	all,
+				old;
 
 	job->fd_in = job->fd_out = job->fd_err = -1;
 	job->pid = 0;
@@ -157,19 +220,25 @@ hw_run_start(HwJob *job)
 	job->exec_errno = 0;
 	job->started = hw_now();
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
-		pipe2(err, O_CLOEXEC) < 0 || pipe2(st, O_CLOEXEC) < 0)
+		pipe2(err, O_CLOEXEC) < 0)
 	{
 		job->exec_errno = errno;
 		goto fail;
 	}
-	pid = fork();
+	envp = job_environment(job, &env_buf);
+	/* no handler of the worker's may run in the child */
+	sigfillset(&all);
+	sigprocmask(SIG_SETMASK, &all, &old);
+	pid = vfork();
+	if (pid == 0)
+		child(parent, in[0], out[1], err[1], envp, &child_errno);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	free(envp);
 	if (pid < 0)
 	{
 		job->exec_errno = errno;
 		goto fail;
 	}
-	if (pid == 0)
-		child(job, parent, in[0], out[1], err[1], st[1]);
 
 	/* both sides set the group: whichever runs first, it exists before a kill */
 	(void) setpgid(pid, pid);
@@ -177,21 +246,15 @@ hw_run_start(HwJob *job)
 	close(in[0]);
 	close(out[1]);
 	close(err[1]);
-	close(st[1]);
-	in[0] = out[1] = err[1] = st[1] = -1;
+	in[0] = out[1] = err[1] = -1;
 
-	/* EOF: exec succeeded; an int: its errno */
-	do
-		n = read(st[0], &child_errno, sizeof(child_errno));
-	while (n < 0 && errno == EINTR);
-	close(st[0]);
-	if (n == (ssize_t) sizeof(child_errno))
+	if (child_errno != 0)
 	{
 		job->exec_errno = child_errno;
 		close(in[1]);
 		close(out[0]);
 		close(err[0]);
-		/* the child exits at once; the reaper collects it */
+		/* the child has exited; the reaper collects it */
 		return false;
 	}
 
@@ -214,8 +277,6 @@ fail:
 			close(out[i]);
 		if (err[i] >= 0)
 			close(err[i]);
-		if (st[i] >= 0)
-			close(st[i]);
 	}
 	return false;
 }

@@ -137,6 +137,9 @@ hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls)
 					 tok, amqp_error_string2(rc));
 			return why;
 		}
+		/* amqp://host:port/ names the vhost "" by the AMQP URI rules: take it as "/" */
+		if (u->info.vhost == NULL || u->info.vhost[0] == '\0')
+			u->info.vhost = "/";
 		if (u->info.ssl)
 		{
 			snprintf(why, sizeof(why), "\"%s\": amqps (TLS) is not supported; use amqp://", tok);
@@ -150,6 +153,7 @@ hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls)
 		/* for the log and health: no password */
 		snprintf(u->shown, sizeof(u->shown), "amqp://%s@%s:%d/%s", u->info.user, u->info.host,
 				 u->info.port, strcmp(u->info.vhost, "/") == 0 ? "" : u->info.vhost);
+		/* work is kept: info points into it */
 		n++;
 	}
 	if (n == 0)
