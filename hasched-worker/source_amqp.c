@@ -12,7 +12,9 @@
  *   - a row: the job is ours (dispatched -> running, or a redelivery of a
  *     job whose worker died before acking): run it;
  *   - no row: that attempt's outcome is already recorded: ack, drop;
- *   - JQ006: the token is stale (re-dispatched, cancelled): ack, drop.
+ *   - JQ006: the token is stale (re-dispatched, cancelled): ack, drop;
+ *     but only once JQ006 held for STALE_RETRY_USEC: the message may come
+ *     before the dispatcher recorded the broker's confirm (see below).
  * The message is acked only after the report committed (settle()).
  *
  * Deliveries are read from the socket into three local FIFOs (one per
@@ -52,6 +54,14 @@
 #define CONNECT_TIMEOUT_S	3
 #define RECONNECT_BASE_USEC	200000
 #define RECONNECT_CAP_USEC	15000000
+/*
+ * start() answers JQ006 for a message whose job is not dispatched yet: the
+ * dispatcher records a job as dispatched only after the broker's confirm,
+ * and the broker may deliver the message first.  So a stale answer is
+ * asked again (20 ms doubling to 500 ms) for this long before the message
+ * is acked and dropped as truly stale.
+ */
+#define STALE_RETRY_USEC	5000000
 
 static const char *const band_name[HW_AMQP_BANDS] = {"high", "medium", "low"};
 
@@ -61,6 +71,9 @@ typedef struct Delivery
 	uint64_t	gen;
 	int			band;
 	char	   *body;			/* NUL-terminated message body */
+	int64_t		stale_since;	/* start() first answered JQ006 */
+	int64_t		retry_at;		/* start() again then */
+	int			stale_tries;
 	int64_t		job_id;			/* once started */
 	char		token[HS_TOKEN_BUFSZ];
 	struct Delivery *next;
@@ -87,6 +100,7 @@ typedef struct AmqpState
 	Delivery   *tail[HW_AMQP_BANDS];
 	int			npending;
 	Delivery   *inflight;		/* started, not settled */
+	Delivery   *retry;			/* start() said stale: asked again soon */
 } AmqpState;
 
 /* ------------------------------------------------------------------------
@@ -137,9 +151,13 @@ hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls)
 					 tok, amqp_error_string2(rc));
 			return why;
 		}
-		/* amqp://host:port/ names the vhost "" by the AMQP URI rules: take it as "/" */
+		/* the AMQP URI rules: amqp://host:port/ names the vhost "" (the broker refuses it) */
 		if (u->info.vhost == NULL || u->info.vhost[0] == '\0')
-			u->info.vhost = "/";
+		{
+			snprintf(why, sizeof(why), "\"%s\" names the empty vhost; for the vhost \"/\" leave out"
+					 " the trailing slash (amqp://HOST:PORT) or write amqp://HOST:PORT/%%2f", tok);
+			return why;
+		}
 		if (u->info.ssl)
 		{
 			snprintf(why, sizeof(why), "\"%s\": amqps (TLS) is not supported; use amqp://", tok);
@@ -247,6 +265,14 @@ forget_pending(AmqpState *st)
 		st->head[b] = st->tail[b] = NULL;
 	}
 	st->npending = 0;
+	while (st->retry)
+	{
+		Delivery   *d = st->retry;
+
+		st->retry = d->next;
+		free(d->body);
+		free(d);
+	}
 }
 
 /* Drop the connection; what was delivered and not acked comes again. */
@@ -586,6 +612,36 @@ pop(AmqpState *st)
 	return NULL;
 }
 
+static void push_front(AmqpState *st, Delivery *d);
+
+/* Deliveries whose start() is due again go back to the front of their band. */
+static void
+retry_due(AmqpState *st)
+{
+	int64_t		now = hw_now();
+	Delivery  **pp = &st->retry;
+
+	while (*pp)
+	{
+		Delivery   *d = *pp;
+
+		if (d->gen != st->gen)
+		{
+			/* its connection is gone: the broker gives it again */
+			*pp = d->next;
+			free(d->body);
+			free(d);
+		}
+		else if (d->retry_at <= now)
+		{
+			*pp = d->next;
+			push_front(st, d);
+		}
+		else
+			pp = &d->next;
+	}
+}
+
 static void
 push_front(AmqpState *st, Delivery *d)
 {
@@ -638,7 +694,7 @@ static const char *const START_SQL =
 " extract(epoch FROM s.timeout)::float8,"
 " extract(epoch FROM s.lease_until - clock_timestamp())::float8"
 " FROM (SELECT $1::jsonb AS b) m"
-" LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token') s ON true";
+" LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true";
 
 static int
 amqp_fetch(HwSource *src, HwJob **jobs, int max)
@@ -650,18 +706,19 @@ amqp_fetch(HwSource *src, HwJob **jobs, int max)
 		try_connect(st);
 	if (st->up)
 		(void) drain(st);		/* also sends the heartbeats due */
+	retry_due(st);
 
 	while (got < max && st->npending > 0)
 	{
 		Delivery   *d = pop(st);
-		const char *v[1] = {d->body};
+		const char *v[2] = {d->body, hw_cfg.name};
 		PGresult   *res;
 		char	   *err;
 		HwDbResult	r;
 		HwJob	   *job;
 		Delivery   *dup;
 
-		r = hw_db_call(START_SQL, 1, v, &res, &err);
+		r = hw_db_call(START_SQL, 2, v, &res, &err);
 		if (r == HW_DB_DOWN || (r == HW_DB_ERROR && hw_db_fatal_config()))
 		{
 			free(err);
@@ -670,8 +727,24 @@ amqp_fetch(HwSource *src, HwJob **jobs, int max)
 		}
 		if (r == HW_DB_STALE)
 		{
-			hw_log("INFO", "delivery %llu: stale lease token (%s): acked and dropped",
-				   (unsigned long long) d->tag, err ? err : "");
+			int64_t		now = hw_now();
+
+			if (d->stale_since == 0)
+				d->stale_since = now;
+			if (now - d->stale_since < STALE_RETRY_USEC)
+			{
+				int64_t		delay = 20000LL << (d->stale_tries < 5 ? d->stale_tries : 5);
+
+				d->stale_tries++;
+				d->retry_at = now + (delay < 500000 ? delay : 500000);
+				d->next = st->retry;
+				st->retry = d;
+				free(err);
+				continue;
+			}
+			hw_log("INFO", "delivery %llu: stale lease token (%s) for %.1f s: acked and dropped",
+				   (unsigned long long) d->tag, err ? err : "",
+				   (double) (now - d->stale_since) / 1e6);
 			free(err);
 			drop(st, d);
 			continue;
@@ -774,10 +847,16 @@ amqp_next_wake(HwSource *src)
 {
 	AmqpState  *st = src->state;
 
+	int64_t		t;
+
 	if (!st->up)
 		return st->next_connect;
 	/* heartbeats: the library sends them when it is called */
-	return hw_now() + (AMQP_HEARTBEAT_S * 1000000LL) / 3;
+	t = hw_now() + (AMQP_HEARTBEAT_S * 1000000LL) / 3;
+	for (Delivery *d = st->retry; d; d = d->next)
+		if (d->retry_at < t)
+			t = d->retry_at;
+	return t;
 }
 
 static bool
@@ -823,8 +902,16 @@ amqp_stop(HwSource *src)
 		snprintf(ctag, sizeof(ctag), "band%d", b);
 		(void) amqp_basic_cancel(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(ctag));
 	}
-	/* what arrived before the cancel took effect */
+	/* what arrived before the cancel took effect, and what waits for a retry */
 	(void) drain(st);
+	while (st->retry)
+	{
+		Delivery   *d = st->retry;
+
+		st->retry = d->next;
+		d->next = NULL;
+		push_front(st, d);
+	}
 	while (st->up && (d = pop(st)) != NULL)
 	{
 		if (d->gen == st->gen)
@@ -841,7 +928,11 @@ amqp_waiting(HwSource *src)
 {
 	AmqpState  *st = src->state;
 
-	return st->npending;
+	int			n = st->npending;
+
+	for (Delivery *d = st->retry; d; d = d->next)
+		n++;
+	return n;
 }
 
 HwSource *

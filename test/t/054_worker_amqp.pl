@@ -1,0 +1,326 @@
+
+# Copyright: hasched contributors
+#
+# 054_worker_amqp.pl: hasched-worker --amqp against a real RabbitMQ broker
+# (test/perl/HaschedRabbitMQ.pm) and hasched's own dispatcher.
+#
+#   - bad arguments: a malformed --amqp URL, a URL naming the empty vhost,
+#     amqps, a bad --amqp-queue-type, --amqp-queue-type without --amqp: each
+#     EX_USAGE (64) with a message naming the problem; wrong broker
+#     credentials, and queue arguments that differ from the declared
+#     queues': EX_CONFIG (78) saying so;
+#   - end to end: jobs submitted to an amqp queue are dispatched by the
+#     server, run by the worker (payload on stdin and in the environment)
+#     and recorded once (attempt 1, no failed run), every message acked;
+#     highest band first when several wait;
+#   - a worker killed with SIGKILL mid-job: its command dies with it, the
+#     broker delivers the message again, the next worker starts the job
+#     with the same token and its result is recorded once;
+#   - a job that always fails is dead after its attempts (each dispatched
+#     under a new token) and is not run again;
+#   - a message whose job was cancelled while it waited on the broker
+#     (its token is stale) is acked and dropped, not run;
+#   - /health: 200 with the broker connected; 503 naming "broker" while
+#     the broker is down; back to 200 after the broker restarts (the worker
+#     reconnects with backoff) and jobs flow again;
+#   - SIGTERM: the running job finishes and is recorded, exit 0.
+#
+# Run (as an ordinary user, hasched installed):
+#   make REGRESS= installcheck PROVE_TESTS=test/t/054_worker_amqp.pl
+use strict;
+use warnings;
+
+use HaschedCluster;
+use HaschedRabbitMQ;
+use IO::Socket::INET;
+use IPC::Run;
+use POSIX qw(WNOHANG);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $bin = $ENV{HASCHED_WORKER_BIN};
+if (!defined $bin)
+{
+	$bin = 'hasched-worker/hasched-worker';
+	if (!-x $bin)
+	{
+		my $bindir = `pg_config --bindir`;
+		chomp $bindir;
+		$bin = "$bindir/hasched-worker";
+	}
+}
+ok(-x $bin, "the hasched-worker program is built ($bin)");
+
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+my @started;
+my $nstarted = 0;
+
+sub within
+{
+	my ($secs, $cond) = @_;
+	my $end = time + $secs;
+	while (time < $end)
+	{
+		return 1 if $cond->();
+		usleep(100_000);
+	}
+	return 0;
+}
+
+sub start_worker
+{
+	my (%o) = @_;
+	my $log = "$tmp/worker-" . ++$nstarted . '.log';
+	my @cmd = ($bin, '--db', $o{db}, '--amqp', $o{amqp}, '--queue', $o{queue},
+		'--amqp-queue-type', 'classic', @{ $o{args} // [] }, '--', @{ $o{cmd} });
+	my $pid = fork // die "fork: $!";
+	if ($pid == 0)
+	{
+		open STDIN, '<', '/dev/null';
+		open STDOUT, '>>', $log;
+		open STDERR, '>&', \*STDOUT;
+		exec @cmd or POSIX::_exit(127);
+	}
+	push @started, $pid;
+	return { pid => $pid, log => $log };
+}
+
+sub wait_exit
+{
+	my ($w, $secs) = @_;
+	my $end = time + $secs;
+	while (time < $end)
+	{
+		my $r = waitpid($w->{pid}, WNOHANG);
+		if ($r == $w->{pid})
+		{
+			@started = grep { $_ != $w->{pid} } @started;
+			return $? >> 8;
+		}
+		usleep(50_000);
+	}
+	return undef;
+}
+
+sub slurp_log
+{
+	my ($w) = @_;
+	return -f $w->{log} ? slurp_file($w->{log}) : '';
+}
+
+sub run_worker
+{
+	my @args = @_;
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $bin, @args ], '<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(60));
+	return ($? >> 8, $out, $err);
+}
+
+# GET /health: (status, body)
+sub health
+{
+	my ($port) = @_;
+	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
+	  or return (0, '');
+	print $s "GET /health HTTP/1.0\r\n\r\n";
+	local $/;
+	my $r = <$s> // '';
+	close $s;
+	my ($code) = $r =~ m{^HTTP/1\.[01] (\d+)};
+	my ($body) = $r =~ /\r\n\r\n(.*)$/s;
+	return ($code // 0, $body // '');
+}
+
+END
+{
+	kill 'KILL', $_ for @started;
+}
+
+# ---------------------------------------------------------------------------
+# the broker and the server
+# ---------------------------------------------------------------------------
+my $mq = HaschedRabbitMQ->new('mq054');
+$mq->start;
+my $url = $mq->url;
+
+my $node = HaschedCluster->primary('main', conf => $mq->hasched_conf . q{
+hasched.amqp_queue_type = 'classic'
+hasched.scheduler_naptime = '200ms'
+hasched.dispatch_lease = '30s'
+});
+$node->query(
+	q{
+	INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
+	CREATE ROLE wrk LOGIN IN ROLE hasched_worker;
+	INSERT INTO hasched.queue (name, transport, lease) VALUES ('e2e', 'amqp', '10 seconds');
+	INSERT INTO hasched.queue (name, transport, lease, default_max_attempts, backoff_base, backoff_max)
+	     VALUES ('failing', 'amqp', '10 seconds', 3, '50 milliseconds', '100 milliseconds');
+	INSERT INTO hasched.queue (name, transport, lease) VALUES ('crash', 'amqp', '10 seconds');
+});
+my $db = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=wrk';
+
+my $script = "$tmp/job.sh";
+open my $fh, '>', $script or die;
+print $fh <<"EOS";
+#!/bin/sh
+payload=\$(cat)
+echo "\$HASCHED_JOB_ID" >> "$tmp/ran.\$HASCHED_JOB_ID"
+case "\$payload" in
+*'"mode": "fail"'*) echo "always broken" >&2; exit 5 ;;
+*'"mode": "sleep"'*)
+	echo \$\$ > "$tmp/fg.\$HASCHED_JOB_ID"
+	sleep 3
+	echo '{"slept": true}' ;;
+*) printf '{"stdin": %s, "env": %s, "job": %s, "attempt": %s}\\n' "\$payload" "\$HASCHED_PAYLOAD" "\$HASCHED_JOB_ID" "\$HASCHED_ATTEMPT" ;;
+esac
+EOS
+close $fh;
+chmod 0755, $script;
+
+sub runs_of_command
+{
+	my ($id) = @_;
+	my $f = "$tmp/ran.$id";
+	return 0 unless -f $f;
+	my @l = split /\n/, slurp_file($f);
+	return scalar @l;
+}
+
+# ---------------------------------------------------------------------------
+# bad arguments and URLs
+# ---------------------------------------------------------------------------
+my ($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', 'http://127.0.0.1:5672', '--', $script);
+like("$code $err", qr/^64 .*--amqp: "http:\/\/127\.0\.0\.1:5672" is not an AMQP URL/s,
+	'a URL that is not amqp://: EX_USAGE naming it');
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', "$url/", '--', $script);
+like("$code $err", qr/^64 .*names the empty vhost/s, 'a URL naming the empty vhost: EX_USAGE saying so');
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', 'amqp://u:p@host:99999', '--', $script);
+like("$code $err", qr/^64 .*--amqp: .*(port|not an AMQP URL)/s, 'a port out of range: EX_USAGE');
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', "$url,amqps://h:5671", '--', $script);
+like("$code $err", qr/^64 .*amqps \(TLS\) is not supported/s, 'amqps in the list: EX_USAGE');
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', $url, '--amqp-queue-type', 'stream', '--', $script);
+like("$code $err", qr/^64 .*--amqp-queue-type must be "quorum" or "classic", not "stream"/s,
+	'a bad --amqp-queue-type: EX_USAGE');
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp-queue-type', 'classic', '--', $script);
+like("$code $err", qr/^64 .*--amqp-queue-type needs --amqp/s, '--amqp-queue-type without --amqp: EX_USAGE');
+(my $badpw = $url) =~ s/guest:guest/guest:wrong/;
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', $badpw, '--', $script);
+is($code, 78, 'wrong broker credentials: EX_CONFIG');
+like($err, qr/refused the worker: login: .*check the user, password and vhost/, 'and the log says what to check');
+unlike($err, qr/wrong/, 'the password is not logged');
+($code, $out, $err) = run_worker('--help');
+like($out, qr/--amqp URL.*--amqp-queue-type.*EX_CONFIG/s, '--help documents --amqp and the exit codes');
+
+# ---------------------------------------------------------------------------
+# end to end through the dispatcher
+# ---------------------------------------------------------------------------
+my $w = start_worker(db => $db, amqp => $url, queue => 'e2e',
+	args => [ '--concurrency', '4', '--health-port', my $hport = PostgreSQL::Test::Cluster::get_free_port() ],
+	cmd => [$script]);
+my @ids = split /\n/, $node->query(
+	q{SELECT unnest(hasched.submit_many('e2e',
+		ARRAY(SELECT jsonb_build_object('n', i) FROM generate_series(1, 30) i)))});
+my $idlist = join(',', @ids);
+ok($node->poll_within(20, "SELECT count(*) = 30 FROM hasched.job WHERE id IN ($idlist) AND state = 'succeeded'"),
+	'30 jobs of an amqp queue succeed through the dispatcher and hasched-worker');
+is($node->query(
+		"SELECT count(*) FROM hasched.job WHERE id IN ($idlist)"
+		  . " AND result = jsonb_build_object('stdin', payload, 'env', payload, 'job', id, 'attempt', 1)"),
+	'30', 'the payload came on stdin and in HASCHED_PAYLOAD; the result recorded');
+is($node->query("SELECT count(*) FROM hasched.job WHERE id IN ($idlist) AND attempt <> 1"), '0',
+	'each job ran under its first attempt');
+is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($idlist)"), '0',
+	'no failed attempt recorded');
+is(scalar(grep { runs_of_command($_) != 1 } @ids), 0, 'each command ran once');
+ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0 }),
+	'every message was acked (none ready on the broker)');
+my ($hc, $hb) = health($hport);
+is($hc, 200, 'health: 200 with the broker connected');
+like($hb, qr/"broker": \{"ok": true/, 'and the broker check is ok');
+
+# ---------------------------------------------------------------------------
+# the broker goes away and comes back
+# ---------------------------------------------------------------------------
+$mq->kill9;
+ok(within(20, sub { my ($c, $b) = health($hport); $c == 503 && $b =~ /"failed": \[[^\]]*"broker"/ }),
+	'health: 503 naming "broker" while the broker is down');
+$mq->start;
+ok(within(40, sub { my ($c) = health($hport); $c == 200 }), 'health: 200 again once the worker reconnected');
+my $after = $node->query(q{SELECT hasched.submit('e2e', '{"n": 99}')});
+ok($node->wait_state($after, 'succeeded'), 'a job submitted after the restart runs');
+like(slurp_log($w), qr/broker connection to .* lost/, 'the worker logged the lost connection');
+
+# ---------------------------------------------------------------------------
+# SIGTERM drains
+# ---------------------------------------------------------------------------
+my $slow = $node->query(q{SELECT hasched.submit('e2e', '{"mode": "sleep"}')});
+ok(within(20, sub { -f "$tmp/fg.$slow" }), 'a slow job started');
+kill 'TERM', $w->{pid};
+is(wait_exit($w, 30), 0, 'SIGTERM: the worker exits 0 after the running job');
+is($node->job($slow, 'state'), 'succeeded', 'and that job was recorded');
+
+# queue arguments that differ from the declared queues' (classic)
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', $url, '--amqp-queue-type', 'quorum', '--', $script);
+is($code, 78, 'quorum queues asked where classic ones exist: EX_CONFIG');
+like($err, qr/declaring queue "hasched\.e2e\.high".*PRECONDITION_FAILED.*--amqp-queue-type/,
+	'naming the queue and the option');
+
+# ---------------------------------------------------------------------------
+# a message whose job was cancelled while it waited on the broker
+# ---------------------------------------------------------------------------
+my $cid = $node->query(q{SELECT hasched.submit('e2e', '{"n": -1}')});
+ok($node->wait_state($cid, 'dispatched'), 'a job is dispatched while no worker runs');
+$node->query("SELECT hasched.cancel($cid)");
+$w = start_worker(db => $db, amqp => $url, queue => 'e2e', cmd => [$script]);
+ok(within(30, sub { slurp_log($w) =~ /job $cid .*(already finished|stale lease token).*acked and dropped|delivery \d+: stale lease token .*acked and dropped/ }),
+	'its message is acked and dropped (stale token)')
+  or diag(slurp_log($w));
+ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0 }), 'nothing left on the broker');
+is(runs_of_command($cid), 0, 'the cancelled job did not run');
+is($node->job($cid, 'state'), 'cancelled', 'and stays cancelled');
+kill 'TERM', $w->{pid};
+is(wait_exit($w, 30), 0, 'the worker stops');
+
+# ---------------------------------------------------------------------------
+# a job that always fails
+# ---------------------------------------------------------------------------
+$w = start_worker(db => $db, amqp => $url, queue => 'failing', cmd => [$script]);
+my $id = $node->query(q{SELECT hasched.submit('failing', '{"mode": "fail"}')});
+ok($node->wait_state($id, 'dead'), 'a job that always fails ends dead');
+is($node->job($id, 'attempt'), '3', 'after its 3 attempts');
+is($node->runs_of($id),
+	join("\n", map { "$_:failed:command exited with status 5; stderr: always broken" } 1 .. 3),
+	'each attempt failed with the exit status and stderr');
+usleep(1_500_000);
+is(runs_of_command($id), 3, 'the command ran 3 times and not again');
+kill 'TERM', $w->{pid};
+is(wait_exit($w, 30), 0, 'the worker stops');
+
+# ---------------------------------------------------------------------------
+# a worker killed mid-job
+# ---------------------------------------------------------------------------
+$w = start_worker(db => $db, amqp => $url, queue => 'crash', cmd => [$script]);
+$id = $node->query(q{SELECT hasched.submit('crash', '{"mode": "sleep"}')});
+ok(within(30, sub { -f "$tmp/fg.$id" }), 'the job runs');
+my $token1 = $node->query("SELECT epoch || ':' || attempt || ':' || lease_id FROM hasched.job WHERE id = $id");
+my $fg = slurp_file("$tmp/fg.$id");
+chomp $fg;
+kill 'KILL', $w->{pid};
+wait_exit($w, 10);
+ok(within(10, sub { !kill(0, $fg) }), 'SIGKILL on the worker: its command dies with it');
+my $t0 = time;
+my $w2 = start_worker(db => $db, amqp => $url, queue => 'crash', cmd => [$script]);
+ok($node->wait_state($id, 'succeeded'), 'another worker gets the message again and the job succeeds');
+diag(sprintf('redelivered and finished %.1f s after the second worker started', time - $t0));
+is($node->query("SELECT epoch || ':' || attempt || ':' || lease_id FROM hasched.job WHERE id = $id"),
+	$token1, 'under the same token (a redelivery, not a re-dispatch)');
+is($node->job($id, 'result::text'), '{"slept": true}', 'its result recorded');
+is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id = $id"), '0', 'no failed attempt recorded');
+is(runs_of_command($id), 2, 'the command ran twice (once per worker)');
+kill 'TERM', $w2->{pid};
+is(wait_exit($w2, 30), 0, 'the second worker stops');
+
+$mq->stop;
+done_testing();
