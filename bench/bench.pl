@@ -34,6 +34,10 @@
 #                  same broker, same batch size, same run
 #   9 long_drain   BENCH_LONG_DRAIN_SECONDS of executor work on a server of
 #                  its own: hasched.job's table and index sizes, n_dead_tup
+#  11 worker       hasched-worker running `true`: jobs/s in pull mode and
+#                  through RabbitMQ (hasched's dispatcher) vs this machine's
+#                  fork + exec + wait rate of `true`; submit -> start latency
+#                  with the worker idle, pull (NOTIFY) and through the broker
 #
 # Every figure includes a real WAL flush per commit (fsync and
 # synchronous_commit on).  Besides throughput, each measured run reports the
@@ -41,7 +45,7 @@
 # other load on the machine disturbs less than it disturbs throughput.
 #
 # Environment (default, then the BENCH_QUICK=1 default where it differs):
-#   BENCH_STEPS            steps to run [1-10; quick: 1-8 10]
+#   BENCH_STEPS            steps to run [1-11; quick: 1-8 10 11]
 #   BENCH_SECONDS          length of each pgbench run of steps 1-3 and of the
 #                          pull-API baseline of step 5 [15; 3]
 #   BENCH_SNAPSHOT_SECONDS length of each run of step 4 [60; 10]
@@ -72,6 +76,11 @@
 #   BENCH_LONG_DRAIN_RETENTION hasched.history_retention in step 9, s [60]
 #   BENCH_DISPATCH_JOBS    jobs published in step 10 (and by its baseline) [20000; 2000]
 #   BENCH_DISPATCH_BATCH   hasched.dispatch_batch and the baseline's batch [100]
+#   BENCH_WORKER_JOBS      no-op jobs run by hasched-worker per mode in step 11
+#                          (and fork + exec runs of the baseline) [5000; 1000]
+#   BENCH_WORKER_CONCURRENCY  hasched-worker --concurrency in step 11 [16]
+#   BENCH_WORKER_LATENCY_JOBS jobs submitted one by one per mode in step 11
+#                          [200; 50]
 #   BENCH_OUT              directory for the raw output [bench/out/<UTC stamp>]
 #   BENCH_KEEP_TMP=1       keep the data directories (servers stopped anyway)
 #   PG_CONFIG              the PostgreSQL to use [/usr/lib/postgresql/15/bin/pg_config]
@@ -132,12 +141,12 @@ fatal('initdb refuses root: run bench/run.sh (it runs this as an ordinary user)'
 # --------------------------------------------------------------------------
 my $QUICK = ($ENV{BENCH_QUICK} // '') eq '1';
 my @STEP_NAMES = qw(submit submit_many claim snapshot drain latency cron
-  failover long_drain dispatch);
+  failover long_drain dispatch worker);
 my %C;    # lower-case names without BENCH_
 {
 	# name => [default, quick default]; all positive integers but the lists
 	my %defaults = (
-		STEPS                => ['1 2 3 4 5 6 7 8 9 10', '1 2 3 4 5 6 7 8 10'],
+		STEPS                => ['1 2 3 4 5 6 7 8 9 10 11', '1 2 3 4 5 6 7 8 10 11'],
 		DISPATCH_JOBS        => [20000, 2000],
 		DISPATCH_BATCH       => [100, 100],
 		SECONDS              => [15, 3],
@@ -161,7 +170,10 @@ my %C;    # lower-case names without BENCH_
 		LONG_DRAIN_SECONDS   => [600, 60],
 		LONG_DRAIN_RATE      => [100, 100],
 		LONG_DRAIN_SAMPLE    => [60, 10],
-		LONG_DRAIN_RETENTION => [60, 60],);
+		LONG_DRAIN_RETENTION => [60, 60],
+		WORKER_JOBS          => [5000, 1000],
+		WORKER_CONCURRENCY   => [16, 16],
+		WORKER_LATENCY_JOBS  => [200, 50],);
 	for my $k (sort keys %defaults)
 	{
 		my $v = $ENV{"BENCH_$k"};
@@ -1626,6 +1638,177 @@ sub machine_facts
 
 sub loadavg { return join(' ', (split ' ', slurp('/proc/loadavg'))[0 .. 2]) }
 
+# 10. hasched-worker running `true`, --concurrency BENCH_WORKER_CONCURRENCY:
+# BENCH_WORKER_JOBS jobs per mode, queued before the worker starts, rate =
+# jobs / (last finished_at - first started_at); the baseline, in the same
+# run, is bench/forkexec.c forking, exec'ing and reaping `true` as many
+# times, one at a time and with as many in flight as the worker's
+# concurrency (measured before and after the worker runs: the mean).  Then
+# the worker idles and BENCH_WORKER_LATENCY_JOBS jobs are submitted one per
+# transaction, BENCH_LATENCY_GAP_MS apart: started_at - run_at (claim() in
+# pull mode, woken by NOTIFY; start() after the dispatcher published and
+# the broker delivered, in AMQP mode).  The server is restarted with
+# hasched.amqp_url pointing at a broker of this step (HaschedRabbitMQ).
+sub worker_start
+{
+	my ($name, $queue, @args) = @_;
+	my $log = "$OUTDIR/worker_$name.log";
+	my @cmd = ("$PGBIN/hasched-worker", '--db',
+		'host=' . $NODE->host . ' port=' . $NODE->port . " dbname=$DB user=$DB",
+		'--queue', $queue, '--log-file', $log, @args, '--', 'true');
+	push @CMDS, join(' ', map { /[\s']/ ? "'$_'" : $_ } @cmd);
+	my $pid = fork // die "bench: fork: $!\n";
+	if ($pid == 0)
+	{
+		open STDIN, '<', '/dev/null';
+		open STDOUT, '>>', $log;
+		open STDERR, '>&', \*STDOUT;
+		exec @cmd or POSIX::_exit(127);
+	}
+	return $pid;
+}
+
+sub worker_stop
+{
+	my ($pid) = @_;
+	kill 'TERM', $pid;
+	for (1 .. 300)
+	{
+		return if waitpid($pid, POSIX::WNOHANG()) == $pid;
+		sleep 0.1;
+	}
+	kill 'KILL', $pid;
+	waitpid($pid, 0);
+	return;
+}
+
+sub forkexec_rate
+{
+	my ($bin, $n, $c) = @_;
+	my $out = '';
+	IPC::Run::run([ $bin, $n, $c, 'true' ], '>', \$out, '2>&1');
+	chomp $out;
+	return $out =~ /^[\d.]+$/ ? $out : undef;
+}
+
+sub worker_rate
+{
+	my ($name, $queue, $n, @args) = @_;
+	my $batch = 1000;
+	for (my $i = 0; $i < $n; $i += $batch)
+	{
+		my $k = $n - $i < $batch ? $n - $i : $batch;
+		query("SELECT hasched.submit_many('$queue', array_fill('{}'::jsonb, ARRAY[$k]))");
+	}
+	query('CHECKPOINT');
+	my $pid = worker_start($name, $queue, @args);
+	my $done = wait_sql(600, "SELECT count(*) = $n FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
+	worker_stop($pid);
+	my %r;
+	@r{qw(n secs)} = split /\|/, query(
+		"SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
+		   FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
+	$r{rate} = $r{secs} ? $r{n} / $r{secs} : undef;
+	$r{note} = $done ? '' : "only $r{n} of $n succeeded within 600 s";
+	say(sprintf('  %-6s %s jobs in %s s: %s jobs/s%s', $name, $r{n}, f2($r{secs}), f0($r{rate}),
+			$r{note} ? " ($r{note})" : ''));
+	query("DELETE FROM hasched.job WHERE queue = '$queue'");
+	return \%r;
+}
+
+sub worker_latency
+{
+	my ($name, $queue, $nl, $gap, @args) = @_;
+	my $pid = worker_start("${name}_latency", $queue, '--concurrency', '4', @args);
+	sleep 2;    # connected, listening or consuming
+	my $submit = "SELECT hasched.submit('$queue', '{}') AS id \\gset";
+	my $out = psql_script(join('', map { "$submit\n\\echo lat :id\nSELECT pg_sleep($gap / 1000.0);\n" } 1 .. $nl));
+	my @ids = $out =~ /^lat (\d+)$/mg;
+	my $ids = join(', ', @ids) || 'NULL';
+	my $ok = wait_sql(60, "SELECT count(*) = " . scalar(@ids)
+		  . " FROM hasched.job WHERE id IN ($ids) AND state = 'succeeded'");
+	worker_stop($pid);
+	my $p = percentiles('j.started_at - j.run_at',
+		"FROM hasched.job j WHERE j.id IN ($ids) AND j.started_at IS NOT NULL");
+	$p->{note} = $ok ? '' : 'not all succeeded within 60 s';
+	spew("$OUTDIR/worker_latency_$name.txt", query(
+		"SELECT id, round((extract(epoch FROM started_at - run_at) * 1000)::numeric, 2)
+		   FROM hasched.job WHERE id IN ($ids) ORDER BY id") . "\n");
+	say(sprintf('  %-6s submit -> start: n %s, p50 %s ms, p99 %s ms, max %s ms%s', $name,
+			na($p->{n}), na($p->{p50}), na($p->{p99}), na($p->{max}), $p->{note} ? " ($p->{note})" : ''));
+	return $p;
+}
+
+sub step_worker
+{
+	my ($N, $CC, $NL, $G) = @C{qw(worker_jobs worker_concurrency worker_latency_jobs latency_gap_ms)};
+	header("10. hasched-worker running `true`: $N jobs per mode, --concurrency $CC; latency $NL jobs, $G ms apart");
+	my $fe = "$TMP/forkexec";
+	my $cc_out = '';
+	IPC::Run::run([ 'cc', '-O2', '-o', $fe, "$HERE/forkexec.c" ], '>', \$cc_out, '2>&1')
+	  or do { say("  cannot build bench/forkexec.c: $cc_out"); return };
+	push @CMDS, "cc -O2 -o forkexec bench/forkexec.c; forkexec $N 1 true; forkexec $N $CC true";
+
+	require HaschedRabbitMQ;
+	my $mq = HaschedRabbitMQ->new('bench');
+	my $mq_secs = $mq->start;
+	my $url = $mq->url;
+	say(sprintf('  broker %s (started in %.1f s)', $url, $mq_secs // 0));
+	$NODE->append_conf('postgresql.conf', $mq->hasched_conf . "hasched.amqp_queue_type = 'classic'\n");
+	node_restart($NODE);
+	query(q{INSERT INTO hasched.queue (name, lease) VALUES ('wpull', '60 seconds');
+	        INSERT INTO hasched.queue (name, transport, lease) VALUES ('wamqp', 'amqp', '60 seconds')});
+	my @amqp = ('--amqp', $url, '--amqp-queue-type', 'classic');
+
+	my %w;
+	my @f1 = (forkexec_rate($fe, $N, 1));
+	my @fc = (forkexec_rate($fe, $N, $CC));
+	$w{pull} = worker_rate('pull', 'wpull', $N, '--concurrency', $CC);
+	$w{amqp} = worker_rate('amqp', 'wamqp', $N, '--concurrency', $CC, @amqp);
+	push @f1, forkexec_rate($fe, $N, 1);
+	push @fc, forkexec_rate($fe, $N, $CC);
+	my $mean = sub { my @v = grep { defined } @_; @v ? (eval { my $t = 0; $t += $_ for @v; $t }) / @v : undef };
+	$w{fork1} = $mean->(@f1);
+	$w{forkc} = $mean->(@fc);
+	say(sprintf('  fork + exec + wait of true: %s/s one at a time (%s), %s/s with %d in flight (%s)',
+			f0($w{fork1}), join(', ', map { f0($_) } @f1), f0($w{forkc}), $CC, join(', ', map { f0($_) } @fc)));
+	$w{lat_pull} = worker_latency('pull', 'wpull', $NL, $G);
+	$w{lat_amqp} = worker_latency('amqp', 'wamqp', $NL, $G, @amqp);
+	$mq->stop;
+	$R{worker} = \%w;
+
+	my $ratio = sub { my ($a, $b) = @_; (defined $a && $b) ? sprintf('%.2f', $a / $b) : undef };
+	my @rows = (
+		[ 'pull (claim + batched complete)', f0($w{pull}{rate}), f0($w{forkc}), $ratio->($w{pull}{rate}, $w{forkc}),
+		  f0($w{fork1}), $ratio->($w{pull}{rate}, $w{fork1}) ],
+		[ 'AMQP (dispatcher, broker, start() + batched complete)', f0($w{amqp}{rate}), f0($w{forkc}),
+		  $ratio->($w{amqp}{rate}, $w{forkc}), f0($w{fork1}), $ratio->($w{amqp}{rate}, $w{fork1}) ]);
+	my @lrows = map {
+		my ($label, $p, $tgt) = @$_;
+		[ $label, $p->{n}, $p->{p50}, $p->{p90}, $p->{p99}, $p->{max}, $tgt ]
+	  } ([ 'pull mode, woken by NOTIFY', $w{lat_pull}, 'p99 <= 10 ms' ],
+		[ 'AMQP: dispatcher -> broker -> worker -> start()', $w{lat_amqp}, '' ]);
+	section("### 10. hasched-worker running `true` (--concurrency $CC, $N jobs per mode)\n\n",
+		md_table([ 'mode', 'jobs/s', "fork+exec/s, $CC in flight", 'ratio', 'fork+exec/s, one at a time', 'ratio' ],
+			'lrrrrr', @rows),
+		"\njobs/s: jobs / (last finished_at - first started_at), all queued before the worker starts ",
+		"(in AMQP mode the dispatcher publishes them meanwhile). Baseline: bench/forkexec.c, fork + execvp + wait of `true`, ",
+		"the mean of a run before and after the worker's (fsync on: every report batch is a WAL flush).\n\n",
+		"Submit -> start with the worker idle (--concurrency 4), $NL jobs one per transaction, $G ms apart:\n\n",
+		md_table([ 'mode', 'n', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'target' ], 'lrrrrrl', @lrows),
+		"\nWorker logs: worker_*.log; per job: worker_latency_*.txt.\n");
+	target(figure => "hasched-worker pull, `true`: jobs/s / fork+exec/s ($CC in flight)",
+		hasched => f0($w{pull}{rate}), base => f0($w{forkc}), ratio => $ratio->($w{pull}{rate}, $w{forkc}),
+		min => 0.8, note => [ $w{pull}{note} ]);
+	target(figure => "hasched-worker AMQP, `true`: jobs/s / fork+exec/s ($CC in flight)",
+		hasched => f0($w{amqp}{rate}), base => f0($w{forkc}), ratio => $ratio->($w{amqp}{rate}, $w{forkc}),
+		min => 0.8, note => [ $w{amqp}{note} ]);
+	target(figure => "hasched-worker pull: submit -> start, idle ($NL jobs): p99 (p50)",
+		hasched => na($w{lat_pull}{p99}) . ' ms (' . na($w{lat_pull}{p50}) . ')',
+		value => $w{lat_pull}{p99}, value_max => 10, target => 'p99 <= 10 ms', note => [ $w{lat_pull}{note} ]);
+	return;
+}
+
 # ==========================================================================
 # main
 # ==========================================================================
@@ -1665,6 +1848,7 @@ sub main
 	step_failover() if step_on('failover');
 	step_long_drain() if step_on('long_drain');
 	step_dispatch() if step_on('dispatch');
+	step_worker() if step_on('worker');
 	node_stop($NODE, 'fast');
 
 	push @facts, "load average (1, 5, 15 min) at the start $load0, at the end " . loadavg()

@@ -58,7 +58,7 @@
  * start() answers JQ006 for a message whose job is not dispatched yet: the
  * dispatcher records a job as dispatched only after the broker's confirm,
  * and the broker may deliver the message first.  So a stale answer is
- * asked again (20 ms doubling to 500 ms) for this long before the message
+ * asked again (5 ms doubling to 500 ms) for this long before the message
  * is acked and dropped as truly stale.
  */
 #define STALE_RETRY_USEC	5000000
@@ -696,17 +696,201 @@ static const char *const START_SQL =
 " FROM (SELECT $1::jsonb AS b) m"
 " LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true";
 
+/* The same for several deliveries in one statement (one commit): $1 a JSON array of bodies. */
+static const char *const START_MANY_SQL =
+"SELECT (m.b->>'job_id')::bigint, (m.b->>'attempt')::integer,"
+" coalesce((m.b->>'priority')::integer, 0), m.b->>'lease_token',"
+" s.lease_until IS NOT NULL, s.payload::text,"
+" extract(epoch FROM s.timeout)::float8,"
+" extract(epoch FROM s.lease_until - clock_timestamp())::float8"
+" FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS m(b, i)"
+" LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true"
+" ORDER BY m.i";
+
+/* start() said stale: ask again soon, or drop once it has said so long enough. */
+static void
+stale(AmqpState *st, Delivery *d, const char *err)
+{
+	int64_t		now = hw_now();
+
+	if (d->stale_since == 0)
+		d->stale_since = now;
+	if (now - d->stale_since < STALE_RETRY_USEC)
+	{
+		int64_t		delay = 5000LL << (d->stale_tries < 7 ? d->stale_tries : 7);
+
+		d->stale_tries++;
+		d->retry_at = now + (delay < 500000 ? delay : 500000);
+		d->next = st->retry;
+		st->retry = d;
+		return;
+	}
+	hw_log("INFO", "delivery %llu: stale lease token (%s) for %.1f s: acked and dropped",
+		   (unsigned long long) d->tag, err ? err : "",
+		   (double) (now - d->stale_since) / 1e6);
+	drop(st, d);
+}
+
+/*
+ * Row i of a start statement's result for delivery d: fills *job and
+ * returns true when the job is to run here; else the delivery is settled
+ * (dropped, or attached to the job already running here).
+ */
+static bool
+started(AmqpState *st, Delivery *d, PGresult *res, int i, HwJob *job)
+{
+	Delivery   *dup;
+
+	if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 3))
+	{
+		hw_log("WARNING", "delivery %llu has no job_id or lease_token: acked and dropped; body: %.200s",
+			   (unsigned long long) d->tag, d->body);
+		drop(st, d);
+		return false;
+	}
+	d->job_id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+	snprintf(d->token, sizeof(d->token), "%s", PQgetvalue(res, i, 3));
+	if (strcmp(PQgetvalue(res, i, 4), "t") != 0)
+	{
+		hw_log("INFO", "job %lld attempt %s: already finished: acked and dropped",
+			   (long long) d->job_id, PQgetvalue(res, i, 1));
+		drop(st, d);
+		return false;
+	}
+	/* given again while this worker runs it (a reconnect): keep running it */
+	for (dup = st->inflight; dup; dup = dup->next)
+		if (dup->job_id == d->job_id && strcmp(dup->token, d->token) == 0)
+			break;
+	if (dup != NULL)
+	{
+		hw_log("INFO", "job %lld: delivered again while it runs here; the running command reports it",
+			   (long long) d->job_id);
+		dup->tag = d->tag;
+		dup->gen = d->gen;
+		free(d->body);
+		free(d);
+		return false;
+	}
+	job->id = d->job_id;
+	snprintf(job->token, sizeof(job->token), "%s", d->token);
+	job->attempt = PQgetisnull(res, i, 1) ? 0 : atoi(PQgetvalue(res, i, 1));
+	job->priority = atoi(PQgetvalue(res, i, 2));
+	job->payload = strdup(PQgetisnull(res, i, 5) ? "null" : PQgetvalue(res, i, 5));
+	job->timeout_s = atof(PQgetvalue(res, i, 6));
+	job->lease_s = atof(PQgetvalue(res, i, 7));
+	job->tenant[0] = '\0';
+	job->source_data = d;
+	if (job->payload == NULL)
+	{
+		hw_log("FATAL", "out of memory");
+		exit(70);
+	}
+	free(d->body);
+	d->body = NULL;
+	d->next = st->inflight;
+	st->inflight = d;
+	return true;
+}
+
+/*
+ * Several deliveries in one statement.  -1: the database is down (the
+ * deliveries are back in their FIFOs); -2: the statement was refused (a
+ * stale token, a malformed body: each is started by itself, which tells
+ * which; the deliveries are the caller's); else how many jobs were filled,
+ * the rest settled.
+ */
+static int
+start_many(AmqpState *st, Delivery **ds, int n, HwJob **jobs)
+{
+	HwBuf		arr = {0};
+	const char *v[2];
+	PGresult   *res;
+	char	   *err;
+	HwDbResult	r;
+	int			got = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		size_t		len = strlen(ds[i]->body);
+		char	   *p = realloc(arr.data, arr.len + len + 3);
+
+		if (p == NULL)
+		{
+			hw_log("FATAL", "out of memory");
+			exit(70);
+		}
+		arr.data = p;
+		arr.data[arr.len++] = i == 0 ? '[' : ',';
+		memcpy(arr.data + arr.len, ds[i]->body, len);
+		arr.len += len;
+	}
+	arr.data[arr.len++] = ']';
+	arr.data[arr.len] = '\0';
+	v[0] = arr.data;
+	v[1] = hw_cfg.name;
+	r = hw_db_call(START_MANY_SQL, 2, v, &res, &err);
+	free(arr.data);
+	free(err);
+	if (r == HW_DB_DOWN || (r == HW_DB_ERROR && hw_db_fatal_config()))
+	{
+		for (int i = n - 1; i >= 0; i--)
+			push_front(st, ds[i]);
+		return -1;
+	}
+	if (r != HW_DB_OK)
+		return -2;
+	if (PQntuples(res) != n)
+	{
+		PQclear(res);
+		return -2;
+	}
+	for (int i = 0; i < n; i++)
+		if (started(st, ds[i], res, i, jobs[got]))
+			got++;
+	PQclear(res);
+	return got;
+}
+
 static int
 amqp_fetch(HwSource *src, HwJob **jobs, int max)
 {
 	AmqpState  *st = src->state;
 	int			got = 0;
+	Delivery  **batch = NULL;
+	int			nbatch = 0;
 
 	if (!st->up && hw_now() >= st->next_connect)
 		try_connect(st);
 	if (st->up)
 		(void) drain(st);		/* also sends the heartbeats due */
 	retry_due(st);
+
+	/* several waiting (a backlog): start them in one statement */
+	if (max > 1 && st->npending > 1)
+	{
+		int			want = max < st->npending ? max : st->npending;
+
+		batch = malloc(sizeof(Delivery *) * (size_t) want);
+		if (batch == NULL)
+		{
+			hw_log("FATAL", "out of memory");
+			exit(70);
+		}
+		while (nbatch < want)
+			batch[nbatch++] = pop(st);
+		got = start_many(st, batch, nbatch, jobs);
+		if (got != -2)
+		{
+			free(batch);
+			return got;
+		}
+		/* refused: each by itself, in the same order */
+		got = 0;
+		for (int i = nbatch - 1; i >= 0; i--)
+			push_front(st, batch[i]);
+		free(batch);
+		hw_log("INFO", "%d deliveries refused in one statement; starting them one by one", nbatch);
+	}
 
 	while (got < max && st->npending > 0)
 	{
@@ -715,8 +899,6 @@ amqp_fetch(HwSource *src, HwJob **jobs, int max)
 		PGresult   *res;
 		char	   *err;
 		HwDbResult	r;
-		HwJob	   *job;
-		Delivery   *dup;
 
 		r = hw_db_call(START_SQL, 2, v, &res, &err);
 		if (r == HW_DB_DOWN || (r == HW_DB_ERROR && hw_db_fatal_config()))
@@ -727,26 +909,8 @@ amqp_fetch(HwSource *src, HwJob **jobs, int max)
 		}
 		if (r == HW_DB_STALE)
 		{
-			int64_t		now = hw_now();
-
-			if (d->stale_since == 0)
-				d->stale_since = now;
-			if (now - d->stale_since < STALE_RETRY_USEC)
-			{
-				int64_t		delay = 20000LL << (d->stale_tries < 5 ? d->stale_tries : 5);
-
-				d->stale_tries++;
-				d->retry_at = now + (delay < 500000 ? delay : 500000);
-				d->next = st->retry;
-				st->retry = d;
-				free(err);
-				continue;
-			}
-			hw_log("INFO", "delivery %llu: stale lease token (%s) for %.1f s: acked and dropped",
-				   (unsigned long long) d->tag, err ? err : "",
-				   (double) (now - d->stale_since) / 1e6);
+			stale(st, d, err);
 			free(err);
-			drop(st, d);
 			continue;
 		}
 		if (r == HW_DB_ERROR)
@@ -758,59 +922,17 @@ amqp_fetch(HwSource *src, HwJob **jobs, int max)
 			drop(st, d);
 			continue;
 		}
-		if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || PQgetisnull(res, 0, 3))
+		if (PQntuples(res) != 1)
 		{
-			hw_log("WARNING", "delivery %llu has no job_id or lease_token: acked and dropped; body: %.200s",
+			hw_log("WARNING", "delivery %llu is not a JSON object: acked and dropped; body: %.200s",
 				   (unsigned long long) d->tag, d->body);
 			PQclear(res);
 			drop(st, d);
 			continue;
 		}
-		d->job_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-		snprintf(d->token, sizeof(d->token), "%s", PQgetvalue(res, 0, 3));
-		if (strcmp(PQgetvalue(res, 0, 4), "t") != 0)
-		{
-			hw_log("INFO", "job %lld attempt %s: already finished: acked and dropped",
-				   (long long) d->job_id, PQgetvalue(res, 0, 1));
-			PQclear(res);
-			drop(st, d);
-			continue;
-		}
-		/* given again while this worker runs it (a reconnect): keep running it */
-		for (dup = st->inflight; dup; dup = dup->next)
-			if (dup->job_id == d->job_id && strcmp(dup->token, d->token) == 0)
-				break;
-		if (dup != NULL)
-		{
-			hw_log("INFO", "job %lld: delivered again while it runs here; the running command reports it",
-				   (long long) d->job_id);
-			dup->tag = d->tag;
-			dup->gen = d->gen;
-			PQclear(res);
-			free(d->body);
-			free(d);
-			continue;
-		}
-		job = jobs[got++];
-		job->id = d->job_id;
-		snprintf(job->token, sizeof(job->token), "%s", d->token);
-		job->attempt = PQgetisnull(res, 0, 1) ? 0 : atoi(PQgetvalue(res, 0, 1));
-		job->priority = atoi(PQgetvalue(res, 0, 2));
-		job->payload = strdup(PQgetisnull(res, 0, 5) ? "null" : PQgetvalue(res, 0, 5));
-		job->timeout_s = atof(PQgetvalue(res, 0, 6));
-		job->lease_s = atof(PQgetvalue(res, 0, 7));
-		job->tenant[0] = '\0';
-		job->source_data = d;
+		if (started(st, d, res, 0, jobs[got]))
+			got++;
 		PQclear(res);
-		if (job->payload == NULL)
-		{
-			hw_log("FATAL", "out of memory");
-			exit(70);
-		}
-		free(d->body);
-		d->body = NULL;
-		d->next = st->inflight;
-		st->inflight = d;
 	}
 	return got;
 }
