@@ -95,6 +95,7 @@ typedef struct AmqpState
 	int64_t		next_connect;
 	int64_t		down_since;
 	char		error[512];		/* the last connection error (health, logs) */
+	int64_t		last_drain;		/* the library last read (and sent heartbeats) */
 
 	Delivery   *head[HW_AMQP_BANDS];
 	Delivery   *tail[HW_AMQP_BANDS];
@@ -541,6 +542,7 @@ drain(AmqpState *st)
 {
 	bool		got = false;
 
+	st->last_drain = hw_now();
 	while (st->up)
 	{
 		amqp_envelope_t env;
@@ -974,7 +976,7 @@ amqp_next_wake(HwSource *src)
 	if (!st->up)
 		return st->next_connect;
 	/* heartbeats: the library sends them when it is called */
-	t = hw_now() + (AMQP_HEARTBEAT_S * 1000000LL) / 3;
+	t = st->last_drain + (AMQP_HEARTBEAT_S * 1000000LL) / 3;
 	for (Delivery *d = st->retry; d; d = d->next)
 		if (d->retry_at < t)
 			t = d->retry_at;
