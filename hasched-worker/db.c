@@ -274,10 +274,13 @@ hw_db_call(const char *sql, int nparams, const char *const *values, PGresult **r
 	if (errmsg)
 	{
 		const char *m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+		/* JQ006: the detail names the job's state (the AMQP source reads it) */
+		const char *d = sqlstate_is(state, "JQ006") ?
+			PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) : NULL;
 
-		*errmsg = malloc(strlen(state) + strlen(m ? m : "") + 4);
+		*errmsg = malloc(strlen(state) + strlen(m ? m : "") + strlen(d ? d : "") + 8);
 		if (*errmsg)
-			sprintf(*errmsg, "%s: %s", state, m ? m : "");
+			sprintf(*errmsg, "%s: %s%s%s", state, m ? m : "", d ? " " : "", d ? d : "");
 	}
 	/* the worker is set up wrong: unknown queue, wrong transport, no rights */
 	if (sqlstate_is(state, "JQ010") || sqlstate_is(state, "JQ016") ||

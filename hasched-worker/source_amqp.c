@@ -57,9 +57,10 @@
 /*
  * start() answers JQ006 for a message whose job is not dispatched yet: the
  * dispatcher records a job as dispatched only after the broker's confirm,
- * and the broker may deliver the message first.  So a stale answer is
- * asked again (5 ms doubling to 500 ms) for this long before the message
- * is acked and dropped as truly stale.
+ * and the broker may deliver the message first.  So a stale answer that
+ * says the job still waits (pending) is asked again (5 ms doubling to
+ * 500 ms) for this long before the message is acked and dropped as truly
+ * stale; any other stale answer drops it at once.
  */
 #define STALE_RETRY_USEC	5000000
 
@@ -709,15 +710,26 @@ static const char *const START_MANY_SQL =
 " LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true"
 " ORDER BY m.i";
 
-/* start() said stale: ask again soon, or drop once it has said so long enough. */
+/*
+ * start() said stale.  The job still waits to be dispatched (its detail:
+ * "The job is pending ..."; also scheduled, or failed waiting for its
+ * retry): the message may have come before the dispatcher recorded its
+ * confirm: ask again soon, for up to STALE_RETRY_USEC.  Any other state (a
+ * newer attempt dispatched or running, the job finished or cancelled):
+ * truly stale, drop it now (holding it would hold a prefetch slot).
+ */
 static void
 stale(AmqpState *st, Delivery *d, const char *err)
 {
 	int64_t		now = hw_now();
+	bool		waiting = err != NULL &&
+		(strstr(err, "The job is pending ") != NULL ||
+		 strstr(err, "The job is scheduled ") != NULL ||
+		 strstr(err, "The job is failed ") != NULL);
 
 	if (d->stale_since == 0)
 		d->stale_since = now;
-	if (now - d->stale_since < STALE_RETRY_USEC)
+	if (waiting && now - d->stale_since < STALE_RETRY_USEC)
 	{
 		int64_t		delay = 5000LL << (d->stale_tries < 7 ? d->stale_tries : 7);
 
@@ -727,9 +739,13 @@ stale(AmqpState *st, Delivery *d, const char *err)
 		st->retry = d;
 		return;
 	}
-	hw_log("INFO", "delivery %llu: stale lease token (%s) for %.1f s: acked and dropped",
-		   (unsigned long long) d->tag, err ? err : "",
-		   (double) (now - d->stale_since) / 1e6);
+	if (waiting)
+		hw_log("INFO", "delivery %llu: stale lease token (%s) for %.1f s: acked and dropped",
+			   (unsigned long long) d->tag, err ? err : "",
+			   (double) (now - d->stale_since) / 1e6);
+	else
+		hw_log("INFO", "delivery %llu: stale lease token (%s): acked and dropped",
+			   (unsigned long long) d->tag, err ? err : "");
 	drop(st, d);
 }
 

@@ -12,9 +12,11 @@
 #   - every job submitted (and replicated) before the failover and every job
 #     submitted after it succeeds: none lost (jobs dispatched under the old
 #     epoch are dispatched again by the new primary; their old messages are
-#     stale and dropped); none recorded twice: each succeeded job's result
-#     names the attempt the job row ends with, and no succeeded job has a
-#     failed-run row for that attempt.
+#     stale and dropped at once, not held: they would hold the prefetch
+#     window while the new messages' dispatch lease runs out); none recorded
+#     twice: each succeeded job's result names the attempt the job row ends
+#     with, no run row has the lease that recorded the success, and no
+#     attempt ended otherwise than by an unstarted dispatch;
 #   - prints the time from the promotion to the last job recorded.
 #
 # Run (as an ordinary user, hasched installed):
@@ -183,16 +185,19 @@ my $promoted = time;
 my @after = split /\n/, $standby->query(
 	q{SELECT unnest(hasched.submit_many('ha', ARRAY(SELECT jsonb_build_object('n', i) FROM generate_series(25, 36) i)))});
 my $all = join(',', @before, @after);
-ok($standby->poll_within(60, "SELECT count(*) = 36 FROM hasched.job WHERE id IN ($all) AND state = 'succeeded'"),
+ok($standby->poll_within(40, "SELECT count(*) = 36 FROM hasched.job WHERE id IN ($all) AND state = 'succeeded'"),
 	'every job, from before and after the failover, succeeds on the new primary: none lost')
   or diag($standby->query("SELECT id, state, attempt, last_error FROM hasched.job WHERE id IN ($all) AND state <> 'succeeded'"));
 diag(sprintf('all 36 jobs recorded %.1f s after the promotion', time - $promoted));
 is($standby->query("SELECT count(*) FROM hasched.job WHERE id IN ($all) AND result <> jsonb_build_object('attempt', attempt)"),
 	'0', 'each result was recorded by the attempt the job ends with');
 is($standby->query(
-		"SELECT count(*) FROM hasched.job j JOIN hasched.job_run r ON r.job_id = j.id AND r.attempt = j.attempt"
+		"SELECT count(*) FROM hasched.job j JOIN hasched.job_run r ON r.job_id = j.id"
+		  . " AND r.epoch = j.epoch AND r.attempt = j.attempt AND r.lease_id = j.lease_id"
 		  . " WHERE j.id IN ($all)"),
-	'0', 'no succeeded attempt also has a run row: recorded once');
+	'0', 'no lease that recorded a success also ended otherwise: recorded once');
+is($standby->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($all) AND outcome NOT IN ('dispatch_expired')"),
+	'0', 'no attempt failed or expired while running');
 my $reruns = $standby->query(
 	"SELECT string_agg(job_id || ':' || outcome, ' ') FROM hasched.job_run WHERE job_id IN ($all)");
 diag('attempts that ended without success: ' . ($reruns eq '' ? 'none' : $reruns));
