@@ -915,6 +915,17 @@ run_loop(void)
 		/* the successes due, in one statement, while the new commands run */
 		report_successes(hw_now(), fetch_into);
 
+		/*
+		 * A NOTIFY that came during a database call above was read by libpq
+		 * then: the socket will not wake us for it.
+		 */
+		if (!draining && hw_cfg.amqp == NULL && hw_source->readable(hw_source))
+		{
+			wake = true;
+			if (nfree > 0)
+				continue;
+		}
+
 		if (nfree == 0 && saturated_since == 0)
 			saturated_since = now;
 		else if (nfree > 0)
