@@ -47,15 +47,7 @@ HwSource   *hw_source = NULL;
 static const char *progname = "hasched-worker";
 static FILE *log_fp = NULL;
 static int	sig_pipe[2] = {-1, -1};
-/*
- * The job slots: twice --concurrency, so that the jobs whose outcome waits
- * to be recorded do not hold back new ones: at most --concurrency commands
- * run at once (jobs_running()), and new ones start before the reports of
- * the last ones go out, so the commands run while the worker waits for the
- * database.
- */
 static HwJob *jobs = NULL;
-static int	njobs = 0;
 static HwHealth health;
 static bool have_health = false;
 static HwAmqpUrl *amqp_urls = NULL;
@@ -518,19 +510,8 @@ jobs_in_use(void)
 {
 	int			n = 0;
 
-	for (int i = 0; i < njobs; i++)
+	for (int i = 0; i < hw_cfg.concurrency; i++)
 		if (jobs[i].phase != HW_FREE)
-			n++;
-	return n;
-}
-
-static int
-jobs_running(void)
-{
-	int			n = 0;
-
-	for (int i = 0; i < njobs; i++)
-		if (jobs[i].phase == HW_RUNNING)
 			n++;
 	return n;
 }
@@ -632,7 +613,7 @@ report_successes(int64_t now, HwJob **batch)
 {
 	int			n = 0;
 
-	for (int i = 0; i < njobs; i++)
+	for (int i = 0; i < hw_cfg.concurrency; i++)
 	{
 		HwJob	   *job = &jobs[i];
 
@@ -640,13 +621,8 @@ report_successes(int64_t now, HwJob **batch)
 			now >= job->next_report)
 			batch[n++] = job;
 	}
-	if (n == 0)
+	if (n < 2)
 		return;
-	if (n == 1)
-	{
-		job_report(batch[0], now);
-		return;
-	}
 	if (hw_report_complete_many(batch, n) != HW_DB_OK)
 	{
 		for (int i = 0; i < n; i++)
@@ -712,7 +688,7 @@ static int
 health_report(char *body, size_t size)
 {
 	int64_t		now = hw_now();
-	int			in_use = jobs_running();
+	int			in_use = jobs_in_use();
 	bool		db_ok = hw_db_up();
 	bool		saturated = in_use >= hw_cfg.concurrency &&
 		(hw_source->waiting == NULL || hw_source->waiting(hw_source) > 0 || hw_cfg.amqp == NULL);
@@ -759,7 +735,7 @@ health_report(char *body, size_t size)
 static void
 kill_all(void)
 {
-	for (int i = 0; i < njobs; i++)
+	for (int i = 0; i < hw_cfg.concurrency; i++)
 		if (jobs[i].phase == HW_RUNNING && jobs[i].pid > 0)
 		{
 			jobs[i].stopping = true;
@@ -773,14 +749,14 @@ run_loop(void)
 {
 	struct pollfd *pfd;
 	HwJob	  **fetch_into;
-	int			npfd_max = 4 + 3 * njobs + 1 + HW_HEALTH_MAX_CLIENTS;
+	int			npfd_max = 4 + 3 * hw_cfg.concurrency + 1 + HW_HEALTH_MAX_CLIENTS;
 	bool		wake = true;	/* look for jobs now */
 	int64_t		next_fetch = 0;
 	int64_t		drain_started = 0;
 	int			stop_signals = 0;
 
 	pfd = calloc((size_t) npfd_max, sizeof(struct pollfd));
-	fetch_into = calloc((size_t) njobs, sizeof(HwJob *));
+	fetch_into = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob *));
 	if (pfd == NULL || fetch_into == NULL)
 	{
 		hw_log("FATAL", "out of memory");
@@ -805,17 +781,16 @@ run_loop(void)
 			wake = true;
 
 		/* children that exited; jobs whose command finished; reports */
-		hw_run_reap(jobs, njobs);
-		for (int i = 0; i < njobs; i++)
+		hw_run_reap(jobs, hw_cfg.concurrency);
+		for (int i = 0; i < hw_cfg.concurrency; i++)
 			if (jobs[i].phase == HW_RUNNING && hw_run_done(&jobs[i], now))
 				job_finished(&jobs[i], now);
-		for (int i = 0; i < njobs; i++)
+		report_successes(now, fetch_into);
+		for (int i = 0; i < hw_cfg.concurrency; i++)
 		{
 			HwJob	   *job = &jobs[i];
 
-			/* successes go together, below, after the new jobs started */
-			if (job->phase == HW_REPORTING && now >= job->next_report &&
-				(job->failure != NULL || job->report_alone))
+			if (job->phase == HW_REPORTING && now >= job->next_report)
 				job_report(job, now);
 			if (job->phase == HW_RUNNING && !job->exited && job->exec_errno == 0)
 			{
@@ -837,7 +812,7 @@ run_loop(void)
 			bool		only_reports = true;
 			int			in_use = 0;
 
-			for (int i = 0; i < njobs; i++)
+			for (int i = 0; i < hw_cfg.concurrency; i++)
 				if (jobs[i].phase != HW_FREE)
 				{
 					in_use++;
@@ -852,7 +827,7 @@ run_loop(void)
 			}
 			if (only_reports && now - drain_started >= DRAIN_REPORT_LIMIT_USEC)
 			{
-				for (int i = 0; i < njobs; i++)
+				for (int i = 0; i < hw_cfg.concurrency; i++)
 					if (jobs[i].phase == HW_REPORTING)
 						hw_log("ERROR", "job %lld: outcome not reported (database unreachable); it runs again after its lease",
 							   (long long) jobs[i].id);
@@ -863,20 +838,16 @@ run_loop(void)
 		/* the source's own timers (AMQP: reconnect, heartbeats) */
 		if (hw_source->next_wake && !draining && hw_source->next_wake(hw_source) <= now)
 		{
-			if (jobs_running() < hw_cfg.concurrency)
+			if (jobs_in_use() < hw_cfg.concurrency)
 				wake = true;
 			else
 				(void) hw_source->fetch(hw_source, fetch_into, 0);
 		}
 
-		/* take jobs: free slots, up to --concurrency running */
-		{
-			int			room = hw_cfg.concurrency - jobs_running();
-
-			for (int i = 0; i < njobs && nfree < room; i++)
-				if (jobs[i].phase == HW_FREE)
-					fetch_into[nfree++] = &jobs[i];
-		}
+		/* take jobs */
+		for (int i = 0; i < hw_cfg.concurrency; i++)
+			if (jobs[i].phase == HW_FREE)
+				fetch_into[nfree++] = &jobs[i];
 		if (!draining && nfree > 0 && (wake || now >= next_fetch) && hw_zk_may_claim())
 		{
 			int			asked = nfree;
@@ -912,9 +883,6 @@ run_loop(void)
 			if (hw_db_breaker(&until) != HW_BREAKER_OPEN || now >= until)
 				(void) hw_db_get();
 		}
-		/* the successes due, in one statement, while the new commands run */
-		report_successes(hw_now(), fetch_into);
-
 		/*
 		 * A NOTIFY that came during a database call above was read by libpq
 		 * then: the socket will not wake us for it.
@@ -956,7 +924,7 @@ run_loop(void)
 			pfd[npfd].fd = zk_fd;
 			pfd[npfd++].events = zk_events;
 		}
-		for (int i = 0; i < njobs; i++)
+		for (int i = 0; i < hw_cfg.concurrency; i++)
 		{
 			HwJob	   *job = &jobs[i];
 
@@ -1068,7 +1036,7 @@ run_loop(void)
 			if (k == db_slot || k == zk_slot || (health_first >= 0 && k >= health_first) ||
 				pfd[k].revents == 0)
 				continue;
-			for (int i = 0; i < njobs; i++)
+			for (int i = 0; i < hw_cfg.concurrency; i++)
 			{
 				HwJob	   *job = &jobs[i];
 
@@ -1147,8 +1115,7 @@ main(int argc, char **argv)
 		return EX_OSERR;
 	}
 
-	njobs = 2 * hw_cfg.concurrency;
-	jobs = calloc((size_t) njobs, sizeof(HwJob));
+	jobs = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob));
 	if (hw_cfg.amqp != NULL)
 		hw_source = hw_source_amqp(amqp_urls, amqp_nurls, hw_cfg.queue, hw_cfg.amqp_queue_type,
 								   hw_cfg.concurrency);
@@ -1159,7 +1126,7 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: out of memory\n", progname);
 		return EX_OSERR;
 	}
-	for (int i = 0; i < njobs; i++)
+	for (int i = 0; i < hw_cfg.concurrency; i++)
 		job_free(&jobs[i]);
 
 	hw_log("INFO", "hasched-worker %s: %s queue \"%s\", concurrency %d, worker \"%s\"%s",
