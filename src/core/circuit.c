@@ -327,14 +327,10 @@ hs_circuit_write_events(void)
 
 	if (npending == 0)
 		return;
-	if (plan == NULL)
-	{
-		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-
-		plan = hs_prepare("INSERT INTO hasched.event (at, kind, detail) VALUES ($6, 'circuit',"
-						  " jsonb_build_object('circuit', $1, 'kind', $2, 'from', $3, 'to', $4,"
-						  " 'reason', $5))", 6, types);
-	}
+	hs_plan(&plan, "INSERT INTO hasched.event (at, kind, detail) VALUES ($6, 'circuit',"
+			" jsonb_build_object('circuit', $1, 'kind', $2, 'from', $3, 'to', $4,"
+			" 'reason', $5))",
+			6, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID);
 	for (int i = 0; i < npending; i++)
 	{
 		Transition *t = &pending[i];

@@ -267,6 +267,8 @@ extern char *hs_clip_error(const char *error);
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_plan(SPIPlanPtr *slot, const char *sql, int nargs,...);
+extern Datum hs_int8_array(Datum *elems, int n);
+extern Datum hs_int4_array(Datum *elems, int n);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);
 
 typedef void (*HsIsolatedFn) (void *arg);

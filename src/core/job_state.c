@@ -585,10 +585,10 @@ hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 			" AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
 			" RETURNING j.id",
 			5, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID);
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(leases, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[0] = hs_int8_array(ids, n);
+	values[1] = hs_int4_array(epochs, n);
+	values[2] = hs_int4_array(attempts, n);
+	values[3] = hs_int8_array(leases, n);
 	if (results_null)
 		nulls[4] = 'n';
 	else
@@ -614,10 +614,10 @@ hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 			" JOIN hasched.job j ON j.id = i.id AND j.state::text = 'succeeded'"
 			" AND j.epoch = i.epoch AND j.attempt = i.attempt AND j.lease_id = i.lease_id",
 			4, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID);
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(leases, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[0] = hs_int8_array(ids, n);
+	values[1] = hs_int4_array(epochs, n);
+	values[2] = hs_int4_array(attempts, n);
+	values[3] = hs_int8_array(leases, n);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading jobs failed");
 	return SPI_processed;
@@ -753,19 +753,15 @@ hs_start_dispatched(const HsLease *lease, const char *worker)
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
-	if (plan == NULL)
-	{
-		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID};
-
-		plan = hs_prepare("UPDATE hasched.job j SET state = 'running',"
-						  " started_at = clock_timestamp(),"
-						  " lease_until = clock_timestamp() + coalesce((SELECT q.lease"
-						  "   FROM hasched.queue q WHERE q.name = j.queue), interval '30 seconds'),"
-						  " worker = coalesce($5, j.worker)"
-						  " WHERE j.id = $1 AND j.state::text IN ('dispatched', 'running')"
-						  " AND j.epoch = $2 AND j.attempt = $3 AND j.lease_id = $4"
-						  " RETURNING j.payload, j.timeout, j.lease_until", 5, types);
-	}
+	hs_plan(&plan, "UPDATE hasched.job j SET state = 'running',"
+			" started_at = clock_timestamp(),"
+			" lease_until = clock_timestamp() + coalesce((SELECT q.lease"
+			"   FROM hasched.queue q WHERE q.name = j.queue), interval '30 seconds'),"
+			" worker = coalesce($5, j.worker)"
+			" WHERE j.id = $1 AND j.state::text IN ('dispatched', 'running')"
+			" AND j.epoch = $2 AND j.attempt = $3 AND j.lease_id = $4"
+			" RETURNING j.payload, j.timeout, j.lease_until",
+			5, INT8OID, INT4OID, INT4OID, INT8OID, TEXTOID);
 	lease_params(lease, values);
 	if (worker != NULL)
 		values[4] = CStringGetTextDatum(worker);
@@ -838,10 +834,10 @@ hs_release_leases(const HsLease *leases, int n)
 		attempts[i] = Int32GetDatum(leases[i].attempt);
 		lease_ids[i] = Int64GetDatum(leases[i].lease_id);
 	}
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(epochs, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_array(lease_ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[0] = hs_int8_array(ids, n);
+	values[1] = hs_int4_array(epochs, n);
+	values[2] = hs_int4_array(attempts, n);
+	values[3] = hs_int8_array(lease_ids, n);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "hasched: giving back unstarted jobs failed");
 	return SPI_processed;
@@ -884,21 +880,17 @@ hs_mark_dispatched(int n, Datum *ids, Datum *attempts, Datum *lease_ids, int32 e
 
 	if (n <= 0)
 		return 0;
-	if (plan == NULL)
-	{
-		Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID};
-
-		plan = hs_prepare("UPDATE hasched.job j SET state = 'dispatched', attempt = d.attempt,"
-						  " epoch = $4, lease_id = d.lease_id,"
-						  " lease_until = clock_timestamp() + $5 * interval '1 millisecond',"
-						  " worker = NULL, started_at = NULL, finished_at = NULL"
-						  " FROM unnest($1, $2, $3) AS d (id, attempt, lease_id)"
-						  " WHERE j.id = d.id AND j.attempt = d.attempt - 1"
-						  " AND j.state::text IN ('scheduled', 'pending', 'failed')", 5, types);
-	}
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(lease_ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	hs_plan(&plan, "UPDATE hasched.job j SET state = 'dispatched', attempt = d.attempt,"
+			" epoch = $4, lease_id = d.lease_id,"
+			" lease_until = clock_timestamp() + $5 * interval '1 millisecond',"
+			" worker = NULL, started_at = NULL, finished_at = NULL"
+			" FROM unnest($1, $2, $3) AS d (id, attempt, lease_id)"
+			" WHERE j.id = d.id AND j.attempt = d.attempt - 1"
+			" AND j.state::text IN ('scheduled', 'pending', 'failed')",
+			5, INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, INT4OID, INT4OID);
+	values[0] = hs_int8_array(ids, n);
+	values[1] = hs_int4_array(attempts, n);
+	values[2] = hs_int8_array(lease_ids, n);
 	values[3] = Int32GetDatum(epoch);
 	values[4] = Int32GetDatum(hs_dispatch_lease);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
@@ -918,16 +910,11 @@ hs_note_publish_failed(int n, Datum *ids, Datum *errors)
 
 	if (n <= 0)
 		return;
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
-
-		plan = hs_prepare("UPDATE hasched.job j SET last_error = d.error"
-						  " FROM unnest($1, $2) AS d (id, error)"
-						  " WHERE j.id = d.id AND j.state::text IN ('scheduled', 'pending', 'failed')",
-						  2, types);
-	}
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	hs_plan(&plan, "UPDATE hasched.job j SET last_error = d.error"
+			" FROM unnest($1, $2) AS d (id, error)"
+			" WHERE j.id = d.id AND j.state::text IN ('scheduled', 'pending', 'failed')",
+			2, INT8ARRAYOID, TEXTARRAYOID);
+	values[0] = hs_int8_array(ids, n);
 	values[1] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "hasched: recording publish errors failed");
@@ -946,22 +933,17 @@ hs_redispatch_expired(int32 epoch)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
-										  " WHERE x.state = 'dispatched'"
-										  " AND (x.lease_until < clock_timestamp() OR x.epoch < $1)"
-										  " FOR UPDATE SKIP LOCKED))",
-										  "true",
-										  "CASE WHEN j.epoch < $1 THEN 'dispatched under epoch '"
-										  " || j.epoch || ' and not started before the failover'"
-										  " ELSE 'not started within hasched.dispatch_lease (until '"
-										  " || j.lease_until::text || ')' END",
-										  "dispatch_expired", false),
-						  1, types);
-	}
+	hs_plan(&plan, end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
+			" WHERE x.state = 'dispatched'"
+			" AND (x.lease_until < clock_timestamp() OR x.epoch < $1)"
+			" FOR UPDATE SKIP LOCKED))",
+			"true",
+			"CASE WHEN j.epoch < $1 THEN 'dispatched under epoch '"
+			" || j.epoch || ' and not started before the failover'"
+			" ELSE 'not started within hasched.dispatch_lease (until '"
+			" || j.lease_until::text || ')' END",
+			"dispatch_expired", false),
+			1, INT4OID);
 	values[0] = Int32GetDatum(epoch);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: re-dispatching expired jobs failed");

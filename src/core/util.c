@@ -30,6 +30,7 @@
 #include "optimizer/optimizer.h"
 #include "optimizer/planner.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -489,6 +490,19 @@ hs_plan(SPIPlanPtr *slot, const char *sql, int nargs,...)
 		types[i] = va_arg(ap, Oid);
 	va_end(ap);
 	*slot = hs_prepare(sql, nargs, types);
+}
+
+/* An int8[] or int4[] of n Datums, for a statement's array parameter. */
+Datum
+hs_int8_array(Datum *elems, int n)
+{
+	return PointerGetDatum(construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+Datum
+hs_int4_array(Datum *elems, int n)
+{
+	return PointerGetDatum(construct_array(elems, n, INT4OID, 4, true, TYPALIGN_INT));
 }
 
 void

@@ -685,13 +685,9 @@ current_epoch(void)
 	Datum		values[1];
 	bool		isnull;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT4OID};
-
-		plan = hs_prepare("SELECT epoch FROM hasched.epoch WHERE timeline = $1"
-						  " ORDER BY epoch DESC LIMIT 1", 1, types);
-	}
+	hs_plan(&plan, "SELECT epoch FROM hasched.epoch WHERE timeline = $1"
+			" ORDER BY epoch DESC LIMIT 1",
+			1, INT4OID);
 	values[0] = Int32GetDatum((int32) GetWALInsertionTimeLine());
 	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading the epoch failed");
@@ -769,7 +765,7 @@ read_batch(int32 *epoch)
 	if (nq == 0)
 		return 0;
 	values[0] = PointerGetDatum(construct_array(names, nq, TEXTOID, -1, false, TYPALIGN_INT));
-	values[1] = PointerGetDatum(construct_array(limits, nq, INT4OID, 4, true, TYPALIGN_INT));
+	values[1] = hs_int4_array(limits, nq);
 	values[2] = Int32GetDatum(hs_dispatch_batch);
 	/* the jobs of the batch in flight are not read again */
 	for (int b = 0; b < ninflight; b++)
@@ -779,12 +775,12 @@ read_batch(int32 *epoch)
 	for (int b = 0; b < ninflight; b++)
 		for (int i = 0; i < inflight[b]->n; i++)
 			busy[nbusy++] = Int64GetDatum(inflight[b]->msgs[i].job_id);
-	values[3] = PointerGetDatum(construct_array(busy, nbusy, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[3] = hs_int8_array(busy, nbusy);
 	/* the priority hold-back of graceful degradation, as claims apply it */
 	hs_degrade_status(&st);
 	for (int p = 0; p < HS_NUM_PRIORITIES; p++)
 		hold[p] = Int64GetDatum(st.holdback ? st.holdback_us[p] : 0);
-	values[4] = PointerGetDatum(construct_array(hold, HS_NUM_PRIORITIES, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[4] = hs_int8_array(hold, HS_NUM_PRIORITIES);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading due jobs failed");
 	return SPI_processed;
