@@ -97,15 +97,18 @@
  * Concurrency limits.  A claim on a queue with a concurrency limit never
  * waits on another claim and uses no lock that SQL can take.  Each open
  * (or prepared) claiming transaction holds a reservation in shared memory
- * (under cursor_lock, an LWLock) of the jobs it leased, until its commit is
- * visible; then the reservation goes and a per-queue counter of released
- * jobs grows by it, at once.  A claim reads that counter, counts the
- * running jobs in a fresh snapshot, then, under the lock, takes at most the
- * limit less that count, less the reservations of the others, less what
- * the counter grew by meanwhile (commits its count may have missed): see
- * reserve_room.  So the running jobs never exceed the limit, in any
- * isolation level.  Caveat: the count walks job_active_idx, which keeps
- * dead entries under an old snapshot like job_waiting_idx does.
+ * (under cursor_lock, an LWLock) of the jobs it leased, with its
+ * transaction id, until it ends.  A claim takes, under the lock and at one
+ * instant, a snapshot S and the reservations of the others, and reserves
+ * what it may take at most; then it counts the running jobs in S and keeps
+ * only the room that count leaves.  A reservation whose transaction S sees
+ * as ended is not counted: S counts its jobs if it committed (and there
+ * are none if it rolled back).  So the running jobs never exceed the
+ * limit, in any isolation level, and no job is counted twice: what a claim
+ * takes is exactly the room at that instant (a job that ends later only
+ * leaves room for the next claim).  See reserve_room.  Caveat: the count
+ * walks job_active_idx, which keeps dead entries under an old snapshot
+ * like job_waiting_idx does.
  *
  * Hold-back and paused queues.  While the hold-back of degrade.c is in
  * force, the branches of a held-back priority end at run_at <= now less its
@@ -164,8 +167,6 @@
 #define RES_PER_SLOT				4
 /* queues a transaction notes for a cursor reset, before it resets them all */
 #define MAX_NOTED_QUEUES			8
-/* counters of jobs released by committed reservations (queues hashed) */
-#define RELEASE_COUNTERS			1024
 
 typedef struct ClaimCursor
 {
@@ -191,6 +192,7 @@ typedef struct Reservation
 {
 	char		queue[HS_QUEUE_NAME_MAX];	/* "" when free */
 	int32		n;
+	TransactionId xid;			/* the claiming (top) transaction */
 } Reservation;
 
 /* what a prepared transaction keeps of its claims and writes */
@@ -212,8 +214,6 @@ typedef struct ClaimShared
 	int			n_backends;		/* reservation rows: one per PGPROC */
 	int			n_prepared;
 	pg_atomic_uint32 prepared_used;
-	/* jobs of committed reservations, per queue (hashed; queues may share) */
-	pg_atomic_uint64 released[RELEASE_COUNTERS];
 	/* then Reservation res[n_backends][RES_PER_SLOT], PreparedSlot prep[n_prepared] */
 } ClaimShared;
 
@@ -240,7 +240,6 @@ typedef struct SubReservation
 static SubReservation sub_res[MAX_SUB_RES];
 static int	n_sub_res = 0;
 
-static void release_committed(Reservation *r);
 
 static int
 res_backend_count(void)
@@ -282,8 +281,6 @@ hs_cursor_shmem_init(void)
 		claim_shared->n_backends = res_backend_count();
 		claim_shared->n_prepared = max_prepared_xacts;
 		pg_atomic_init_u32(&claim_shared->prepared_used, 0);
-		for (int i = 0; i < RELEASE_COUNTERS; i++)
-			pg_atomic_init_u64(&claim_shared->released[i], 0);
 	}
 }
 
@@ -458,8 +455,9 @@ forget_transaction(void)
  * claim or cancel may have skipped jobs it had locked, so their queues'
  * cursors go back to the head; the queues noted for the end are reset
  * either way; the writer registration and the reservations end.  (A
- * reservation ends after the commit is visible: a claim that does not see
- * it any more counts the committed rows instead.)
+ * reservation ends after the commit is visible; a claim whose snapshot
+ * sees the commit counts the committed rows instead, so the moment between
+ * does not count them twice.)
  */
 void
 hs_claim_xact_end(bool committed)
@@ -474,11 +472,7 @@ hs_claim_xact_end(bool committed)
 			reset_queues(&noted_abort);
 		reset_queues(&noted_end);
 		if (MyProc != NULL)
-		{
-			if (committed)
-				release_committed(my_reservations());
 			memset(my_reservations(), 0, sizeof(Reservation) * RES_PER_SLOT);
-		}
 		LWLockRelease(hs_shared->cursor_lock);
 	}
 	forget_transaction();
@@ -589,9 +583,7 @@ sweep_prepared(void)
 
 		if (!TransactionIdIsValid(s->xid) || TransactionIdIsInProgress(s->xid))
 			continue;
-		if (TransactionIdDidCommit(s->xid))
-			release_committed(s->res);
-		else
+		if (!TransactionIdDidCommit(s->xid))
 			reset_queues(&s->at_abort);
 		reset_queues(&s->at_end);
 		memset(s, 0, sizeof(PreparedSlot));
@@ -722,16 +714,13 @@ current_epoch(void)
  * Concurrency limits
  * ------------------------------------------------------------------------ */
 
-/* the released[] counter of a queue (several queues may share one) */
-static pg_atomic_uint64 *
-released_counter(const char *queue)
-{
-	return &claim_shared->released[string_hash(queue, HS_QUEUE_NAME_MAX) % RELEASE_COUNTERS];
-}
-
-/* reservations of other transactions (and prepared ones) on queue */
+/*
+ * Reservations of other transactions (and prepared ones) on queue, but not
+ * those of transactions that snap sees as ended: it counts their jobs if
+ * they committed, and they have none if they rolled back.  cursor_lock held.
+ */
 static int64
-reserved_by_others(const char *queue)
+reserved_by_others(const char *queue, Snapshot snap)
 {
 	int64		sum = 0;
 	int			me = MyProc->pgprocno;
@@ -753,19 +742,26 @@ reserved_by_others(const char *queue)
 			r = ps->res;
 		}
 		for (int i = 0; i < RES_PER_SLOT; i++)
-			if (r[i].queue[0] != '\0' && strcmp(r[i].queue, queue) == 0)
+			if (r[i].queue[0] != '\0' && r[i].n > 0 && strcmp(r[i].queue, queue) == 0 &&
+				(!TransactionIdIsValid(r[i].xid) || XidInMVCCSnapshot(r[i].xid, snap)))
 				sum += r[i].n;
 	}
 	return sum;
 }
 
-/* a committed transaction's reservations become rows: count them released */
-static void
-release_committed(Reservation *r)
+/*
+ * Record what this (sub)transaction reserved, so that it is given back if
+ * the subtransaction aborts; returns the record's index, -1 if none.
+ */
+static int
+note_sub_reservation(int slot, int32 n)
 {
-	for (int i = 0; i < RES_PER_SLOT; i++)
-		if (r[i].queue[0] != '\0' && r[i].n > 0)
-			pg_atomic_fetch_add_u64(released_counter(r[i].queue), (uint64) r[i].n);
+	if (n <= 0 || n_sub_res >= MAX_SUB_RES)
+		return -1;
+	sub_res[n_sub_res].subid = GetCurrentSubTransactionId();
+	sub_res[n_sub_res].slot = slot;
+	sub_res[n_sub_res].n = n;
+	return n_sub_res++;
 }
 
 /*
@@ -773,25 +769,30 @@ release_committed(Reservation *r)
  * how many this claim may take, and sets *slot to its reservation (in this
  * backend's row).  Never waits on another claim.
  *
- * The jobs running on the queue at any moment are the committed ones plus
- * those of open (or prepared) claiming transactions, and each of those has
- * a reservation at least as large until its commit is visible; at commit
- * (cursor_lock held) the reservation goes and released[] grows by it.  So,
- * with rel1 read before the count's snapshot S and rel3 and the
- * reservations read together under the lock: committed jobs now <= the
- * count in S + (rel3 - rel1), uncommitted ones <= the reservations; taking
- * no more than the limit less all that keeps the queue within its limit.
+ * The jobs running on the queue at any instant are the committed ones plus
+ * those leased by open (or prepared) claiming transactions, and each of
+ * those holds a reservation at least as large until it ends, visibly.
+ * Under cursor_lock, at one instant t, this claim takes a snapshot S and
+ * adds up the reservations of the others (R, without those of transactions
+ * S sees as ended: S counts their jobs, or they have none); it reserves
+ * limit - R (want at most) at once, so that claims after t count it.
+ * Then it counts the jobs running in S (C, committed by t, its own earlier
+ * claims among them) and keeps limit - R - C.  The running jobs at t were
+ * C + R at most, and every claim after t counts what this one kept: the
+ * limit holds.  And no job counts twice (a transaction S sees as ended
+ * counts in C only; one it does not, in R only): the room kept is the
+ * room at t.
  */
 static int
-reserve_room(const char *queue, int32 limit, int want, int *slot)
+reserve_room(const char *queue, int32 limit, int want, int *slot, int *sub_idx)
 {
 	static SPIPlanPtr count_plan = NULL;
 	Reservation *mine = my_reservations();
-	uint64		rel1;
-	uint64		rel3;
+	Snapshot	snap;
 	int64		running;
 	int64		others;
 	int32		before;
+	int			tentative;
 	int			allowed;
 	Datum		values[1];
 	bool		isnull;
@@ -800,15 +801,9 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 	hs_plan(&count_plan, "SELECT count(*) FROM hasched.job"
 			" WHERE queue = $1 AND state IN ('running', 'dispatched')",
 			1, TEXTOID);
-
-	rel1 = pg_atomic_read_u64(released_counter(queue));
-	pg_memory_barrier();
 	values[0] = CStringGetTextDatum(queue);
-	if (SPI_execute_snapshot(count_plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
-							 true, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "hasched: counting running jobs failed");
-	running = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										  SPI_tuptable->tupdesc, 1, &isnull));
+	/* the others see our reservation by the transaction's id: have one now */
+	(void) GetTopTransactionId();
 
 	LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
 	*slot = -1;
@@ -831,28 +826,43 @@ reserve_room(const char *queue, int32 limit, int want, int *slot)
 						RES_PER_SLOT),
 				 errhint("Commit the claims made so far, then claim from the other queues.")));
 	}
-	rel3 = pg_atomic_read_u64(released_counter(queue));
-	others = reserved_by_others(queue);
+	mine[*slot].xid = GetTopTransactionIdIfAny();
+	/* the snapshot and the others' reservations at one instant */
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	others = reserved_by_others(queue, snap);
 	/* what this transaction claimed before is in its count already */
 	before = mine[*slot].n;
-	allowed = (int) Max((int64) 0,
-						Min((int64) want, (int64) limit - running - others - (int64) (rel3 - rel1)));
-	mine[*slot].n = before + allowed;
+	tentative = (int) Max((int64) 0, Min((int64) want, (int64) limit - others));
+	mine[*slot].n = before + tentative;
 	LWLockRelease(hs_shared->cursor_lock);
 	/* recorded at once: if this subtransaction aborts, it is given back */
-	if (allowed > 0 && n_sub_res < MAX_SUB_RES)
+	*sub_idx = note_sub_reservation(*slot, tentative);
+
+	if (SPI_execute_snapshot(count_plan, values, NULL, snap, InvalidSnapshot,
+							 true, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: counting running jobs failed");
+	running = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 1, &isnull));
+	UnregisterSnapshot(snap);
+
+	allowed = (int) Max((int64) 0, Min((int64) tentative, (int64) limit - running - others));
+	if (allowed < tentative)
 	{
-		sub_res[n_sub_res].subid = GetCurrentSubTransactionId();
-		sub_res[n_sub_res].slot = *slot;
-		sub_res[n_sub_res].n = allowed;
-		n_sub_res++;
+		LWLockAcquire(hs_shared->cursor_lock, LW_EXCLUSIVE);
+		mine[*slot].n -= tentative - allowed;
+		LWLockRelease(hs_shared->cursor_lock);
+		if (*sub_idx >= 0)
+			sub_res[*sub_idx].n = allowed;
 	}
 	return allowed;
 }
 
-/* The claim leased got jobs of the allowed it reserved: keep only those. */
+/*
+ * The claim leased got jobs of the allowed it reserved: keep only those
+ * (sub_idx: reserve_room's record of this claim, -1 if none).
+ */
 static void
-settle_reservation(int slot, int allowed, int got)
+settle_reservation(int slot, int sub_idx, int allowed, int got)
 {
 	Reservation *mine = my_reservations();
 
@@ -861,13 +871,8 @@ settle_reservation(int slot, int allowed, int got)
 	if (mine[slot].n <= 0)
 		memset(&mine[slot], 0, sizeof(Reservation));
 	LWLockRelease(hs_shared->cursor_lock);
-	/* the record reserve_room made, last for this slot: what is kept */
-	for (int i = n_sub_res - 1; i >= 0 && allowed > 0; i--)
-		if (sub_res[i].slot == slot && sub_res[i].n == allowed)
-		{
-			sub_res[i].n = got;
-			break;
-		}
+	if (sub_idx >= 0 && sub_idx < n_sub_res)
+		sub_res[sub_idx].n = got;
 }
 
 /* ------------------------------------------------------------------------
@@ -1178,6 +1183,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 	QueueInfo	qi;
 	int			n;
 	int			res_slot = -1;
+	int			res_sub = -1;
 	int32		epoch;
 	int64		m0;
 	TimestampTz t0;
@@ -1218,11 +1224,11 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 
 	n = max_jobs;
 	if (qi.concurrency > 0)
-		n = reserve_room(queue, qi.concurrency, n, &res_slot);
+		n = reserve_room(queue, qi.concurrency, n, &res_slot, &res_sub);
 	if (n <= 0)
 	{
 		if (res_slot >= 0)
-			settle_reservation(res_slot, 0, 0);
+			settle_reservation(res_slot, res_sub, 0, 0);
 		return 0;
 	}
 
@@ -1303,7 +1309,7 @@ hs_claim_jobs(const char *queue, const char *worker, int max_jobs,
 	if (sr.n_unleased > 0)
 		total = lease_unleased(values, total, &sr);
 	if (res_slot >= 0)
-		settle_reservation(res_slot, n, (int) total);
+		settle_reservation(res_slot, res_sub, n, (int) total);
 
 	/*
 	 * Move the cursors (see the header): a branch ran to its end when fewer
