@@ -976,6 +976,19 @@ client_tx(void)
 				buf_flush(&sp, r.qb, r.qe, 0);
 			in_savepoint = false;
 			if (r.ok)
+			{
+				/*
+				 * ROLLBACK TO keeps the savepoint, and what follows would
+				 * run inside it: an error would then abort only that
+				 * subtransaction, while the claims before the savepoint
+				 * stay leased until the transaction ends.  Release it, so
+				 * that what follows runs in the transaction itself, as
+				 * logged (an error aborts the transaction at once).
+				 */
+				res_clear(&r);
+				r = run("RELEASE SAVEPOINT s", 0, NULL);
+			}
+			if (r.ok)
 				tx_failed = tx_fail_qb != 0;
 			else
 				note_failure();
@@ -1884,6 +1897,10 @@ analyse(PGconn *c)
 			room = queues[o->q].limit - (running - Min(o->asked, queues[o->q].limit));
 			if (o->got >= room)
 				is_short = false;
+			else if (verbose)
+				printf("short claim on limited queue %s: client %d, statement %.6f-%.6f (mono %" PRId64 "-%" PRId64 "), asked %d, got %d, room %d\n",
+					   queues[o->q].name, o->client, (o->qb - start_us) / 1e6, (o->qe - start_us) / 1e6,
+					   o->qb, o->qe, o->asked, o->got, room);
 		}
 		if (is_short)
 			nshort++;
