@@ -280,6 +280,17 @@ client_send(Client *c)
 	c->out_len = c->out_sent = 0;
 	if (c->close_after)
 	{
+		char		discard[4096];
+
+		/*
+		 * Closing a socket with unread input resets the connection, which
+		 * can make the client lose the answer just sent (a 431 to a client
+		 * still sending its headers): end our side first and discard what
+		 * has arrived, a bounded amount, without waiting for more.
+		 */
+		(void) shutdown(c->sock, SHUT_WR);
+		for (int i = 0; i < 16 && recv(c->sock, discard, sizeof(discard), MSG_DONTWAIT) > 0; i++)
+			;
 		client_close(c);
 		return;
 	}
