@@ -1836,13 +1836,24 @@ sub wrk_run
 		"http://127.0.0.1:$HEALTH_PORT$path");
 	push @CMDS, join(' ', @cmd) . "   # $name";
 	my $output = '';
+	my $cpu0 = listener_cpu();
 	if ($o{start})
 	{
 		my $h = IPC::Run::start(\@cmd, '>', \$output, '2>&1');
-		return ($h, \$output);
+		return ($h, \$output, $cpu0);
 	}
 	IPC::Run::run(\@cmd, '>', \$output, '2>&1');
-	return wrk_parse($name, $output);
+	return wrk_parse($name, $output, $cpu0);
+}
+
+# CPU ticks used so far by the health listener process
+sub listener_cpu
+{
+	my ($pid) = query(q{SELECT detail FROM hasched.health() WHERE component = 'health listener'})
+	  =~ /pid (\d+)/;
+	return undef unless $pid;
+	my @s = proc_stat($pid);
+	return ($s[11] // 0) + ($s[12] // 0);
 }
 
 sub wrk_ms
@@ -1853,17 +1864,27 @@ sub wrk_ms
 
 sub wrk_parse
 {
-	my ($name, $output) = @_;
+	my ($name, $output, $cpu0) = @_;
+	my $cpu1 = listener_cpu();
 	spew("$OUTDIR/$name.txt", $output);
 	my %r;
 	($r{rps}) = $output =~ /^Requests\/sec:\s+([\d.]+)/m;
+	my ($n) = $output =~ /^\s*(\d+) requests in /m;
+	$r{cpu} = cpu_us($cpu1 - $cpu0, $n) if defined $cpu0 && defined $cpu1 && $n;
 	$r{p50} = wrk_ms($1, $2) if $output =~ /^\s+50%\s+([\d.]+)(us|ms|s|m)$/m;
 	$r{p99} = wrk_ms($1, $2) if $output =~ /^\s+99%\s+([\d.]+)(us|ms|s|m)$/m;
 	($r{non2xx}) = $output =~ /Non-2xx or 3xx responses: (\d+)/;
 	($r{errors}) = $output =~ /Socket errors: (.*)$/m;
 	$r{note} = 'wrk failed' unless defined $r{rps};
-	say(sprintf('  %-28s %s requests/s  p50 %s ms  p99 %s ms%s%s', $name, f0($r{rps}),
-			f2($r{p50}), f2($r{p99}), $r{non2xx} ? "  non-2xx $r{non2xx}" : '',
+	# say why /health was not 200
+	if ($r{non2xx})
+	{
+		my $why = query(q{SELECT string_agg(component || ': ' || status || ': ' || detail, '; ')
+		                    FROM hasched.health() WHERE status <> 'ok'});
+		say("  $name: health now: $why");
+	}
+	say(sprintf('  %-28s %s requests/s  p50 %s ms  p99 %s ms  listener CPU %s us/request%s%s', $name, f0($r{rps}),
+			f2($r{p50}), f2($r{p99}), fus($r{cpu}), $r{non2xx} ? "  non-2xx $r{non2xx}" : '',
 			$r{errors} ? "  socket errors: $r{errors}" : ''));
 	return \%r;
 }
@@ -1895,6 +1916,11 @@ sub step_health
 		return;
 	}
 	my %w;
+	# the scheduler up and counting (it restarts once when the bench database is created)
+	wait_sql(30, q{SELECT bool_and(status <> 'failed') AND bool_or(component = 'backlog' AND status = 'ok')
+	                 FROM hasched.health()})
+	  or say('  health() not ok after 30 s: ' . query(q{SELECT string_agg(component || ': ' || detail, '; ')
+	                                                   FROM hasched.health() WHERE status <> 'ok'}));
 	for my $path ('/health', '/metrics')
 	{
 		(my $p = $path) =~ s{/}{};
@@ -1904,10 +1930,10 @@ sub step_health
 	for my $path ('/health', '/metrics')
 	{
 		(my $p = $path) =~ s{/}{};
-		my ($h, $out) = wrk_run("wrk_${p}_under_submit", $path, $T, start => 1);
+		my ($h, $out, $cpu0) = wrk_run("wrk_${p}_under_submit", $path, $T, start => 1);
 		$w{"submit_$p"} = pgbench_run("submit_under_wrk_$p", script => 'submit.pgbench', clients => $c);
 		$h->finish;
-		$w{"under_$p"} = wrk_parse("wrk_${p}_under_submit", $$out);
+		$w{"under_$p"} = wrk_parse("wrk_${p}_under_submit", $$out, $cpu0);
 	}
 	# scraped once a second / not scraped, alternating
 	my ($with, $without) = (0, 0);
@@ -1930,15 +1956,15 @@ sub step_health
 	for my $p (qw(health metrics))
 	{
 		my ($a, $u) = ($w{"alone_$p"}, $w{"under_$p"});
-		push @rows, [ "GET /$p", f0($a->{rps}), f2($a->{p50}), f2($a->{p99}),
+		push @rows, [ "GET /$p", f0($a->{rps}), f2($a->{p50}), f2($a->{p99}), fus($a->{cpu}),
 			f0($u->{rps}), f2($u->{p99}), f0($w{"submit_$p"}{tps}),
 			join(' ', grep { $_ } map { $_->{non2xx} ? "non-2xx $_->{non2xx}" : $_->{note} } $a, $u) ];
 	}
 	section("### 12. health listener (wrk -c $C{health_connections} -t $C{threads}, $T s each; submit -c $c)
 
 ",
-		md_table([ 'request', 'alone: req/s', 'p50 ms', 'p99 ms', 'under submit: req/s', 'p99 ms',
-				'submit tps meanwhile', 'note' ], 'lrrrrrrl', @rows),
+		md_table([ 'request', 'alone: req/s', 'p50 ms', 'p99 ms', 'listener CPU us/request',
+				'under submit: req/s', 'p99 ms', 'submit tps meanwhile', 'note' ], 'lrrrrrrrl', @rows),
 		"
 Submit throughput with /metrics and /health scraped once a second, against without, $n alternating pair(s) of $T s: "
 		  . join(', ', map { sprintf('%s / %s tps', f0($_->[1]{tps}), f0($_->[0]{tps})) } @pairs)
