@@ -86,6 +86,9 @@
 #   BENCH_WORKER_CONCURRENCY  hasched-worker --concurrency in step 11 [16]
 #   BENCH_WORKER_LATENCY_JOBS jobs submitted one by one per mode in step 11
 #                          [200; 50]
+#   BENCH_HEALTH_CONNECTIONS  wrk -c of step 12 [100]
+#   BENCH_HEALTH_ROUNDS    pairs of submit runs (scraped, not) of step 12, in the
+#                          order ABBA [4; 2]
 #   BENCH_OUT              directory for the raw output [bench/out/<UTC stamp>]
 #   BENCH_KEEP_TMP=1       keep the data directories (servers stopped anyway)
 #   PG_CONFIG              the PostgreSQL to use [/usr/lib/postgresql/15/bin/pg_config]
@@ -155,7 +158,7 @@ my %C;    # lower-case names without BENCH_
 		DISPATCH_JOBS        => [20000, 2000],
 		DISPATCH_BATCH       => [100, 100],
 		HEALTH_CONNECTIONS   => [100, 100],
-		HEALTH_ROUNDS        => [3, 1],
+		HEALTH_ROUNDS        => [4, 2],
 		SECONDS              => [15, 3],
 		SNAPSHOT_SECONDS     => [60, 10],
 		WINDOW               => [10, 3],
@@ -1935,19 +1938,37 @@ sub step_health
 		$h->finish;
 		$w{"under_$p"} = wrk_parse("wrk_${p}_under_submit", $$out, $cpu0);
 	}
-	# scraped once a second / not scraped, alternating
-	my ($with, $without) = (0, 0);
+	# scraped once a second / not scraped, in the order ABBA ABBA ... (the
+	# job table grows run after run, and throughput drifts with it: the
+	# order cancels a steady drift)
+	my ($with, $without, $cpu_with, $cpu_without) = (0, 0, 0, 0);
 	my @pairs;
-	for my $i (1 .. $n)
-	{
-		my $off = pgbench_run("submit_unscraped_$i", script => 'submit.pgbench', clients => $c);
+	my $scraped = sub {
+		my ($i) = @_;
 		my $pid = start_scraper();
 		my $on = pgbench_run("submit_scraped_$i", script => 'submit.pgbench', clients => $c);
 		kill 'TERM', $pid;
 		waitpid($pid, 0);
+		return $on;
+	};
+	for my $i (1 .. $n)
+	{
+		my ($off, $on);
+		if ($i % 2)
+		{
+			$off = pgbench_run("submit_unscraped_$i", script => 'submit.pgbench', clients => $c);
+			$on = $scraped->($i);
+		}
+		else
+		{
+			$on = $scraped->($i);
+			$off = pgbench_run("submit_unscraped_$i", script => 'submit.pgbench', clients => $c);
+		}
 		push @pairs, [ $off, $on ];
 		$without += $off->{tps} // 0;
 		$with += $on->{tps} // 0;
+		$cpu_without += $off->{cpu} // 0;
+		$cpu_with += $on->{cpu} // 0;
 	}
 	my $ratio = ratio($with, $without);
 	my @notes = map { ($_->[0]{note}, $_->[1]{note}) } @pairs;
@@ -1960,18 +1981,18 @@ sub step_health
 			f0($u->{rps}), f2($u->{p99}), f0($w{"submit_$p"}{tps}),
 			join(' ', grep { $_ } map { $_->{non2xx} ? "non-2xx $_->{non2xx}" : $_->{note} } $a, $u) ];
 	}
-	section("### 12. health listener (wrk -c $C{health_connections} -t $C{threads}, $T s each; submit -c $c)
-
-",
+	section("### 12. health listener (wrk -c $C{health_connections} -t $C{threads}, $T s each; submit -c $c)\n\n",
 		md_table([ 'request', 'alone: req/s', 'p50 ms', 'p99 ms', 'listener CPU us/request',
 				'under submit: req/s', 'p99 ms', 'submit tps meanwhile', 'note' ], 'lrrrrrrrl', @rows),
-		"
-Submit throughput with /metrics and /health scraped once a second, against without, $n alternating pair(s) of $T s: "
-		  . join(', ', map { sprintf('%s / %s tps', f0($_->[1]{tps}), f0($_->[0]{tps})) } @pairs)
-		  . sprintf("; ratio of the sums %s.\n", f2($ratio)));
+		"\nSubmit throughput with /metrics and /health scraped once a second, against without, $n pair(s) of $T s (order ABBA): "
+		  . join(', ', map { sprintf('%s / %s tps (%s / %s us CPU per job)', f0($_->[1]{tps}), f0($_->[0]{tps}),
+					fus($_->[1]{cpu}), fus($_->[0]{cpu})) } @pairs)
+		  . sprintf("; ratio of the sums %s (server CPU per job %s).\n", f2($ratio),
+			f2(ratio($cpu_with, $cpu_without))));
 	target(figure => 'submit tps, listener scraped every second / not scraped',
 		hasched => f0($with / ($n || 1)), base => f0($without / ($n || 1)),
-		ratio => $ratio, min => 0.98, note => \@notes);
+		ratio => $ratio, min => 0.98, cpu => [ $cpu_with / ($n || 1), $cpu_without / ($n || 1) ],
+		note => \@notes);
 	return;
 }
 

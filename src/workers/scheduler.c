@@ -946,7 +946,6 @@ scheduler_round(void)
 		figures_due = count_figures();
 		return Min(STANDBY_POLL_MS, figures_due);
 	}
-	figures_due = count_figures();
 	if (primary && hs_notify_pending())
 	{
 		hs_xact_begin("hasched scheduler: notifying pull workers");
@@ -956,13 +955,19 @@ scheduler_round(void)
 	now = GetCurrentTimestamp();
 	if (primary && now < next_round_at &&
 		pg_atomic_exchange_u32(&hs_shared->round_requested, 0) == 0)
-		return Min((long) ((next_round_at - now + 999) / 1000), figures_due);
+	{
+		figures_due = count_figures();
+		now = GetCurrentTimestamp();
+		return Max(Min((long) ((next_round_at - now + 999) / 1000), figures_due), 0);
+	}
 
 	pg_atomic_write_u32(&hs_shared->round_requested, 0);
 	delay = primary_tick(&primary);
 	next_round_at = GetCurrentTimestamp() + (int64) delay * 1000;
 	if (primary)
 		set_role(HS_ROLE_PRIMARY);
+	/* the takeover and the round first: counting can wait for them */
+	figures_due = count_figures();
 	return Min(delay, figures_due);
 }
 
