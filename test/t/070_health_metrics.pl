@@ -30,7 +30,9 @@
 #     histogram counts every start; refused submits by reason (read_only,
 #     quota, rate);
 #   - jobs by queue and state: past hasched.metrics_max_queues (2 here) the
-#     smaller queues are summed into queue="(other)".
+#     smaller queues are summed into queue="(other)";
+#   - executors: with no room in max_worker_processes, the row is degraded
+#     and says what to raise.
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/070_health_metrics.pl
@@ -302,6 +304,18 @@ like($body, qr/^\{"status": "failed"/, 'overall failed');
 $standby->start;
 ok($primary->poll_within(30, q{SELECT status = 'ok' FROM hasched.health() WHERE component = 'replication'}),
 	'it is back: replication ok');
+
+# --- executors that cannot start -------------------------------------------------------------
+# room for the scheduler and the logical replication launcher only
+my $tight = HaschedCluster->primary('tight', conf => "max_worker_processes = 2\n");
+$tight->query(q{INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
+	INSERT INTO hasched.queue (name, transport) VALUES ('sq', 'sql')});
+$tight->query(q{SELECT hasched.submit('sq', '{"sql": "SELECT 1"}')});
+ok($tight->poll_within(30, q{SELECT status = 'degraded' AND detail LIKE 'could not start an executor % s ago: raise max_worker_processes; 0 running%'
+	FROM hasched.health() WHERE component = 'executors'}),
+	'no room for an executor: executors degraded, saying what to raise')
+  or diag(status_of($tight, 'executors'));
+$tight->stop;
 
 diag("GET /health on the primary:\n$curl_health");
 diag("GET /metrics on the primary (excerpt):\n" . join("\n", grep { !/^#/ } split /\n/, $m5));
