@@ -11,8 +11,9 @@
  *		  trigger (job_state.c), which sees every transition, in the
  *		  backend's memory, and added to shared atomics when the
  *		  transaction commits (wakeup.c's callbacks call
- *		  hs_metrics_xact_end); a subtransaction that aborts takes back
- *		  what it counted.  Refused submits (quota, rate, read-only) and
+ *		  hs_metrics_xact_end; a PREPARE counts too, as for quotas, even
+ *		  if the prepared transaction is rolled back later); a
+ *		  subtransaction that aborts takes back what it counted.  Refused submits (quota, rate, read-only) and
  *		  the epochs the scheduler opens are counted at once;
  *		- the figures the scheduler counts every hasched.stats_interval
  *		  (hs_figures_count): jobs not finished by queue and state, the
