@@ -78,6 +78,9 @@ static int	n_listeners = 0;
 static TimestampTz next_bind_attempt = 0;
 static char last_bind_error[128] = "";
 static Client *clients = NULL;	/* MAX_CLIENTS of them */
+static bool answering = false;	/* inside client_answer_held() */
+
+static bool client_answer_held(Client *c);
 
 /* ------------------------------------------------------------------------
  * Listening sockets
@@ -296,6 +299,18 @@ client_send(Client *c)
 	}
 	c->last_used = GetCurrentTimestamp();
 	c->deadline = c->last_used + (int64) IDLE_TIMEOUT_MS * 1000;
+
+	/*
+	 * Pipelined requests already read wait for no socket event: answer
+	 * them now (a response that did not fit in the socket used to leave
+	 * them until the client sent more, or the connection timed out).
+	 */
+	if (c->in_len > 0)
+	{
+		c->deadline = c->last_used + (int64) REQUEST_TIMEOUT_MS * 1000;
+		if (!answering)			/* else the loop there goes on with them */
+			(void) client_answer_held(c);
+	}
 }
 
 /* Queue a whole response for the client (body may be NULL). */
@@ -647,10 +662,51 @@ answer(Client *c, const HttpRequest *req)
 }
 
 /*
- * Read what arrived; answer each complete request (pipelining allowed),
- * one response at a time.  The parser (src/common/http_request.c) refuses
- * a bad start at once, so garbage is answered without waiting for more.
+ * Answer the complete requests held in c->in (pipelining allowed), one
+ * response at a time: stop when a response waits for the socket, or the
+ * rest is incomplete.  The parser (src/common/http_request.c) refuses a
+ * bad start at once, so garbage is answered without waiting for more.
+ * False when the connection was closed.
  */
+static bool
+client_answer_held(Client *c)
+{
+	answering = true;
+	while (c->sock != PGINVALID_SOCKET && c->out == NULL && c->in_len > 0)
+	{
+		HttpRequest req;
+
+		switch (http_parse_request(c->in, c->in_len, REQUEST_MAX, &req))
+		{
+			case HTTP_INCOMPLETE:
+				answering = false;
+				return true;
+			case HTTP_BAD:
+				c->close_after = true;
+				c->in_len = 0;
+				respond(c, 400, "Bad Request", "text/plain", "bad request\n", false, NULL);
+				break;
+			case HTTP_TOO_LARGE:
+				c->close_after = true;
+				c->in_len = 0;
+				respond(c, 431, "Request Header Fields Too Large", "text/plain",
+						"request too large\n", false, NULL);
+				break;
+			case HTTP_OK:
+				c->in_len -= (int) req.length;
+				memmove(c->in, c->in + req.length, c->in_len);
+				answer(c, &req);
+				/* the next request held, if any, has its own time */
+				if (c->sock != PGINVALID_SOCKET && c->in_len > 0)
+					c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
+				break;
+		}
+	}
+	answering = false;
+	return c->sock != PGINVALID_SOCKET;
+}
+
+/* Read what arrived and answer what it completes. */
 static void
 client_read(Client *c)
 {
@@ -658,59 +714,23 @@ client_read(Client *c)
 	{
 		ssize_t		n;
 
-		if (c->out != NULL)
-			return;				/* one response at a time */
-		if (c->in_len < REQUEST_MAX)
+		if (!client_answer_held(c) || c->out != NULL || c->in_len >= REQUEST_MAX)
+			return;				/* closed, or a response waits for the socket */
+		n = recv(c->sock, c->in + c->in_len, REQUEST_MAX - c->in_len, 0);
+		if (n == 0)
 		{
-			n = recv(c->sock, c->in + c->in_len, REQUEST_MAX - c->in_len, 0);
-			if (n == 0)
-			{
+			client_close(c);
+			return;
+		}
+		if (n < 0)
+		{
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				client_close(c);
-				return;
-			}
-			if (n < 0)
-			{
-				if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-					client_close(c);
-				return;
-			}
-			if (c->in_len == 0)
-				c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
-			c->in_len += (int) n;
+			return;
 		}
-
-		while (c->sock != PGINVALID_SOCKET && c->out == NULL && c->in_len > 0)
-		{
-			HttpRequest req;
-
-			switch (http_parse_request(c->in, c->in_len, REQUEST_MAX, &req))
-			{
-				case HTTP_INCOMPLETE:
-					goto read_more;
-				case HTTP_BAD:
-					c->close_after = true;
-					c->in_len = 0;
-					respond(c, 400, "Bad Request", "text/plain", "bad request\n", false, NULL);
-					return;
-				case HTTP_TOO_LARGE:
-					c->close_after = true;
-					c->in_len = 0;
-					respond(c, 431, "Request Header Fields Too Large", "text/plain",
-							"request too large\n", false, NULL);
-					return;
-				case HTTP_OK:
-					c->in_len -= (int) req.length;
-					memmove(c->in, c->in + req.length, c->in_len);
-					answer(c, &req);
-					if (c->sock == PGINVALID_SOCKET)
-						return;
-					if (c->in_len > 0)
-						c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
-					break;
-			}
-		}
-read_more:
-		;
+		if (c->in_len == 0)
+			c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
+		c->in_len += (int) n;
 	}
 }
 

@@ -22,7 +22,10 @@
 #   - the listener's memory stays bounded (VmRSS grows by less than 16 MB);
 #   - while the lock holds the scheduler (it cannot count the jobs), /health
 #     goes on answering and, after the stall bound, says the scheduler is
-#     failed (503, "stalled"); when the lock is released it is 200 again.
+#     failed (503, "stalled"); when the lock is released it is 200 again;
+#   - a client that pipelines 150 requests in one write and reads late
+#     gets all 150 answers (the listener goes on with the requests it holds
+#     once an answer that did not fit in the socket is sent).
 #
 # Run (as an ordinary user, hasched installed):
 #   make REGRESS= installcheck PROVE_TESTS=test/t/071_health_hostile.pl
@@ -202,5 +205,42 @@ ok($node->poll_within(30, q{SELECT status = 'ok' FROM hasched.health() WHERE com
 	'lock released: the scheduler is ok again');
 my ($st) = HaschedCluster::http_get($port, '/health');
 is($st, 200, 'GET /health 200 again');
+
+# --- a client that pipelines requests and reads late ---------------------------------
+# 150 requests in one write (all held by the listener at once), answers of
+# about 48 kB each (100 queues with jobs): more than the socket buffers
+# take before the client reads.  The listener must go on with the requests
+# it holds once the client reads again (before the fix it stopped after
+# the answer that had not fit, at 87 of 150, until the connection timed
+# out).
+$node->query(q{INSERT INTO hasched.tenant (name, tier) VALUES (current_user, 'enterprise');
+	INSERT INTO hasched.queue (name) SELECT 'queue_with_a_long_name_' || i FROM generate_series(1, 100) i;
+	SELECT hasched.submit('queue_with_a_long_name_' || i, '{}') FROM generate_series(1, 100) i;});
+ok($node->poll_within(30, q{SELECT detail LIKE '% in 100 queue(s)%' FROM hasched.health() WHERE component = 'backlog'}),
+	'100 queues counted');
+{
+	my (undef, undef, $body) = HaschedCluster::http_get($port, '/metrics');
+	my $n = 150;
+	my $c = connect_one();
+	syswrite($c, "GET /metrics HTTP/1.1\r\n\r\n" x $n);
+	sleep 1;    # the answers back up
+	my ($got, $bytes, $tail) = (0, 0, '');
+	my $end = time + 20;
+	my $rin = '';
+	vec($rin, fileno($c), 1) = 1;
+	while (time < $end && $got < $n)
+	{
+		last unless select(my $r = $rin, undef, undef, $end - time) > 0;
+		my $k = sysread($c, my $buf, 1 << 20);
+		last if !defined $k || $k == 0;
+		$bytes += $k;
+		my $scan = $tail . $buf;
+		$got += () = $scan =~ m{HTTP/1\.1 200 OK}g;
+		$tail = substr($scan, -14);    # shorter than a match: none counted twice
+	}
+	is($got, $n, sprintf('%d pipelined GET /metrics of %d bytes, read late: all answered (%d bytes)',
+			$n, length $body, $bytes));
+	close $c;
+}
 
 done_testing();
