@@ -272,26 +272,51 @@ backlog_row(HsHealthRow *rows, int *n, const HsFigures *f, bool read, TimestampT
 }
 
 /*
- * The mode: hasched.state as the scheduler last read it (set_mode()).
- * Automatic modes (read-only under overload, priority hold-back, paused
- * queues) are to show here too, from their own shared state.
+ * The mode: hasched.state as the scheduler last read it (set_mode()), and
+ * the automatic modes of degrade.c (read-only under overload, priority
+ * hold-back) from their shared state.  Degraded while any is in force.
  */
 static void
 mode_row(HsHealthRow *rows, int *n, const HsFigures *f, bool read)
 {
+	HsDegradeStatus st;
+	StringInfoData d;
+	bool		degraded = false;
+
+	hs_degrade_status(&st);
+	initStringInfo(&d);
 	if (!read || f->mode == HS_MODE_UNKNOWN)
-		add_row(rows, n, "mode", "degraded",
-				pstrdup("not read yet: the scheduler reads hasched.state every hasched.stats_interval"));
+	{
+		degraded = true;
+		appendStringInfoString(&d, "not read yet: the scheduler reads hasched.state every hasched.stats_interval");
+	}
 	else if (f->mode == HS_MODE_NORMAL)
-		add_row(rows, n, "mode", "ok", psprintf("normal since %s", ts(f->mode_since)));
+		appendStringInfo(&d, "normal since %s", ts(f->mode_since));
 	else
-		add_row(rows, n, "mode", "degraded",
-				psprintf("%s since %s%s%s: %s; end it with SELECT hasched.set_mode('normal')",
+	{
+		degraded = true;
+		appendStringInfo(&d, "%s since %s%s%s: %s; end it with SELECT hasched.set_mode('normal')",
 						 hs_mode_name(f->mode), ts(f->mode_since),
 						 f->mode_reason[0] ? ", reason: " : "", f->mode_reason,
 						 f->mode == HS_MODE_READ_ONLY ?
 						 "submissions are refused (JQ003), claims and reports go on" :
-						 "submissions are accepted, no job is handed out"));
+						 "submissions are accepted, no job is handed out");
+	}
+	if (st.read_only)
+	{
+		degraded = true;
+		appendStringInfo(&d, "; automatic read-only since %s (%s): submissions are refused (JQ003) until the load falls, or set_mode('normal') overrides it",
+						 ts(st.read_only_since), st.read_only_why);
+	}
+	if (st.holdback)
+	{
+		degraded = true;
+		appendStringInfo(&d, "; priority hold-back since %s: a due job of medium priority waits %.0f s, of low priority %.0f s",
+						 ts(st.holdback_since),
+						 seconds(st.holdback_us[HS_PRIORITY_MEDIUM]),
+						 seconds(st.holdback_us[HS_PRIORITY_LOW]));
+	}
+	add_row(rows, n, "mode", degraded ? "degraded" : "ok", d.data);
 }
 
 /*

@@ -540,6 +540,17 @@ metrics_body(StringInfo s)
 			appendStringInfo(s, "hasched_mode{mode=\"%s\"} %d\n", modes[k],
 							 strcmp(hs_mode_name(fig->mode), modes[k]) == 0 ? 1 : 0);
 
+	/* the automatic modes (degrade.c) */
+	{
+		HsDegradeStatus st;
+
+		hs_degrade_status(&st);
+		metric(s, "hasched_auto_read_only", "1 while the automatic read-only mode (overload) is in force.", "gauge");
+		appendStringInfo(s, "hasched_auto_read_only %d\n", st.read_only ? 1 : 0);
+		metric(s, "hasched_holdback", "1 while lower priorities are held back under a backlog.", "gauge");
+		appendStringInfo(s, "hasched_holdback %d\n", st.holdback ? 1 : 0);
+	}
+
 	/* the jobs the scheduler counted */
 	metric(s, "hasched_jobs",
 		   "Unfinished jobs by queue and state, as the scheduler last counted them (every hasched.stats_interval); the deepest hasched.metrics_max_queues queues, the others summed as queue \"(other)\".",

@@ -18,7 +18,10 @@
 #     standby counts what it replayed), with the oldest due job; past
 #     hasched.health_due_age the row is degraded naming the queue;
 #   - mode: set_mode('read_only') makes the mode row degraded with the
-#     reason, and /metrics hasched_mode{mode="read_only"} 1;
+#     reason, and /metrics hasched_mode{mode="read_only"} 1; so do the
+#     automatic read-only mode and the priority hold-back (degrade.c), with
+#     hasched_auto_read_only and hasched_holdback 1, and the automatic
+#     refusal counts as read_only;
 #   - /metrics passes a strict check of the Prometheus text format (every
 #     line a HELP, TYPE or sample; HELP and TYPE once per family, before its
 #     samples; names hasched_*; labels quoted and escaped; values numbers;
@@ -304,6 +307,23 @@ like($body, qr/^\{"status": "failed"/, 'overall failed');
 $standby->start;
 ok($primary->poll_within(30, q{SELECT status = 'ok' FROM hasched.health() WHERE component = 'replication'}),
 	'it is back: replication ok');
+
+# --- the automatic modes (degrade.c) show in the mode row and /metrics ---------------------------
+# 12 jobs wait: thresholds of 5 put the primary in both automatic modes
+$primary->query(q{ALTER SYSTEM SET hasched.readonly_backlog = 5;
+	ALTER SYSTEM SET hasched.holdback_backlog = 5; SELECT pg_reload_conf()});
+ok($primary->poll_within(30, q{SELECT status = 'degraded' AND detail LIKE '%; automatic read-only since % (%): submissions are refused (JQ003)%; priority hold-back since %: a due job of medium priority waits 300 s, of low priority 3600 s'
+	FROM hasched.health() WHERE component = 'mode'}),
+	'overload: the mode row shows the automatic read-only mode and the hold-back')
+  or diag(status_of($primary, 'mode'));
+my $m6 = metrics($pport);
+is(sample($m6, 'hasched_auto_read_only') . sample($m6, 'hasched_holdback'), '11',
+	'metrics: hasched_auto_read_only 1, hasched_holdback 1');
+like($primary->query_error(q{SELECT hasched.submit('qa', '{}')}), qr/JQ003/, 'automatic read-only: a submit is refused');
+is(sample(metrics($pport), 'hasched_submits_refused_total{reason="read_only"}'), 2,
+	'the automatic refusal counts as read_only too');
+$primary->query(q{ALTER SYSTEM RESET hasched.readonly_backlog;
+	ALTER SYSTEM RESET hasched.holdback_backlog; SELECT pg_reload_conf()});
 
 # --- executors that cannot start -------------------------------------------------------------
 # room for the scheduler and the logical replication launcher only
