@@ -15,6 +15,8 @@
 #                           timeout (the suite uses 6 s)
 # make check-layers         the include rules between src/ layers (CI runs it)
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
+# make fuzz-http            libFuzzer on the health listener's request parser
+#                           for FUZZ_SECONDS (600)
 # make stress               the randomized concurrent checker of the claim path
 #                           for STRESS_SECONDS (600) against a throwaway server
 #                           (test/stress/run.sh); exits 1 when it finds a defect
@@ -77,7 +79,7 @@ clean: clean-hasched-worker
 clean-hasched-worker:
 	$(MAKE) -C $(srcdir)/hasched-worker clean
 
-.PHONY: test demo bench unittest fuzz check-layers check-version zk-long stress
+.PHONY: test demo bench unittest fuzz fuzz-http check-layers check-version zk-long stress
 test:
 	bash scripts/test.sh
 demo:
@@ -94,6 +96,9 @@ zk-long:
 # libFuzzer on the cron parser; FUZZ_SECONDS=600 by default
 fuzz:
 	$(MAKE) -C fuzz run
+# libFuzzer on the HTTP request parser of the health listener
+fuzz-http:
+	$(MAKE) -C fuzz run-http
 # src/common includes nothing of PostgreSQL's; core only common; api and
 # workers only core and common (scripts/check-layers.sh says what is wrong)
 check-layers:

@@ -38,6 +38,11 @@
 #                  through RabbitMQ (hasched's dispatcher) vs this machine's
 #                  fork + exec + wait rate of `true`; submit -> start latency
 #                  with the worker idle, pull (NOTIFY) and through the broker
+#  12 health       the health listener: GET /health and /metrics with wrk
+#                  (BENCH_HEALTH_CONNECTIONS keep-alive connections), alone
+#                  and while the submit benchmark runs (requests/s, p99);
+#                  submit throughput with /health and /metrics scraped every
+#                  second / without, alternating runs (run after step 7)
 #
 # Every figure includes a real WAL flush per commit (fsync and
 # synchronous_commit on).  Besides throughput, each measured run reports the
@@ -81,6 +86,9 @@
 #   BENCH_WORKER_CONCURRENCY  hasched-worker --concurrency in step 11 [16]
 #   BENCH_WORKER_LATENCY_JOBS jobs submitted one by one per mode in step 11
 #                          [200; 50]
+#   BENCH_HEALTH_CONNECTIONS  wrk -c of step 12 [100]
+#   BENCH_HEALTH_ROUNDS    pairs of submit runs (scraped, not) of step 12, in the
+#                          order ABBA [4; 2]
 #   BENCH_OUT              directory for the raw output [bench/out/<UTC stamp>]
 #   BENCH_KEEP_TMP=1       keep the data directories (servers stopped anyway)
 #   PG_CONFIG              the PostgreSQL to use [/usr/lib/postgresql/15/bin/pg_config]
@@ -141,14 +149,16 @@ fatal('initdb refuses root: run bench/run.sh (it runs this as an ordinary user)'
 # --------------------------------------------------------------------------
 my $QUICK = ($ENV{BENCH_QUICK} // '') eq '1';
 my @STEP_NAMES = qw(submit submit_many claim snapshot drain latency cron
-  failover long_drain dispatch worker);
+  failover long_drain dispatch worker health);
 my %C;    # lower-case names without BENCH_
 {
 	# name => [default, quick default]; all positive integers but the lists
 	my %defaults = (
-		STEPS                => ['1 2 3 4 5 6 7 8 9 10 11', '1 2 3 4 5 6 7 8 10 11'],
+		STEPS                => ['1 2 3 4 5 6 7 8 9 10 11 12', '1 2 3 4 5 6 7 8 10 11 12'],
 		DISPATCH_JOBS        => [20000, 2000],
 		DISPATCH_BATCH       => [100, 100],
+		HEALTH_CONNECTIONS   => [100, 100],
+		HEALTH_ROUNDS        => [4, 2],
 		SECONDS              => [15, 3],
 		SNAPSHOT_SECONDS     => [60, 10],
 		WINDOW               => [10, 3],
@@ -194,7 +204,7 @@ my %C;    # lower-case names without BENCH_
 	for my $s (@{ $C{steps} })
 	{
 		my $name = $number{$s} // $s;
-		fatal("unknown step '$s' in BENCH_STEPS (known: 1-10 or @STEP_NAMES)")
+		fatal("unknown step '$s' in BENCH_STEPS (known: 1-12 or @STEP_NAMES)")
 		  unless $known{$name};
 		push @steps, $name;
 	}
@@ -1809,6 +1819,183 @@ sub step_worker
 	return;
 }
 
+# 12. The health listener (src/workers/health_listener.c) on the bench
+# server: wrk with BENCH_HEALTH_CONNECTIONS keep-alive connections on GET
+# /health and GET /metrics, alone, then while the submit benchmark of step
+# 1 runs (their p99); then the submit benchmark with /health and /metrics
+# scraped once a second (as Prometheus and a load balancer would) against
+# the same without, BENCH_HEALTH_ROUNDS alternating pairs, the ratio of the
+# sums.
+my $HEALTH_PORT = PostgreSQL::Test::Cluster::get_free_port();
+
+# wrk_run(NAME, PATH, SECONDS [, start => 1]): wrk's figures (rps, p50, p99
+# in ms, non2xx, errors); with start => 1 it returns the running harness
+# and a ref to its output instead (finish with wrk_parse)
+sub wrk_run
+{
+	my ($name, $path, $secs, %o) = @_;
+	my $c = $C{health_connections};
+	my @cmd = ('wrk', '-t', $C{threads}, '-c', $c, '-d', "${secs}s", '--latency',
+		"http://127.0.0.1:$HEALTH_PORT$path");
+	push @CMDS, join(' ', @cmd) . "   # $name";
+	my $output = '';
+	my $cpu0 = listener_cpu();
+	if ($o{start})
+	{
+		my $h = IPC::Run::start(\@cmd, '>', \$output, '2>&1');
+		return ($h, \$output, $cpu0);
+	}
+	IPC::Run::run(\@cmd, '>', \$output, '2>&1');
+	return wrk_parse($name, $output, $cpu0);
+}
+
+# CPU ticks used so far by the health listener process
+sub listener_cpu
+{
+	my ($pid) = query(q{SELECT detail FROM hasched.health() WHERE component = 'health listener'})
+	  =~ /pid (\d+)/;
+	return undef unless $pid;
+	my @s = proc_stat($pid);
+	return ($s[11] // 0) + ($s[12] // 0);
+}
+
+sub wrk_ms
+{
+	my ($v, $unit) = @_;
+	return $unit eq 'us' ? $v / 1000 : $unit eq 's' ? $v * 1000 : $unit eq 'm' ? $v * 60000 : $v;
+}
+
+sub wrk_parse
+{
+	my ($name, $output, $cpu0) = @_;
+	my $cpu1 = listener_cpu();
+	spew("$OUTDIR/$name.txt", $output);
+	my %r;
+	($r{rps}) = $output =~ /^Requests\/sec:\s+([\d.]+)/m;
+	my ($n) = $output =~ /^\s*(\d+) requests in /m;
+	$r{cpu} = cpu_us($cpu1 - $cpu0, $n) if defined $cpu0 && defined $cpu1 && $n;
+	$r{p50} = wrk_ms($1, $2) if $output =~ /^\s+50%\s+([\d.]+)(us|ms|s|m)$/m;
+	$r{p99} = wrk_ms($1, $2) if $output =~ /^\s+99%\s+([\d.]+)(us|ms|s|m)$/m;
+	($r{non2xx}) = $output =~ /Non-2xx or 3xx responses: (\d+)/;
+	($r{errors}) = $output =~ /Socket errors: (.*)$/m;
+	$r{note} = 'wrk failed' unless defined $r{rps};
+	# say why /health was not 200
+	if ($r{non2xx})
+	{
+		my $why = query(q{SELECT string_agg(component || ': ' || status || ': ' || detail, '; ')
+		                    FROM hasched.health() WHERE status <> 'ok'});
+		say("  $name: health now: $why");
+	}
+	say(sprintf('  %-28s %s requests/s  p50 %s ms  p99 %s ms  listener CPU %s us/request%s%s', $name, f0($r{rps}),
+			f2($r{p50}), f2($r{p99}), fus($r{cpu}), $r{non2xx} ? "  non-2xx $r{non2xx}" : '',
+			$r{errors} ? "  socket errors: $r{errors}" : ''));
+	return \%r;
+}
+
+# A child that GETs /health and /metrics once a second until killed.
+sub start_scraper
+{
+	my $pid = fork();
+	fatal("fork: $!") unless defined $pid;
+	return $pid if $pid;
+	$SIG{TERM} = sub { POSIX::_exit(0) };
+	while (1)
+	{
+		my $t = time;
+		eval { HaschedCluster::http_get($HEALTH_PORT, '/metrics'); 1 };
+		eval { HaschedCluster::http_get($HEALTH_PORT, '/health'); 1 };
+		my $rest = 1 - (time - $t);
+		sleep $rest if $rest > 0;
+	}
+}
+
+sub step_health
+{
+	my ($T, $c, $n) = ($C{seconds}, $C{submit_clients}, $C{health_rounds});
+	header("12. health listener: wrk -c $C{health_connections} on /health and /metrics; submit while scraped");
+	if (system('command -v wrk >/dev/null 2>&1') != 0)
+	{
+		say('  wrk is not installed (scripts/deps.d/health.list): step skipped');
+		return;
+	}
+	my %w;
+	# the scheduler up and counting (it restarts once when the bench database is created)
+	wait_sql(30, q{SELECT bool_and(status <> 'failed') AND bool_or(component = 'backlog' AND status = 'ok')
+	                 FROM hasched.health()})
+	  or say('  health() not ok after 30 s: ' . query(q{SELECT string_agg(component || ': ' || detail, '; ')
+	                                                   FROM hasched.health() WHERE status <> 'ok'}));
+	for my $path ('/health', '/metrics')
+	{
+		(my $p = $path) =~ s{/}{};
+		$w{"alone_$p"} = wrk_run("wrk_${p}_alone", $path, $T);
+	}
+	# under the submit benchmark: wrk and pgbench side by side
+	for my $path ('/health', '/metrics')
+	{
+		(my $p = $path) =~ s{/}{};
+		my ($h, $out, $cpu0) = wrk_run("wrk_${p}_under_submit", $path, $T, start => 1);
+		$w{"submit_$p"} = pgbench_run("submit_under_wrk_$p", script => 'submit.pgbench', clients => $c);
+		$h->finish;
+		$w{"under_$p"} = wrk_parse("wrk_${p}_under_submit", $$out, $cpu0);
+	}
+	# scraped once a second / not scraped, in the order ABBA ABBA ... (the
+	# job table grows run after run, and throughput drifts with it: the
+	# order cancels a steady drift)
+	my ($with, $without, $cpu_with, $cpu_without) = (0, 0, 0, 0);
+	my @pairs;
+	my $scraped = sub {
+		my ($i) = @_;
+		my $pid = start_scraper();
+		my $on = pgbench_run("submit_scraped_$i", script => 'submit.pgbench', clients => $c);
+		kill 'TERM', $pid;
+		waitpid($pid, 0);
+		return $on;
+	};
+	for my $i (1 .. $n)
+	{
+		my ($off, $on);
+		if ($i % 2)
+		{
+			$off = pgbench_run("submit_unscraped_$i", script => 'submit.pgbench', clients => $c);
+			$on = $scraped->($i);
+		}
+		else
+		{
+			$on = $scraped->($i);
+			$off = pgbench_run("submit_unscraped_$i", script => 'submit.pgbench', clients => $c);
+		}
+		push @pairs, [ $off, $on ];
+		$without += $off->{tps} // 0;
+		$with += $on->{tps} // 0;
+		$cpu_without += $off->{cpu} // 0;
+		$cpu_with += $on->{cpu} // 0;
+	}
+	my $ratio = ratio($with, $without);
+	my @notes = map { ($_->[0]{note}, $_->[1]{note}) } @pairs;
+
+	my @rows;
+	for my $p (qw(health metrics))
+	{
+		my ($a, $u) = ($w{"alone_$p"}, $w{"under_$p"});
+		push @rows, [ "GET /$p", f0($a->{rps}), f2($a->{p50}), f2($a->{p99}), fus($a->{cpu}),
+			f0($u->{rps}), f2($u->{p99}), f0($w{"submit_$p"}{tps}),
+			join(' ', grep { $_ } map { $_->{non2xx} ? "non-2xx $_->{non2xx}" : $_->{note} } $a, $u) ];
+	}
+	section("### 12. health listener (wrk -c $C{health_connections} -t $C{threads}, $T s each; submit -c $c)\n\n",
+		md_table([ 'request', 'alone: req/s', 'p50 ms', 'p99 ms', 'listener CPU us/request',
+				'under submit: req/s', 'p99 ms', 'submit tps meanwhile', 'note' ], 'lrrrrrrrl', @rows),
+		"\nSubmit throughput with /metrics and /health scraped once a second, against without, $n pair(s) of $T s (order ABBA): "
+		  . join(', ', map { sprintf('%s / %s tps (%s / %s us CPU per job)', f0($_->[1]{tps}), f0($_->[0]{tps}),
+					fus($_->[1]{cpu}), fus($_->[0]{cpu})) } @pairs)
+		  . sprintf("; ratio of the sums %s (server CPU per job %s).\n", f2($ratio),
+			f2(ratio($cpu_with, $cpu_without))));
+	target(figure => 'submit tps, listener scraped every second / not scraped',
+		hasched => f0($with / ($n || 1)), base => f0($without / ($n || 1)),
+		ratio => $ratio, min => 0.98, cpu => [ $cpu_with / ($n || 1), $cpu_without / ($n || 1) ],
+		note => \@notes);
+	return;
+}
+
 # ==========================================================================
 # main
 # ==========================================================================
@@ -1822,7 +2009,7 @@ sub main
 	my @facts = machine_facts();
 
 	header('server');
-	$NODE = node_primary('main');
+	$NODE = node_primary('main', conf => "hasched.health_port = $HEALTH_PORT\n");
 	say("server pid $PID{main}, socket " . $NODE->host . ", port " . $NODE->port . ', data ' . $NODE->data_dir);
 	my $pgver = query('SELECT version()');
 	my $extver = query("SELECT extversion FROM pg_extension WHERE extname = 'hasched'");
@@ -1845,6 +2032,7 @@ sub main
 	step_drain() if step_on('drain');
 	step_latency() if step_on('latency');
 	step_cron() if step_on('cron');
+	step_health() if step_on('health');
 	step_failover() if step_on('failover');
 	step_long_drain() if step_on('long_drain');
 	step_dispatch() if step_on('dispatch');

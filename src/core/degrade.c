@@ -126,6 +126,7 @@ hs_degrade_check_submit(TimestampTz mode_changed_at)
 	hs_degrade_status(&st);
 	if (!st.read_only || mode_changed_at >= st.read_only_since)
 		return;
+	hs_metrics_count_now(HS_CTR_REFUSED_READ_ONLY);
 	ereport(ERROR,
 			(errcode(HS_ERRCODE_READ_ONLY_MODE),
 			 errmsg("submission is temporarily disabled: hasched is overloaded"),

@@ -565,11 +565,13 @@ hs_fencing_next_lost_worker(char *name, TimestampTz *at)
  * ------------------------------------------------------------------------ */
 
 /*
- * The coordinator's health row: status (its state, or "fenced"), whether
- * that is healthy on this kind of server, and a detail.
+ * The coordinator's health row: status ok (leading; or, on a standby,
+ * connected), degraded (a standby not connected) or failed (a primary that
+ * does not lead), and a detail whose first word is the state: leader,
+ * standby, fenced, down or error.
  */
 void
-hs_fencing_health(const char **status, bool *healthy, char **detail)
+hs_fencing_health(const char **status, char **detail)
 {
 	HsFencing	f;
 	bool		standby = RecoveryInProgress();
@@ -582,8 +584,7 @@ hs_fencing_health(const char **status, bool *healthy, char **detail)
 
 	if (acting)
 	{
-		*status = "leader";
-		*healthy = true;
+		*status = "ok";
 		*detail = psprintf("leader since %s, fencing token %lld, epoch %d, session 0x%llx on %s, session timeout %d ms, fences itself %lld ms from now unless ZooKeeper answers",
 						   timestamptz_to_str(f.state_since), (long long) f.token, f.epoch,
 						   (unsigned long long) f.session_id, f.server, f.timeout_ms,
@@ -592,8 +593,7 @@ hs_fencing_health(const char **status, bool *healthy, char **detail)
 	}
 	if (f.coordinator_pid != 0 && f.error[0] == '\0' && standby)
 	{
-		*status = "standby";
-		*healthy = f.connected;
+		*status = f.connected ? "ok" : "degraded";
 		*detail = f.connected ?
 			psprintf("standby: not in the election; session 0x%llx on %s%s%s",
 					 (unsigned long long) f.session_id, f.server,
@@ -602,8 +602,9 @@ hs_fencing_health(const char **status, bool *healthy, char **detail)
 					 hs_zookeeper, f.server[0] ? ": " : "", f.server);
 		return;
 	}
-	*status = f.coordinator_pid == 0 ? "down" :
-		f.error[0] != '\0' ? "error" : "fenced";
-	*healthy = false;
-	*detail = psprintf("fenced (%s): %s", state_names[f.state], why);
+	/* the first word of the detail says which: fenced, down or error */
+	*status = "failed";
+	*detail = psprintf("%sfenced (%s): %s",
+					   f.coordinator_pid == 0 ? "down: " :
+					   f.error[0] != '\0' ? "error: " : "", state_names[f.state], why);
 }

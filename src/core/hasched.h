@@ -135,6 +135,9 @@ extern int	hs_circuit_failure_percent;
 extern int	hs_circuit_window;
 extern int	hs_circuit_min_calls;
 extern int	hs_circuit_open_duration;
+extern int	hs_stats_interval;
+extern int	hs_metrics_max_queues;
+extern int	hs_health_due_age;
 
 extern void hs_define_settings(void);
 extern void hs_force_submit_commit_level(void);
@@ -194,7 +197,8 @@ typedef struct HaschedShared
 	int			scheduler_role; /* HS_ROLE_* */
 	TimestampTz role_since;
 	int32		epoch;
-	TimestampTz last_tick;
+	TimestampTz last_tick;		/* the last round of the primary's work */
+	TimestampTz last_round;		/* the last round, on any server */
 	TimestampTz scheduler_next_wake;
 	int			sql_queues;		/* 1 when any sql queue exists (per the scheduler) */
 
@@ -378,16 +382,93 @@ extern void hs_schedule_delete(const char *name, Oid caller);
 extern TimestampTz hs_schedule_set_active(const char *name, bool active, Oid caller);
 extern TimestampTz hs_fire_due_schedules(TimestampTz now);
 
+/*
+ * metrics.c: what /metrics and health() show of the jobs, in shared memory.
+ *
+ * Counters: each backend counts the transitions its transaction makes (the
+ * job state trigger sees every one) and adds them to shared atomics when
+ * it commits; a subtransaction that aborts takes its counts back.
+ * Refusals (quota, rate, read-only) are counted at once: the refused
+ * transaction does not commit.  They count since the server started.
+ */
+typedef enum HsCounter
+{
+	HS_CTR_SUBMITTED = 0,		/* jobs inserted (submit, submit_many, schedules) */
+	HS_CTR_STARTED,				/* attempts started (leased to an executor or worker) */
+	HS_CTR_SUCCEEDED,			/* attempts that completed */
+	HS_CTR_FAILED,				/* attempts that failed and will be retried */
+	HS_CTR_DEAD,				/* jobs whose attempts are spent (or not retried) */
+	HS_CTR_CANCELLED,			/* jobs cancelled */
+	HS_CTR_REFUSED_QUOTA,		/* submits refused: quota (JQ001) */
+	HS_CTR_REFUSED_RATE,		/* submits refused: rate limit (JQ002) */
+	HS_CTR_REFUSED_READ_ONLY,	/* submits refused: read-only mode (JQ003) */
+	HS_CTR_FAILOVERS,			/* epochs this server's scheduler opened */
+	HS_NUM_COUNTERS
+} HsCounter;
+
+/* the submit -> start histogram: upper bounds in seconds, then +Inf */
+#define HS_LATENCY_BUCKETS	15
+extern const double hs_latency_bounds[HS_LATENCY_BUCKETS];
+
+/* the modes of hasched.state, as the scheduler last read them */
+#define HS_MODE_UNKNOWN		0	/* not read yet */
+#define HS_MODE_NORMAL		1
+#define HS_MODE_READ_ONLY	2
+#define HS_MODE_PAUSED		3
+
+/* One queue's jobs that are not finished, by state (HS_STATE_*). */
+typedef struct HsQueueFigures
+{
+	char		queue[HS_QUEUE_NAME_MAX];
+	int64		jobs[HS_NUM_STATES];
+	TimestampTz oldest_due;		/* run_at of its oldest due waiting job; 0: none */
+} HsQueueFigures;
+
+/*
+ * The scheduler's figures of its last count: per queue (at most
+ * hasched.metrics_max_queues, the deepest; the others summed into the row
+ * "(other)" with has_other set), the totals, the mode.
+ */
+typedef struct HsFigures
+{
+	TimestampTz counted_at;		/* 0: never counted */
+	int			n_queues;		/* rows in queues[] */
+	int			queues_total;	/* queues with unfinished jobs */
+	bool		has_other;		/* the last row sums the queues past the bound */
+	HsQueueFigures total;		/* every queue */
+	char		oldest_due_queue[HS_QUEUE_NAME_MAX];
+	int			mode;			/* HS_MODE_* */
+	char		mode_reason[128];
+	TimestampTz mode_since;
+	HsQueueFigures queues[FLEXIBLE_ARRAY_MEMBER];
+} HsFigures;
+
+extern Size hs_metrics_shmem_size(void);
+extern void hs_metrics_shmem_init(void);
+extern void hs_metrics_count(HsCounter counter, uint64 n);
+extern void hs_metrics_count_now(HsCounter counter);
+extern void hs_metrics_start_delay(TimestampTz due, TimestampTz started);
+extern void hs_metrics_xact_end(bool committed);
+extern void hs_metrics_subxact_end(bool committed);
+extern void hs_metrics_read_counters(uint64 *counters, uint64 *buckets, uint64 *sum_us);
+extern HsFigures *hs_figures_alloc(void);
+extern bool hs_figures_read(HsFigures *f);
+extern void hs_figures_publish(const HsFigures *f);
+extern void hs_figures_count(HsFigures *f);
+extern void hs_executor_start_failed(void);
+extern TimestampTz hs_executor_start_failed_at(void);
+extern const char *hs_mode_name(int mode);
+
 /* health.c: component health from shared memory only */
 typedef struct HsHealthRow
 {
 	const char *component;
-	const char *status;
-	bool		healthy;
+	const char *status;			/* ok, degraded or failed */
+	bool		healthy;		/* status is not failed */
 	char	   *detail;
 } HsHealthRow;
 
-#define HS_HEALTH_MAX_ROWS	12
+#define HS_HEALTH_MAX_ROWS	16
 
 extern int	hs_health_report(HsHealthRow *rows);
 extern bool hs_health_active_primary(void);
@@ -439,7 +520,7 @@ extern bool hs_fencing_term_pending(uint64 *term, int64 *token);
 extern void hs_fencing_epoch_opened(uint64 term, int32 epoch);
 extern void hs_fencing_worker_lost(const char *name, TimestampTz at);
 extern bool hs_fencing_next_lost_worker(char *name, TimestampTz *at);
-extern void hs_fencing_health(const char **status, bool *healthy, char **detail);
+extern void hs_fencing_health(const char **status, char **detail);
 
 /*
  * degrade.c: graceful degradation (the automatic read-only mode and the

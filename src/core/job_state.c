@@ -231,6 +231,40 @@ insert_as_restored(void)
 }
 
 /*
+ * Count a transition for /metrics (metrics.c; added to shared memory when
+ * the transaction commits).  A start counts the delay from the job being
+ * due (its run_at) to now; a start from dispatched is not a new attempt.
+ */
+static void
+count_transition(HsJobState from, HsJobState to, TimestampTz run_at)
+{
+	switch (to)
+	{
+		case HS_STATE_RUNNING:
+			if (from != HS_STATE_DISPATCHED)
+				hs_metrics_start_delay(run_at, GetCurrentTimestamp());
+			break;
+		case HS_STATE_DISPATCHED:
+			hs_metrics_start_delay(run_at, GetCurrentTimestamp());
+			break;
+		case HS_STATE_SUCCEEDED:
+			hs_metrics_count(HS_CTR_SUCCEEDED, 1);
+			break;
+		case HS_STATE_FAILED:
+			hs_metrics_count(HS_CTR_FAILED, 1);
+			break;
+		case HS_STATE_DEAD:
+			hs_metrics_count(HS_CTR_DEAD, 1);
+			break;
+		case HS_STATE_CANCELLED:
+			hs_metrics_count(HS_CTR_CANCELLED, 1);
+			break;
+		default:
+			break;
+	}
+}
+
+/*
  * The columns are read from the trigger's slots, which deform the tuple
  * once for all of them.
  */
@@ -282,6 +316,8 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 					 errmsg("a new job cannot start in state %s", hs_state_name(to)),
 					 errhint("Submit jobs with hasched.submit(); they start scheduled or pending.")));
 		becomes_claimable = hs_state_is_waiting(to);
+		if (!as_given)
+			hs_metrics_count(HS_CTR_SUBMITTED, 1);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
@@ -305,6 +341,8 @@ hasched_job_state_trigger(PG_FUNCTION_ARGS)
 		run_at_changed = DatumGetTimestampTz(old_run_at) != DatumGetTimestampTz(new_run_at);
 		becomes_claimable = hs_state_is_waiting(to) &&
 			(!hs_state_is_waiting(from) || run_at_changed);
+		if (from != to)
+			count_transition(from, to, DatumGetTimestampTz(old_run_at));
 
 		/*
 		 * For the claim cursors (claim.c): this transaction holds a waiting

@@ -428,6 +428,8 @@ hs_quota_charge(const char *tenant, Oid tenant_oid, const char *tier, int64 njob
 				(errmsg("hasched tenant table is full; tenant \"%s\" is not rate limited",
 						tenant),
 				 errhint("Raise hasched.max_tenants.")));
+	if (wait != 0)
+		hs_metrics_count_now(HS_CTR_REFUSED_RATE);
 	if (wait < 0)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_RATE_LIMITED),
@@ -455,6 +457,7 @@ hs_quota_charge(const char *tenant, Oid tenant_oid, const char *tier, int64 njob
 	{
 		TimestampTz reset = (TimestampTz) (day + 1) * USECS_PER_DAY;
 
+		hs_metrics_count_now(HS_CTR_REFUSED_QUOTA);
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_QUOTA_EXCEEDED),
 				 errmsg("tenant \"%s\" has reached its quota of %lld jobs per day",

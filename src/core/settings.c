@@ -55,6 +55,9 @@ int			hs_holdback_low = 60 * 60 * 1000;
 int			hs_degrade_min_dwell = 30000;
 double		hs_degrade_exit_ratio = 0.8;
 double		hs_slo_target = 99.99;
+int			hs_stats_interval = 1000;
+int			hs_metrics_max_queues = 100;
+int			hs_health_due_age = 300 * 1000;
 
 /* The values synchronous_commit accepts, in the order used by the GUC. */
 int			hs_health_port = 0;
@@ -254,6 +257,10 @@ static const Setting settings[] = {
 		"How long an executor beyond hasched.min_executors stays without work before it exits.",
 		NULL,
 		&hs_executor_idle_timeout, 60000, 0, 24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.health_due_age",
+		"How long the oldest due job may wait before health() shows the backlog as degraded; 0 never does.",
+		"A due job waits when no executor or worker takes jobs of its queue, or they cannot keep up.",
+		&hs_health_due_age, 300 * 1000, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.health_listen_addresses",
 		"Comma-separated IP addresses the HTTP health listener binds to.",
 		"Loopback by default; use * for every address.",
@@ -310,6 +317,10 @@ static const Setting settings[] = {
 		"Longest timeout, lease or retry delay a job or a queue may have.",
 		"Longer ones are refused (JQ013) and retry delays are capped at it.  It can be at most 2147483647 ms (about 24.8 days), the longest statement_timeout PostgreSQL can set.",
 		&hs_max_timeout, 7 * 24 * 3600 * 1000, 1000, INT_MAX, PGC_SUSET, GUC_UNIT_MS},
+	{"hasched.metrics_max_queues",
+		"Number of queues whose job counts have their own rows in /metrics and health().",
+		"The deepest queues get rows; the jobs of the others are summed into one row, queue \"(other)\".",
+		&hs_metrics_max_queues, 100, 1, 10000, PGC_POSTMASTER, 0},
 	{"hasched.min_executors",
 		"Executors kept running while any sql queue exists, idle or not.",
 		"Keeping one ready avoids starting a worker for the first job after a quiet spell.",
@@ -334,6 +345,10 @@ static const Setting settings[] = {
 		"Longest sleep of the scheduler between two rounds.",
 		"It wakes earlier for due schedules and delayed jobs, and when woken by a submit.",
 		&hs_scheduler_naptime, 1000, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS},
+	{"hasched.stats_interval",
+		"How often the scheduler counts the unfinished jobs by queue and state, for health() and /metrics.",
+		"Each count reads the waiting and running jobs (not the finished ones); the figures are as old as this at most, plus a round.",
+		&hs_stats_interval, 1000, 100, 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS},
 	{"hasched.tenant",
 		"Tenant that submit() uses when none is given; empty means the current role.",
 		"The current role must be a member of the tenant role.",

@@ -4,7 +4,8 @@
  *		hasched's shared memory: the HaschedShared struct (the scheduler's
  *		state and the writer registry), the executor slots, and the hooks
  *		that size and create them together with the claim cursor,
- *		rate-limit and pull listener hash tables.
+ *		rate-limit and pull listener hash tables and the metrics
+ *		(metrics.c).
  *
  * hasched must be in shared_preload_libraries: all of it is sized at
  * postmaster start.
@@ -65,6 +66,7 @@ hasched_shmem_request(void)
 	RequestAddinShmemSpace(hs_fencing_shmem_size());
 	RequestAddinShmemSpace(hs_degrade_shmem_size());
 	RequestAddinShmemSpace(hs_circuit_shmem_size());
+	RequestAddinShmemSpace(hs_metrics_shmem_size());
 	RequestNamedLWLockTranche("hasched", 3);
 }
 
@@ -113,6 +115,7 @@ hasched_shmem_startup(void)
 	hs_fencing_shmem_init();
 	hs_degrade_shmem_init();
 	hs_circuit_shmem_init();
+	hs_metrics_shmem_init();
 
 	LWLockRelease(AddinShmemInitLock);
 }

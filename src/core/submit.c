@@ -268,6 +268,8 @@ load_submit_context(const SubmitArgs *a, SubmitContext *ctx)
 	}
 
 	if (ctx->read_only)
+		hs_metrics_count_now(HS_CTR_REFUSED_READ_ONLY);
+	if (ctx->read_only)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_READ_ONLY_MODE),
 				 errmsg("hasched is in read-only mode: submissions are refused"),

@@ -550,6 +550,7 @@ xact_callback(XactEvent event, void *arg)
 			executor_cancels_at_end(true);
 			hs_claim_xact_end(true);
 			hs_quota_xact_end(true);
+			hs_metrics_xact_end(true);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -559,6 +560,7 @@ xact_callback(XactEvent event, void *arg)
 			executor_cancels_at_end(false);
 			hs_claim_xact_end(false);
 			hs_quota_xact_end(false);
+			hs_metrics_xact_end(false);
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* claim.c keeps the transaction's id for the prepared slot */
@@ -578,6 +580,7 @@ xact_callback(XactEvent event, void *arg)
 			hs_claim_xact_prepare();
 			/* its jobs stay counted (even if it is rolled back later) */
 			hs_quota_xact_end(true);
+			hs_metrics_xact_end(true);
 			break;
 		default:
 			/* the PRE_ events: nothing to do before the outcome is known */
@@ -593,9 +596,13 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	{
 		hs_claim_subxact_abort(mySubid);
 		hs_quota_subxact_end(false);
+		hs_metrics_subxact_end(false);
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
 		hs_quota_subxact_end(true);
+		hs_metrics_subxact_end(true);
+	}
 }
 
 /* Register the callbacks; called once, from _PG_init. */

@@ -15,9 +15,15 @@
  * REQUEST_MAX bytes and must arrive within REQUEST_TIMEOUT_MS of its first
  * byte (or of the connection); an idle keep-alive connection is closed
  * after IDLE_TIMEOUT_MS; at most MAX_CLIENTS connections are open, and when
- * all are taken the longest idle one is closed for a new one.  Only GET
- * (and HEAD) is served; anything else is answered 405, a malformed request
- * 400, an oversized one 431, and the connection closed.
+ * all are taken the longest idle one (or, when none is idle, the oldest
+ * request) is closed for a new one.  Only GET (and HEAD) is served;
+ * anything else is answered 405, a malformed request 400, an oversized one
+ * 431, and the connection closed.  The request parser is plain C in
+ * src/common/http_request.c (fuzzed by fuzz/http_fuzz.c).
+ *
+ * A response is built whole (a few kB) and sent as the socket takes it; a
+ * client that does not read it is closed at its deadline like one that
+ * does not finish its request.
  *
  * When the port cannot be bound (in use, bad address), the listener says
  * so in the log and in health(), and tries again every RETRY_BIND_MS; the
@@ -44,6 +50,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "common/http_request.h"
 #include "workers/worker.h"
 
 #define MAX_LISTEN			8
@@ -71,6 +78,9 @@ static int	n_listeners = 0;
 static TimestampTz next_bind_attempt = 0;
 static char last_bind_error[128] = "";
 static Client *clients = NULL;	/* MAX_CLIENTS of them */
+static bool answering = false;	/* inside client_answer_held() */
+
+static bool client_answer_held(Client *c);
 
 /* ------------------------------------------------------------------------
  * Listening sockets
@@ -190,11 +200,18 @@ client_close(Client *c)
 	c->in_len = c->out_len = c->out_sent = 0;
 }
 
-/* A free slot; when none, the longest idle connection makes room. */
+/*
+ * A free slot.  When none is free, the longest idle connection makes room;
+ * when none is idle either (every one is partway through a request, as
+ * with a slowloris attack), the one nearest its deadline does: a request
+ * that trickles in is older than one that is about to be answered.  So a
+ * new client is always served.
+ */
 static Client *
 client_slot(void)
 {
 	Client	   *idle = NULL;
+	Client	   *oldest = NULL;
 
 	for (int i = 0; i < MAX_CLIENTS; i++)
 	{
@@ -205,9 +222,11 @@ client_slot(void)
 		if (c->in_len == 0 && c->out == NULL &&
 			(idle == NULL || c->last_used < idle->last_used))
 			idle = c;
+		if (oldest == NULL || c->deadline < oldest->deadline)
+			oldest = c;
 	}
 	if (idle == NULL)
-		return NULL;
+		idle = oldest;
 	client_close(idle);
 	return idle;
 }
@@ -264,11 +283,34 @@ client_send(Client *c)
 	c->out_len = c->out_sent = 0;
 	if (c->close_after)
 	{
+		char		discard[4096];
+
+		/*
+		 * Closing a socket with unread input resets the connection, which
+		 * can make the client lose the answer just sent (a 431 to a client
+		 * still sending its headers): end our side first and discard what
+		 * has arrived, a bounded amount, without waiting for more.
+		 */
+		(void) shutdown(c->sock, SHUT_WR);
+		for (int i = 0; i < 16 && recv(c->sock, discard, sizeof(discard), MSG_DONTWAIT) > 0; i++)
+			;
 		client_close(c);
 		return;
 	}
 	c->last_used = GetCurrentTimestamp();
 	c->deadline = c->last_used + (int64) IDLE_TIMEOUT_MS * 1000;
+
+	/*
+	 * Pipelined requests already read wait for no socket event: answer
+	 * them now (a response that did not fit in the socket used to leave
+	 * them until the client sent more, or the connection timed out).
+	 */
+	if (c->in_len > 0)
+	{
+		c->deadline = c->last_used + (int64) REQUEST_TIMEOUT_MS * 1000;
+		if (!answering)			/* else the loop there goes on with them */
+			(void) client_answer_held(c);
+	}
 }
 
 /* Queue a whole response for the client (body may be NULL). */
@@ -320,17 +362,19 @@ json_string(StringInfo s, const char *v)
 	appendStringInfoChar(s, '"');
 }
 
-/* GET /health: 200 when every component is healthy, else 503; JSON. */
+/*
+ * GET /health: the rows of health(), JSON; 200 unless a component failed
+ * (the first row, overall, is the worst of them), else 503.
+ */
 static int
 health_body(StringInfo s)
 {
 	HsHealthRow rows[HS_HEALTH_MAX_ROWS];
 	int			n = hs_health_report(rows);
-	bool		healthy = true;
 
-	for (int i = 0; i < n; i++)
-		healthy &= rows[i].healthy;
-	appendStringInfo(s, "{\"status\": \"%s\", \"components\": [", healthy ? "ok" : "failed");
+	appendStringInfoString(s, "{\"status\": ");
+	json_string(s, rows[0].status);
+	appendStringInfoString(s, ", \"components\": [");
 	for (int i = 0; i < n; i++)
 	{
 		appendStringInfoString(s, i ? ", {\"component\": " : "{\"component\": ");
@@ -342,7 +386,7 @@ health_body(StringInfo s)
 		appendStringInfoChar(s, '}');
 	}
 	appendStringInfoString(s, "]}\n");
-	return healthy ? 200 : 503;
+	return rows[0].healthy ? 200 : 503;
 }
 
 static void
@@ -383,15 +427,60 @@ circuit_metrics(StringInfo s)
 	pfree(c);
 }
 
-/* GET /metrics: the Prometheus text format (version 0.0.4). */
+
+/* A label value, escaped as the text format wants (\\, \", \n). */
+static void
+label_value(StringInfo s, const char *v)
+{
+	for (const char *p = v; *p; p++)
+	{
+		if (*p == '\\' || *p == '"')
+			appendStringInfoChar(s, '\\');
+		if (*p == '\n')
+			appendStringInfoString(s, "\\n");
+		else
+			appendStringInfoChar(s, *p);
+	}
+}
+
+/* one sample of hasched_jobs for each unfinished state of a queue */
+static void
+queue_jobs(StringInfo s, const HsQueueFigures *q)
+{
+	static const HsJobState states[] = {
+		HS_STATE_SCHEDULED, HS_STATE_PENDING, HS_STATE_FAILED,
+		HS_STATE_RUNNING, HS_STATE_DISPATCHED
+	};
+
+	for (int i = 0; i < lengthof(states); i++)
+	{
+		appendStringInfoString(s, "hasched_jobs{queue=\"");
+		label_value(s, q->queue);
+		appendStringInfo(s, "\",state=\"%s\"} " INT64_FORMAT "\n",
+						 hs_state_name(states[i]), q->jobs[states[i]]);
+	}
+}
+
+/*
+ * GET /metrics: the Prometheus text format (version 0.0.4), from shared
+ * memory only.  Every name is listed in the README ("Metrics").
+ */
 static void
 metrics_body(StringInfo s)
 {
 	HsHealthRow rows[HS_HEALTH_MAX_ROWS];
 	int			n = hs_health_report(rows);
 	HaschedShared snap;
+	HsFigures  *fig = hs_figures_alloc();
+	bool		fig_ok = hs_figures_read(fig);
+	uint64		counters[HS_NUM_COUNTERS];
+	uint64		buckets[HS_LATENCY_BUCKETS + 1];
+	uint64		sum_us;
+	uint64		cumulative = 0;
 	int			by_state[HS_EXEC_BUSY + 1] = {0};
 	static const char *const exec_states[] = {"free", "starting", "idle", "woken", "busy"};
+	static const char *const statuses[] = {"ok", "degraded", "failed"};
+	static const char *const modes[] = {"normal", "read_only", "paused"};
 	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&hs_shared->mutex);
@@ -399,7 +488,9 @@ metrics_body(StringInfo s)
 	for (int i = 0; i < hs_max_executors; i++)
 		by_state[hs_executors[i].state]++;
 	SpinLockRelease(&hs_shared->mutex);
+	hs_metrics_read_counters(counters, buckets, &sum_us);
 
+	/* the server and its processes */
 	metric(s, "hasched_up", "1 while the health listener answers.", "gauge");
 	appendStringInfoString(s, "hasched_up 1\n");
 	metric(s, "hasched_active_primary", "1 on the primary whose scheduler is active (GET /primary).", "gauge");
@@ -408,92 +499,168 @@ metrics_body(StringInfo s)
 	appendStringInfo(s, "hasched_streaming_standby %d\n", hs_health_streaming() ? 1 : 0);
 	metric(s, "hasched_epoch", "The scheduler epoch this server runs in (0 before its first round as primary).", "gauge");
 	appendStringInfo(s, "hasched_epoch %d\n", snap.epoch);
+	metric(s, "hasched_failovers_total", "Epochs this server's scheduler opened since the server started (promotions, ZooKeeper leadership terms).", "counter");
+	appendStringInfo(s, "hasched_failovers_total " UINT64_FORMAT "\n", counters[HS_CTR_FAILOVERS]);
 	metric(s, "hasched_scheduler_up", "1 while the scheduler process runs.", "gauge");
 	appendStringInfo(s, "hasched_scheduler_up %d\n", snap.scheduler_pid != 0 ? 1 : 0);
 	metric(s, "hasched_scheduler_last_round_age_seconds",
-		   "Seconds since the scheduler's last round as primary (absent before the first).", "gauge");
-	if (snap.last_tick != 0)
+		   "Seconds since the scheduler's last round (as primary: of the primary's work; absent before the first).", "gauge");
+	if (snap.scheduler_role == HS_ROLE_PRIMARY ? snap.last_tick != 0 : snap.last_round != 0)
 		appendStringInfo(s, "hasched_scheduler_last_round_age_seconds %.3f\n",
-						 (double) (now - snap.last_tick) / 1e6);
+						 (double) (now - (snap.scheduler_role == HS_ROLE_PRIMARY ?
+										  snap.last_tick : snap.last_round)) / 1e6);
 	metric(s, "hasched_executors", "Executor slots by state.", "gauge");
 	for (int i = 1; i <= HS_EXEC_BUSY; i++)
 		appendStringInfo(s, "hasched_executors{state=\"%s\"} %d\n", exec_states[i], by_state[i]);
 	metric(s, "hasched_executors_max", "hasched.max_executors.", "gauge");
 	appendStringInfo(s, "hasched_executors_max %d\n", hs_max_executors);
-	metric(s, "hasched_component_healthy", "1 when the component is healthy (as in GET /health).", "gauge");
+
+	/* health, as in GET /health */
+	metric(s, "hasched_component_healthy", "1 when the component's status is not failed (as in GET /health).", "gauge");
 	for (int i = 0; i < n; i++)
-		appendStringInfo(s, "hasched_component_healthy{component=\"%s\"} %d\n",
-						 rows[i].component, rows[i].healthy ? 1 : 0);
+	{
+		appendStringInfoString(s, "hasched_component_healthy{component=\"");
+		label_value(s, rows[i].component);
+		appendStringInfo(s, "\"} %d\n", rows[i].healthy ? 1 : 0);
+	}
+	metric(s, "hasched_component_status", "1 for the component's status (ok, degraded, failed), 0 for the others.", "gauge");
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < lengthof(statuses); k++)
+		{
+			appendStringInfoString(s, "hasched_component_status{component=\"");
+			label_value(s, rows[i].component);
+			appendStringInfo(s, "\",status=\"%s\"} %d\n", statuses[k],
+							 strcmp(rows[i].status, statuses[k]) == 0 ? 1 : 0);
+		}
+
+	/* the mode, as the scheduler last read it */
+	metric(s, "hasched_mode", "1 for the mode set by set_mode() (normal, read_only, paused), 0 for the others; none before the scheduler read it.", "gauge");
+	if (fig_ok && fig->mode != HS_MODE_UNKNOWN)
+		for (int k = 0; k < lengthof(modes); k++)
+			appendStringInfo(s, "hasched_mode{mode=\"%s\"} %d\n", modes[k],
+							 strcmp(hs_mode_name(fig->mode), modes[k]) == 0 ? 1 : 0);
+
+	/* the automatic modes (degrade.c) */
+	{
+		HsDegradeStatus st;
+
+		hs_degrade_status(&st);
+		metric(s, "hasched_auto_read_only", "1 while the automatic read-only mode (overload) is in force.", "gauge");
+		appendStringInfo(s, "hasched_auto_read_only %d\n", st.read_only ? 1 : 0);
+		metric(s, "hasched_holdback", "1 while lower priorities are held back under a backlog.", "gauge");
+		appendStringInfo(s, "hasched_holdback %d\n", st.holdback ? 1 : 0);
+	}
+
+	/* the jobs the scheduler counted */
+	metric(s, "hasched_jobs",
+		   "Unfinished jobs by queue and state, as the scheduler last counted them (every hasched.stats_interval); the deepest hasched.metrics_max_queues queues, the others summed as queue \"(other)\".",
+		   "gauge");
+	if (fig_ok && fig->counted_at != 0)
+		for (int i = 0; i < fig->n_queues; i++)
+			queue_jobs(s, &fig->queues[i]);
+	metric(s, "hasched_queue_oldest_due_seconds",
+		   "How long the oldest due waiting job of the queue had waited when counted (absent: none due).", "gauge");
+	if (fig_ok && fig->counted_at != 0)
+		for (int i = 0; i < fig->n_queues; i++)
+			if (fig->queues[i].oldest_due != 0)
+			{
+				appendStringInfoString(s, "hasched_queue_oldest_due_seconds{queue=\"");
+				label_value(s, fig->queues[i].queue);
+				appendStringInfo(s, "\"} %.3f\n",
+								 (double) Max(fig->counted_at - fig->queues[i].oldest_due, 0) / 1e6);
+			}
+	metric(s, "hasched_backlog_jobs", "Waiting jobs (scheduled, pending, failed to retry) in every queue, when counted.", "gauge");
+	metric(s, "hasched_oldest_due_seconds", "How long the oldest due waiting job of any queue had waited when counted (0: none due).", "gauge");
+	metric(s, "hasched_queues_counted", "Queues with unfinished jobs when counted (those past hasched.metrics_max_queues are in queue \"(other)\").", "gauge");
+	metric(s, "hasched_stats_age_seconds", "Seconds since the scheduler counted the jobs.", "gauge");
+	if (fig_ok && fig->counted_at != 0)
+	{
+		const HsQueueFigures *t = &fig->total;
+
+		appendStringInfo(s, "hasched_backlog_jobs " INT64_FORMAT "\n",
+						 t->jobs[HS_STATE_SCHEDULED] + t->jobs[HS_STATE_PENDING] + t->jobs[HS_STATE_FAILED]);
+		appendStringInfo(s, "hasched_oldest_due_seconds %.3f\n",
+						 t->oldest_due != 0 ? (double) Max(fig->counted_at - t->oldest_due, 0) / 1e6 : 0.0);
+		appendStringInfo(s, "hasched_queues_counted %d\n", fig->queues_total);
+		appendStringInfo(s, "hasched_stats_age_seconds %.3f\n", (double) (now - fig->counted_at) / 1e6);
+	}
+
+	/* counters of this server since it started */
+	metric(s, "hasched_jobs_submitted_total", "Jobs submitted on this server since it started (submit, submit_many, schedules).", "counter");
+	appendStringInfo(s, "hasched_jobs_submitted_total " UINT64_FORMAT "\n", counters[HS_CTR_SUBMITTED]);
+	metric(s, "hasched_jobs_started_total", "Attempts started (leased, or dispatched) on this server since it started.", "counter");
+	appendStringInfo(s, "hasched_jobs_started_total " UINT64_FORMAT "\n", counters[HS_CTR_STARTED]);
+	metric(s, "hasched_jobs_completed_total", "Attempts that completed (succeeded) on this server since it started.", "counter");
+	appendStringInfo(s, "hasched_jobs_completed_total " UINT64_FORMAT "\n", counters[HS_CTR_SUCCEEDED]);
+	metric(s, "hasched_jobs_failed_total", "Attempts that failed and will be retried, on this server since it started.", "counter");
+	appendStringInfo(s, "hasched_jobs_failed_total " UINT64_FORMAT "\n", counters[HS_CTR_FAILED]);
+	metric(s, "hasched_jobs_dead_total", "Jobs that went dead (attempts spent, or no retry wanted) on this server since it started.", "counter");
+	appendStringInfo(s, "hasched_jobs_dead_total " UINT64_FORMAT "\n", counters[HS_CTR_DEAD]);
+	metric(s, "hasched_jobs_cancelled_total", "Jobs cancelled on this server since it started.", "counter");
+	appendStringInfo(s, "hasched_jobs_cancelled_total " UINT64_FORMAT "\n", counters[HS_CTR_CANCELLED]);
+	metric(s, "hasched_submits_refused_total", "Submits refused since the server started: quota (JQ001), rate (JQ002), read_only (JQ003).", "counter");
+	appendStringInfo(s, "hasched_submits_refused_total{reason=\"quota\"} " UINT64_FORMAT "\n", counters[HS_CTR_REFUSED_QUOTA]);
+	appendStringInfo(s, "hasched_submits_refused_total{reason=\"rate\"} " UINT64_FORMAT "\n", counters[HS_CTR_REFUSED_RATE]);
+	appendStringInfo(s, "hasched_submits_refused_total{reason=\"read_only\"} " UINT64_FORMAT "\n", counters[HS_CTR_REFUSED_READ_ONLY]);
+
+	/* submit -> start */
+	metric(s, "hasched_job_start_delay_seconds",
+		   "From a job being due (its run_at: the submit, for a job to run now; the end of the backoff, for a retry) to its attempt starting.",
+		   "histogram");
+	for (int i = 0; i < HS_LATENCY_BUCKETS; i++)
+	{
+		cumulative += buckets[i];
+		appendStringInfo(s, "hasched_job_start_delay_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+						 hs_latency_bounds[i], cumulative);
+	}
+	cumulative += buckets[HS_LATENCY_BUCKETS];
+	appendStringInfo(s, "hasched_job_start_delay_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", cumulative);
+	appendStringInfo(s, "hasched_job_start_delay_seconds_sum %.6f\n", (double) sum_us / 1e6);
+	appendStringInfo(s, "hasched_job_start_delay_seconds_count " UINT64_FORMAT "\n", cumulative);
+
+	/* the dispatcher's circuit breakers, when hasched.amqp_url is set */
 	circuit_metrics(s);
 }
 
-/* Parse and answer one complete request (line and headers in c->in). */
+/* Answer one parsed request. */
 static void
-answer(Client *c, int header_len)
+answer(Client *c, const HttpRequest *req)
 {
-	char		method[16];
-	char		path[256];
-	int			major = 0;
-	int			minor = 0;
-	bool		head_only;
+	bool		head_only = req->method == HTTP_HEAD;
 	StringInfoData body;
-	char	   *q;
 
-	c->in[header_len - 1] = '\0';
-	if (sscanf(c->in, "%15[A-Z] %255[^ \r\n] HTTP/%d.%d", method, path, &major, &minor) != 4 ||
-		major != 1)
-	{
-		c->close_after = true;
-		respond(c, 400, "Bad Request", "text/plain", "bad request\n", false, NULL);
-		return;
-	}
-	/* HTTP/1.0 closes unless it asks to keep alive; 1.1 keeps unless told to close */
-	{
-		char	   *h = c->in;
-		bool		keep = minor >= 1;
-
-		for (char *p = h; *p; p++)
-			*p = (*p >= 'A' && *p <= 'Z') ? *p + ('a' - 'A') : *p;
-		if (strstr(h, "\nconnection: close") || strstr(h, "\nconnection:close"))
-			keep = false;
-		else if (strstr(h, "\nconnection: keep-alive"))
-			keep = true;
-		c->close_after = !keep;
-	}
-	head_only = strcmp(method, "HEAD") == 0;
-	if (strcmp(method, "GET") != 0 && !head_only)
+	c->close_after = !req->keep_alive;
+	if (req->method == HTTP_OTHER)
 	{
 		c->close_after = true;
 		respond(c, 405, "Method Not Allowed", "text/plain", "only GET is served\n", false,
 				"Allow: GET, HEAD\r\n");
 		return;
 	}
-	if ((q = strchr(path, '?')) != NULL)
-		*q = '\0';
 
 	initStringInfo(&body);
-	if (strcmp(path, "/health") == 0)
+	if (strcmp(req->path, "/health") == 0)
 	{
 		int			status = health_body(&body);
 
 		respond(c, status, status == 200 ? "OK" : "Service Unavailable",
 				"application/json", body.data, head_only, NULL);
 	}
-	else if (strcmp(path, "/primary") == 0)
+	else if (strcmp(req->path, "/primary") == 0)
 	{
 		bool		yes = hs_health_active_primary();
 
 		respond(c, yes ? 200 : 503, yes ? "OK" : "Service Unavailable", "text/plain",
 				yes ? "primary: scheduling\n" : "not the active primary\n", head_only, NULL);
 	}
-	else if (strcmp(path, "/replica") == 0)
+	else if (strcmp(req->path, "/replica") == 0)
 	{
 		bool		yes = hs_health_streaming();
 
 		respond(c, yes ? 200 : 503, yes ? "OK" : "Service Unavailable", "text/plain",
 				yes ? "replica: streaming\n" : "not a streaming standby\n", head_only, NULL);
 	}
-	else if (strcmp(path, "/metrics") == 0)
+	else if (strcmp(req->path, "/metrics") == 0)
 	{
 		metrics_body(&body);
 		respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8",
@@ -502,26 +669,64 @@ answer(Client *c, int header_len)
 	else
 		respond(c, 404, "Not Found", "text/plain",
 				"not found: try /health, /primary, /replica or /metrics\n", head_only, NULL);
+	pfree(body.data);
 }
 
-/* Read what arrived; answer each complete request (pipelining allowed). */
+/*
+ * Answer the complete requests held in c->in (pipelining allowed), one
+ * response at a time: stop when a response waits for the socket, or the
+ * rest is incomplete.  The parser (src/common/http_request.c) refuses a
+ * bad start at once, so garbage is answered without waiting for more.
+ * False when the connection was closed.
+ */
+static bool
+client_answer_held(Client *c)
+{
+	answering = true;
+	while (c->sock != PGINVALID_SOCKET && c->out == NULL && c->in_len > 0)
+	{
+		HttpRequest req;
+
+		switch (http_parse_request(c->in, c->in_len, REQUEST_MAX, &req))
+		{
+			case HTTP_INCOMPLETE:
+				answering = false;
+				return true;
+			case HTTP_BAD:
+				c->close_after = true;
+				c->in_len = 0;
+				respond(c, 400, "Bad Request", "text/plain", "bad request\n", false, NULL);
+				break;
+			case HTTP_TOO_LARGE:
+				c->close_after = true;
+				c->in_len = 0;
+				respond(c, 431, "Request Header Fields Too Large", "text/plain",
+						"request too large\n", false, NULL);
+				break;
+			case HTTP_OK:
+				c->in_len -= (int) req.length;
+				memmove(c->in, c->in + req.length, c->in_len);
+				answer(c, &req);
+				/* the next request held, if any, has its own time */
+				if (c->sock != PGINVALID_SOCKET && c->in_len > 0)
+					c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
+				break;
+		}
+	}
+	answering = false;
+	return c->sock != PGINVALID_SOCKET;
+}
+
+/* Read what arrived and answer what it completes. */
 static void
 client_read(Client *c)
 {
 	for (;;)
 	{
 		ssize_t		n;
-		char	   *end;
 
-		if (c->out != NULL)
-			return;				/* one response at a time */
-		if (c->in_len >= REQUEST_MAX)
-		{
-			c->close_after = true;
-			respond(c, 431, "Request Header Fields Too Large", "text/plain",
-					"request too large\n", false, NULL);
-			return;
-		}
+		if (!client_answer_held(c) || c->out != NULL || c->in_len >= REQUEST_MAX)
+			return;				/* closed, or a response waits for the socket */
 		n = recv(c->sock, c->in + c->in_len, REQUEST_MAX - c->in_len, 0);
 		if (n == 0)
 		{
@@ -537,23 +742,6 @@ client_read(Client *c)
 		if (c->in_len == 0)
 			c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
 		c->in_len += (int) n;
-
-		while (c->sock != PGINVALID_SOCKET && c->out == NULL &&
-			   (end = memmem(c->in, c->in_len, "\r\n\r\n", 4)) != NULL)
-		{
-			int			header_len = (int) (end - c->in) + 4;
-			int			rest = c->in_len - header_len;
-			char		saved[REQUEST_MAX];
-
-			memcpy(saved, c->in + header_len, rest);
-			answer(c, header_len);
-			if (c->sock == PGINVALID_SOCKET)
-				return;
-			memcpy(c->in, saved, rest);
-			c->in_len = rest;
-			if (rest > 0)
-				c->deadline = GetCurrentTimestamp() + (int64) REQUEST_TIMEOUT_MS * 1000;
-		}
 	}
 }
 

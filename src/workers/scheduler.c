@@ -52,6 +52,7 @@
 #include "storage/proc.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "workers/worker.h"
@@ -132,6 +133,7 @@ start_executor(void)
 		if (hs_executors[slot].state == HS_EXEC_STARTING)
 			hs_executors[slot].state = HS_EXEC_FREE;
 		SpinLockRelease(&hs_shared->mutex);
+		hs_executor_start_failed();
 		ereport(WARNING,
 				(errmsg("hasched: could not start an executor"),
 				 errhint("Raise max_worker_processes (hasched.max_executors is %d).",
@@ -440,6 +442,7 @@ become_primary(void)
 					   epoch, tli, timeline, retried, MyProcPid);
 		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: writing the failover event failed");
+		hs_metrics_count(HS_CTR_FAILOVERS, 1);
 		ereport(LOG,
 				(errmsg("hasched: scheduler active on timeline %u, epoch %d; %llu SQL jobs of the old primary retried",
 						tli, epoch, (unsigned long long) retried)));
@@ -501,6 +504,7 @@ open_term_epoch(void)
 					   epoch, (long long) token, tli, timeline, retried, MyProcPid);
 		if (SPI_execute(sql, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "hasched: writing the leadership event failed");
+		hs_metrics_count(HS_CTR_FAILOVERS, 1);
 		opened = true;
 	}
 	hs_xact_end(true);
@@ -863,6 +867,58 @@ primary_tick(bool *became_primary)
 	return delay;
 }
 
+/* ------------------------------------------------------------------------
+ * The figures of health() and /metrics (metrics.c)
+ * ------------------------------------------------------------------------ */
+
+static void
+step_figures(void *arg)
+{
+	hs_figures_count((HsFigures *) arg);
+}
+
+/*
+ * Every hasched.stats_interval, on the primary and on a standby, count the
+ * unfinished jobs by queue and state and read the mode, in a transaction
+ * of its own, and publish them for the health listener.  Returns the
+ * milliseconds until the next count is due.
+ */
+static long
+count_figures(void)
+{
+	static TimestampTz last_count = 0;
+	static HsFigures *figures = NULL;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		interval = (int64) hs_stats_interval * 1000;
+
+	if (last_count != 0 && now - last_count < interval)
+		return (long) ((last_count + interval - now + 999) / 1000);
+	last_count = now;
+	if (figures == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		figures = hs_figures_alloc();
+		MemoryContextSwitchTo(old);
+	}
+	hs_xact_begin("hasched scheduler: counting jobs");
+	if (hs_extension_usable() && run_step("figures", step_figures, figures))
+		hs_figures_publish(figures);
+	hs_xact_end(true);
+	return hs_stats_interval;
+}
+
+/* A round began: health tells its age on every server (primary or standby). */
+static void
+note_round(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&hs_shared->mutex);
+	hs_shared->last_round = now;
+	SpinLockRelease(&hs_shared->mutex);
+}
+
 /* Is this server the primary, with the takeover done (become_primary)? */
 static bool primary = false;
 
@@ -879,13 +935,16 @@ static long
 scheduler_round(void)
 {
 	long		delay;
+	long		figures_due;
 	TimestampTz now;
 
+	note_round();
 	if (RecoveryInProgress())
 	{
 		set_role(HS_ROLE_STANDBY);
 		primary = false;
-		return STANDBY_POLL_MS;
+		figures_due = count_figures();
+		return Min(STANDBY_POLL_MS, figures_due);
 	}
 	if (primary && hs_notify_pending())
 	{
@@ -896,14 +955,20 @@ scheduler_round(void)
 	now = GetCurrentTimestamp();
 	if (primary && now < next_round_at &&
 		pg_atomic_exchange_u32(&hs_shared->round_requested, 0) == 0)
-		return (long) ((next_round_at - now + 999) / 1000);
+	{
+		figures_due = count_figures();
+		now = GetCurrentTimestamp();
+		return Max(Min((long) ((next_round_at - now + 999) / 1000), figures_due), 0);
+	}
 
 	pg_atomic_write_u32(&hs_shared->round_requested, 0);
 	delay = primary_tick(&primary);
 	next_round_at = GetCurrentTimestamp() + (int64) delay * 1000;
 	if (primary)
 		set_role(HS_ROLE_PRIMARY);
-	return delay;
+	/* the takeover and the round first: counting can wait for them */
+	figures_due = count_figures();
+	return Min(delay, figures_due);
 }
 
 /* After an error in a round: redo the takeover checks. */

@@ -53,7 +53,7 @@ static void
 wait_with_sockets(const HsWorkerLoop *loop, long delay)
 {
 	HsWaitSocket socks[HS_MAX_WAIT_SOCKETS];
-	WaitEvent	events[32];
+	WaitEvent	events[HS_MAX_WAIT_SOCKETS];
 	int			nsocks;
 	int			nready;
 

@@ -455,6 +455,65 @@ sub postmaster_pid
 
 =pod
 
+=item HaschedCluster::http_request($port, $raw, timeout => 10)
+
+Sends $raw (a whole HTTP request, or anything else) to 127.0.0.1:$port on
+a fresh connection and reads the answer until its Content-Length is in,
+the server closes, or the timeout passes.  Returns (status, headers, body,
+seconds taken); status 0 when nothing parseable came back.
+
+=item HaschedCluster::http_get($port, $path)
+
+GET $path with "Connection: close": (status, headers, body, seconds).
+
+=cut
+
+sub http_request
+{
+	my ($port, $raw, %o) = @_;
+	my $t0 = time;
+	require IO::Socket::INET;
+	my $s = IO::Socket::INET->new(
+		PeerAddr => '127.0.0.1',
+		PeerPort => $port,
+		Proto => 'tcp',
+		Timeout => $o{timeout} // 10)
+	  or return (0, '', "connect: $!", time - $t0);
+	$s->autoflush(1);
+	print $s $raw;
+	my $all = '';
+	my $end = time + ($o{timeout} // 10);
+	my $sel = '';
+	vec($sel, fileno($s), 1) = 1;
+	while (time < $end)
+	{
+		my $r = $sel;
+		last unless select($r, undef, undef, $end - time) > 0;
+		my $buf;
+		my $n = sysread($s, $buf, 65536);
+		last if !defined $n || $n == 0;
+		$all .= $buf;
+		if ($all =~ /\r\n\r\n/ && $all =~ /Content-Length: (\d+)/i)
+		{
+			my $want = $1;
+			my (undef, $body) = split /\r\n\r\n/, $all, 2;
+			last if length($body) >= $want;
+		}
+	}
+	close $s;
+	my ($head, $body) = split /\r\n\r\n/, $all, 2;
+	my ($status) = ($head // '') =~ m{^HTTP/1\.1 (\d+)};
+	return ($status // 0, $head // '', $body // '', time - $t0);
+}
+
+sub http_get
+{
+	my ($port, $path) = @_;
+	return http_request($port, "GET $path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+}
+
+=pod
+
 =item $node->teardown_node
 
 Called for every node that still runs when the script exits (by

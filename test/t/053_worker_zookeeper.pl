@@ -156,7 +156,7 @@ $node->query(qq{
 	CREATE ROLE wrk LOGIN IN ROLE hasched_worker;
 	INSERT INTO hasched.queue (name, lease) VALUES ('zq', '$lease');
 });
-ok($node->poll_within(60, q{SELECT status FROM hasched.health() WHERE component = 'coordinator'},
+ok($node->poll_within(60, q{SELECT substring(detail from '^[a-z]+') FROM hasched.health() WHERE component = 'coordinator'},
 		'leader'), 'the primary leads');
 my $db = 'host=' . $node->host . ' port=' . $node->port . ' dbname=postgres user=wrk';
 

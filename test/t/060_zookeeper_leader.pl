@@ -43,14 +43,14 @@ sub coordinator
 {
 	my ($n) = @_;
 	return $n->query(
-		"SELECT status || ' | ' || detail FROM hasched.health() WHERE component = 'coordinator'");
+		"SELECT substring(detail from '^[a-z]+') || ' | ' || detail FROM hasched.health() WHERE component = 'coordinator'");
 }
 
 sub wait_status
 {
 	my ($n, $status, $secs) = @_;
 	return $n->poll_within($secs // 60,
-		"SELECT status FROM hasched.health() WHERE component = 'coordinator'", $status);
+		"SELECT substring(detail from '^[a-z]+') FROM hasched.health() WHERE component = 'coordinator'", $status);
 }
 
 # ---------------------------------------------------------------------------

@@ -91,7 +91,7 @@ like($node->query("SELECT last_error FROM hasched.job WHERE id = $refused[0]"),
 is($node->query("SELECT count(*) > 0 FROM hasched.event WHERE kind = 'circuit' AND detail->>'circuit' = 'refused' AND detail->>'to' = 'open'"),
 	't', 'the transition is an event row');
 like($node->query("SELECT status || ' ' || detail FROM hasched.health() WHERE component = 'circuits'"),
-	qr/^open queue refused open since/, 'health shows the open circuit');
+	qr/^failed open: queue refused open since/, 'health shows the open circuit');
 my $other = $node->query(q{SELECT hasched.submit('other', '{}')});
 ok($node->poll_within(30, "SELECT state FROM hasched.job WHERE id = $other", 'dispatched'),
 	'another queue is dispatched meanwhile');

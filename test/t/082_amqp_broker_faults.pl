@@ -61,7 +61,7 @@ ok($node->poll_within(30,
 	"SELECT count(*) FROM hasched.circuits WHERE kind = 'broker' AND state <> 'closed'", '2'),
 	'hasched.circuits shows both reachable-looking brokers\' circuits open');
 my $health = $node->query("SELECT status || ': ' || detail FROM hasched.health() WHERE component = 'dispatcher'");
-like($health, qr/^no broker: no broker reachable \(jobs of amqp queues wait\): broker 1 of 3, amqp\/\/bad-url: malformed broker URL/,
+like($health, qr/^failed: no broker: no broker reachable \(jobs of amqp queues wait\): broker 1 of 3, amqp\/\/bad-url: malformed broker URL/,
 	'health: the dispatcher reaches no broker, and says the first entry is malformed');
 like($health, qr/broker 2 of 3, amqp:\/\/guest:\*\*\*\@127\.0\.0\.1:$dead_port: (cannot connect|circuit open)/,
 	'and why the second and third fail');
