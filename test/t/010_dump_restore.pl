@@ -60,8 +60,9 @@ my @tables = qw(epoch event job job_run queue quota_use schedule state tenant ti
 sub rows_of
 {
 	my ($node, $table, $db) = @_;
+	my $row = $table eq 'epoch' ? "(to_jsonb(t) - 'last_round_at')::text" : 't::text';
 	my $out = $node->safe_psql($db // 'postgres',
-		"SET TimeZone = 'UTC'; SELECT replace((to_jsonb(t) - 'last_round_at')::text, E'\\n', '\\n') FROM hasched.$table t ORDER BY 1");
+		"SET TimeZone = 'UTC'; SELECT replace($row, E'\\n', '\\n') FROM hasched.$table t ORDER BY 1");
 	return [ grep { $_ ne '' } split /\n/, $out ];
 }
 
