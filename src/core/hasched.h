@@ -432,6 +432,8 @@ typedef struct HsQueueFigures
 typedef struct HsFigures
 {
 	TimestampTz counted_at;		/* 0: never counted */
+	int64		spacing_usec;	/* until the next count: stats_interval, or
+								 * more when counting is slow */
 	int			n_queues;		/* rows in queues[] */
 	int			queues_total;	/* queues with unfinished jobs */
 	bool		has_other;		/* the last row sums the queues past the bound */

@@ -232,7 +232,7 @@ backlog_row(HsHealthRow *rows, int *n, const HsFigures *f, bool read, TimestampT
 {
 	const HsQueueFigures *t = &f->total;
 	int64		waiting;
-	int64		stale_after = 3 * (int64) hs_stats_interval * 1000 + stall_usec();
+	int64		stale_after = 3 * Max((int64) hs_stats_interval * 1000, f->spacing_usec) + stall_usec();
 	StringInfoData d;
 	const char *status = "ok";
 

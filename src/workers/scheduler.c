@@ -871,6 +871,22 @@ primary_tick(bool *became_primary)
  * The figures of health() and /metrics (metrics.c)
  * ------------------------------------------------------------------------ */
 
+/*
+ * Microseconds from one count of the figures to the next: stats_interval,
+ * or ten times what the last count took when that is longer (a deep
+ * backlog, dead rows kept by an old snapshot), so that counting takes at
+ * most a tenth of the scheduler's time; but never more than ten intervals,
+ * since a count that waited on a lock (LOCK TABLE, an index build) was not
+ * slow itself.
+ */
+static int64
+figures_spacing(int64 last_took)
+{
+	int64		interval = (int64) hs_stats_interval * 1000;
+
+	return Min(Max(interval, 10 * last_took), 10 * interval);
+}
+
 static void
 step_figures(void *arg)
 {
@@ -880,17 +896,21 @@ step_figures(void *arg)
 /*
  * Every hasched.stats_interval, on the primary and on a standby, count the
  * unfinished jobs by queue and state and read the mode, in a transaction
- * of its own, and publish them for the health listener.  Returns the
+ * of its own, and publish them for the health listener.  A count that
+ * takes long (a deep backlog, dead rows kept by an old snapshot) is spaced
+ * out to at most a tenth of the scheduler's time.  Returns the
  * milliseconds until the next count is due.
  */
 static long
 count_figures(void)
 {
 	static TimestampTz last_count = 0;
+	static int64 last_took = 0;
 	static HsFigures *figures = NULL;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		interval = (int64) hs_stats_interval * 1000;
 
+	interval = figures_spacing(last_took);
 	if (last_count != 0 && now - last_count < interval)
 		return (long) ((last_count + interval - now + 999) / 1000);
 	last_count = now;
@@ -903,9 +923,13 @@ count_figures(void)
 	}
 	hs_xact_begin("hasched scheduler: counting jobs");
 	if (hs_extension_usable() && run_step("figures", step_figures, figures))
+	{
+		last_took = GetCurrentTimestamp() - now;
+		figures->spacing_usec = figures_spacing(last_took);
 		hs_figures_publish(figures);
+	}
 	hs_xact_end(true);
-	return hs_stats_interval;
+	return (long) (figures_spacing(last_took) / 1000);
 }
 
 /* A round began: health tells its age on every server (primary or standby). */
