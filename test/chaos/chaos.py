@@ -363,12 +363,19 @@ class Suite:
         inj['node'] = ld.name
         inj['fault_t'] = now()
         self.dep.cut([ld.name])
+        # what the cut off node says meanwhile (read directly, not through
+        # its gate): when its /primary stops answering 200
+        end = inj['fault_t'] + 60
+        while now() < end:
+            st, _ = http_get(ld.health_port, '/primary', timeout=0.5)
+            if st != 200:
+                inj['old_primary_stops_s'] = round(now() - inj['fault_t'], 2)
+                inj['old_primary_then'] = st
+                break
+            time.sleep(0.2)
         nd, t = self.wait_acting(exclude=ld, secs=60)
         inj['acting'] = nd.name if nd else None
         inj['acting_s'] = round(t - inj['fault_t'], 2) if t else None
-        # what the cut off node says meanwhile (read directly, not through its gate)
-        st, _ = http_get(ld.health_port, '/primary', timeout=1)
-        inj['old_primary_during_cut'] = st
         rest = inj['fault_t'] + 25 - now()
         if rest > 0:
             time.sleep(rest)
@@ -510,6 +517,50 @@ def read_acks(path):
     return acks, errs, last
 
 
+def _ts(line, fmt):
+    try:
+        return time.mktime(time.strptime(line[:19], fmt)) + float('0.' + line[20:23])
+    except ValueError:
+        return None
+
+
+def log_times(suite, ft, nxt):
+    """From the nodes' logs: when Patroni promoted a node after the fault,
+    when its PostgreSQL finished recovery and when hasched's scheduler became
+    active there (the design's "scheduler active within 1 s of promotion")."""
+    out = {}
+    for nd in suite.dep.nodes:
+        try:
+            with open(os.path.join(nd.dir, 'patroni.log')) as f:
+                for line in f:
+                    if 'promoted self to leader' in line:
+                        t = _ts(line, '%Y-%m-%d %H:%M:%S')
+                        if t and ft <= t < nxt and 'patroni_s' not in out:
+                            out['patroni_s'] = round(t - ft, 2)
+                            out['promoted'] = nd.name
+        except OSError:
+            pass
+    nd = suite.dep.node(out.get('promoted', ''))
+    if nd:
+        t_rec = None
+        try:
+            with open(os.path.join(nd.dir, 'patroni.out'), errors='replace') as f:
+                for line in f:
+                    if t_rec is None and ('archive recovery complete' in line):
+                        t = _ts(line, '%Y-%m-%d %H:%M:%S')
+                        if t and ft <= t < nxt:
+                            t_rec = t
+                    elif t_rec and 'scheduler active on timeline' in line:
+                        t = _ts(line, '%Y-%m-%d %H:%M:%S')
+                        if t and t >= t_rec - 0.001:
+                            out['promoted_pg_s'] = round(t_rec - ft, 2)
+                            out['resume_s'] = round(t - t_rec, 3)
+                            break
+        except OSError:
+            pass
+    return out
+
+
 def check(suite):
     dep = suite.dep
     ld = dep.wait_leader(60)
@@ -582,9 +633,20 @@ def check(suite):
             continue
         nxt = injs[n + 1]['fault_t'] if n + 1 < len(injs) and injs[n + 1].get('fault_t') \
             else inj['healed_t'] + 5
+        # completions: the longest pause from the fault on; recovery = the
+        # fault to the end of that pause (0 when no pause beyond 1 s)
         i = bisect.bisect_right(finishes, ft)
-        inj['recovery_s'] = round(finishes[i] - ft, 2) if i < len(finishes) and \
-            finishes[i] < nxt else None
+        j2 = bisect.bisect_left(finishes, nxt)
+        pts = [ft] + finishes[i:j2]
+        if len(pts) == 1:
+            inj['pause_s'] = round(nxt - ft, 2)
+            inj['recovery_s'] = None
+        else:
+            g, end = max(((b - a, b) for a, b in zip(pts, pts[1:])), default=(0, ft))
+            inj['pause_s'] = round(g, 2)
+            inj['recovery_s'] = round(end - ft, 2) if g > 1.0 else 0.0
+        promo = log_times(suite, ft, nxt)
+        inj.update(promo)
         # longest gap in accepted submits from the last ack before the fault
         i0 = max(0, bisect.bisect_right(ack_times, ft) - 1)
         i1 = bisect.bisect_right(ack_times, nxt)
@@ -596,7 +658,7 @@ def check(suite):
         inj['lost'] = sum(1 for a in lost if ft - 30 <= a[0] < nxt)
         lost_in = [a[0] for a in lost if ft - 30 <= a[0] < nxt]
         inj['rpo_s'] = round(max(lost_in) - min(lost_in), 2) if lost_in else 0.0
-        rec_t = ft + (inj['recovery_s'] or 0)
+        rec_t = ft + (inj['recovery_s'] if inj['recovery_s'] is not None else nxt - ft)
         inj['cron_missed'] = sum(1 for t in missed if ft - 1 <= t <= nxt)
         inj['cron_missed_beyond'] = sum(1 for t in missed
                                         if ft - 1 <= t <= nxt and t > rec_t + MISFIRE_S + 1)
@@ -664,15 +726,19 @@ def report(suite, res, rows, title, extra=''):
                   platform.machine(), os.cpu_count(), os.getloadavg()[0].__round__(2),
                   deploy.TTL, deploy.LOOP_WAIT, res['submits'], suite.rate, res['cron_runs']))
     out.append('')
-    out.append('Per scenario (min / median / max over the runs; seconds): recovery = fault '
-               'to the first job completed after it; gap = longest time without an accepted '
-               'submit; acting = fault to a node answering `/primary` 200; lost = acknowledged '
-               'submits missing afterwards; cron missed = seconds without a cron run, '
-               '"beyond" = later than the recovery + the misfire threshold.')
+    out.append('Per scenario, min / median / max over the runs, in seconds from the fault: '
+               '*promoted* = Patroni promoted a node (its log); *acting* = a node answers '
+               '`/primary` 200 and takes a new connection; *resume* = hasched\'s scheduler '
+               'active after PostgreSQL left recovery (its log); *recovery* = the first job '
+               'completed after the longest pause in completions (0: no pause over 1 s); '
+               '*pause* = that pause; *gap* = the longest time without an accepted submit; '
+               '*lost* = acknowledged submits missing afterwards; *cron missed* = seconds '
+               'without a cron run ("beyond" = later than the recovery + the misfire '
+               'threshold, 5 s).')
     out.append('')
-    out.append('| scenario | runs | recovery s | longest submit gap s | acting s | lost | '
-               'cron missed (beyond policy) | split brain seen | notes |')
-    out.append('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    out.append('| scenario | runs | promoted | acting | resume | recovery | pause | gap | lost | '
+               'cron missed (beyond) | split brain | notes |')
+    out.append('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
     for sc in SCENARIOS:
         rs = [r for r in rows if r['scenario'] == sc]
         if not rs:
@@ -698,17 +764,20 @@ def report(suite, res, rows, title, extra=''):
                              % (fmt(r.get('dr_lag_s')), r.get('lost'), fmt(r.get('rpo_s')),
                                 fmt(r.get('acting_s')), fmt(r.get('manual_s'))))
         if sc == 'cutoff':
-            notes.append('cut-off node\'s /primary during the cut: %s'
-                         % ', '.join(str(r.get('old_primary_during_cut')) for r in rs))
+            notes.append('the cut-off node\'s `/primary` stopped answering 200 after %s s '
+                         '(then: %s)' % (', '.join(fmt(r.get('old_primary_stops_s')) for r in rs),
+                                         ', '.join(str(r.get('old_primary_then')) for r in rs)))
         errs = [r['error'] for r in rs if r.get('error')]
         if errs:
             notes.append('not run: ' + '; '.join(errs))
         uns = [r['unsettled'] for r in rs if r.get('unsettled')]
         if uns:
             notes.append('not healthy after the heal: ' + '; '.join(uns))
-        out.append('| %s | %d | %s | %s | %s | %d | %d (%d) | %s | %s |' % (
-            TITLES[sc], len(rs), rng([r.get('recovery_s') for r in rs]),
-            rng([r.get('max_gap_s') for r in rs]), rng([r.get('acting_s') for r in rs]),
+        out.append('| %s | %d | %s | %s | %s | %s | %s | %s | %d | %d (%d) | %s | %s |' % (
+            TITLES[sc], len(rs), rng([r.get('patroni_s') for r in rs]),
+            rng([r.get('acting_s') for r in rs]), rng([r.get('resume_s') for r in rs]),
+            rng([r.get('recovery_s') for r in rs]), rng([r.get('pause_s') for r in rs]),
+            rng([r.get('max_gap_s') for r in rs]),
             sum(r.get('lost', 0) for r in rs), sum(r.get('cron_missed', 0) for r in rs),
             sum(r.get('cron_missed_beyond', 0) for r in rs),
             ', '.join(r['split_brain'] for r in rs if r.get('split_brain')) or 'no',
@@ -750,6 +819,9 @@ def targets(res, rows):
     out = ['Targets:']
 
     def line(ok, text):
+        if ' - s' in text or '()' in text or 'max - s' in text:
+            out.append('- not measured (scenario not run): %s' % text)
+            return
         out.append('- %s %s' % ('met:' if ok else 'MISSED:', text))
     fo = [r.get('recovery_s') for r in rows
           if r['scenario'] in ('pm_kill', 'node_kill', 'freeze', 'cutoff')]
@@ -759,6 +831,9 @@ def targets(res, rows):
                                                                        else '-', len(fo)))
     line(fo_ok and len(fo_ok) == len(fo) and max(fo_ok) <= 15,
          'aim: failover <= 15 s (max %s s)' % (fmt(max(fo_ok)) if fo_ok else '-'))
+    rs = [r.get('resume_s') for r in rows if r.get('resume_s') is not None]
+    line(rs and max(rs) <= 1.0, 'scheduler resume <= 1 s after promotion (max %s s over %d '
+         'promotions)' % (fmt(max(rs)) if rs else '-', len(rs)))
     zk = [r.get('max_gap_s') for r in rows if r['scenario'] == 'zk_one']
     zk_ok = [v for v in zk if v is not None]
     line(zk_ok and max(zk_ok) <= 1.0,

@@ -221,6 +221,11 @@ class Node:
                             'max_wal_senders': 10,
                             'max_replication_slots': 10,
                             'wal_keep_size': '256MB',
+                            # a standby waiting for WAL retries (and sees a
+                            # promote request) after this long: PostgreSQL's
+                            # 5 s default added up to 5 s to a failover here
+                            'wal_retrieve_retry_interval': os.environ.get(
+                                'CHAOS_WAL_RETRY', '1s'),
                             'shared_buffers': '32MB',
                             'fsync': 'on',
                         },
