@@ -655,7 +655,7 @@ listen primary
                         cmd = f.read().replace(b'\0', b' ').decode('utf-8', 'replace').strip()
                 except OSError:
                     continue
-                if 'hasched' in cmd:
+                if ': hasched ' in cmd:      # not the backends of user hasched_test
                     out['%s %s' % (nd.name, cmd.replace('postgres: ', ''))] = pid
         return out
 
