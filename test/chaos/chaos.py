@@ -972,21 +972,28 @@ def cmd_soak(a):
         first_t, last_t = s.rss[0][0], s.rss[-1][0]
         seen = {}
         for t, smp in s.rss:
-            for k, v in smp.items():
-                e = seen.setdefault(k, {'first': v, 'first_t': t, 'max': v, 'n': 0})
-                e['last'], e['last_t'] = v, t
+            for k, (v, a) in smp.items():
+                e = seen.setdefault(k, {'first': v, 'afirst': a, 'first_t': t, 'max': v,
+                                        'amax': a, 'n': 0})
+                e['last'], e['alast'], e['last_t'] = v, a, t
                 e['max'] = max(e['max'], v)
+                e['amax'] = max(e['amax'], a)
                 e['n'] += 1
-        mem = ['| process | minutes sampled | RSS first kB | RSS last kB | max kB | samples |',
-               '| --- | --- | --- | --- | --- | --- |']
+        mem = ['| process | minutes sampled | own memory (RssAnon) first / last / max kB | '
+               'RSS first / last / max kB | samples |',
+               '| --- | --- | --- | --- | --- |']
         for k, e in sorted(seen.items(), key=lambda kv: (-kv[1]['n'], kv[0])):
             if e['n'] < 4:
                 continue
-            mem.append('| %s | %.1f | %d | %d | %d | %d |' % (
-                k, (e['last_t'] - e['first_t']) / 60, e['first'], e['last'], e['max'], e['n']))
-        extra = ('Memory (RSS every 30 s over %.0f min, every process seen in 4 samples or '
-                 'more, over its own life: a fault that restarts PostgreSQL gives its hasched '
-                 'processes new pids):\n\n%s' % ((last_t - first_t) / 60, '\n'.join(mem)))
+            mem.append('| %s | %.1f | %d / %d / %d | %d / %d / %d | %d |' % (
+                k, (e['last_t'] - e['first_t']) / 60, e['afirst'], e['alast'], e['amax'],
+                e['first'], e['last'], e['max'], e['n']))
+        extra = ('Memory, sampled every 30 s over %.0f min, for every process seen in 4 '
+                 'samples or more, over its own life (a fault that restarts PostgreSQL gives '
+                 'its hasched processes new pids). RssAnon is the process\'s own memory; '
+                 'RSS also counts the shared buffers it touched (shared_buffers is 32 MB '
+                 'here), which grows for any PostgreSQL process and is no leak.\n\n%s'
+                 % ((last_t - first_t) / 60, '\n'.join(mem)))
         text = report(s, res, rows, 'Soak (`make soak`, %.0f min, a random fault every %d s)'
                       % ((now() - t0) / 60, a.fault_every), extra)
         text += '\n' + targets(res, rows)

@@ -661,14 +661,20 @@ listen primary
 
 
 def rss_kb(pid):
+    """(VmRSS, RssAnon) of pid in kB, or None. RssAnon is the process's
+    own memory: VmRSS also counts the shared buffers it has touched, which
+    grows towards shared_buffers for any backend and is no leak."""
+    v = {}
     try:
         with open('/proc/%d/status' % pid) as f:
             for line in f:
-                if line.startswith('VmRSS:'):
-                    return int(line.split()[1])
+                if line.startswith(('VmRSS:', 'RssAnon:')):
+                    v[line.split(':')[0]] = int(line.split()[1])
     except OSError:
         return None
-    return None
+    if 'VmRSS' not in v:
+        return None
+    return (v['VmRSS'], v.get('RssAnon', 0))
 
 
 def rmtree(d):
