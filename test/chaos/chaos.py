@@ -972,12 +972,12 @@ def cmd_soak(a):
         first_t, last_t = s.rss[0][0], s.rss[-1][0]
         seen = {}
         for t, smp in s.rss:
-            for k, (v, a) in smp.items():
-                e = seen.setdefault(k, {'first': v, 'afirst': a, 'first_t': t, 'max': v,
-                                        'amax': a, 'n': 0})
-                e['last'], e['alast'], e['last_t'] = v, a, t
+            for k, (v, anon) in smp.items():
+                e = seen.setdefault(k, {'first': v, 'afirst': anon, 'first_t': t, 'max': v,
+                                        'amax': anon, 'n': 0})
+                e['last'], e['alast'], e['last_t'] = v, anon, t
                 e['max'] = max(e['max'], v)
-                e['amax'] = max(e['amax'], a)
+                e['amax'] = max(e['amax'], anon)
                 e['n'] += 1
         mem = ['| process | minutes sampled | own memory (RssAnon) first / last / max kB | '
                'RSS first / last / max kB | samples |',
