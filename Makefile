@@ -17,6 +17,13 @@
 # make fuzz                 libFuzzer on the cron parser for FUZZ_SECONDS (600)
 # make fuzz-http            libFuzzer on the health listener's request parser
 #                           for FUZZ_SECONDS (600)
+# make chaos                the chaos suite (test/chaos/run.sh): ZooKeeper x3,
+#                           Patroni x3 with hasched, HAProxy, load, every
+#                           fault of the failure table CHAOS_REPEAT (3) times,
+#                           the checker's table (test/chaos/out/); <= 30 min
+# make soak                 SOAK_MINUTES (30) of load with a random fault every
+#                           SOAK_FAULT_EVERY (180) s; RSS of every hasched process
+# make chaos-smoke          one postmaster SIGKILL under Patroni and the checker
 # make stress               the randomized concurrent checker of the claim path
 #                           for STRESS_SECONDS (600) against a throwaway server
 #                           (test/stress/run.sh); exits 1 when it finds a defect
@@ -79,7 +86,7 @@ clean: clean-hasched-worker
 clean-hasched-worker:
 	$(MAKE) -C $(srcdir)/hasched-worker clean
 
-.PHONY: test demo bench unittest fuzz fuzz-http check-layers check-version zk-long stress
+.PHONY: test demo bench unittest fuzz fuzz-http check-layers check-version zk-long stress chaos soak chaos-smoke
 test:
 	bash scripts/test.sh
 demo:
@@ -110,3 +117,11 @@ check-version:
 # randomized concurrent checker of the claim path; STRESS_SECONDS=600 by default
 stress:
 	bash test/stress/run.sh
+# the chaos suite (test/chaos/): run, soak, smoke; as root they run as the
+# user hasched_test (PostgreSQL and Patroni refuse root)
+chaos:
+	bash test/chaos/run.sh run
+soak:
+	bash test/chaos/run.sh soak
+chaos-smoke:
+	bash test/chaos/run.sh smoke
