@@ -58,7 +58,8 @@ PROVE_TESTS = test/t/*.pl
 # (prove runs in $(srcdir)); kept when PROVE_FLAGS is given on the command line
 override PROVE_FLAGS += -I $(abspath $(srcdir))/test/perl
 
-EXTRA_CLEAN = tmp_check_regress tmp_check results regression.diffs regression.out log
+EXTRA_CLEAN = tmp_check_regress tmp_check results regression.diffs regression.out log \
+	src/core/settings_table.h src/core/settings_variables.h
 
 # no LLVM bitcode: clang need not be installed
 override with_llvm = no
@@ -72,6 +73,12 @@ include $(PGXS)
 $(OBJS): $(wildcard $(srcdir)/src/*/*.h)
 # the workers compare the installed extension's version with this one
 src/core/extension.o: hasched.control
+# the rows of the settings table, from the list of settings
+src/core/settings.o: src/core/settings_table.h src/core/settings_variables.h
+src/core/settings_table.h: src/core/settings.def scripts/gen_settings.awk
+	awk -f $(srcdir)/scripts/gen_settings.awk $< > $@.tmp && mv $@.tmp $@
+src/core/settings_variables.h: src/core/settings.def scripts/gen_settings.awk
+	awk -v part=variables -f $(srcdir)/scripts/gen_settings.awk $< > $@.tmp && mv $@.tmp $@
 
 # hasched-worker/: the external worker program, its own Makefile (libpq and
 # src/common); built, installed and cleaned with the extension

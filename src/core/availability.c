@@ -72,7 +72,6 @@ void
 hs_heartbeat(int32 epoch)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
 	bool		isnull;
 	bool		prev_null;
 	Datum		prev;
@@ -83,8 +82,8 @@ hs_heartbeat(int32 epoch)
 			" FROM (SELECT last_round_at FROM hasched.epoch WHERE epoch = $1) p"
 			" WHERE e.epoch = $1 RETURNING p.last_round_at, e.last_round_at",
 			1, INT4OID);
-	values[0] = Int32GetDatum(epoch);
-	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plan, (Datum[]) {Int32GetDatum(epoch)}, NULL, false, 1) !=
+		SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "hasched: writing the heartbeat failed");
 	if (SPI_processed != 1)
 		return;

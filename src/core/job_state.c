@@ -435,6 +435,17 @@ lease_params(const HsLease *lease, Datum *values)
 	values[3] = Int64GetDatum(lease->lease_id);
 }
 
+/* lease_params of a batch: $1 to $4 the arrays of n leases' keys */
+static void
+lease_array_params(int n, Datum *ids, Datum *epochs, Datum *attempts,
+				   Datum *lease_ids, Datum *values)
+{
+	values[0] = hs_int8_array(ids, n);
+	values[1] = hs_int4_array(epochs, n);
+	values[2] = hs_int4_array(attempts, n);
+	values[3] = hs_int8_array(lease_ids, n);
+}
+
 /*
  * The row of a lease: found by id (the primary key).  The state is compared
  * as text so that the planner cannot use job_active_idx, the partial index
@@ -623,10 +634,7 @@ hs_report_complete_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 			" AND j.attempt = i.attempt AND j.lease_id = i.lease_id"
 			" RETURNING j.id",
 			5, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, JSONBARRAYOID);
-	values[0] = hs_int8_array(ids, n);
-	values[1] = hs_int4_array(epochs, n);
-	values[2] = hs_int4_array(attempts, n);
-	values[3] = hs_int8_array(leases, n);
+	lease_array_params(n, ids, epochs, attempts, leases, values);
 	if (results_null)
 		nulls[4] = 'n';
 	else
@@ -652,10 +660,7 @@ hs_completed_already_many(int n, Datum *ids, Datum *epochs, Datum *attempts,
 			" JOIN hasched.job j ON j.id = i.id AND j.state::text = 'succeeded'"
 			" AND j.epoch = i.epoch AND j.attempt = i.attempt AND j.lease_id = i.lease_id",
 			4, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID);
-	values[0] = hs_int8_array(ids, n);
-	values[1] = hs_int4_array(epochs, n);
-	values[2] = hs_int4_array(attempts, n);
-	values[3] = hs_int8_array(leases, n);
+	lease_array_params(n, ids, epochs, attempts, leases, values);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading jobs failed");
 	return SPI_processed;
@@ -872,10 +877,7 @@ hs_release_leases(const HsLease *leases, int n)
 		attempts[i] = Int32GetDatum(leases[i].attempt);
 		lease_ids[i] = Int64GetDatum(leases[i].lease_id);
 	}
-	values[0] = hs_int8_array(ids, n);
-	values[1] = hs_int4_array(epochs, n);
-	values[2] = hs_int4_array(attempts, n);
-	values[3] = hs_int8_array(lease_ids, n);
+	lease_array_params(n, ids, epochs, attempts, lease_ids, values);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "hasched: giving back unstarted jobs failed");
 	return SPI_processed;
@@ -1086,7 +1088,6 @@ hs_retry_job(int64 job_id, Oid caller)
 {
 	static SPIPlanPtr plan = NULL;
 	JobRow		row;
-	Datum		values[1];
 
 	read_own_job(job_id, caller, &row);
 	if (row.state != HS_STATE_DEAD && row.state != HS_STATE_FAILED &&
@@ -1100,7 +1101,7 @@ hs_retry_job(int64 job_id, Oid caller)
 			" max_attempts = greatest(max_attempts, attempt + 1), finished_at = NULL"
 			" WHERE id = $1",
 			1, INT8OID);
-	values[0] = Int64GetDatum(job_id);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+	if (SPI_execute_plan(plan, (Datum[]) {Int64GetDatum(job_id)}, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != 1)
 		elog(ERROR, "hasched: retrying job %lld failed", (long long) job_id);
 }

@@ -362,6 +362,7 @@ hs_figures_count(HsFigures *f)
 	HsQueueFigures *all;
 	int			n = 0;
 	uint64		rows;
+	TupleDesc	desc;
 	int			keep;
 
 	memset(f, 0, offsetof(HsFigures, queues));
@@ -373,11 +374,11 @@ hs_figures_count(HsFigures *f)
 					" GROUP BY queue, state ORDER BY queue", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: counting the jobs failed");
 	rows = SPI_processed;
+	desc = SPI_tuptable->tupdesc;
 	all = palloc0(sizeof(HsQueueFigures) * (rows + 1));
 	for (uint64 i = 0; i < rows; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		char	   *queue = SPI_getvalue(tup, desc, 1);
 		HsJobState	state = hs_state_from_name(SPI_getvalue(tup, desc, 2));
 		bool		isnull;

@@ -126,7 +126,6 @@ hs_schedule_save_spi(const char *name, const char *spec, const char *zone,
 				 bool replace, bool active, TimestampTz next, Oid caller)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[12];
 	char		nulls[12];
 	bool		isnull;
 	Datum		saved;
@@ -168,22 +167,16 @@ hs_schedule_save_spi(const char *name, const char *spec, const char *zone,
 			12, TEXTOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, INT2OID,
 			REGROLEOID, REGROLEOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, BOOLOID);
 	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(name);
-	values[1] = CStringGetTextDatum(spec);
-	values[2] = CStringGetTextDatum(zone);
-	values[3] = CStringGetTextDatum(queue);
-	values[4] = payload;
-	values[5] = Int16GetDatum(priority);
-	values[6] = ObjectIdGetDatum(tenant);
-	/* the schedule is the caller's SQL: its runs have the caller's rights */
-	values[7] = ObjectIdGetDatum(caller);
-	values[8] = CStringGetTextDatum(misfire);
-	values[9] = CStringGetTextDatum(overlap);
-	values[10] = TimestampTzGetDatum(next);
 	if (!active)
 		nulls[10] = 'n';
-	values[11] = BoolGetDatum(active);
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
+	/* the schedule is the caller's SQL: its runs have the caller's rights */
+	if (SPI_execute_plan(plan,
+						 (Datum[]) {CStringGetTextDatum(name), CStringGetTextDatum(spec),
+							CStringGetTextDatum(zone), CStringGetTextDatum(queue), payload,
+							Int16GetDatum(priority), ObjectIdGetDatum(tenant), ObjectIdGetDatum(caller),
+							CStringGetTextDatum(misfire), CStringGetTextDatum(overlap),
+							TimestampTzGetDatum(next), BoolGetDatum(active)},
+						 nulls, false, 0) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "hasched: saving schedule \"%s\" failed", name);
 	saved = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -665,6 +665,18 @@ insert_direct(const HsSubmit *a, const SubmitContext *ctx, Datum payload, int64 
 }
 
 /*
+ * The statements of one kind of submit, prepared on first use: the plain
+ * INSERT, the INSERT ... ON CONFLICT of keyed jobs, and the lookup of the
+ * jobs whose key was already taken.
+ */
+typedef struct SubmitPlans
+{
+	SPIPlanPtr	insert;
+	SPIPlanPtr	keyed;
+	SPIPlanPtr	lookup;
+} SubmitPlans;
+
+/*
  * Insert one job (or find the one with the same idempotency key) and charge
  * the tenant for it.  The caller is connected to SPI and runs as the
  * extension owner; a's fields are validated.  Used by submit() and by the
@@ -676,9 +688,7 @@ insert_direct(const HsSubmit *a, const SubmitContext *ctx, Datum payload, int64 
 int64
 hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 {
-	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr keyed_plan = NULL;
-	static SPIPlanPtr lookup_plan = NULL;
+	static SubmitPlans plans;
 	SubmitContext ctx;
 	Datum		values[N_COMMON + 4];
 	char		nulls[N_COMMON + 4];
@@ -697,7 +707,7 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 		return id;
 	}
 
-	if (insert_plan == NULL)
+	if (plans.insert == NULL)
 	{
 		Oid			types[N_COMMON + 4];
 
@@ -706,11 +716,11 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 		types[N_COMMON + 1] = TEXTOID;
 		types[N_COMMON + 2] = TIMESTAMPTZOID;
 		types[N_COMMON + 3] = TEXTOID;
-		insert_plan = hs_prepare(INSERT_COLUMNS
+		plans.insert = hs_prepare(INSERT_COLUMNS
 								 "VALUES ($1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9,"
 								 " NULL, $10, $11, $12)"
 								 " RETURNING id", N_COMMON + 3, types);
-		keyed_plan = hs_prepare(INSERT_COLUMNS
+		plans.keyed = hs_prepare(INSERT_COLUMNS
 								"VALUES ($1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9,"
 								" $13, $10, $11, $12)"
 								ON_KEY_CONFLICT " RETURNING id", N_COMMON + 4, types);
@@ -728,7 +738,7 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 	if (key)
 		values[N_COMMON + 3] = CStringGetTextDatum(key);
 	/* no row limit: with one, the INSERT would stop before its statement triggers */
-	if (SPI_execute_plan(key ? keyed_plan : insert_plan, values, nulls, false, 0) !=
+	if (SPI_execute_plan(key ? plans.keyed : plans.insert, values, nulls, false, 0) !=
 		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the job failed");
 
@@ -743,12 +753,12 @@ hs_submit_one(const HsSubmit *a, Datum payload, const char *key)
 		/* the key was used before: that job is this submit's job */
 		Datum		lv[2];
 
-		hs_plan(&lookup_plan, "SELECT id FROM hasched.job"
+		hs_plan(&plans.lookup, "SELECT id FROM hasched.job"
 				" WHERE tenant = $1 AND idempotency_key = $2",
 				2, REGROLEOID, TEXTOID);
 		lv[0] = values[1];
 		lv[1] = values[N_COMMON + 3];
-		if (SPI_execute_plan(lookup_plan, lv, NULL, false, 1) != SPI_OK_SELECT ||
+		if (SPI_execute_plan(plans.lookup, lv, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "hasched: job with idempotency key \"%s\" not found", key);
 		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -774,9 +784,7 @@ Datum *
 hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 			   ArrayType *keys, Datum *key_elems, bool *key_nulls)
 {
-	static SPIPlanPtr insert_plan = NULL;
-	static SPIPlanPtr keyed_plan = NULL;
-	static SPIPlanPtr lookup_plan = NULL;
+	static SubmitPlans plans;
 	SubmitContext ctx;
 	Datum		values[N_COMMON + 2];
 	char		nulls[N_COMMON + 2];
@@ -795,7 +803,7 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 			check_sql_payload(pay_elems[i], i + 1);
 	hs_quota_prepare(a->tenant, a->tenant_oid, ctx.has_day_limit);
 
-	if (insert_plan == NULL)
+	if (plans.insert == NULL)
 	{
 		Oid			types[N_COMMON + 2];
 
@@ -803,13 +811,13 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 		types[N_COMMON] = JSONBARRAYOID;
 		types[N_COMMON + 1] = TEXTARRAYOID;
 		/* without keys: a plain INSERT, the ids in payload order */
-		insert_plan = hs_prepare(INSERT_COLUMNS
+		plans.insert = hs_prepare(INSERT_COLUMNS
 								 "SELECT $1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9, NULL,"
 								 " u.p, NULL, NULL"
 								 " FROM unnest($10) WITH ORDINALITY AS u (p, ord)"
 								 " ORDER BY u.ord"
 								 " RETURNING id", N_COMMON + 1, types);
-		keyed_plan = hs_prepare(INSERT_COLUMNS
+		plans.keyed = hs_prepare(INSERT_COLUMNS
 								"SELECT $1, $2, $3, $4, " JOB_STATE_5 ", $6, $7, $8, $9, u.k, u.p,"
 								" NULL, NULL"
 								" FROM unnest($10, $11) WITH ORDINALITY AS u (p, k, ord)"
@@ -821,7 +829,7 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 	values[N_COMMON] = PointerGetDatum(payloads);
 	if (keys)
 		values[N_COMMON + 1] = PointerGetDatum(keys);
-	if (SPI_execute_plan(keys ? keyed_plan : insert_plan, values, nulls, false, 0) !=
+	if (SPI_execute_plan(keys ? plans.keyed : plans.insert, values, nulls, false, 0) !=
 		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: inserting the jobs failed");
 	inserted = SPI_processed;
@@ -844,12 +852,12 @@ hs_submit_many(const HsSubmit *a, ArrayType *payloads, Datum *pay_elems, int n,
 		HASHCTL		info;
 		Datum		lv[2];
 
-		hs_plan(&lookup_plan, "SELECT idempotency_key, id FROM hasched.job"
+		hs_plan(&plans.lookup, "SELECT idempotency_key, id FROM hasched.job"
 				" WHERE tenant = $1 AND idempotency_key = ANY ($2)",
 				2, REGROLEOID, TEXTARRAYOID);
 		lv[0] = values[1];
 		lv[1] = PointerGetDatum(keys);
-		if (SPI_execute_plan(lookup_plan, lv, NULL, false, 0) != SPI_OK_SELECT)
+		if (SPI_execute_plan(plans.lookup, lv, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "hasched: looking up idempotency keys failed");
 
 		memset(&info, 0, sizeof(info));

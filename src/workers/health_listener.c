@@ -362,6 +362,31 @@ json_string(StringInfo s, const char *v)
 	appendStringInfoChar(s, '"');
 }
 
+
+/* The transition counters of /metrics: name, help text, counter. */
+typedef struct CounterMetric
+{
+	const char *name;
+	const char *help;
+	int			counter;
+} CounterMetric;
+
+static const CounterMetric job_counters[] = {
+	{"hasched_jobs_submitted_total", "Jobs submitted on this server since it started (submit, submit_many, schedules).", HS_CTR_SUBMITTED},
+	{"hasched_jobs_started_total", "Attempts started (leased, or dispatched) on this server since it started.", HS_CTR_STARTED},
+	{"hasched_jobs_completed_total", "Attempts that completed (succeeded) on this server since it started.", HS_CTR_SUCCEEDED},
+	{"hasched_jobs_failed_total", "Attempts that failed and will be retried, on this server since it started.", HS_CTR_FAILED},
+	{"hasched_jobs_dead_total", "Jobs that went dead (attempts spent, or no retry wanted) on this server since it started.", HS_CTR_DEAD},
+	{"hasched_jobs_cancelled_total", "Jobs cancelled on this server since it started.", HS_CTR_CANCELLED},
+};
+
+/* hasched_submits_refused_total's reasons (the help text is theirs together) */
+static const CounterMetric refusals[] = {
+	{"quota", NULL, HS_CTR_REFUSED_QUOTA},
+	{"rate", NULL, HS_CTR_REFUSED_RATE},
+	{"read_only", NULL, HS_CTR_REFUSED_READ_ONLY},
+};
+
 /*
  * GET /health: the rows of health(), JSON; 200 unless a component failed
  * (the first row, overall, is the worst of them), else 503.
@@ -586,22 +611,16 @@ metrics_body(StringInfo s)
 	}
 
 	/* counters of this server since it started */
-	metric(s, "hasched_jobs_submitted_total", "Jobs submitted on this server since it started (submit, submit_many, schedules).", "counter");
-	appendStringInfo(s, "hasched_jobs_submitted_total " UINT64_FORMAT "\n", counters[HS_CTR_SUBMITTED]);
-	metric(s, "hasched_jobs_started_total", "Attempts started (leased, or dispatched) on this server since it started.", "counter");
-	appendStringInfo(s, "hasched_jobs_started_total " UINT64_FORMAT "\n", counters[HS_CTR_STARTED]);
-	metric(s, "hasched_jobs_completed_total", "Attempts that completed (succeeded) on this server since it started.", "counter");
-	appendStringInfo(s, "hasched_jobs_completed_total " UINT64_FORMAT "\n", counters[HS_CTR_SUCCEEDED]);
-	metric(s, "hasched_jobs_failed_total", "Attempts that failed and will be retried, on this server since it started.", "counter");
-	appendStringInfo(s, "hasched_jobs_failed_total " UINT64_FORMAT "\n", counters[HS_CTR_FAILED]);
-	metric(s, "hasched_jobs_dead_total", "Jobs that went dead (attempts spent, or no retry wanted) on this server since it started.", "counter");
-	appendStringInfo(s, "hasched_jobs_dead_total " UINT64_FORMAT "\n", counters[HS_CTR_DEAD]);
-	metric(s, "hasched_jobs_cancelled_total", "Jobs cancelled on this server since it started.", "counter");
-	appendStringInfo(s, "hasched_jobs_cancelled_total " UINT64_FORMAT "\n", counters[HS_CTR_CANCELLED]);
+	for (int i = 0; i < lengthof(job_counters); i++)
+	{
+		metric(s, job_counters[i].name, job_counters[i].help, "counter");
+		appendStringInfo(s, "%s " UINT64_FORMAT "\n", job_counters[i].name,
+						 counters[job_counters[i].counter]);
+	}
 	metric(s, "hasched_submits_refused_total", "Submits refused since the server started: quota (JQ001), rate (JQ002), read_only (JQ003).", "counter");
-	appendStringInfo(s, "hasched_submits_refused_total{reason=\"quota\"} " UINT64_FORMAT "\n", counters[HS_CTR_REFUSED_QUOTA]);
-	appendStringInfo(s, "hasched_submits_refused_total{reason=\"rate\"} " UINT64_FORMAT "\n", counters[HS_CTR_REFUSED_RATE]);
-	appendStringInfo(s, "hasched_submits_refused_total{reason=\"read_only\"} " UINT64_FORMAT "\n", counters[HS_CTR_REFUSED_READ_ONLY]);
+	for (int i = 0; i < lengthof(refusals); i++)
+		appendStringInfo(s, "hasched_submits_refused_total{reason=\"%s\"} " UINT64_FORMAT "\n",
+						 refusals[i].name, counters[refusals[i].counter]);
 
 	/* submit -> start */
 	metric(s, "hasched_job_start_delay_seconds",
