@@ -804,11 +804,11 @@ GRANT EXECUTE ON FUNCTION hasched.availability(timestamptz, timestamptz) TO hasc
 CREATE FUNCTION hasched.degradation()
 RETURNS TABLE (read_only boolean, read_only_why text, read_only_since timestamptz,
 			   overridden boolean, holdback boolean, holdback_since timestamptz,
-			   backlog bigint, backlog_capped boolean, oldest_due timestamptz,
+			   backlog bigint, oldest_due timestamptz,
 			   sync_lag interval, measured_at timestamptz)
 	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_degradation';
 COMMENT ON FUNCTION hasched.degradation() IS
-	'The automatic read-only mode (in force, why, since when; overridden by set_mode() until the signals fall below their exit thresholds), the priority hold-back, and the signals as the scheduler of this server last measured them (backlog of due jobs, counted up to a cap; the oldest one counted; synchronous standby lag, or how long none was connected). From shared memory: answers on a standby too (nothing measured there).';
+	'The automatic read-only mode (in force, why, since when; overridden by set_mode() until the signals fall below their exit thresholds), the priority hold-back, and the signals as the scheduler of this server last measured them (backlog of due jobs in queues not paused, from the job counts of health() and /metrics; the oldest of them; synchronous standby lag, or how long none was connected). From shared memory: answers on a standby too (nothing measured there).';
 REVOKE ALL ON FUNCTION hasched.degradation() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.degradation() TO hasched_admin;
 

@@ -176,8 +176,8 @@ hasched_degradation(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	HsDegradeStatus st;
-	Datum		out[11];
-	bool		nulls[11] = {false};
+	Datum		out[10];
+	bool		nulls[10] = {false};
 	Interval   *iv;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -201,23 +201,22 @@ hasched_degradation(PG_FUNCTION_ARGS)
 		out[6] = Int64GetDatum(st.backlog);
 	else
 		nulls[6] = true;
-	out[7] = BoolGetDatum(st.backlog_capped);
 	if (st.oldest_due != 0)
-		out[8] = TimestampTzGetDatum(st.oldest_due);
+		out[7] = TimestampTzGetDatum(st.oldest_due);
 	else
-		nulls[8] = true;
+		nulls[7] = true;
 	if (st.sync_lag_us >= 0)
 	{
 		iv = palloc0(sizeof(Interval));
 		iv->time = st.sync_lag_us;
-		out[9] = IntervalPGetDatum(iv);
+		out[8] = IntervalPGetDatum(iv);
 	}
 	else
-		nulls[9] = true;
+		nulls[8] = true;
 	if (st.measured_at != 0)
-		out[10] = TimestampTzGetDatum(st.measured_at);
+		out[9] = TimestampTzGetDatum(st.measured_at);
 	else
-		nulls[10] = true;
+		nulls[9] = true;
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
 	return (Datum) 0;
 }

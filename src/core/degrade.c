@@ -5,12 +5,12 @@
  *		and the priority hold-back, decided by the scheduler each round and
  *		published in shared memory for submits, claims, health and metrics.
  *
- * The signals (measured by the scheduler, at most once a second, and
- * spending at most a tenth of its time on it: a count that took 300 ms
- * waits 3 s for the next):
+ * The signals (measured by the scheduler, at most once a second):
  *  - backlog: due waiting jobs (scheduled, pending or failed with run_at
- *    passed) of queues that are not paused, counted up to the largest
- *    threshold (at least 100,000);
+ *    passed) of queues that are not paused, as the scheduler's last count
+ *    of the jobs found them (the figures of health() and /metrics, counted
+ *    every hasched.stats_interval and spaced out while counting is slow:
+ *    one scan of the job table serves both);
  *  - sync lag: with synchronous_standby_names set, the largest flush or
  *    replay lag of the standbys whose sync_state is sync or quorum; while
  *    none is connected, how long that has lasted (submits would wait for
@@ -56,8 +56,8 @@
 
 /* measure the signals at most this often */
 #define MEASURE_INTERVAL_US		(1000 * 1000)
-/* count due jobs up to this many at least (more when a threshold is higher) */
-#define BACKLOG_CAP_MIN			100000
+/* the job counts are too old to go by when older than twice their spacing and this */
+#define FIGURES_MAX_AGE_US		(10 * 1000 * 1000)
 
 typedef struct DegradeShared
 {
@@ -71,7 +71,6 @@ static DegradeShared *degrade = NULL;
 
 /* the scheduler's own memory */
 static TimestampTz last_measured = 0;
-static int64 measure_every = MEASURE_INTERVAL_US;	/* grows while counting is slow */
 static TimestampTz no_sync_since = 0;	/* none connected since, 0: one is */
 static bool reconciled = false; /* events of an earlier process closed */
 
@@ -166,41 +165,26 @@ hs_degrade_claim_bounds(TimestampTz now, TimestampTz *upto)
  * The scheduler: measure, decide, record
  * ------------------------------------------------------------------------ */
 
-/* Counting up to the largest threshold is enough to decide. */
-static int64
-backlog_cap(void)
-{
-	int64		cap = BACKLOG_CAP_MIN;
-
-	cap = Max(cap, (int64) hs_readonly_backlog);
-	cap = Max(cap, (int64) hs_holdback_backlog);
-	return cap;
-}
-
-/* Due waiting jobs of queues that are not paused, up to the cap. */
+/*
+ * Due waiting jobs of queues that are not paused: from the scheduler's last
+ * count of the jobs (metrics.c, the figures of health() and /metrics), not
+ * a scan of its own.  Unknown (-1, the signal off) before the first count
+ * and when the last one is too old to go by (the counting fails).
+ */
 static void
-measure_backlog(HsDegradeStatus *st)
+measure_backlog(HsDegradeStatus *st, TimestampTz now)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
-	bool		isnull;
-	Datum		v;
-	int64		cap = backlog_cap();
+	HsFigures	f;
 
-	hs_plan(&plan, "SELECT count(*), min(s.run_at) FROM ("
-			" SELECT j.run_at FROM hasched.job j"
-			" WHERE j.state IN ('scheduled', 'pending', 'failed')"
-			" AND j.run_at <= now()"
-			" AND NOT EXISTS (SELECT 1 FROM hasched.queue q"
-			"  WHERE q.name = j.queue AND q.paused_at IS NOT NULL)"
-			" LIMIT $1) s", 1, INT8OID);
-	values[0] = Int64GetDatum(cap);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "hasched: counting the backlog failed");
-	st->backlog = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	st->backlog_capped = st->backlog >= cap;
-	v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	st->oldest_due = isnull ? 0 : DatumGetTimestampTz(v);
+	if (!hs_figures_read_totals(&f) || f.counted_at == 0 ||
+		now - f.counted_at > 2 * f.spacing_usec + FIGURES_MAX_AGE_US)
+	{
+		st->backlog = -1;
+		st->oldest_due = 0;
+		return;
+	}
+	st->backlog = f.backlog;
+	st->oldest_due = f.backlog_oldest;
 }
 
 /* The synchronous standbys' lag (-1 when synchronous_standby_names is empty). */
@@ -277,8 +261,8 @@ read_only_signals(const HsDegradeStatus *st, Signal *sig)
 	sig[0].name = "backlog";
 	signal_eval(&sig[0], st->backlog, hs_readonly_backlog);
 	snprintf(sig[0].text, sizeof(sig[0].text),
-			 "the backlog is %s%lld due jobs, hasched.readonly_backlog is %lld (the mode ends below %lld)",
-			 st->backlog_capped ? "at least " : "", (long long) st->backlog,
+			 "the backlog is %lld due jobs, hasched.readonly_backlog is %lld (the mode ends below %lld)",
+			 (long long) st->backlog,
 			 (long long) sig[0].threshold, (long long) sig[0].exit_below);
 	sig[1].name = st->sync_standbys > 0 ? "sync_lag" : "no_sync_standby";
 	signal_eval(&sig[1], st->sync_lag_us, (int64) hs_readonly_sync_lag * 1000);
@@ -381,7 +365,7 @@ reconcile_events(const HsDegradeStatus *st, TimestampTz now)
 bool
 hs_degrade_due(void)
 {
-	return GetCurrentTimestamp() - last_measured >= measure_every;
+	return GetCurrentTimestamp() - last_measured >= MEASURE_INTERVAL_US;
 }
 
 /*
@@ -408,12 +392,10 @@ hs_degrade_round(void)
 		reconcile_events(&st, now);
 		reconciled = true;
 	}
-	measure_backlog(&st);
+	measure_backlog(&st, now);
 	measure_sync_lag(&st, now);
 	st.measured_at = now;
 	last_measured = now;
-	/* a large backlog is slow to count: at most a tenth of the time */
-	measure_every = Max(MEASURE_INTERVAL_US, 10 * (GetCurrentTimestamp() - now));
 	manual_mode(mode, sizeof(mode), &mode_changed_at);
 	strlcpy(st.manual_mode, mode, sizeof(st.manual_mode));
 	st.manual_since = mode_changed_at;
@@ -473,8 +455,8 @@ hs_degrade_round(void)
 		if (!st.holdback && hb.above && now - st.holdback_since >= dwell)
 		{
 			write_event("holdback", "enter", &hb,
-						psprintf("the backlog is %s%lld due jobs, hasched.holdback_backlog is %d: medium jobs wait %d ms, low jobs %d ms",
-								 st.backlog_capped ? "at least " : "", (long long) st.backlog,
+						psprintf("the backlog is %lld due jobs, hasched.holdback_backlog is %d: medium jobs wait %d ms, low jobs %d ms",
+								 (long long) st.backlog,
 								 hs_holdback_backlog, hs_holdback_medium, hs_holdback_low),
 						0, now);
 			st.holdback = true;

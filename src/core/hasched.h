@@ -438,6 +438,8 @@ typedef struct HsFigures
 	int			queues_total;	/* queues with unfinished jobs */
 	bool		has_other;		/* the last row sums the queues past the bound */
 	HsQueueFigures total;		/* every queue */
+	int64		backlog;		/* due waiting jobs of the queues not paused */
+	TimestampTz backlog_oldest; /* run_at of the oldest of them; 0: none */
 	char		oldest_due_queue[HS_QUEUE_NAME_MAX];
 	int			mode;			/* HS_MODE_* */
 	char		mode_reason[128];
@@ -455,6 +457,7 @@ extern void hs_metrics_subxact_end(bool committed);
 extern void hs_metrics_read_counters(uint64 *counters, uint64 *buckets, uint64 *sum_us);
 extern HsFigures *hs_figures_alloc(void);
 extern bool hs_figures_read(HsFigures *f);
+extern bool hs_figures_read_totals(HsFigures *f);
 extern void hs_figures_publish(const HsFigures *f);
 extern void hs_figures_count(HsFigures *f);
 extern void hs_executor_start_failed(void);
@@ -545,9 +548,8 @@ typedef struct HsDegradeStatus
 	int64		holdback_us[HS_NUM_PRIORITIES]; /* how long a due job of each
 												 * priority waits while it is */
 	int64		backlog;		/* due waiting jobs of unpaused queues; -1: not
-								 * measured */
-	bool		backlog_capped; /* there are at least that many */
-	TimestampTz oldest_due;		/* run_at of the oldest one counted; 0: none */
+								 * counted yet */
+	TimestampTz oldest_due;		/* run_at of the oldest of them; 0: none */
 	int64		sync_lag_us;	/* synchronous standby lag, or how long none was
 								 * connected; -1: synchronous_standby_names
 								 * empty */

@@ -276,8 +276,8 @@ hs_figures_alloc(void)
  * scheduler kept writing while we tried (f then holds no rows): the caller
  * shows them as not known rather than wait.
  */
-bool
-hs_figures_read(HsFigures *f)
+static bool
+figures_read(HsFigures *f, bool with_queues)
 {
 	for (int tries = 0; tries < 1000; tries++)
 	{
@@ -291,7 +291,7 @@ hs_figures_read(HsFigures *f)
 		}
 		pg_read_barrier();
 		memcpy(f, &metrics->figures, offsetof(HsFigures, queues));
-		n = Min(Max(f->n_queues, 0), hs_metrics_max_queues + 1);
+		n = with_queues ? Min(Max(f->n_queues, 0), hs_metrics_max_queues + 1) : 0;
 		memcpy(f->queues, metrics->figures.queues, sizeof(HsQueueFigures) * n);
 		pg_read_barrier();
 		if (pg_atomic_read_u32(&metrics->figures_gen) == before)
@@ -302,6 +302,19 @@ hs_figures_read(HsFigures *f)
 	}
 	memset(f, 0, offsetof(HsFigures, queues));
 	return false;
+}
+
+bool
+hs_figures_read(HsFigures *f)
+{
+	return figures_read(f, true);
+}
+
+/* The totals and the mode only (no queue rows: n_queues is 0). */
+bool
+hs_figures_read_totals(HsFigures *f)
+{
+	return figures_read(f, false);
 }
 
 /* The scheduler (only it) publishes its figures. */
@@ -350,7 +363,8 @@ add_figures(HsQueueFigures *to, const HsQueueFigures *q)
 }
 
 /*
- * Count the jobs not finished by queue and state, and read the mode, into
+ * Count the jobs not finished by queue and state, the backlog of due jobs
+ * in queues not paused (the degradation's signal), and read the mode, into
  * f (from hs_figures_alloc).  Inside a transaction with SPI, as the
  * scheduler; on a standby too (what has been replayed).  Finished jobs are
  * not counted (their totals are the counters): counting them would read
@@ -368,8 +382,12 @@ hs_figures_count(HsFigures *f)
 	memset(f, 0, offsetof(HsFigures, queues));
 	if (SPI_execute("SELECT queue, state::text, count(*),"
 					" min(run_at) FILTER (WHERE state IN ('scheduled', 'pending', 'failed')"
-					"   AND run_at <= now())"
-					" FROM hasched.job"
+					"   AND run_at <= now()),"
+					" count(*) FILTER (WHERE state IN ('scheduled', 'pending', 'failed')"
+					"   AND run_at <= now()),"
+					" EXISTS (SELECT 1 FROM hasched.queue q"
+					"   WHERE q.name = j.queue AND q.paused_at IS NOT NULL)"
+					" FROM hasched.job j"
 					" WHERE state IN ('scheduled', 'pending', 'running', 'dispatched', 'failed')"
 					" GROUP BY queue, state ORDER BY queue", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: counting the jobs failed");
@@ -393,6 +411,13 @@ hs_figures_count(HsFigures *f)
 			q.jobs[state] = count;
 		q.oldest_due = isnull ? 0 : DatumGetTimestampTz(due);
 		add_figures(&all[n - 1], &q);
+		/* the backlog of the degradation (degrade.c): due jobs of queues not paused */
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
+		{
+			f->backlog += DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+			if (q.oldest_due != 0 && (f->backlog_oldest == 0 || q.oldest_due < f->backlog_oldest))
+				f->backlog_oldest = q.oldest_due;
+		}
 	}
 
 	/* the deepest queues get rows; the rest are summed into "(other)" */
