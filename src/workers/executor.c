@@ -86,6 +86,7 @@
 #include "storage/proc.h"
 #include "storage/spin.h"
 #include "tcop/dest.h"
+#include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -156,6 +157,23 @@ static uint64 group_rows[GROUP_MAX_JOBS];	/* and their row counts */
 static Oid	group_owner = InvalidOid;
 static TimestampTz group_started = 0;
 static int	solo_until = 0;
+
+/*
+ * SET CONSTRAINTS in a group (see sets_constraints), seen by the
+ * executor's ProcessUtility hook: in the group's first job it seals the
+ * group (no other job joins it); in a later one it is refused and sets
+ * constraints_set, the job's failure is not recorded, and the group rolls
+ * back and runs again, one job per transaction.
+ */
+static enum
+{
+	CONSTRAINTS_ANY,			/* a solo group, or no job runs */
+	CONSTRAINTS_SEAL,			/* the first job of a group runs */
+	CONSTRAINTS_REFUSE			/* a later job of a group runs */
+}			constraints_rule = CONSTRAINTS_ANY;
+static bool group_sealed = false;
+static bool constraints_set = false;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* Shared with the signal handlers (SIGINT, the watchdog's SIGALRM) */
 #define END_TIMEOUT		1
@@ -751,9 +769,15 @@ known_fast(const ExecJob *job)
 
 /*
  * SET CONSTRAINTS changes the whole transaction's constraint modes, and a
- * subtransaction's end does not undo it: a job whose SQL names constraints
- * runs in a transaction of its own, so that its modes never reach another
- * job.
+ * subtransaction's end does not undo it: a job that runs it runs in a
+ * transaction of its own, so that its modes never reach another job.  Two
+ * ways find such a job: its SQL names constraints (it starts a group of
+ * its own at once), or the statement runs (from a function, say) and
+ * executor_utility sees it: in the first job of a group, no other job
+ * joins that group; in a later one, the statement is refused, and the
+ * group rolls back and runs again one job per transaction (run_job), its
+ * queue and owner's next jobs kept out of groups for a while
+ * (note_run_time).
  */
 static bool
 sets_constraints(const ExecJob *job)
@@ -761,10 +785,33 @@ sets_constraints(const ExecJob *job)
 	return job->sql != NULL && strcasestr(job->sql, "constraints") != NULL;
 }
 
+static void
+executor_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+				 ProcessUtilityContext context, ParamListInfo params,
+				 QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	if (constraints_rule == CONSTRAINTS_SEAL && IsA(pstmt->utilityStmt, ConstraintsSetStmt))
+		group_sealed = true;
+	if (constraints_rule == CONSTRAINTS_REFUSE && IsA(pstmt->utilityStmt, ConstraintsSetStmt))
+	{
+		constraints_set = true;
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("SET CONSTRAINTS in a transaction that other jobs share"),
+				 errdetail("The executor runs this job again in a transaction of its own.")));
+	}
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
 static bool
 may_join(int k)
 {
-	return group_open && !group_solo && k >= solo_until &&
+	return group_open && !group_solo && !group_sealed && k >= solo_until &&
 		!sets_constraints(&jobs[k]) &&
 		k - group_first < GROUP_MAX_JOBS &&
 		jobs[k].owner == group_owner &&
@@ -783,6 +830,7 @@ group_begin(int k)
 	hs_fencing_guard_xact(true);
 	group_open = true;
 	group_solo = hs_executor_group_ms <= 0 || k < solo_until || sets_constraints(&jobs[k]);
+	group_sealed = false;
 	group_first = k;
 	group_nok = 0;
 	group_owner = jobs[k].owner;
@@ -797,6 +845,20 @@ rows_result(uint64 rows)
 
 	snprintf(buf, sizeof(buf), "{\"rows\": " UINT64_FORMAT "}", rows);
 	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf));
+}
+
+/*
+ * The group of jobs[first .. end - 1] rolled back: they run again, one per
+ * transaction.
+ */
+static void
+group_run_again(int first, int end, const char *why)
+{
+	ereport(LOG,
+			(errmsg("hasched: executor %s rolled back %d jobs run together and runs them again one per transaction: %s",
+					my_name, end - first, why)));
+	solo_until = end;
+	nstarted = first;
 }
 
 /* Record the group's successes; false when a lease was no longer ours. */
@@ -879,13 +941,7 @@ group_commit(void)
 	group_open = false;
 	group_nok = 0;
 	if (why != NULL)
-	{
-		ereport(LOG,
-				(errmsg("hasched: executor %s rolled back %d jobs run together and runs them again one per transaction: %s",
-						my_name, end - first, why)));
-		solo_until = end;
-		nstarted = first;
-	}
+		group_run_again(first, end, why);
 }
 
 /*
@@ -988,12 +1044,19 @@ run_job(int k)
 				QueryCancelPending = true;
 			}
 			started = GetCurrentTimestamp();
+			constraints_rule = group_solo ? CONSTRAINTS_ANY :
+				k == group_first ? CONSTRAINTS_SEAL : CONSTRAINTS_REFUSE;
+			constraints_set = false;
 			rc = SPI_execute_extended(job->sql, &options);
+			constraints_rule = CONSTRAINTS_ANY;
 			running_lease = 0;
 			running_job = 0;
 			disarm_timeouts();
 			note_run_time(job, GetCurrentTimestamp() - started);
 			started = 0;
+			/* its SQL caught the refusal of SET CONSTRAINTS: still run again */
+			if (constraints_set)
+				elog(ERROR, "SET CONSTRAINTS in a transaction that other jobs share");
 			/* a cancel that came after the SQL ended: the record decides */
 			QueryCancelPending = false;
 			if (rc == SPI_ERROR_TRANSACTION)
@@ -1047,6 +1110,7 @@ run_job(int k)
 
 			running_lease = 0;
 			running_job = 0;
+			constraints_rule = CONSTRAINTS_ANY;
 			disarm_timeouts();
 			if (started != 0)
 				note_run_time(job, GetCurrentTimestamp() - started);
@@ -1078,7 +1142,7 @@ run_job(int k)
 	}
 
 	/* a failure, recorded after the job's effects rolled back */
-	if (!cancelled && error != NULL)
+	if (!cancelled && error != NULL && !constraints_set)
 		(void) hs_report_fail(&job->lease, (char *) error, retry);
 
 	/* the job is done; its outcome commits with the group */
@@ -1092,6 +1156,19 @@ run_job(int k)
 											  &expected, 0);
 	}
 	reset_session();
+
+	/* SET CONSTRAINTS in a shared group: the group runs again, one job per transaction */
+	if (constraints_set)
+	{
+		constraints_set = false;
+		/* keeps the jobs of its queue and owner out of groups for a while */
+		note_run_time(job, (int64) hs_executor_group_ms * 1000 * 100);
+		hs_xact_end(false);
+		group_open = false;
+		group_nok = 0;
+		group_run_again(group_first, k + 1,
+						"a job ran SET CONSTRAINTS, whose modes would reach the other jobs of the transaction");
+	}
 }
 
 /* ------------------------------------------------------------------------
@@ -1259,6 +1336,8 @@ hasched_executor_main(Datum main_arg)
 
 	my_slot = DatumGetInt32(main_arg);
 	hs_worker_signals(false);
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = executor_utility;
 	pqsignal(SIGINT, executor_sigint);
 
 	SpinLockAcquire(&hs_shared->mutex);

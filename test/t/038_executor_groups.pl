@@ -222,6 +222,51 @@ is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('K1',
 is($node->query("SELECT count(DISTINCT xid) FROM public.runs WHERE tag IN ('K3', 'K4')"),
 	'2', '... the job that sets constraint modes in a transaction of its own');
 
+# SET CONSTRAINTS hidden in a function (the job's SQL does not name
+# constraints): refused in a job that joined a group, which rolls back and
+# runs again one job per transaction; the first job of a group that runs it
+# keeps the group to itself.
+$node->query(
+	q{
+	CREATE FUNCTION public.defer_all() RETURNS void LANGUAGE plpgsql
+		AS $f$ BEGIN SET CONSTRAINTS ALL DEFERRED; END $f$;
+});
+my @h = submit_together(
+	insert_tag('H1'),
+	'SELECT public.defer_all(); ' . insert_tag('H2'),
+	'INSERT INTO public.child VALUES (1); ' . insert_tag('H3'),
+	insert_tag('H4'),
+	'DO $d$ BEGIN PERFORM public.defer_all(); EXCEPTION WHEN OTHERS THEN NULL; END $d$; '
+	  . insert_tag('H5'),
+	insert_tag('H6'));
+all_succeeded('jobs around two that run SET CONSTRAINTS from a function', @h);
+is(tag_counts(map { "H$_" } 1 .. 6), 'H1:1,H2:1,H3:1,H4:1,H5:1,H6:1',
+	'... each wrote once (what the rolled-back group wrote is gone)');
+is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN (" . join(',', @h) . ")"
+	  . " AND outcome <> 'succeeded'"), '0', '... no attempt failed');
+is($node->query("SELECT count(*) FROM public.runs a JOIN public.runs b ON a.xid = b.xid"
+	  . " WHERE a.tag IN ('H2', 'H5') AND b.tag LIKE 'H_' AND b.tag <> a.tag"),
+	'0', '... and each job that ran SET CONSTRAINTS had its transaction to itself');
+
+# A job whose SQL catches the refusal is run again all the same (a fresh
+# queue: its first job starts a group, the next joins it).
+$node->query("INSERT INTO hasched.queue (name, transport) VALUES ('cq', 'sql')");
+my @cq = split /\n/, $node->query(
+	"BEGIN;\n"
+	  . join('', map {
+			"SELECT hasched.submit('cq', jsonb_build_object('sql', \$j\$$_->[1]\$j\$), priority => '$_->[0]',"
+			  . " max_attempts => 1);\n"
+		} ([ 0, insert_tag('C1') ],
+			[ 1, 'DO $d$ BEGIN PERFORM public.defer_all(); EXCEPTION WHEN OTHERS THEN NULL; END $d$; '
+				  . insert_tag('C2') ],
+			[ 2, insert_tag('C3') ]))
+	  . "COMMIT;");
+all_succeeded('a job that catches the refusal of SET CONSTRAINTS, between two others', @cq);
+is(tag_counts('C1', 'C2', 'C3'), 'C1:1,C2:1,C3:1', '... each wrote once');
+is($node->query("SELECT count(*) FROM public.runs a JOIN public.runs b ON a.xid = b.xid"
+	  . " WHERE a.tag = 'C2' AND b.tag IN ('C1', 'C3')"),
+	'0', '... and it had its transaction to itself');
+
 # ---------------------------------------------------------------------------
 # 7. after a job that ran long, its queue's jobs do not join groups
 # ---------------------------------------------------------------------------
