@@ -71,6 +71,7 @@ typedef struct Broker
 	char	   *error;			/* why it is unusable, or NULL */
 	struct amqp_connection_info info;	/* points into its own copy */
 	int			circuit;
+	char		last_error[HS_CIRCUIT_ERROR_MAX];	/* of the last failed attempt */
 } Broker;
 
 /* one message of a batch */
@@ -131,6 +132,7 @@ static bool lost = false;		/* the socket said the connection is gone */
 
 static TimestampTz last_expiry = 0;
 static TimestampTz next_connect_at = 0;	/* no connection attempt before */
+static bool unreachable = false;	/* the last pass found no broker */
 
 /* queue circuits whose probe the batch being read took */
 static int	probes[HS_MAX_CIRCUITS];
@@ -284,6 +286,36 @@ reply_error(amqp_rpc_reply_t r)
 	return pstrdup("unknown reply");
 }
 
+/*
+ * Around a librabbitmq call that may wait for the broker (its RPCs poll()
+ * the socket until their own timeout, and restart after a signal): the
+ * socket is named to the worker loop, whose SIGTERM handler shuts it down,
+ * so the call returns at once and the process exits right after it.
+ */
+static void
+blocking_begin(void)
+{
+	hs_worker_blocking_socket(amqp_get_sockfd(conn));
+}
+
+static void
+blocking_end(void)
+{
+	hs_worker_blocking_socket(PGINVALID_SOCKET);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* the error of an RPC; a timeout named with the setting that bounds it */
+static char *
+rpc_error(const char *what, amqp_rpc_reply_t r)
+{
+	if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+		r.library_error == AMQP_STATUS_TIMEOUT)
+		return psprintf("the broker did not answer %s within hasched.amqp_confirm_timeout (%d ms)",
+						what, hs_amqp_confirm_timeout);
+	return reply_error(r);
+}
+
 static void
 disconnect(const char *why)
 {
@@ -295,7 +327,11 @@ disconnect(const char *why)
 						broker_name(cur_broker), why)));
 	fail_inflight("the connection to the broker was lost before the confirm");
 	if (!lost)
+	{
+		blocking_begin();
 		(void) amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+		blocking_end();
+	}
 	amqp_destroy_connection(conn);
 	conn = NULL;
 	cur_broker = -1;
@@ -310,20 +346,30 @@ open_channel(void)
 	amqp_rpc_reply_t r;
 
 	channel = channel % CHANNEL_MAX + 1;
+	blocking_begin();
 	amqp_channel_open(conn, channel);
+	blocking_end();
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return reply_error(r);
+		return rpc_error("channel.open", r);
+	blocking_begin();
 	amqp_confirm_select(conn, channel);
+	blocking_end();
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return reply_error(r);
+		return rpc_error("confirm.select", r);
 	next_tag = 1;
 	channel_gen++;
 	return NULL;
 }
 
-/* Connect to broker i; NULL or the error. */
+/*
+ * Connect to broker i; NULL or the error.  The TCP connection is made on
+ * the latch (hs_worker_tcp_connect); the AMQP handshake and the RPCs that
+ * follow wait in librabbitmq, bounded by hasched.amqp_connect_timeout and
+ * hasched.amqp_confirm_timeout, and a SIGTERM ends them at once
+ * (blocking_begin).
+ */
 static char *
 connect_broker(int i)
 {
@@ -331,27 +377,34 @@ connect_broker(int i)
 	amqp_socket_t *sock;
 	struct timeval tv;
 	amqp_rpc_reply_t r;
-	char	   *err;
-	int			rc;
+	char	   *err = NULL;
+	pgsocket	fd;
 
-	tv.tv_sec = hs_amqp_connect_timeout / 1000;
-	tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
 	conn = amqp_new_connection();
 	sock = amqp_tcp_socket_new(conn);
 	if (sock == NULL)
 		err = pstrdup("cannot create a socket");
-	else if ((rc = amqp_socket_open_noblock(sock, b->info.host, b->info.port, &tv)) != AMQP_STATUS_OK)
-		err = psprintf("cannot connect: %s", amqp_error_string2(rc));
+	else if ((fd = hs_worker_tcp_connect(b->info.host, b->info.port,
+										 hs_amqp_connect_timeout, &err)) == PGINVALID_SOCKET)
+		 /* err says it */ ;
 	else
 	{
+		amqp_tcp_socket_set_sockfd(sock, fd);
+		tv.tv_sec = hs_amqp_connect_timeout / 1000;
+		tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
 		(void) amqp_set_handshake_timeout(conn, &tv);
 		tv.tv_sec = hs_amqp_confirm_timeout / 1000;
 		tv.tv_usec = (hs_amqp_confirm_timeout % 1000) * 1000;
 		(void) amqp_set_rpc_timeout(conn, &tv);
+		blocking_begin();
 		r = amqp_login(conn, b->info.vhost, CHANNEL_MAX, 131072, 0,
 					   AMQP_SASL_METHOD_PLAIN, b->info.user, b->info.password);
-		err = reply_error(r);
-		if (err)
+		blocking_end();
+		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+			r.library_error == AMQP_STATUS_TIMEOUT)
+			err = psprintf("the broker accepted the connection but did not answer the AMQP handshake within hasched.amqp_connect_timeout (%d ms)",
+						   hs_amqp_connect_timeout);
+		else if ((err = reply_error(r)) != NULL)
 			err = psprintf("login refused or failed: %s", err);
 		else if ((err = open_channel()) != NULL)
 			err = psprintf("cannot open a confirm channel: %s", err);
@@ -399,23 +452,30 @@ ensure_connected(void)
 		if (!hs_circuit_allow(b->circuit))
 		{
 			appendStringInfo(&why, "%s%s: circuit open", why.len ? "; " : "", broker_name(i));
+			if (b->last_error[0])
+				appendStringInfo(&why, " after: %s", b->last_error);
 			continue;
 		}
-		hs_dispatcher_set_status(MyProcPid, "connecting", broker_name(i));
+		/* after a pass that found none, health keeps saying why */
+		if (!unreachable)
+			hs_dispatcher_set_status(MyProcPid, "connecting", broker_name(i));
 		err = connect_broker(i);
 		hs_circuit_record(b->circuit, err == NULL, err);
 		if (err == NULL)
 		{
 			ereport(LOG,
 					(errmsg("hasched dispatcher: connected to %s", broker_name(i))));
+			unreachable = false;
 			hs_dispatcher_set_status(MyProcPid, "ok",
 									 psprintf("connected to %s", broker_name(i)));
 			return true;
 		}
 		ereport(LOG,
 				(errmsg("hasched dispatcher: %s: %s", broker_name(i), err)));
+		strlcpy(b->last_error, err, sizeof(b->last_error));
 		appendStringInfo(&why, "%s%s: %s", why.len ? "; " : "", broker_name(i), err);
 	}
+	unreachable = true;
 	hs_dispatcher_set_status(MyProcPid, "no broker",
 							 psprintf("no broker reachable (jobs of amqp queues wait): %s",
 									  why.len ? why.data : "hasched.amqp_url lists none"));
@@ -473,9 +533,11 @@ declare(const char *name)
 	arg.value.value.bytes = amqp_cstring_bytes(hs_amqp_queue_type);
 	args.num_entries = 1;
 	args.entries = &arg;
+	blocking_begin();
 	amqp_queue_declare(conn, channel, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
+	blocking_end();
 	r = amqp_get_rpc_reply(conn);
-	err = reply_error(r);
+	err = rpc_error("queue.declare", r);
 	if (err != NULL)
 	{
 		if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
@@ -484,7 +546,9 @@ declare(const char *name)
 			amqp_channel_close_ok_t ok = {0};
 			char	   *cerr;
 
+			blocking_begin();
 			(void) amqp_send_method(conn, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+			blocking_end();
 			if ((cerr = open_channel()) != NULL)
 				lost = true;
 		}
@@ -878,6 +942,7 @@ read_and_publish(void)
 		char	   *rk;
 		char	   *err;
 		char	   *msgid;
+		char	   *body;
 		amqp_basic_properties_t props;
 		int			rc;
 
@@ -899,10 +964,12 @@ read_and_publish(void)
 		props.content_type = amqp_cstring_bytes("application/json");
 		props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
 		props.message_id = amqp_cstring_bytes(msgid);
+		body = message_body(m, epoch, priorities[i], timeouts[i], payloads[i]);
+		/* a broker that stops reading (a resource alarm) blocks the send */
+		blocking_begin();
 		rc = amqp_basic_publish(conn, channel, amqp_empty_bytes, amqp_cstring_bytes(rk), 1, 0,
-								&props,
-								amqp_cstring_bytes(message_body(m, epoch, priorities[i],
-																timeouts[i], payloads[i])));
+								&props, amqp_cstring_bytes(body));
+		blocking_end();
 		if (rc != AMQP_STATUS_OK)
 		{
 			fail_conn(m, psprintf("publish failed: %s", amqp_error_string2(rc)));
@@ -1178,6 +1245,7 @@ dispatcher_socket_ready(pgsocket sock, uint32 events)
 static void
 dispatcher_after_error(void)
 {
+	hs_worker_blocking_socket(PGINVALID_SOCKET);
 	/* its jobs stay waiting; messages of it that reach the broker are stale */
 	while (ninflight > 0)
 		MemoryContextDelete(inflight[--ninflight]->cxt);
@@ -1194,6 +1262,7 @@ dispatcher_detach(int code, Datum arg)
 {
 	hs_dispatcher_attach(NULL);
 	hs_dispatcher_set_status(0, "down", "exited");
+	hs_worker_blocking_socket(PGINVALID_SOCKET);
 	if (conn != NULL)
 	{
 		amqp_destroy_connection(conn);

@@ -467,6 +467,91 @@ sub _get_client
 	return $bin;
 }
 
+=pod
+
+=item HaschedRabbitMQ->silent_listener
+
+Not a broker: a real TCP listener on a free loopback port (a child process)
+that accepts every connection, keeps it open, reads and discards what comes
+and never answers: a broker host whose RabbitMQ hangs.  Returns an object
+with port, url (amqp://guest:guest@127.0.0.1:PORT), accepted (how many
+connections it accepted so far) and stop (kills the child by pid; the END
+block does it too).
+
+=cut
+
+my @listeners;
+
+sub silent_listener
+{
+	my ($class) = @_;
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $count = "$PostgreSQL::Test::Utils::tmp_check/silent_$port.accepted";
+	my $srv = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1',
+		LocalPort => $port,
+		Listen => 64,
+		ReuseAddr => 1) or croak "cannot listen on 127.0.0.1:$port: $!";
+	_write($count, '');
+	my $pid = fork();
+	croak "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		my @held;
+		my $rin = '';
+		vec($rin, fileno($srv), 1) = 1;
+		for (;;)
+		{
+			my $r = $rin;
+			vec($r, fileno($_), 1) = 1 for @held;
+			next unless select(my $rout = $r, undef, undef, 1) > 0;
+			if (vec($rout, fileno($srv), 1))
+			{
+				my $c = $srv->accept or next;
+				push @held, $c;
+				open my $fh, '>>', $count or POSIX::_exit(1);
+				print $fh "1\n";
+				close $fh;
+			}
+			# what the client sends is read and dropped; a closed one goes
+			@held = grep {
+				!vec($rout, fileno($_), 1) || sysread($_, my $buf, 4096)
+			} @held;
+		}
+	}
+	close $srv;
+	my $self = bless { port => $port, pid => $pid, count => $count },
+	  'HaschedRabbitMQ::SilentListener';
+	push @listeners, $self;
+	return $self;
+}
+
+package HaschedRabbitMQ::SilentListener;
+
+sub port { return $_[0]{port}; }
+sub url  { return "amqp://guest:guest\@127.0.0.1:$_[0]{port}"; }
+
+sub accepted
+{
+	my ($self) = @_;
+	open my $fh, '<', $self->{count} or return 0;
+	my @lines = <$fh>;
+	close $fh;
+	return scalar @lines;
+}
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{pid};
+	kill 'KILL', $self->{pid};
+	waitpid($self->{pid}, 0);
+	$self->{pid} = 0;
+	return;
+}
+
+package HaschedRabbitMQ;
+
 END
 {
 	my $rc = $?;
@@ -476,6 +561,7 @@ END
 		kill 'KILL', $b->{epmd_pid} if $b->{epmd_pid};
 		unlink "$b->{dir}/rabbitmq.pid", "$b->{dir}/epmd.pid";
 	}
+	$_->stop for @listeners;
 	$? = $rc;
 }
 
