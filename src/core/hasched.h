@@ -623,6 +623,8 @@ extern void hs_circuit_health(HsHealthRow *rows, int *n, bool standby);
 extern uint64 hs_mark_dispatched(int n, Datum *ids, Datum *attempts, Datum *lease_ids,
 								 int32 epoch);
 extern void hs_note_publish_failed(int n, Datum *ids, Datum *errors);
+/* most dispatched jobs hs_redispatch_expired() ends in one call */
+#define HS_REDISPATCH_LIMIT 10000
 extern uint64 hs_redispatch_expired(int32 epoch);
 
 /* quota.c */

@@ -1109,24 +1109,36 @@ dispatch_step(int *failed)
 	return n;
 }
 
-/* Dispatched jobs never started (lease over, or an older epoch): due again. */
+/*
+ * Dispatched jobs never started (lease over, or an older epoch): due again.
+ * An index range scan (job_dispatched_idx); up to HS_REDISPATCH_LIMIT jobs
+ * a transaction, as many transactions as it takes (after a failover, every
+ * job the old primary dispatched).
+ */
 static void
 expire_dispatched(void)
 {
 	int32		epoch;
-	uint64		n = 0;
+	uint64		n;
+	uint64		total = 0;
 
-	hs_xact_begin("hasched dispatcher: re-dispatching unstarted jobs");
-	hs_fencing_guard_xact(true);
-	epoch = current_epoch();
-	if (epoch > 0)
-		n = hs_redispatch_expired(epoch);
-	hs_circuit_write_events();
-	hs_xact_end(true);
-	if (n > 0)
+	do
+	{
+		n = 0;
+		hs_xact_begin("hasched dispatcher: re-dispatching unstarted jobs");
+		hs_fencing_guard_xact(true);
+		epoch = current_epoch();
+		if (epoch > 0)
+			n = hs_redispatch_expired(epoch);
+		hs_circuit_write_events();
+		hs_xact_end(true);
+		total += n;
+		CHECK_FOR_INTERRUPTS();
+	} while (n >= HS_REDISPATCH_LIMIT);
+	if (total > 0)
 		ereport(LOG,
 				(errmsg("hasched dispatcher: %llu dispatched jobs were not started in time or before a failover; they are dispatched again",
-						(unsigned long long) n)));
+						(unsigned long long) total)));
 }
 
 static long
