@@ -763,7 +763,12 @@ current_epoch(void)
 /*
  * The due jobs of the amqp queues whose circuit lets them through (a half
  * open one: its probe, one job), most urgent first; the new lease ids too.
- * Leaves them in SPI_tuptable; returns how many.
+ * A queue with a concurrency limit gets at most its room: the limit less
+ * its jobs dispatched or running and those published and not yet marked
+ * (0: unlimited).  This process alone makes jobs of amqp queues
+ * dispatched, and start() only turns dispatched into running, so the room
+ * can only grow between this read and the marks.  Leaves them in
+ * SPI_tuptable; returns how many.
  */
 static uint64
 read_batch(int32 *epoch)
@@ -784,7 +789,12 @@ read_batch(int32 *epoch)
 	{
 		Oid			types[5] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8ARRAYOID};
 
-		qplan = hs_prepare("SELECT q.name FROM hasched.queue q, hasched.state s"
+		/* the room under a concurrency limit: the jobs dispatched or running */
+		qplan = hs_prepare("SELECT q.name, CASE WHEN q.concurrency > 0 THEN"
+						   " q.concurrency - (SELECT count(*) FROM hasched.job a"
+						   "   WHERE a.queue = q.name AND a.state IN ('running', 'dispatched'))"
+						   " END"
+						   " FROM hasched.queue q, hasched.state s"
 						   " WHERE q.transport = 'amqp' AND q.paused_at IS NULL"
 						   " AND s.mode <> 'paused' ORDER BY q.name",
 						   0, NULL);
@@ -812,9 +822,27 @@ read_batch(int32 *epoch)
 	for (uint64 i = 0; i < nqueues; i++)
 	{
 		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		int			c = hs_circuit_get(HS_CIRCUIT_QUEUE, name);
-		bool		closed = hs_circuit_is_closed(c);
+		bool		unlimited;
+		int64		room = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 2, &unlimited));
+		int			c;
+		bool		closed;
 
+		/*
+		 * A concurrency limit: the jobs published and not yet marked take
+		 * room too (their rows are still waiting).
+		 */
+		if (!unlimited)
+		{
+			for (int b = 0; b < ninflight; b++)
+				for (int k = 0; k < inflight[b]->n; k++)
+					if (strcmp(inflight[b]->msgs[k].queue, name) == 0)
+						room--;
+			if (room <= 0)
+				continue;
+		}
+		c = hs_circuit_get(HS_CIRCUIT_QUEUE, name);
+		closed = hs_circuit_is_closed(c);
 		if (!closed)
 		{
 			if (!hs_circuit_allow(c))
@@ -823,7 +851,8 @@ read_batch(int32 *epoch)
 				probes[nprobes++] = c;
 		}
 		names[nq] = CStringGetTextDatum(name);
-		limits[nq] = Int32GetDatum(closed ? hs_dispatch_batch : 1);
+		limits[nq] = Int32GetDatum(!closed ? 1 :
+								   unlimited ? hs_dispatch_batch : (int32) Min(room, hs_dispatch_batch));
 		nq++;
 	}
 	if (nq == 0)
