@@ -125,6 +125,8 @@ extern int	hs_degrade_min_dwell;
 extern double hs_degrade_exit_ratio;
 extern double hs_slo_target;
 extern char *hs_amqp_url;
+extern char *hs_amqp_tls_ca_file;
+extern bool hs_amqp_tls_verify;
 extern char *hs_amqp_queue_type;
 extern int	hs_dispatch_batch;
 extern int	hs_dispatch_lease;

@@ -4,7 +4,8 @@
  *		The RabbitMQ dispatcher: a background worker on the primary (only
  *		while the node may act) that publishes the due jobs of amqp queues
  *		to a broker of hasched.amqp_url with publisher confirms, behind
- *		circuit breakers per broker and per queue (core/circuit.c).
+ *		circuit breakers per broker and per queue (core/circuit.c); amqps://
+ *		brokers over TLS.
  *
  * An outbox.  The job row is the truth, the message a copy.  A round reads
  * a batch of due jobs (no lock), gives each a new attempt and lease id (its
@@ -44,7 +45,10 @@
 #include <sys/time.h>
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
@@ -216,20 +220,23 @@ load_brokers(void)
 		b = &brokers[nbrokers++];
 		/* shown without its password: user@host... */
 		at = strrchr(tok, '@');
-		if (at != NULL && strncmp(tok, "amqp://", 7) == 0 && strchr(tok + 7, ':') != NULL &&
-			strchr(tok + 7, ':') < at)
-			b->display = psprintf("amqp://%.*s:***%s",
-								  (int) (strchr(tok + 7, ':') - (tok + 7)), tok + 7, at);
-		else
-			b->display = pstrdup(tok);
+		{
+			int			skip = strncmp(tok, "amqp://", 7) == 0 ? 7 :
+				strncmp(tok, "amqps://", 8) == 0 ? 8 : 0;
+			char	   *colon = skip ? strchr(tok + skip, ':') : NULL;
+
+			if (at != NULL && colon != NULL && colon < at)
+				b->display = psprintf("%.*s%.*s:***%s", skip, tok,
+									  (int) (colon - (tok + skip)), tok + skip, at);
+			else
+				b->display = pstrdup(tok);
+		}
 		url = pstrdup(tok);
 		amqp_default_connection_info(&b->info);
 		rc = amqp_parse_url(url, &b->info);
 		if (rc != AMQP_STATUS_OK)
-			b->error = psprintf("malformed broker URL (%s); expected amqp://user:password@host:port/vhost",
+			b->error = psprintf("malformed broker URL (%s); expected amqp://user:password@host:port/vhost or amqps://...",
 								amqp_error_string2(rc));
-		else if (b->info.ssl)
-			b->error = pstrdup("amqps:// is not supported; use amqp://");
 		if (b->error)
 		{
 			ereport(LOG,
@@ -363,11 +370,125 @@ open_channel(void)
 	return NULL;
 }
 
+/* the first certificate error of the TLS handshake under way ("" none) */
+static char tls_verify_error[256];
+
 /*
- * Connect to broker i; NULL or the error.  The TCP connection is made on
- * the latch (hs_worker_tcp_connect); the AMQP handshake and the RPCs that
- * follow wait in librabbitmq, bounded by hasched.amqp_connect_timeout and
- * hasched.amqp_confirm_timeout, and a SIGTERM ends them at once
+ * OpenSSL's verify callback: notes why the broker's certificate does not
+ * verify.  librabbitmq sets no verify mode (it checks the result after the
+ * handshake), so the return value changes nothing.
+ */
+static int
+tls_verify(int ok, X509_STORE_CTX *store)
+{
+	if (!ok && tls_verify_error[0] == '\0')
+		snprintf(tls_verify_error, sizeof(tls_verify_error), "%s",
+				 X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)));
+	return ok;
+}
+
+/*
+ * OpenSSL's info callback: the handshake starts on the socket that
+ * librabbitmq connected; name it to the worker loop, so that a SIGTERM ends
+ * a handshake with a broker that does not answer (see blocking_begin).
+ */
+static void
+tls_info(const SSL *ssl, int where, int ret)
+{
+	if (where & SSL_CB_HANDSHAKE_START)
+		hs_worker_blocking_socket(SSL_get_fd(ssl));
+}
+
+/*
+ * The socket for broker b: TCP, or TLS for amqps:// (the certificate
+ * checked against hasched.amqp_tls_ca_file or the system's CAs, and the
+ * URL's host name, unless hasched.amqp_tls_verify is off).  NULL with *err.
+ */
+static amqp_socket_t *
+new_socket(Broker *b, char **err)
+{
+	amqp_socket_t *sock;
+	SSL_CTX    *ctx;
+	int			rc;
+
+	if (!b->info.ssl)
+	{
+		if ((sock = amqp_tcp_socket_new(conn)) == NULL)
+			*err = pstrdup("cannot create a socket");
+		return sock;
+	}
+	if ((sock = amqp_ssl_socket_new(conn)) == NULL)
+	{
+		*err = pstrdup("cannot set up TLS");
+		return NULL;
+	}
+	amqp_ssl_socket_set_verify_peer(sock, hs_amqp_tls_verify);
+	amqp_ssl_socket_set_verify_hostname(sock, hs_amqp_tls_verify);
+	ctx = amqp_ssl_socket_get_context(sock);
+	if (hs_amqp_tls_ca_file[0] != '\0')
+	{
+		if ((rc = amqp_ssl_socket_set_cacert(sock, hs_amqp_tls_ca_file)) != AMQP_STATUS_OK)
+		{
+			*err = psprintf("cannot load the CA certificates of hasched.amqp_tls_ca_file \"%s\": %s",
+							hs_amqp_tls_ca_file, amqp_error_string2(rc));
+			return NULL;
+		}
+	}
+	else if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+	{
+		*err = pstrdup("cannot load the system's CA certificates; set hasched.amqp_tls_ca_file");
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, tls_verify);
+	SSL_CTX_set_info_callback(ctx, tls_info);
+	return sock;
+}
+
+/*
+ * Open the connection to broker b on sock; NULL or the error.  TCP: the
+ * connect is made on the latch (hs_worker_tcp_connect).  TLS: librabbitmq
+ * connects (within hasched.amqp_connect_timeout) and runs the handshake,
+ * which a SIGTERM ends (tls_info).
+ */
+static char *
+open_socket(Broker *b, amqp_socket_t *sock)
+{
+	char	   *err = NULL;
+	struct timeval tv;
+	pgsocket	fd;
+	int			rc;
+
+	if (!b->info.ssl)
+	{
+		fd = hs_worker_tcp_connect(b->info.host, b->info.port, hs_amqp_connect_timeout, &err);
+		if (fd == PGINVALID_SOCKET)
+			return err;
+		amqp_tcp_socket_set_sockfd(sock, fd);
+		return NULL;
+	}
+	tv.tv_sec = hs_amqp_connect_timeout / 1000;
+	tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
+	tls_verify_error[0] = '\0';
+	rc = amqp_socket_open_noblock(sock, b->info.host, b->info.port, &tv);
+	blocking_end();
+	if (rc == AMQP_STATUS_OK)
+		return NULL;
+	if (rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
+		return psprintf("TLS: the broker's certificate does not verify (%s); check hasched.amqp_tls_ca_file",
+						tls_verify_error[0] ? tls_verify_error : "no detail");
+	if (rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+		return psprintf("TLS: the broker's certificate is not for host \"%s\"", b->info.host);
+	if (rc == AMQP_STATUS_TIMEOUT)
+		return psprintf("TLS: no connection or handshake with %s:%d within hasched.amqp_connect_timeout (%d ms)",
+						b->info.host, b->info.port, hs_amqp_connect_timeout);
+	return psprintf("TLS: cannot connect to %s:%d: %s", b->info.host, b->info.port,
+					amqp_error_string2(rc));
+}
+
+/*
+ * Connect to broker i; NULL or the error.  The AMQP handshake and the RPCs
+ * that follow wait in librabbitmq, bounded by hasched.amqp_connect_timeout
+ * and hasched.amqp_confirm_timeout, and a SIGTERM ends them at once
  * (blocking_begin).
  */
 static char *
@@ -378,18 +499,11 @@ connect_broker(int i)
 	struct timeval tv;
 	amqp_rpc_reply_t r;
 	char	   *err = NULL;
-	pgsocket	fd;
 
 	conn = amqp_new_connection();
-	sock = amqp_tcp_socket_new(conn);
-	if (sock == NULL)
-		err = pstrdup("cannot create a socket");
-	else if ((fd = hs_worker_tcp_connect(b->info.host, b->info.port,
-										 hs_amqp_connect_timeout, &err)) == PGINVALID_SOCKET)
-		 /* err says it */ ;
-	else
+	if ((sock = new_socket(b, &err)) != NULL &&
+		(err = open_socket(b, sock)) == NULL)
 	{
-		amqp_tcp_socket_set_sockfd(sock, fd);
 		tv.tv_sec = hs_amqp_connect_timeout / 1000;
 		tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
 		(void) amqp_set_handshake_timeout(conn, &tv);
