@@ -42,6 +42,9 @@
  */
 #include "postgres.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <amqp.h>
@@ -66,6 +69,7 @@
 #define FENCED_MS			500
 #define NO_EPOCH_MS			200
 #define EXPIRY_EVERY_MS		1000
+#define USABLE_EVERY_MS		1000
 #define CHANNEL_MAX			2047
 
 /* a broker of hasched.amqp_url */
@@ -135,6 +139,7 @@ static int	declared_cap = 0;
 static bool lost = false;		/* the socket said the connection is gone */
 
 static TimestampTz last_expiry = 0;
+static TimestampTz usable_at = 0;	/* the extension was found usable then */
 static TimestampTz next_connect_at = 0;	/* no connection attempt before */
 static bool unreachable = false;	/* the last pass found no broker */
 
@@ -1001,6 +1006,17 @@ release_probes(int *list, int n)
 		hs_circuit_release_probe(list[i]);
 }
 
+/* TCP_CORK on the broker's socket, or off (which sends what it held) */
+static void
+cork(bool on)
+{
+	int			v = on ? 1 : 0;
+	int			fd = conn != NULL ? amqp_get_sockfd(conn) : -1;
+
+	if (fd >= 0)
+		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+}
+
 /* the message body of the AMQP contract */
 static char *
 message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char *payload)
@@ -1078,7 +1094,14 @@ read_and_publish(void)
 	}
 	hs_xact_end(true);
 
-	/* publish, outside any transaction; one delivery tag per publish */
+	/*
+	 * publish, outside any transaction; one delivery tag per publish.  The
+	 * socket is corked meanwhile: librabbitmq sends each message with a
+	 * send() of its own, and on loopback each would wake the broker for a
+	 * segment of its own; corked, the kernel sends full segments and the
+	 * rest at the uncork.
+	 */
+	cork(true);
 	for (int i = 0; i < n; i++)
 	{
 		Msg		   *m = &b->msgs[i];
@@ -1122,6 +1145,7 @@ read_and_publish(void)
 		m->tag = next_tag++;
 		m->gen = channel_gen;
 	}
+	cork(false);
 	b->published_at = GetCurrentTimestamp();
 	return b;
 }
@@ -1307,16 +1331,27 @@ dispatcher_round(void)
 		return IDLE_MS * 5;
 	}
 
-	hs_xact_begin("hasched dispatcher");
-	usable = hs_extension_usable();
-	hs_xact_end(true);
-	if (!usable)
+	/*
+	 * Is the extension there at this library's version (not being
+	 * restored)?  Asked every round while it is not; once it is, at most
+	 * once a second: a batch takes a round, and the question (a query of
+	 * pg_extension, parsed each time) cost a twentieth of the dispatcher's
+	 * CPU at full speed.
+	 */
+	now = GetCurrentTimestamp();
+	if (now - usable_at >= (int64) USABLE_EVERY_MS * 1000)
 	{
-		hs_dispatcher_set_status(MyProcPid, "waiting", "the hasched extension is not usable in hasched.database yet");
-		return IDLE_MS;
+		hs_xact_begin("hasched dispatcher");
+		usable = hs_extension_usable();
+		hs_xact_end(true);
+		usable_at = usable ? now : 0;
+		if (!usable)
+		{
+			hs_dispatcher_set_status(MyProcPid, "waiting", "the hasched extension is not usable in hasched.database yet");
+			return IDLE_MS;
+		}
 	}
 
-	now = GetCurrentTimestamp();
 	if (now - last_expiry >= (int64) EXPIRY_EVERY_MS * 1000)
 	{
 		last_expiry = now;
@@ -1401,6 +1436,7 @@ static void
 dispatcher_after_error(void)
 {
 	hs_worker_blocking_socket(PGINVALID_SOCKET);
+	usable_at = 0;				/* ask again: the extension may be gone */
 	/* its jobs stay waiting; messages of it that reach the broker are stale */
 	while (ninflight > 0)
 		MemoryContextDelete(inflight[--ninflight]->cxt);
