@@ -47,6 +47,8 @@ SHLIB_LINK = -lzookeeper_st
 # the RabbitMQ dispatcher (src/workers/dispatcher.c): librabbitmq-c 0.11
 # (librabbitmq-dev), driven from the worker's own wait loop
 SHLIB_LINK += -lrabbitmq
+# amqps:// (the dispatcher sets the TLS context librabbitmq made)
+SHLIB_LINK += -lssl -lcrypto
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare -Wno-cast-function-type
 
 REGRESS = setup submit claim quota security schedule

@@ -65,6 +65,8 @@ typedef struct HwConfig
 	bool		listen;			/* use LISTEN/NOTIFY (false: poll only) */
 	const char *amqp;			/* --amqp URL list; NULL: pull mode */
 	const char *amqp_queue_type;	/* quorum or classic */
+	const char *amqp_ca_file;	/* amqps: CA certificates (PEM); NULL: the system's */
+	bool		amqp_no_verify;	/* amqps: do not verify the broker's certificate */
 	const char *zookeeper;		/* ZooKeeper connection string; NULL: none */
 	const char *zk_path;		/* hasched's root znode (hasched.zookeeper_path) */
 	int			zk_timeout_ms;	/* the session timeout asked for */
@@ -228,6 +230,7 @@ typedef struct HwAmqpUrl
 } HwAmqpUrl;
 
 extern const char *hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls);
+extern bool hw_amqp_any_tls(const HwAmqpUrl *urls, int nurls);
 extern HwSource *hw_source_amqp(HwAmqpUrl *urls, int nurls, const char *queue,
 								const char *queue_type, int prefetch);
 

@@ -143,8 +143,13 @@ usage(FILE *f)
 			"                        to follow a failover\n"
 			"  --queue QUEUE         the queue to work (required)\n"
 			"  --amqp URL[,URL]...   consume from RabbitMQ: amqp://USER:PASSWORD@HOST:PORT/VHOST,\n"
+			"                        or amqps://... for TLS (port 5671 by default);\n"
 			"                        several tried in order; a lost connection is retried\n"
 			"                        with backoff and jitter (unacked jobs come again)\n"
+			"  --amqp-ca-file FILE   amqps: CA certificates (PEM) that the broker's\n"
+			"                        certificate must chain to (default: the system's)\n"
+			"  --amqp-no-verify      amqps: do not verify the broker's certificate and\n"
+			"                        host name (encrypts, but trusts any broker)\n"
 			"  --amqp-queue-type T   quorum (default) or classic: the x-queue-type the\n"
 			"                        queues are declared with (the server's\n"
 			"                        hasched.amqp_queue_type)\n"
@@ -287,7 +292,7 @@ parse_args(int argc, char **argv)
 	{
 		OPT_DB = 256, OPT_QUEUE, OPT_CONC, OPT_POLL, OPT_HEALTH, OPT_LOG, OPT_NAME,
 		OPT_GRACE, OPT_MAXOUT, OPT_STALL, OPT_NOLISTEN, OPT_VERSION, OPT_ZK, OPT_ZK_PATH,
-		OPT_ZK_TIMEOUT, OPT_AMQP, OPT_AMQP_QTYPE
+		OPT_ZK_TIMEOUT, OPT_AMQP, OPT_AMQP_QTYPE, OPT_AMQP_CA, OPT_AMQP_NOVERIFY
 	};
 	static const struct option opts[] = {
 		{"db", required_argument, NULL, OPT_DB},
@@ -299,6 +304,8 @@ parse_args(int argc, char **argv)
 		{"log-file", required_argument, NULL, OPT_LOG},
 		{"amqp", required_argument, NULL, OPT_AMQP},
 		{"amqp-queue-type", required_argument, NULL, OPT_AMQP_QTYPE},
+		{"amqp-ca-file", required_argument, NULL, OPT_AMQP_CA},
+		{"amqp-no-verify", no_argument, NULL, OPT_AMQP_NOVERIFY},
 		{"name", required_argument, NULL, OPT_NAME},
 		{"kill-grace", required_argument, NULL, OPT_GRACE},
 		{"max-output", required_argument, NULL, OPT_MAXOUT},
@@ -375,6 +382,12 @@ parse_args(int argc, char **argv)
 					bad_usage("--amqp-queue-type must be \"quorum\" or \"classic\", not \"%s\"", optarg);
 				hw_cfg.amqp_queue_type = optarg;
 				break;
+			case OPT_AMQP_CA:
+				hw_cfg.amqp_ca_file = optarg;
+				break;
+			case OPT_AMQP_NOVERIFY:
+				hw_cfg.amqp_no_verify = true;
+				break;
 			case OPT_ZK_PATH:
 				hw_cfg.zk_path = optarg;
 				zk_path_given = true;
@@ -436,6 +449,10 @@ parse_args(int argc, char **argv)
 	}
 	else if (hw_cfg.amqp_queue_type != NULL)
 		bad_usage("--amqp-queue-type needs --amqp URL");
+	if ((hw_cfg.amqp_ca_file != NULL || hw_cfg.amqp_no_verify) && !hw_amqp_any_tls(amqp_urls, amqp_nurls))
+		bad_usage("--amqp-ca-file and --amqp-no-verify need an amqps:// URL in --amqp");
+	if (hw_cfg.amqp_ca_file != NULL && access(hw_cfg.amqp_ca_file, R_OK) != 0)
+		bad_usage("--amqp-ca-file: cannot read \"%s\": %s", hw_cfg.amqp_ca_file, strerror(errno));
 	if (hw_cfg.zookeeper != NULL)
 	{
 		const char *why = hw_zk_check_connect(hw_cfg.zookeeper);

@@ -42,7 +42,9 @@
 #include "hw.h"
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,18 +162,14 @@ hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls)
 					 " the trailing slash (amqp://HOST:PORT) or write amqp://HOST:PORT/%%2f", tok);
 			return why;
 		}
-		if (u->info.ssl)
-		{
-			snprintf(why, sizeof(why), "\"%s\": amqps (TLS) is not supported; use amqp://", tok);
-			return why;
-		}
 		if (u->info.port <= 0 || u->info.port > 65535)
 		{
 			snprintf(why, sizeof(why), "\"%s\": port %d is out of range", tok, u->info.port);
 			return why;
 		}
 		/* for the log and health: no password */
-		snprintf(u->shown, sizeof(u->shown), "amqp://%s@%s:%d/%s", u->info.user, u->info.host,
+		snprintf(u->shown, sizeof(u->shown), "%s://%s@%s:%d/%s", u->info.ssl ? "amqps" : "amqp",
+				 u->info.user, u->info.host,
 				 u->info.port, strcmp(u->info.vhost, "/") == 0 ? "" : u->info.vhost);
 		/* work is kept: info points into it */
 		n++;
@@ -186,9 +184,62 @@ hw_amqp_parse_urls(const char *list, HwAmqpUrl **urls, int *nurls)
 	return NULL;
 }
 
+/* Is any of the URLs amqps://? */
+bool
+hw_amqp_any_tls(const HwAmqpUrl *urls, int nurls)
+{
+	for (int i = 0; i < nurls; i++)
+		if (urls[i].info.ssl)
+			return true;
+	return false;
+}
+
 /* ------------------------------------------------------------------------
  * The connection
  * ------------------------------------------------------------------------ */
+
+/*
+ * The socket of a connection to u: TLS for amqps:// (the broker's
+ * certificate checked against --amqp-ca-file, or the system's CAs, and its
+ * name against the URL's host, unless --amqp-no-verify), else TCP.  NULL
+ * with st->error set.
+ */
+static amqp_socket_t *
+new_socket(AmqpState *st, const HwAmqpUrl *u)
+{
+	amqp_socket_t *sock;
+	int			rc;
+
+	if (!u->info.ssl)
+	{
+		if ((sock = amqp_tcp_socket_new(st->conn)) == NULL)
+			snprintf(st->error, sizeof(st->error), "out of memory");
+		return sock;
+	}
+	if ((sock = amqp_ssl_socket_new(st->conn)) == NULL)
+	{
+		snprintf(st->error, sizeof(st->error), "cannot set up TLS (out of memory)");
+		return NULL;
+	}
+	amqp_ssl_socket_set_verify_peer(sock, !hw_cfg.amqp_no_verify);
+	amqp_ssl_socket_set_verify_hostname(sock, !hw_cfg.amqp_no_verify);
+	if (hw_cfg.amqp_ca_file != NULL)
+	{
+		if ((rc = amqp_ssl_socket_set_cacert(sock, hw_cfg.amqp_ca_file)) != AMQP_STATUS_OK)
+		{
+			snprintf(st->error, sizeof(st->error), "cannot load the CA certificates of --amqp-ca-file \"%s\": %s",
+					 hw_cfg.amqp_ca_file, amqp_error_string2(rc));
+			return NULL;
+		}
+	}
+	/* librabbitmq 0.11 loads no CA by itself */
+	else if (SSL_CTX_set_default_verify_paths(amqp_ssl_socket_get_context(sock)) != 1)
+	{
+		snprintf(st->error, sizeof(st->error), "cannot load the system's CA certificates; give --amqp-ca-file");
+		return NULL;
+	}
+	return sock;
+}
 
 /* The text of a failed RPC reply, into st->error. */
 static void
@@ -314,18 +365,20 @@ connect_one(AmqpState *st, int i, bool *config_error)
 
 	*config_error = false;
 	st->conn = amqp_new_connection();
-	if (st->conn == NULL || (sock = amqp_tcp_socket_new(st->conn)) == NULL)
+	if (st->conn == NULL)
 	{
 		snprintf(st->error, sizeof(st->error), "out of memory");
 		goto fail;
 	}
+	if ((sock = new_socket(st, u)) == NULL)
+		goto fail;
 	(void) amqp_set_handshake_timeout(st->conn, &tv);
 	(void) amqp_set_rpc_timeout(st->conn, &tv);
 	rc = amqp_socket_open_noblock(sock, u->info.host, u->info.port, &tv);
 	if (rc != AMQP_STATUS_OK)
 	{
-		snprintf(st->error, sizeof(st->error), "cannot connect to %s:%d: %s", u->info.host,
-				 u->info.port, amqp_error_string2(rc));
+		snprintf(st->error, sizeof(st->error), "cannot connect to %s:%d%s: %s", u->info.host,
+				 u->info.port, u->info.ssl ? " (TLS)" : "", amqp_error_string2(rc));
 		goto fail;
 	}
 	r = amqp_login(st->conn, u->info.vhost, 0, AMQP_FRAME_MAX, AMQP_HEARTBEAT_S,

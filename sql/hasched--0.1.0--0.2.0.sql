@@ -848,3 +848,18 @@ COMMENT ON VIEW hasched.circuits IS
 	'The RabbitMQ dispatcher''s circuit breakers (see hasched.circuits()); every transition is also an event (kind circuit) in hasched.event.';
 REVOKE ALL ON hasched.circuits FROM PUBLIC;
 GRANT SELECT ON hasched.circuits TO hasched_admin;
+
+/* ========================================================================
+ * Dispatch lease scan: an index on the dispatched jobs' epoch and lease
+ * ======================================================================== */
+
+/*
+ * Every second the dispatcher ends the attempts of dispatched jobs that no
+ * worker started within hasched.dispatch_lease, or that were dispatched
+ * under an older epoch (before a failover).  job_active_idx leads with the
+ * queue, so that scan read every running and dispatched job; this index
+ * makes it two range scans: epoch < the current one (empty but right after
+ * a failover), and the current epoch with lease_until < now.
+ */
+CREATE INDEX job_dispatched_idx ON hasched.job (epoch, lease_until)
+	WHERE state = 'dispatched';

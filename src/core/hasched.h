@@ -125,6 +125,8 @@ extern int	hs_degrade_min_dwell;
 extern double hs_degrade_exit_ratio;
 extern double hs_slo_target;
 extern char *hs_amqp_url;
+extern char *hs_amqp_tls_ca_file;
+extern bool hs_amqp_tls_verify;
 extern char *hs_amqp_queue_type;
 extern int	hs_dispatch_batch;
 extern int	hs_dispatch_lease;
@@ -623,6 +625,8 @@ extern void hs_circuit_health(HsHealthRow *rows, int *n, bool standby);
 extern uint64 hs_mark_dispatched(int n, Datum *ids, Datum *attempts, Datum *lease_ids,
 								 int32 epoch);
 extern void hs_note_publish_failed(int n, Datum *ids, Datum *errors);
+/* most dispatched jobs hs_redispatch_expired() ends in one call */
+#define HS_REDISPATCH_LIMIT 10000
 extern uint64 hs_redispatch_expired(int32 epoch);
 
 /* quota.c */

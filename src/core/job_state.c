@@ -973,10 +973,17 @@ hs_redispatch_expired(int32 epoch)
 	static SPIPlanPtr plan = NULL;
 	Datum		values[1];
 
+	/*
+	 * Two range scans of job_dispatched_idx (epoch, lease_until): an older
+	 * epoch, or this one with its lease over.  Epochs only grow and a job is
+	 * dispatched under the epoch its dispatcher read, so none is newer than
+	 * $1.  statement_timestamp(), not clock_timestamp(): a volatile bound
+	 * cannot be an index condition.  At most HS_REDISPATCH_LIMIT rows a call.
+	 */
 	hs_plan(&plan, end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
 			" WHERE x.state = 'dispatched'"
-			" AND (x.lease_until < clock_timestamp() OR x.epoch < $1)"
-			" FOR UPDATE SKIP LOCKED))",
+			" AND (x.epoch < $1 OR (x.epoch = $1 AND x.lease_until < statement_timestamp()))"
+			" LIMIT " CppAsString2(HS_REDISPATCH_LIMIT) " FOR UPDATE SKIP LOCKED))",
 			"true",
 			"CASE WHEN j.epoch < $1 THEN 'dispatched under epoch '"
 			" || j.epoch || ' and not started before the failover'"

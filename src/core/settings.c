@@ -32,6 +32,7 @@
 #include "core/settings_variables.h"
 int			hs_submit_synchronous_commit = 0;	/* index into commit_levels */
 bool		hs_enforce_quotas = true;
+bool		hs_amqp_tls_verify = true;
 double		hs_degrade_exit_ratio = 0.8;
 double		hs_slo_target = 99.99;
 
@@ -173,6 +174,12 @@ hs_define_settings(void)
 							 NULL,
 							 &hs_enforce_quotas, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("hasched.amqp_tls_verify",
+							 "Whether the dispatcher verifies the certificate and host name of an amqps:// broker.",
+							 "Off encrypts the connection but trusts any broker that answers (a man in the middle too); for tests only.",
+							 &hs_amqp_tls_verify, true,
+							 PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 
 	DefineCustomRealVariable("hasched.degrade_exit_ratio",
 							 "An automatic mode ends when every signal is below this fraction of its threshold.",

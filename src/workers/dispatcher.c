@@ -4,7 +4,8 @@
  *		The RabbitMQ dispatcher: a background worker on the primary (only
  *		while the node may act) that publishes the due jobs of amqp queues
  *		to a broker of hasched.amqp_url with publisher confirms, behind
- *		circuit breakers per broker and per queue (core/circuit.c).
+ *		circuit breakers per broker and per queue (core/circuit.c); amqps://
+ *		brokers over TLS.
  *
  * An outbox.  The job row is the truth, the message a copy.  A round reads
  * a batch of due jobs (no lock), gives each a new attempt and lease id (its
@@ -41,10 +42,16 @@
  */
 #include "postgres.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <amqp.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
@@ -62,6 +69,7 @@
 #define FENCED_MS			500
 #define NO_EPOCH_MS			200
 #define EXPIRY_EVERY_MS		1000
+#define USABLE_EVERY_MS		1000
 #define CHANNEL_MAX			2047
 
 /* a broker of hasched.amqp_url */
@@ -71,6 +79,7 @@ typedef struct Broker
 	char	   *error;			/* why it is unusable, or NULL */
 	struct amqp_connection_info info;	/* points into its own copy */
 	int			circuit;
+	char		last_error[HS_CIRCUIT_ERROR_MAX];	/* of the last failed attempt */
 } Broker;
 
 /* one message of a batch */
@@ -130,7 +139,9 @@ static int	declared_cap = 0;
 static bool lost = false;		/* the socket said the connection is gone */
 
 static TimestampTz last_expiry = 0;
+static TimestampTz usable_at = 0;	/* the extension was found usable then */
 static TimestampTz next_connect_at = 0;	/* no connection attempt before */
+static bool unreachable = false;	/* the last pass found no broker */
 
 /* queue circuits whose probe the batch being read took */
 static int	probes[HS_MAX_CIRCUITS];
@@ -214,20 +225,23 @@ load_brokers(void)
 		b = &brokers[nbrokers++];
 		/* shown without its password: user@host... */
 		at = strrchr(tok, '@');
-		if (at != NULL && strncmp(tok, "amqp://", 7) == 0 && strchr(tok + 7, ':') != NULL &&
-			strchr(tok + 7, ':') < at)
-			b->display = psprintf("amqp://%.*s:***%s",
-								  (int) (strchr(tok + 7, ':') - (tok + 7)), tok + 7, at);
-		else
-			b->display = pstrdup(tok);
+		{
+			int			skip = strncmp(tok, "amqp://", 7) == 0 ? 7 :
+				strncmp(tok, "amqps://", 8) == 0 ? 8 : 0;
+			char	   *colon = skip ? strchr(tok + skip, ':') : NULL;
+
+			if (at != NULL && colon != NULL && colon < at)
+				b->display = psprintf("%.*s%.*s:***%s", skip, tok,
+									  (int) (colon - (tok + skip)), tok + skip, at);
+			else
+				b->display = pstrdup(tok);
+		}
 		url = pstrdup(tok);
 		amqp_default_connection_info(&b->info);
 		rc = amqp_parse_url(url, &b->info);
 		if (rc != AMQP_STATUS_OK)
-			b->error = psprintf("malformed broker URL (%s); expected amqp://user:password@host:port/vhost",
+			b->error = psprintf("malformed broker URL (%s); expected amqp://user:password@host:port/vhost or amqps://...",
 								amqp_error_string2(rc));
-		else if (b->info.ssl)
-			b->error = pstrdup("amqps:// is not supported; use amqp://");
 		if (b->error)
 		{
 			ereport(LOG,
@@ -284,6 +298,36 @@ reply_error(amqp_rpc_reply_t r)
 	return pstrdup("unknown reply");
 }
 
+/*
+ * Around a librabbitmq call that may wait for the broker (its RPCs poll()
+ * the socket until their own timeout, and restart after a signal): the
+ * socket is named to the worker loop, whose SIGTERM handler shuts it down,
+ * so the call returns at once and the process exits right after it.
+ */
+static void
+blocking_begin(void)
+{
+	hs_worker_blocking_socket(amqp_get_sockfd(conn));
+}
+
+static void
+blocking_end(void)
+{
+	hs_worker_blocking_socket(PGINVALID_SOCKET);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* the error of an RPC; a timeout named with the setting that bounds it */
+static char *
+rpc_error(const char *what, amqp_rpc_reply_t r)
+{
+	if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+		r.library_error == AMQP_STATUS_TIMEOUT)
+		return psprintf("the broker did not answer %s within hasched.amqp_confirm_timeout (%d ms)",
+						what, hs_amqp_confirm_timeout);
+	return reply_error(r);
+}
+
 static void
 disconnect(const char *why)
 {
@@ -295,7 +339,11 @@ disconnect(const char *why)
 						broker_name(cur_broker), why)));
 	fail_inflight("the connection to the broker was lost before the confirm");
 	if (!lost)
+	{
+		blocking_begin();
 		(void) amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+		blocking_end();
+	}
 	amqp_destroy_connection(conn);
 	conn = NULL;
 	cur_broker = -1;
@@ -310,20 +358,144 @@ open_channel(void)
 	amqp_rpc_reply_t r;
 
 	channel = channel % CHANNEL_MAX + 1;
+	blocking_begin();
 	amqp_channel_open(conn, channel);
+	blocking_end();
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return reply_error(r);
+		return rpc_error("channel.open", r);
+	blocking_begin();
 	amqp_confirm_select(conn, channel);
+	blocking_end();
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return reply_error(r);
+		return rpc_error("confirm.select", r);
 	next_tag = 1;
 	channel_gen++;
 	return NULL;
 }
 
-/* Connect to broker i; NULL or the error. */
+/* the first certificate error of the TLS handshake under way ("" none) */
+static char tls_verify_error[256];
+
+/*
+ * OpenSSL's verify callback: notes why the broker's certificate does not
+ * verify.  librabbitmq sets no verify mode (it checks the result after the
+ * handshake), so the return value changes nothing.
+ */
+static int
+tls_verify(int ok, X509_STORE_CTX *store)
+{
+	if (!ok && tls_verify_error[0] == '\0')
+		snprintf(tls_verify_error, sizeof(tls_verify_error), "%s",
+				 X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)));
+	return ok;
+}
+
+/*
+ * OpenSSL's info callback: the handshake starts on the socket that
+ * librabbitmq connected; name it to the worker loop, so that a SIGTERM ends
+ * a handshake with a broker that does not answer (see blocking_begin).
+ */
+static void
+tls_info(const SSL *ssl, int where, int ret)
+{
+	if (where & SSL_CB_HANDSHAKE_START)
+		hs_worker_blocking_socket(SSL_get_fd(ssl));
+}
+
+/*
+ * The socket for broker b: TCP, or TLS for amqps:// (the certificate
+ * checked against hasched.amqp_tls_ca_file or the system's CAs, and the
+ * URL's host name, unless hasched.amqp_tls_verify is off).  NULL with *err.
+ */
+static amqp_socket_t *
+new_socket(Broker *b, char **err)
+{
+	amqp_socket_t *sock;
+	SSL_CTX    *ctx;
+	int			rc;
+
+	if (!b->info.ssl)
+	{
+		if ((sock = amqp_tcp_socket_new(conn)) == NULL)
+			*err = pstrdup("cannot create a socket");
+		return sock;
+	}
+	if ((sock = amqp_ssl_socket_new(conn)) == NULL)
+	{
+		*err = pstrdup("cannot set up TLS");
+		return NULL;
+	}
+	amqp_ssl_socket_set_verify_peer(sock, hs_amqp_tls_verify);
+	amqp_ssl_socket_set_verify_hostname(sock, hs_amqp_tls_verify);
+	ctx = amqp_ssl_socket_get_context(sock);
+	if (hs_amqp_tls_ca_file[0] != '\0')
+	{
+		if ((rc = amqp_ssl_socket_set_cacert(sock, hs_amqp_tls_ca_file)) != AMQP_STATUS_OK)
+		{
+			*err = psprintf("cannot load the CA certificates of hasched.amqp_tls_ca_file \"%s\": %s",
+							hs_amqp_tls_ca_file, amqp_error_string2(rc));
+			return NULL;
+		}
+	}
+	else if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+	{
+		*err = pstrdup("cannot load the system's CA certificates; set hasched.amqp_tls_ca_file");
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, tls_verify);
+	SSL_CTX_set_info_callback(ctx, tls_info);
+	return sock;
+}
+
+/*
+ * Open the connection to broker b on sock; NULL or the error.  TCP: the
+ * connect is made on the latch (hs_worker_tcp_connect).  TLS: librabbitmq
+ * connects (within hasched.amqp_connect_timeout) and runs the handshake,
+ * which a SIGTERM ends (tls_info).
+ */
+static char *
+open_socket(Broker *b, amqp_socket_t *sock)
+{
+	char	   *err = NULL;
+	struct timeval tv;
+	pgsocket	fd;
+	int			rc;
+
+	if (!b->info.ssl)
+	{
+		fd = hs_worker_tcp_connect(b->info.host, b->info.port, hs_amqp_connect_timeout, &err);
+		if (fd == PGINVALID_SOCKET)
+			return err;
+		amqp_tcp_socket_set_sockfd(sock, fd);
+		return NULL;
+	}
+	tv.tv_sec = hs_amqp_connect_timeout / 1000;
+	tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
+	tls_verify_error[0] = '\0';
+	rc = amqp_socket_open_noblock(sock, b->info.host, b->info.port, &tv);
+	blocking_end();
+	if (rc == AMQP_STATUS_OK)
+		return NULL;
+	if (rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED)
+		return psprintf("TLS: the broker's certificate does not verify (%s); check hasched.amqp_tls_ca_file",
+						tls_verify_error[0] ? tls_verify_error : "no detail");
+	if (rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+		return psprintf("TLS: the broker's certificate is not for host \"%s\"", b->info.host);
+	if (rc == AMQP_STATUS_TIMEOUT)
+		return psprintf("TLS: no connection or handshake with %s:%d within hasched.amqp_connect_timeout (%d ms)",
+						b->info.host, b->info.port, hs_amqp_connect_timeout);
+	return psprintf("TLS: cannot connect to %s:%d: %s", b->info.host, b->info.port,
+					amqp_error_string2(rc));
+}
+
+/*
+ * Connect to broker i; NULL or the error.  The AMQP handshake and the RPCs
+ * that follow wait in librabbitmq, bounded by hasched.amqp_connect_timeout
+ * and hasched.amqp_confirm_timeout, and a SIGTERM ends them at once
+ * (blocking_begin).
+ */
 static char *
 connect_broker(int i)
 {
@@ -331,27 +503,27 @@ connect_broker(int i)
 	amqp_socket_t *sock;
 	struct timeval tv;
 	amqp_rpc_reply_t r;
-	char	   *err;
-	int			rc;
+	char	   *err = NULL;
 
-	tv.tv_sec = hs_amqp_connect_timeout / 1000;
-	tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
 	conn = amqp_new_connection();
-	sock = amqp_tcp_socket_new(conn);
-	if (sock == NULL)
-		err = pstrdup("cannot create a socket");
-	else if ((rc = amqp_socket_open_noblock(sock, b->info.host, b->info.port, &tv)) != AMQP_STATUS_OK)
-		err = psprintf("cannot connect: %s", amqp_error_string2(rc));
-	else
+	if ((sock = new_socket(b, &err)) != NULL &&
+		(err = open_socket(b, sock)) == NULL)
 	{
+		tv.tv_sec = hs_amqp_connect_timeout / 1000;
+		tv.tv_usec = (hs_amqp_connect_timeout % 1000) * 1000;
 		(void) amqp_set_handshake_timeout(conn, &tv);
 		tv.tv_sec = hs_amqp_confirm_timeout / 1000;
 		tv.tv_usec = (hs_amqp_confirm_timeout % 1000) * 1000;
 		(void) amqp_set_rpc_timeout(conn, &tv);
+		blocking_begin();
 		r = amqp_login(conn, b->info.vhost, CHANNEL_MAX, 131072, 0,
 					   AMQP_SASL_METHOD_PLAIN, b->info.user, b->info.password);
-		err = reply_error(r);
-		if (err)
+		blocking_end();
+		if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+			r.library_error == AMQP_STATUS_TIMEOUT)
+			err = psprintf("the broker accepted the connection but did not answer the AMQP handshake within hasched.amqp_connect_timeout (%d ms)",
+						   hs_amqp_connect_timeout);
+		else if ((err = reply_error(r)) != NULL)
 			err = psprintf("login refused or failed: %s", err);
 		else if ((err = open_channel()) != NULL)
 			err = psprintf("cannot open a confirm channel: %s", err);
@@ -399,23 +571,30 @@ ensure_connected(void)
 		if (!hs_circuit_allow(b->circuit))
 		{
 			appendStringInfo(&why, "%s%s: circuit open", why.len ? "; " : "", broker_name(i));
+			if (b->last_error[0])
+				appendStringInfo(&why, " after: %s", b->last_error);
 			continue;
 		}
-		hs_dispatcher_set_status(MyProcPid, "connecting", broker_name(i));
+		/* after a pass that found none, health keeps saying why */
+		if (!unreachable)
+			hs_dispatcher_set_status(MyProcPid, "connecting", broker_name(i));
 		err = connect_broker(i);
 		hs_circuit_record(b->circuit, err == NULL, err);
 		if (err == NULL)
 		{
 			ereport(LOG,
 					(errmsg("hasched dispatcher: connected to %s", broker_name(i))));
+			unreachable = false;
 			hs_dispatcher_set_status(MyProcPid, "ok",
 									 psprintf("connected to %s", broker_name(i)));
 			return true;
 		}
 		ereport(LOG,
 				(errmsg("hasched dispatcher: %s: %s", broker_name(i), err)));
+		strlcpy(b->last_error, err, sizeof(b->last_error));
 		appendStringInfo(&why, "%s%s: %s", why.len ? "; " : "", broker_name(i), err);
 	}
+	unreachable = true;
 	hs_dispatcher_set_status(MyProcPid, "no broker",
 							 psprintf("no broker reachable (jobs of amqp queues wait): %s",
 									  why.len ? why.data : "hasched.amqp_url lists none"));
@@ -473,9 +652,11 @@ declare(const char *name)
 	arg.value.value.bytes = amqp_cstring_bytes(hs_amqp_queue_type);
 	args.num_entries = 1;
 	args.entries = &arg;
+	blocking_begin();
 	amqp_queue_declare(conn, channel, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
+	blocking_end();
 	r = amqp_get_rpc_reply(conn);
-	err = reply_error(r);
+	err = rpc_error("queue.declare", r);
 	if (err != NULL)
 	{
 		if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
@@ -484,7 +665,9 @@ declare(const char *name)
 			amqp_channel_close_ok_t ok = {0};
 			char	   *cerr;
 
+			blocking_begin();
 			(void) amqp_send_method(conn, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+			blocking_end();
 			if ((cerr = open_channel()) != NULL)
 				lost = true;
 		}
@@ -699,7 +882,12 @@ current_epoch(void)
 /*
  * The due jobs of the amqp queues whose circuit lets them through (a half
  * open one: its probe, one job), most urgent first; the new lease ids too.
- * Leaves them in SPI_tuptable; returns how many.
+ * A queue with a concurrency limit gets at most its room: the limit less
+ * its jobs dispatched or running and those published and not yet marked
+ * (0: unlimited).  This process alone makes jobs of amqp queues
+ * dispatched, and start() only turns dispatched into running, so the room
+ * can only grow between this read and the marks.  Leaves them in
+ * SPI_tuptable; returns how many.
  */
 static uint64
 read_batch(int32 *epoch)
@@ -720,7 +908,12 @@ read_batch(int32 *epoch)
 	{
 		Oid			types[5] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID, INT8ARRAYOID, INT8ARRAYOID};
 
-		qplan = hs_prepare("SELECT q.name FROM hasched.queue q, hasched.state s"
+		/* the room under a concurrency limit: the jobs dispatched or running */
+		qplan = hs_prepare("SELECT q.name, CASE WHEN q.concurrency > 0 THEN"
+						   " q.concurrency - (SELECT count(*) FROM hasched.job a"
+						   "   WHERE a.queue = q.name AND a.state IN ('running', 'dispatched'))"
+						   " END"
+						   " FROM hasched.queue q, hasched.state s"
 						   " WHERE q.transport = 'amqp' AND q.paused_at IS NULL"
 						   " AND s.mode <> 'paused' ORDER BY q.name",
 						   0, NULL);
@@ -748,9 +941,27 @@ read_batch(int32 *epoch)
 	for (uint64 i = 0; i < nqueues; i++)
 	{
 		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-		int			c = hs_circuit_get(HS_CIRCUIT_QUEUE, name);
-		bool		closed = hs_circuit_is_closed(c);
+		bool		unlimited;
+		int64		room = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 2, &unlimited));
+		int			c;
+		bool		closed;
 
+		/*
+		 * A concurrency limit: the jobs published and not yet marked take
+		 * room too (their rows are still waiting).
+		 */
+		if (!unlimited)
+		{
+			for (int b = 0; b < ninflight; b++)
+				for (int k = 0; k < inflight[b]->n; k++)
+					if (strcmp(inflight[b]->msgs[k].queue, name) == 0)
+						room--;
+			if (room <= 0)
+				continue;
+		}
+		c = hs_circuit_get(HS_CIRCUIT_QUEUE, name);
+		closed = hs_circuit_is_closed(c);
 		if (!closed)
 		{
 			if (!hs_circuit_allow(c))
@@ -759,7 +970,8 @@ read_batch(int32 *epoch)
 				probes[nprobes++] = c;
 		}
 		names[nq] = CStringGetTextDatum(name);
-		limits[nq] = Int32GetDatum(closed ? hs_dispatch_batch : 1);
+		limits[nq] = Int32GetDatum(!closed ? 1 :
+								   unlimited ? hs_dispatch_batch : (int32) Min(room, hs_dispatch_batch));
 		nq++;
 	}
 	if (nq == 0)
@@ -792,6 +1004,17 @@ release_probes(int *list, int n)
 {
 	for (int i = 0; i < n; i++)
 		hs_circuit_release_probe(list[i]);
+}
+
+/* TCP_CORK on the broker's socket, or off (which sends what it held) */
+static void
+cork(bool on)
+{
+	int			v = on ? 1 : 0;
+	int			fd = conn != NULL ? amqp_get_sockfd(conn) : -1;
+
+	if (fd >= 0)
+		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
 }
 
 /* the message body of the AMQP contract */
@@ -871,13 +1094,21 @@ read_and_publish(void)
 	}
 	hs_xact_end(true);
 
-	/* publish, outside any transaction; one delivery tag per publish */
+	/*
+	 * publish, outside any transaction; one delivery tag per publish.  The
+	 * socket is corked meanwhile: librabbitmq sends each message with a
+	 * send() of its own, and on loopback each would wake the broker for a
+	 * segment of its own; corked, the kernel sends full segments and the
+	 * rest at the uncork.
+	 */
+	cork(true);
 	for (int i = 0; i < n; i++)
 	{
 		Msg		   *m = &b->msgs[i];
 		char	   *rk;
 		char	   *err;
 		char	   *msgid;
+		char	   *body;
 		amqp_basic_properties_t props;
 		int			rc;
 
@@ -899,10 +1130,12 @@ read_and_publish(void)
 		props.content_type = amqp_cstring_bytes("application/json");
 		props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
 		props.message_id = amqp_cstring_bytes(msgid);
+		body = message_body(m, epoch, priorities[i], timeouts[i], payloads[i]);
+		/* a broker that stops reading (a resource alarm) blocks the send */
+		blocking_begin();
 		rc = amqp_basic_publish(conn, channel, amqp_empty_bytes, amqp_cstring_bytes(rk), 1, 0,
-								&props,
-								amqp_cstring_bytes(message_body(m, epoch, priorities[i],
-																timeouts[i], payloads[i])));
+								&props, amqp_cstring_bytes(body));
+		blocking_end();
 		if (rc != AMQP_STATUS_OK)
 		{
 			fail_conn(m, psprintf("publish failed: %s", amqp_error_string2(rc)));
@@ -912,6 +1145,7 @@ read_and_publish(void)
 		m->tag = next_tag++;
 		m->gen = channel_gen;
 	}
+	cork(false);
 	b->published_at = GetCurrentTimestamp();
 	return b;
 }
@@ -1042,24 +1276,36 @@ dispatch_step(int *failed)
 	return n;
 }
 
-/* Dispatched jobs never started (lease over, or an older epoch): due again. */
+/*
+ * Dispatched jobs never started (lease over, or an older epoch): due again.
+ * An index range scan (job_dispatched_idx); up to HS_REDISPATCH_LIMIT jobs
+ * a transaction, as many transactions as it takes (after a failover, every
+ * job the old primary dispatched).
+ */
 static void
 expire_dispatched(void)
 {
 	int32		epoch;
-	uint64		n = 0;
+	uint64		n;
+	uint64		total = 0;
 
-	hs_xact_begin("hasched dispatcher: re-dispatching unstarted jobs");
-	hs_fencing_guard_xact(true);
-	epoch = current_epoch();
-	if (epoch > 0)
-		n = hs_redispatch_expired(epoch);
-	hs_circuit_write_events();
-	hs_xact_end(true);
-	if (n > 0)
+	do
+	{
+		n = 0;
+		hs_xact_begin("hasched dispatcher: re-dispatching unstarted jobs");
+		hs_fencing_guard_xact(true);
+		epoch = current_epoch();
+		if (epoch > 0)
+			n = hs_redispatch_expired(epoch);
+		hs_circuit_write_events();
+		hs_xact_end(true);
+		total += n;
+		CHECK_FOR_INTERRUPTS();
+	} while (n >= HS_REDISPATCH_LIMIT);
+	if (total > 0)
 		ereport(LOG,
 				(errmsg("hasched dispatcher: %llu dispatched jobs were not started in time or before a failover; they are dispatched again",
-						(unsigned long long) n)));
+						(unsigned long long) total)));
 }
 
 static long
@@ -1085,16 +1331,27 @@ dispatcher_round(void)
 		return IDLE_MS * 5;
 	}
 
-	hs_xact_begin("hasched dispatcher");
-	usable = hs_extension_usable();
-	hs_xact_end(true);
-	if (!usable)
+	/*
+	 * Is the extension there at this library's version (not being
+	 * restored)?  Asked every round while it is not; once it is, at most
+	 * once a second: a batch takes a round, and the question (a query of
+	 * pg_extension, parsed each time) cost a twentieth of the dispatcher's
+	 * CPU at full speed.
+	 */
+	now = GetCurrentTimestamp();
+	if (now - usable_at >= (int64) USABLE_EVERY_MS * 1000)
 	{
-		hs_dispatcher_set_status(MyProcPid, "waiting", "the hasched extension is not usable in hasched.database yet");
-		return IDLE_MS;
+		hs_xact_begin("hasched dispatcher");
+		usable = hs_extension_usable();
+		hs_xact_end(true);
+		usable_at = usable ? now : 0;
+		if (!usable)
+		{
+			hs_dispatcher_set_status(MyProcPid, "waiting", "the hasched extension is not usable in hasched.database yet");
+			return IDLE_MS;
+		}
 	}
 
-	now = GetCurrentTimestamp();
 	if (now - last_expiry >= (int64) EXPIRY_EVERY_MS * 1000)
 	{
 		last_expiry = now;
@@ -1178,6 +1435,8 @@ dispatcher_socket_ready(pgsocket sock, uint32 events)
 static void
 dispatcher_after_error(void)
 {
+	hs_worker_blocking_socket(PGINVALID_SOCKET);
+	usable_at = 0;				/* ask again: the extension may be gone */
 	/* its jobs stay waiting; messages of it that reach the broker are stale */
 	while (ninflight > 0)
 		MemoryContextDelete(inflight[--ninflight]->cxt);
@@ -1194,6 +1453,7 @@ dispatcher_detach(int code, Datum arg)
 {
 	hs_dispatcher_attach(NULL);
 	hs_dispatcher_set_status(0, "down", "exited");
+	hs_worker_blocking_socket(PGINVALID_SOCKET);
 	if (conn != NULL)
 	{
 		amqp_destroy_connection(conn);

@@ -61,6 +61,9 @@ extern void hs_worker_connect(const char *appname);
 extern void hs_worker_run(const HsWorkerLoop *loop) pg_attribute_noreturn();
 extern void hs_xact_begin(const char *activity);
 extern void hs_xact_end(bool commit);
+extern void hs_worker_blocking_socket(pgsocket sock);
+extern pgsocket hs_worker_tcp_connect(const char *host, int port, int timeout_ms,
+									  char **error);
 
 /* scheduler.c, health_listener.c, coordinator.c, dispatcher.c */
 extern void hs_register_scheduler(void);

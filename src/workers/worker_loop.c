@@ -17,12 +17,28 @@
  * postmaster and those sockets, and hands each ready one to
  * socket_ready(), in this same thread.
  *
+ * Libraries that block: a call into a client library that waits for its
+ * peer in a poll() of its own (librabbitmq's RPCs restart their poll()
+ * after a signal) would not see a SIGTERM until its own timeout.  Around
+ * such a call the worker names the socket (hs_worker_blocking_socket());
+ * SIGTERM then shuts that socket down, the call returns at once with a
+ * closed connection, and the process exits at its next
+ * CHECK_FOR_INTERRUPTS.  hs_worker_tcp_connect() connects a TCP socket on
+ * the latch, so that the connect itself is interruptible too.
+ *
  * IDENTIFICATION
  *		src/workers/worker_loop.c
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -82,17 +98,45 @@ wait_with_sockets(const HsWorkerLoop *loop, long delay)
 	wait_set = NULL;
 }
 
+/* the socket a library call blocks on now, or -1 (see the file header) */
+static volatile sig_atomic_t blocking_socket = -1;
+
+/*
+ * Name the socket that the library calls from now on may block on (-1:
+ * none).  Leaving it named after the call is harmless until the socket is
+ * closed: name -1 before closing it.
+ */
+void
+hs_worker_blocking_socket(pgsocket sock)
+{
+	blocking_socket = sock;
+}
+
+/* SIGTERM: die(), and end the wait of a library call blocked on a socket */
+static void
+worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+	int			sock = blocking_socket;
+
+	if (sock >= 0)
+		(void) shutdown(sock, SHUT_RDWR);
+	errno = save_errno;
+	die(postgres_signal_arg);
+}
+
 /*
  * Signal handlers: SIGHUP reloads the configuration at the next round,
- * SIGTERM ends the process (at the next CHECK_FOR_INTERRUPTS), and with
- * sigint_cancels SIGINT cancels the running statement (the executors: a
- * cancel() of a running job).
+ * SIGTERM ends the process (at the next CHECK_FOR_INTERRUPTS; a library
+ * call blocked on the socket named by hs_worker_blocking_socket() returns
+ * first), and with sigint_cancels SIGINT cancels the running statement
+ * (the executors: a cancel() of a running job).
  */
 void
 hs_worker_signals(bool sigint_cancels)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, worker_sigterm);
 	if (sigint_cancels)
 		pqsignal(SIGINT, StatementCancelHandler);
 	BackgroundWorkerUnblockSignals();
@@ -111,6 +155,106 @@ hs_worker_connect(const char *appname)
 	pgstat_report_appname(appname);
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	hs_plan_for_queues(GUC_ACTION_SET);
+}
+
+/*
+ * A non-blocking TCP connection to host:port (each address of the name in
+ * turn) within timeout_ms, waiting on the latch: a SIGTERM or postmaster
+ * death ends the wait at once.  TCP_NODELAY and keepalives are on, the
+ * socket closes on exec.  Returns the socket, or PGINVALID_SOCKET with
+ * *error set.  The name is resolved by getaddrinfo(), which may block on
+ * a DNS server: give brokers as addresses, or names in /etc/hosts, where
+ * that matters.
+ */
+pgsocket
+hs_worker_tcp_connect(const char *host, int port, int timeout_ms, char **error)
+{
+	struct addrinfo hint;
+	struct addrinfo *list;
+	char		portstr[16];
+	TimestampTz deadline = GetCurrentTimestamp() + (int64) timeout_ms * 1000;
+	int			rc;
+
+	*error = NULL;
+	memset(&hint, 0, sizeof(hint));
+	hint.ai_family = AF_UNSPEC;
+	hint.ai_socktype = SOCK_STREAM;
+	hint.ai_protocol = IPPROTO_TCP;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	rc = getaddrinfo(host, portstr, &hint, &list);
+	if (rc != 0)
+	{
+		*error = psprintf("cannot resolve host \"%s\": %s", host, gai_strerror(rc));
+		return PGINVALID_SOCKET;
+	}
+	for (struct addrinfo *a = list; a != NULL; a = a->ai_next)
+	{
+		pgsocket	sock;
+		int			one = 1;
+		int			soerr = 0;
+		socklen_t	len = sizeof(soerr);
+
+		sock = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+					  a->ai_protocol);
+		if (sock < 0)
+		{
+			*error = psprintf("cannot create a socket: %m");
+			continue;
+		}
+		(void) setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		(void) setsockopt(sock, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+		if (connect(sock, a->ai_addr, a->ai_addrlen) == 0)
+		{
+			freeaddrinfo(list);
+			return sock;
+		}
+		if (errno == EINPROGRESS)
+		{
+			for (;;)
+			{
+				long		left = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+				int			ev;
+
+				if (left <= 0)
+				{
+					soerr = ETIMEDOUT;
+					break;
+				}
+				ev = WaitLatchOrSocket(MyLatch,
+									   WL_LATCH_SET | WL_SOCKET_CONNECTED | WL_TIMEOUT |
+									   WL_EXIT_ON_PM_DEATH,
+									   sock, left, PG_WAIT_EXTENSION);
+				if (ev & WL_LATCH_SET)
+				{
+					ResetLatch(MyLatch);
+					CHECK_FOR_INTERRUPTS();
+				}
+				if (ev & WL_SOCKET_CONNECTED)
+				{
+					if (getsockopt(sock, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+						soerr = errno;
+					break;
+				}
+			}
+		}
+		else
+			soerr = errno;
+		if (soerr == 0)
+		{
+			freeaddrinfo(list);
+			return sock;
+		}
+		closesocket(sock);
+		errno = soerr;
+		*error = soerr == ETIMEDOUT ?
+			psprintf("cannot connect to %s:%d: no answer within %d ms", host, port, timeout_ms) :
+			psprintf("cannot connect to %s:%d: %m", host, port);
+		/* the time is up for every address */
+		if (soerr == ETIMEDOUT)
+			break;
+	}
+	freeaddrinfo(list);
+	return PGINVALID_SOCKET;
 }
 
 /*

@@ -76,10 +76,13 @@ my $get_src = dirname(__FILE__) . '/hasched_amqp_get.c';
 
 =over
 
-=item HaschedRabbitMQ->new($name, amqp_port => undef)
+=item HaschedRabbitMQ->new($name, amqp_port => undef, tls => 0)
 
 Configures (does not start) a broker; ports are free loopback ports
-unless given.
+unless given.  With tls => 1 it also listens for amqps on tls_port, with a
+certificate for localhost and 127.0.0.1 signed by a CA made by the openssl
+command for this broker (ca_file; other_ca_file is a CA that signed
+nothing).
 
 =cut
 
@@ -92,6 +95,7 @@ sub new
 		# queues' Ra log) against directories of its own
 		dir => Cwd::abs_path($PostgreSQL::Test::Utils::tmp_check) . "/rmq_$name",
 		port => $opt{amqp_port} // PostgreSQL::Test::Cluster::get_free_port(),
+		tls_port => $opt{tls} ? PostgreSQL::Test::Cluster::get_free_port() : 0,
 		dist_port => PostgreSQL::Test::Cluster::get_free_port(),
 		epmd_port => PostgreSQL::Test::Cluster::get_free_port(),
 		pgid => 0,
@@ -109,7 +113,20 @@ sub _configure
 	my ($self) = @_;
 	my $d = $self->{dir};
 	make_path("$d/etc", "$d/mnesia", "$d/log", "$d/home");
-	_write("$d/etc/rabbitmq.conf", <<"EOF");
+	my $tls = '';
+	if ($self->{tls_port})
+	{
+		_make_certs("$d/tls");
+		$tls = <<"EOF";
+listeners.ssl.default = 127.0.0.1:$self->{tls_port}
+ssl_options.cacertfile = $d/tls/ca.pem
+ssl_options.certfile = $d/tls/server.pem
+ssl_options.keyfile = $d/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+	}
+	_write("$d/etc/rabbitmq.conf", $tls . <<"EOF");
 listeners.tcp.1 = 127.0.0.1:$self->{port}
 loopback_users = none
 log.console = false
@@ -121,6 +138,36 @@ EOF
 	_write("$d/etc/rabbitmq-env.conf", "# hasched test broker $self->{name}\n");
 	_write("$d/etc/enabled_plugins", "[].\n");
 	_write("$d/etc/advanced.config", "[].\n");
+	return;
+}
+
+# a CA (ca.pem), the broker's certificate signed by it for localhost and
+# 127.0.0.1 (server.pem, server.key), and a second CA that signed nothing
+# (other-ca.pem), made with the openssl command
+sub _make_certs
+{
+	my ($dir) = @_;
+	make_path($dir);
+	my @run = (
+		[ qw(openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=hasched-test-ca),
+			'-keyout', "$dir/ca.key", '-out', "$dir/ca.pem" ],
+		[ qw(openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=hasched-other-ca),
+			'-keyout', "$dir/other-ca.key", '-out', "$dir/other-ca.pem" ],
+		[ qw(openssl req -newkey rsa:2048 -nodes -subj /CN=localhost),
+			'-keyout', "$dir/server.key", '-out', "$dir/server.csr" ],
+	);
+	for my $cmd (@run)
+	{
+		my ($out, $err) = ('', '');
+		IPC::Run::run($cmd, '>', \$out, '2>', \$err) or croak "@$cmd: $err";
+	}
+	_write("$dir/san.ext", "subjectAltName = DNS:localhost, IP:127.0.0.1\n");
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ qw(openssl x509 -req -days 2 -CAcreateserial),
+			'-in', "$dir/server.csr", '-CA', "$dir/ca.pem", '-CAkey', "$dir/ca.key",
+			'-extfile', "$dir/san.ext", '-out', "$dir/server.pem" ],
+		'>', \$out, '2>', \$err) or croak "openssl x509: $err";
+	chmod 0644, glob("$dir/*");
 	return;
 }
 
@@ -168,6 +215,13 @@ from loopback), the Erlang node name, the broker's directory.
 =cut
 
 sub port { return $_[0]{port}; }
+sub tls_port { return $_[0]{tls_port}; }
+
+# amqps://guest:guest@localhost:TLS_PORT (made with tls => 1), and the CA
+# file its certificate chains to; other_ca_file: a CA that did not sign it
+sub tls_url { return "amqps://guest:guest\@localhost:$_[0]{tls_port}"; }
+sub ca_file { return "$_[0]{dir}/tls/ca.pem"; }
+sub other_ca_file { return "$_[0]{dir}/tls/other-ca.pem"; }
 sub node { return $_[0]{node}; }
 sub dir  { return $_[0]{dir}; }
 
@@ -467,6 +521,98 @@ sub _get_client
 	return $bin;
 }
 
+=pod
+
+=item HaschedRabbitMQ->silent_listener
+
+Not a broker: a real TCP listener on a free loopback port (a child process)
+that accepts every connection, keeps it open, reads and discards what comes
+and never answers: a broker host whose RabbitMQ hangs.  Returns an object
+with port, url (amqp://guest:guest@127.0.0.1:PORT), accepted (how many
+connections it accepted so far) and stop (kills the child by pid; the END
+block does it too).
+
+=cut
+
+my @listeners;
+
+sub silent_listener
+{
+	my ($class) = @_;
+	my $port = PostgreSQL::Test::Cluster::get_free_port();
+	my $count = "$PostgreSQL::Test::Utils::tmp_check/silent_$port.accepted";
+	my $srv = IO::Socket::INET->new(
+		LocalAddr => '127.0.0.1',
+		LocalPort => $port,
+		Listen => 64,
+		ReuseAddr => 1) or croak "cannot listen on 127.0.0.1:$port: $!";
+	_write($count, '');
+	my $pid = fork();
+	croak "fork: $!" unless defined $pid;
+	if ($pid == 0)
+	{
+		my @held;
+		my $rin = '';
+		vec($rin, fileno($srv), 1) = 1;
+		for (;;)
+		{
+			my $r = $rin;
+			vec($r, fileno($_), 1) = 1 for @held;
+			next unless select(my $rout = $r, undef, undef, 1) > 0;
+			if (vec($rout, fileno($srv), 1))
+			{
+				my $c = $srv->accept or next;
+				push @held, $c;
+				open my $fh, '>>', $count or POSIX::_exit(1);
+				print $fh "1\n";
+				close $fh;
+			}
+			# what the client sends is read and dropped; a closed one goes
+			@held = grep {
+				!vec($rout, fileno($_), 1) || sysread($_, my $buf, 4096)
+			} @held;
+		}
+	}
+	close $srv;
+	my $self = bless { port => $port, pid => $pid, count => $count },
+	  'HaschedRabbitMQ::SilentListener';
+	push @listeners, $self;
+	return $self;
+}
+
+package HaschedRabbitMQ::SilentListener;
+
+sub port { return $_[0]{port}; }
+sub tls_port { return $_[0]{tls_port}; }
+
+# amqps://guest:guest@localhost:TLS_PORT (made with tls => 1), and the CA
+# file its certificate chains to; other_ca_file: a CA that did not sign it
+sub tls_url { return "amqps://guest:guest\@localhost:$_[0]{tls_port}"; }
+sub ca_file { return "$_[0]{dir}/tls/ca.pem"; }
+sub other_ca_file { return "$_[0]{dir}/tls/other-ca.pem"; }
+sub url  { return "amqp://guest:guest\@127.0.0.1:$_[0]{port}"; }
+
+sub accepted
+{
+	my ($self) = @_;
+	open my $fh, '<', $self->{count} or return 0;
+	my @lines = <$fh>;
+	close $fh;
+	return scalar @lines;
+}
+
+sub stop
+{
+	my ($self) = @_;
+	return unless $self->{pid};
+	kill 'KILL', $self->{pid};
+	waitpid($self->{pid}, 0);
+	$self->{pid} = 0;
+	return;
+}
+
+package HaschedRabbitMQ;
+
 END
 {
 	my $rc = $?;
@@ -476,6 +622,7 @@ END
 		kill 'KILL', $b->{epmd_pid} if $b->{epmd_pid};
 		unlink "$b->{dir}/rabbitmq.pid", "$b->{dir}/epmd.pid";
 	}
+	$_->stop for @listeners;
 	$? = $rc;
 }
 

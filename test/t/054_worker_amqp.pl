@@ -5,7 +5,8 @@
 # (test/perl/HaschedRabbitMQ.pm) and hasched's own dispatcher.
 #
 #   - bad arguments: a malformed --amqp URL, a URL naming the empty vhost,
-#     amqps, a bad --amqp-queue-type, --amqp-queue-type without --amqp: each
+#     --amqp-no-verify without an amqps URL, a bad --amqp-queue-type,
+#     --amqp-queue-type without --amqp: each
 #     EX_USAGE (64) with a message naming the problem; wrong broker
 #     credentials, and queue arguments that differ from the declared
 #     queues': EX_CONFIG (78) saying so;
@@ -198,8 +199,9 @@ like("$code $err", qr/^64 .*--amqp: "http:\/\/127\.0\.0\.1:5672" is not an AMQP 
 like("$code $err", qr/^64 .*names the empty vhost/s, 'a URL naming the empty vhost: EX_USAGE saying so');
 ($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', 'amqp://u:p@host:99999', '--', $script);
 like("$code $err", qr/^64 .*--amqp: .*(port|not an AMQP URL)/s, 'a port out of range: EX_USAGE');
-($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', "$url,amqps://h:5671", '--', $script);
-like("$code $err", qr/^64 .*amqps \(TLS\) is not supported/s, 'amqps in the list: EX_USAGE');
+($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', $url, '--amqp-no-verify', '--', $script);
+like("$code $err", qr/^64 .*--amqp-ca-file and --amqp-no-verify need an amqps:\/\/ URL/s,
+	'--amqp-no-verify without an amqps URL: EX_USAGE (amqps itself: 085)');
 ($code, $out, $err) = run_worker('--db', $db, '--queue', 'e2e', '--amqp', $url, '--amqp-queue-type', 'stream', '--', $script);
 like("$code $err", qr/^64 .*--amqp-queue-type must be "quorum" or "classic", not "stream"/s,
 	'a bad --amqp-queue-type: EX_USAGE');

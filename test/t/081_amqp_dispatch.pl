@@ -17,7 +17,9 @@
 #     again and the job dispatched;
 #   - a dispatched job that no worker starts within hasched.dispatch_lease is
 #     dispatched again under a new attempt and token; the old token is JQ006;
-#   - a paused queue (hasched.pause_queue) is not dispatched until resumed.
+#   - a paused queue (hasched.pause_queue) is not dispatched until resumed;
+#   - a queue's concurrency bounds its jobs dispatched or running: the others
+#     wait pending, one more is dispatched when one finishes; 0 = unlimited.
 #
 # The broker queues are classic here because of the nack case: a quorum
 # queue with a reject-publish max-length policy lets a message in first and
@@ -33,6 +35,7 @@ use HaschedCluster;
 use HaschedRabbitMQ;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(usleep);
 
 my $mq = HaschedRabbitMQ->new('mq071');
 $mq->start;
@@ -153,6 +156,38 @@ is($node->job($paused, 'state'), 'pending', 'a job of a paused amqp queue is not
 $node->query(q{SELECT hasched.resume_queue('other')});
 ok($node->poll_within(30, "SELECT state FROM hasched.job WHERE id = $paused", 'dispatched'),
 	'once the queue is resumed it is');
+
+# ---------------------------------------------------------------------------
+# concurrency: at most 3 of the queue's jobs dispatched or running
+# ---------------------------------------------------------------------------
+$node->query(q{INSERT INTO hasched.queue (name, transport, concurrency, default_max_attempts)
+	VALUES ('narrow', 'amqp', 3, 100)});
+$node->query(q{SELECT hasched.submit_many('narrow', array_fill('{}'::jsonb, ARRAY[10]))});
+my $active = q{SELECT count(*) FROM hasched.job WHERE queue = 'narrow' AND state IN ('dispatched', 'running')};
+ok($node->poll_within(30, $active, '3'), 'a queue of concurrency 3: three of its ten jobs are dispatched');
+# sampled over 5 s, which spans the 4 s dispatch lease: re-dispatches too
+my $most = 0;
+for (1 .. 50)
+{
+	my $n = $node->query($active);
+	$most = $n if $n > $most;
+	usleep(100_000);
+}
+is($most, 3, 'never more than three dispatched or running, re-dispatches included');
+is($node->query(q{SELECT count(*) FROM hasched.job WHERE queue = 'narrow' AND state IN ('scheduled', 'pending', 'failed')}),
+	'7', 'the other seven wait');
+my ($nid, $ntoken) = split /\|/, $node->query(
+	q{SELECT id || '|' || epoch || ':' || attempt || ':' || lease_id FROM hasched.job
+	   WHERE queue = 'narrow' AND state = 'dispatched' ORDER BY id LIMIT 1});
+$node->query("SELECT count(*) FROM hasched.start($nid, '$ntoken')", extra_params => [ '-U', 'wrk' ]);
+is($node->query($active), '3', 'a started job still takes its place');
+$node->query("SELECT hasched.complete($nid, '$ntoken', NULL)", extra_params => [ '-U', 'wrk' ]);
+ok($node->poll_within(30,
+	"SELECT count(*) FILTER (WHERE state = 'succeeded') || ' ' || count(*) FILTER (WHERE state IN ('dispatched', 'running'))"
+	  . " FROM hasched.job WHERE queue = 'narrow'", '1 3'),
+	'once it finished, one more is dispatched: three again');
+$node->query(q{UPDATE hasched.queue SET concurrency = 0 WHERE name = 'narrow'});
+ok($node->poll_within(30, $active, '9'), 'concurrency 0 (unlimited): every job is dispatched');
 
 $node->stop;
 $mq->stop;
