@@ -726,7 +726,8 @@ read_batch(int32 *epoch)
 						   0, NULL);
 		plan = hs_prepare("SELECT j.id, j.queue, j.priority, j.attempt + 1,"
 						  " nextval('hasched.lease_id_seq'),"
-						  " (extract(epoch FROM j.timeout) * 1000)::bigint, j.payload::text"
+						  " (extract(epoch FROM j.timeout) * 1000)::bigint, j.payload::text,"
+						  " pg_get_userbyid(j.tenant)"
 						  " FROM unnest($1, $2) AS q (name, lim),"
 						  " LATERAL (SELECT * FROM hasched.job j WHERE j.queue = q.name"
 						  "   AND j.state IN ('scheduled', 'pending', 'failed')"
@@ -796,7 +797,8 @@ release_probes(int *list, int n)
 
 /* the message body of the AMQP contract */
 static char *
-message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char *payload)
+message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char *payload,
+			 const char *tenant)
 {
 	StringInfoData s;
 
@@ -806,6 +808,8 @@ message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char
 	escape_json(&s, hs_format_token(epoch, m->attempt, m->lease_id));
 	appendStringInfoString(&s, ", \"queue\": ");
 	escape_json(&s, m->queue);
+	appendStringInfoString(&s, ", \"tenant\": ");
+	escape_json(&s, tenant ? tenant : "");
 	appendStringInfo(&s, ", \"priority\": %d, \"timeout_ms\": " INT64_FORMAT ", \"payload\": %s}",
 					 priority, timeout_ms, payload);
 	return s.data;
@@ -827,6 +831,7 @@ read_and_publish(void)
 	int		   *priorities;
 	int64	   *timeouts;
 	char	  **payloads;
+	char	  **tenants;
 
 	nprobes = 0;
 	hs_xact_begin("hasched dispatcher: reading due jobs");
@@ -853,6 +858,7 @@ read_and_publish(void)
 	priorities = palloc(sizeof(int) * n);
 	timeouts = palloc(sizeof(int64) * n);
 	payloads = palloc(sizeof(char *) * n);
+	tenants = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -867,6 +873,7 @@ read_and_publish(void)
 		m->lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		timeouts[i] = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 		payloads[i] = SPI_getvalue(tup, desc, 7);
+		tenants[i] = SPI_getvalue(tup, desc, 8);
 		m->qcircuit = hs_circuit_get(HS_CIRCUIT_QUEUE, m->queue);
 	}
 	hs_xact_end(true);
@@ -902,7 +909,8 @@ read_and_publish(void)
 		rc = amqp_basic_publish(conn, channel, amqp_empty_bytes, amqp_cstring_bytes(rk), 1, 0,
 								&props,
 								amqp_cstring_bytes(message_body(m, epoch, priorities[i],
-																timeouts[i], payloads[i])));
+																timeouts[i], payloads[i],
+																tenants[i])));
 		if (rc != AMQP_STATUS_OK)
 		{
 			fail_conn(m, psprintf("publish failed: %s", amqp_error_string2(rc)));

@@ -12,6 +12,7 @@
 #   - end to end: jobs submitted to an amqp queue are dispatched by the
 #     server, run by the worker (payload on stdin and in the environment)
 #     and recorded once (attempt 1, no failed run), every message acked;
+#     HASCHED_TENANT is the submitter's role (the message's "tenant");
 #     highest band first when several wait;
 #   - a worker killed with SIGKILL mid-job: its command dies with it, the
 #     broker delivers the message again, the next worker starts the job
@@ -71,6 +72,7 @@ print $fh <<"EOS";
 #!/bin/sh
 payload=\$(cat)
 echo "\$HASCHED_JOB_ID" >> "$tmp/ran.\$HASCHED_JOB_ID"
+printf '%s' "\$HASCHED_TENANT" > "$tmp/tenant.\$HASCHED_JOB_ID"
 case "\$payload" in
 *'"mode": "fail"'*) echo "always broken" >&2; exit 5 ;;
 *'"mode": "sleep"'*)
@@ -138,6 +140,9 @@ is($node->query("SELECT count(*) FROM hasched.job WHERE id IN ($idlist) AND atte
 is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($idlist)"), '0',
 	'no failed attempt recorded');
 is(scalar(grep { runs_of_command($_) != 1 } @ids), 0, 'each command ran once');
+my $submitter = $node->query('SELECT current_user');
+is(join(',', sort { $a cmp $b } keys %{ { map { (-f "$tmp/tenant.$_" ? slurp_file("$tmp/tenant.$_") : '(none)') => 1 } @ids } }),
+	$submitter, 'HASCHED_TENANT is the submitting role (the message carries the tenant)');
 ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0 }),
 	'every message was acked (none ready on the broker)');
 my ($hc, $hb) = health($hport);
