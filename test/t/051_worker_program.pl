@@ -9,7 +9,9 @@
 #   - jobs run end to end: the payload on stdin and in HASCHED_PAYLOAD,
 #     HASCHED_JOB_ID and HASCHED_ATTEMPT set; stdout that is JSON is the
 #     result, other output a JSON string, no output no result; each result
-#     recorded once (attempt 1, no run rows);
+#     recorded once (attempt 1, no run rows); never more commands at
+#     once than --concurrency (the successes' reports and the next claim
+#     are sent in one transaction while commands run);
 #   - a job that always fails ends dead after its attempts, with the exit
 #     status and the tail of stderr as its error, and is not run again;
 #   - a job past its timeout has its process group killed (the command and
@@ -79,6 +81,11 @@ case "\$payload" in
 	echo \$\$ > "$tmp/fg.\$HASCHED_JOB_ID"
 	sleep 300 ;;
 *'"mode": "nap"'*) sleep 2; echo '{"napped": true}' ;;
+*'"mode": "count"'*)
+	touch "$tmp/conc/\$\$"
+	ls "$tmp/conc" | wc -l >> "$tmp/conc.counts"
+	sleep 0.3
+	rm -f "$tmp/conc/\$\$" ;;
 *) printf '{"stdin": %s, "env": %s, "job": %s, "attempt": %s}\\n' "\$payload" "\$HASCHED_PAYLOAD" "\$HASCHED_JOB_ID" "\$HASCHED_ATTEMPT" ;;
 esac
 EOS
@@ -139,6 +146,17 @@ is($node->query("SELECT count(*) FROM hasched.job WHERE id IN ($idlist) AND atte
 	'each job ran once');
 is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($idlist)"), '0',
 	'no failed attempt was recorded');
+
+# the slots of jobs whose reports are on their way are not room for more commands
+mkdir "$tmp/conc" or die;
+my $counted = $node->query(
+	q{SELECT string_agg(id::text, ',') FROM unnest(hasched.submit_many('e2e',
+		ARRAY(SELECT '{"mode": "count"}'::jsonb FROM generate_series(1, 16)))) id});
+ok($node->poll_within(60, "SELECT count(*) = 16 FROM hasched.job WHERE id IN ($counted) AND state = 'succeeded'"),
+	'16 jobs of 0.3 s succeed');
+my @counts = split /\n/, slurp_file("$tmp/conc.counts");
+is(scalar(grep { $_ > 4 } @counts), 0,
+	'--concurrency 4: never more than 4 commands at once (' . join(' ', @counts) . ')');
 kill 'TERM', $w->{pid};
 is(wait_exit($w, 30), 0, 'SIGTERM on an idle worker: exit 0');
 like(slurp_log($w), qr/listening on channel "hasched\.e2e"/, 'the worker listened for NOTIFY');
