@@ -1726,16 +1726,25 @@ sub worker_rate
 		query("SELECT hasched.submit_many('$queue', array_fill('{}'::jsonb, ARRAY[$k]))");
 	}
 	query('CHECKPOINT');
+	my $cpu0 = settled_cpu(0);
+	my $load0 = loadavg();
 	my $pid = worker_start($name, $queue, @args);
 	my $done = wait_sql(600, "SELECT count(*) = $n FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
+	# the worker's own CPU (not its commands'): before it exits
+	my @ws = proc_stat($pid);
+	my $wticks = ($ws[11] // 0) + ($ws[12] // 0);
 	worker_stop($pid);
 	my %r;
+	$r{load} = "$load0 -> " . loadavg();
+	$r{wcpu} = cpu_us($wticks, $n);
+	$r{scpu} = cpu_us(settled_cpu(0) - $cpu0, $n);
 	@r{qw(n secs)} = split /\|/, query(
 		"SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
 		   FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
 	$r{rate} = $r{secs} ? $r{n} / $r{secs} : undef;
 	$r{note} = $done ? '' : "only $r{n} of $n succeeded within 600 s";
-	say(sprintf('  %-6s %s jobs in %s s: %s jobs/s%s', $name, $r{n}, f2($r{secs}), f0($r{rate}),
+	say(sprintf('  %-6s %s jobs in %s s: %s jobs/s; CPU per job: worker %s us, server %s us; load %s%s',
+			$name, $r{n}, f2($r{secs}), f0($r{rate}), f0($r{wcpu}), f0($r{scpu}), $r{load},
 			$r{note} ? " ($r{note})" : ''));
 	query("DELETE FROM hasched.job WHERE queue = '$queue'");
 	return \%r;
@@ -1804,21 +1813,26 @@ sub step_worker
 
 	my $ratio = sub { my ($a, $b) = @_; (defined $a && $b) ? sprintf('%.2f', $a / $b) : undef };
 	my @rows = (
-		[ 'pull (claim + batched complete)', f0($w{pull}{rate}), f0($w{forkc}), $ratio->($w{pull}{rate}, $w{forkc}),
-		  f0($w{fork1}), $ratio->($w{pull}{rate}, $w{fork1}) ],
+		[ 'pull (batched complete + claim, one transaction, sent without waiting)', f0($w{pull}{rate}), f0($w{forkc}),
+		  $ratio->($w{pull}{rate}, $w{forkc}), f0($w{fork1}), $ratio->($w{pull}{rate}, $w{fork1}),
+		  f0($w{pull}{wcpu}), f0($w{pull}{scpu}), $w{pull}{load} ],
 		[ 'AMQP (dispatcher, broker, start() + batched complete)', f0($w{amqp}{rate}), f0($w{forkc}),
-		  $ratio->($w{amqp}{rate}, $w{forkc}), f0($w{fork1}), $ratio->($w{amqp}{rate}, $w{fork1}) ]);
+		  $ratio->($w{amqp}{rate}, $w{forkc}), f0($w{fork1}), $ratio->($w{amqp}{rate}, $w{fork1}),
+		  f0($w{amqp}{wcpu}), f0($w{amqp}{scpu}), $w{amqp}{load} ]);
 	my @lrows = map {
 		my ($label, $p, $tgt) = @$_;
 		[ $label, $p->{n}, $p->{p50}, $p->{p90}, $p->{p99}, $p->{max}, $tgt ]
 	  } ([ 'pull mode, woken by NOTIFY', $w{lat_pull}, 'p99 <= 10 ms' ],
 		[ 'AMQP: dispatcher -> broker -> worker -> start()', $w{lat_amqp}, '' ]);
 	section("### 10. hasched-worker running `true` (--concurrency $CC, $N jobs per mode)\n\n",
-		md_table([ 'mode', 'jobs/s', "fork+exec/s, $CC in flight", 'ratio', 'fork+exec/s, one at a time', 'ratio' ],
-			'lrrrrr', @rows),
+		md_table([ 'mode', 'jobs/s', "fork+exec/s, $CC in flight", 'ratio', 'fork+exec/s, one at a time', 'ratio',
+				'worker CPU us/job', 'server CPU us/job', 'load average (1 min)' ],
+			'lrrrrrrrl', @rows),
 		"\njobs/s: jobs / (last finished_at - first started_at), all queued before the worker starts ",
 		"(in AMQP mode the dispatcher publishes them meanwhile). Baseline: bench/forkexec.c, fork + execvp + wait of `true`, ",
-		"the mean of a run before and after the worker's (fsync on: every report batch is a WAL flush).\n\n",
+		"the mean of a run before and after the worker's (fsync on: every report batch is a WAL flush). ",
+		"Worker CPU: the hasched-worker process's own (not its commands'); server CPU: all of the server's processes ",
+		"(the dispatcher's too in AMQP mode) from before the worker starts until its session is gone.\n\n",
 		"Submit -> start with the worker idle (--concurrency 4), $NL jobs one per transaction, $G ms apart:\n\n",
 		md_table([ 'mode', 'n', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'target' ], 'lrrrrrl', @lrows),
 		"\nWorker logs: worker_*.log; per job: worker_latency_*.txt.\n");

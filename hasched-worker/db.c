@@ -38,6 +38,20 @@ static int	failures = 0;
 static int64_t open_until = 0;
 static const char *fatal_config = NULL;
 
+static HwDbResult classify(PGconn *c, PGresult *r, PGresult **res, char **errmsg);
+static void sent_collect(bool block);
+
+/*
+ * The statement sent with hw_db_send() whose result has not been read yet
+ * (at most one), and its outcome once read (until hw_db_sent_result()).
+ */
+static bool sent_busy = false;
+static bool sent_done = false;
+static HwDbResult sent_r;
+static PGresult *sent_res = NULL;
+static char *sent_err = NULL;
+static PGresult *sent_keep = NULL;	/* the results read so far: the one kept */
+
 /* the job source that wants to hear about reconnects */
 extern HwSource *hw_source;
 
@@ -165,6 +179,15 @@ hw_db_close(void)
 	if (conn != NULL)
 		PQfinish(conn);
 	conn = NULL;
+	if (sent_busy)
+	{
+		/* its outcome is unknown: the caller reports again (idempotent) */
+		sent_busy = false;
+		sent_done = true;
+		sent_r = HW_DB_DOWN;
+		PQclear(sent_keep);
+		sent_keep = NULL;
+	}
 }
 
 /* A configuration error the server reported (exit with it), or NULL. */
@@ -223,7 +246,133 @@ hw_db_consume_notifies(void)
 		any = true;
 		PQfreemem(n);
 	}
+	if (sent_busy)
+		sent_collect(false);
 	return any;
+}
+
+/* ------------------------------------------------------------------------
+ * A statement sent without waiting for its result
+ *
+ * The loop sends the reports of its successes (and, in pull mode, the
+ * next claim) with hw_db_send() and goes on starting and reaping commands
+ * while the server commits; the result is read when the socket is readable
+ * (hw_db_consume_notifies()) and taken with hw_db_sent_result().  Any
+ * other call waits for it first (hw_db_wait()): one statement at a time.
+ * ------------------------------------------------------------------------ */
+
+/*
+ * Read the sent statement's results that are there (block: wait for all
+ * of them); after the last, its outcome is ready.
+ */
+static void
+sent_collect(bool block)
+{
+	PGresult   *r;
+
+	for (;;)
+	{
+		ExecStatusType st;
+
+		if (!block && PQisBusy(conn))
+			return;				/* more to come */
+		if ((r = PQgetResult(conn)) == NULL)
+			break;
+		/* keep the first error, else the last statement's result */
+		st = PQresultStatus(sent_keep);
+		if (sent_keep == NULL || st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		{
+			PQclear(sent_keep);
+			sent_keep = r;
+		}
+		else
+			PQclear(r);
+	}
+	r = sent_keep;
+	sent_keep = NULL;
+	sent_busy = false;
+	sent_res = NULL;
+	sent_err = NULL;
+	sent_r = classify(conn, r, &sent_res, &sent_err);
+	sent_done = true;
+}
+
+/*
+ * Send sql (one or more statements, no parameters: several run in one
+ * transaction) and return at once.  HW_DB_OK: sent; HW_DB_DOWN: no
+ * usable connection (the breaker says when to try again).
+ */
+HwDbResult
+hw_db_send(const char *sql)
+{
+	PGconn	   *c;
+
+	hw_db_wait();
+	c = hw_db_get();
+	if (c == NULL)
+		return HW_DB_DOWN;
+	if (!PQsendQuery(c, sql))
+	{
+		size_t		n = strlen(PQerrorMessage(c));
+
+		hw_log("WARNING", "database unusable: %.*s", (int) (n > 0 ? n - 1 : 0), PQerrorMessage(c));
+		connection_lost();
+		return HW_DB_DOWN;
+	}
+	sent_busy = true;
+	sent_done = false;
+	return HW_DB_OK;
+}
+
+/* Is a sent statement's result still to come? */
+bool
+hw_db_sent_busy(void)
+{
+	return sent_busy;
+}
+
+/* Wait for the sent statement's result, if one is still to come. */
+void
+hw_db_wait(void)
+{
+	if (sent_busy && conn != NULL)
+		sent_collect(true);
+}
+
+/*
+ * The sent statement's outcome, once it is there (false before): as
+ * hw_db_call() returns it, with its last result in *res (the caller
+ * clears it) and the server's message in *errmsg (malloc'd).
+ */
+bool
+hw_db_sent_result(HwDbResult *r, PGresult **res, char **errmsg)
+{
+	if (!sent_done)
+		return false;
+	sent_done = false;
+	*r = sent_r;
+	*res = sent_res;
+	*errmsg = sent_err;
+	sent_res = NULL;
+	sent_err = NULL;
+	return true;
+}
+
+/* s as a literal for the connection's statements (malloc'd), NULL: no connection, no memory. */
+char *
+hw_db_literal(const char *s, size_t len)
+{
+	char	   *lit,
+			   *copy;
+
+	if (conn == NULL)
+		return NULL;
+	lit = PQescapeLiteral(conn, s, len);
+	if (lit == NULL)
+		return NULL;
+	copy = strdup(lit);
+	PQfreemem(lit);
+	return copy;
 }
 
 /*
@@ -236,19 +385,30 @@ HwDbResult
 hw_db_call(const char *sql, int nparams, const char *const *values, PGresult **res,
 		   char **errmsg)
 {
-	PGconn	   *c = hw_db_get();
-	PGresult   *r;
-	ExecStatusType st;
-	const char *state;
-	bool		stale;
+	PGconn	   *c;
 
 	if (res)
 		*res = NULL;
 	if (errmsg)
 		*errmsg = NULL;
+	/* one statement at a time on the connection: the one sent first ends first */
+	hw_db_wait();
+	c = hw_db_get();
 	if (c == NULL)
 		return HW_DB_DOWN;
-	r = PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0);
+	return classify(c, PQexecParams(c, sql, nparams, NULL, values, NULL, NULL, 0), res, errmsg);
+}
+
+/*
+ * What a statement's result means (see hw_db_call); takes r.
+ */
+static HwDbResult
+classify(PGconn *c, PGresult *r, PGresult **res, char **errmsg)
+{
+	ExecStatusType st;
+	const char *state;
+	bool		stale;
+
 	st = PQresultStatus(r);
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 	{
@@ -441,18 +601,21 @@ array_end(HwBuf *b)
 }
 
 /*
- * Record the success of n jobs in one statement (one commit): the
- * array form of complete(), all or nothing.  Anything but HW_DB_OK: the
- * caller reports them one by one (which tells which one is refused).
+ * The array form of complete() (one commit for many jobs, all or nothing):
+ * ids, tokens, results (text), whether each result is JSON (else recorded
+ * as a JSON string).
  */
-HwDbResult
-hw_report_complete_many(HwJob **jobs, int n)
+#define COMPLETE_MANY_SQL(a1, a2, a3, a4) \
+	"SELECT hasched.complete(" a1 "::bigint[], " a2 "::text[]," \
+	" ARRAY(SELECT CASE WHEN r IS NULL THEN NULL WHEN k THEN r::jsonb ELSE to_jsonb(r) END" \
+	"       FROM unnest(" a3 "::text[], " a4 "::boolean[]) WITH ORDINALITY AS u(r, k, i)" \
+	"       ORDER BY i))"
+
+/* The four array literals of COMPLETE_MANY_SQL for n jobs; false: out of memory. */
+static bool
+complete_arrays(HwJob **jobs, int n, HwBuf a[4])
 {
-	HwBuf		ids = {0}, tokens = {0}, results = {0}, kinds = {0};
-	const char *v[4];
-	char	   *err = NULL;
-	HwDbResult	r = HW_DB_ERROR;
-	bool		ok = true;
+	bool		ok = n > 0;
 
 	for (int i = 0; i < n && ok; i++)
 	{
@@ -466,32 +629,64 @@ hw_report_complete_many(HwJob **jobs, int n)
 		if (out != NULL)
 			hw_utf8_clean(out, len);
 		is_json = out != NULL && !job->out_truncated && hw_json_valid(out, len);
-		ok = array_add(&ids, i, id, strlen(id)) &&
-			array_add(&tokens, i, job->token, strlen(job->token)) &&
-			array_add(&results, i, out != NULL && len > 0 ? out : NULL, len) &&
-			array_add(&kinds, i, is_json ? "t" : "f", 1);
+		ok = array_add(&a[0], i, id, strlen(id)) &&
+			array_add(&a[1], i, job->token, strlen(job->token)) &&
+			array_add(&a[2], i, out != NULL && len > 0 ? out : NULL, len) &&
+			array_add(&a[3], i, is_json ? "t" : "f", 1);
 	}
-	if (ok && n > 0 && array_end(&ids) && array_end(&tokens) && array_end(&results) &&
-		array_end(&kinds))
+	for (int k = 0; k < 4 && ok; k++)
+		ok = array_end(&a[k]);
+	return ok;
+}
+
+/*
+ * Send, without waiting (hw_db_send()), the report of n successes (none:
+ * n = 0) followed by the statement then (NULL: none), in one transaction:
+ * the claim that fills the slots they free commits with them.  The
+ * outcome comes with hw_db_sent_result(): an error is either statement's,
+ * and neither is recorded.
+ */
+HwDbResult
+hw_report_send(HwJob **jobs, int n, const char *then)
+{
+	HwBuf		a[4] = {{0}};
+	char	   *lit[4] = {NULL, NULL, NULL, NULL};
+	char	   *sql = NULL;
+	HwDbResult	r = HW_DB_ERROR;
+	bool		ok = true;
+
+	if (hw_db_get() == NULL)
+		return HW_DB_DOWN;
+	hw_db_wait();
+	if (n > 0)
 	{
-		v[0] = ids.data;
-		v[1] = tokens.data;
-		v[2] = results.data;
-		v[3] = kinds.data;
-		r = hw_db_call("SELECT hasched.complete($1::bigint[], $2::text[],"
-					   " ARRAY(SELECT CASE WHEN r IS NULL THEN NULL WHEN k THEN r::jsonb ELSE to_jsonb(r) END"
-					   "       FROM unnest($3::text[], $4::boolean[]) WITH ORDINALITY AS u(r, k, i)"
-					   "       ORDER BY i))",
-					   4, v, NULL, &err);
-		if (r != HW_DB_OK && r != HW_DB_DOWN)
-			hw_log("INFO", "%d completions in one statement refused (%s); reporting them one by one",
-				   n, err ? err : "");
-		free(err);
+		ok = complete_arrays(jobs, n, a);
+		for (int k = 0; k < 4 && ok; k++)
+			ok = (lit[k] = hw_db_literal(a[k].data, a[k].len)) != NULL;
+		if (ok)
+		{
+			const char *fmt = COMPLETE_MANY_SQL("%s", "%s", "%s", "%s") "%s%s";
+			size_t		len = strlen(fmt) + strlen(then ? then : "") + 4;
+
+			for (int k = 0; k < 4; k++)
+				len += strlen(lit[k]);
+			if ((sql = malloc(len)) != NULL)
+				snprintf(sql, len, fmt, lit[0], lit[1], lit[2], lit[3],
+						 then ? "; " : "", then ? then : "");
+		}
 	}
-	hw_buf_free(&ids);
-	hw_buf_free(&tokens);
-	hw_buf_free(&results);
-	hw_buf_free(&kinds);
+	else if (then != NULL)
+		sql = strdup(then);
+	if (sql != NULL)
+		r = hw_db_send(sql);
+	else if (hw_db_get() == NULL)
+		r = HW_DB_DOWN;
+	free(sql);
+	for (int k = 0; k < 4; k++)
+	{
+		free(lit[k]);
+		hw_buf_free(&a[k]);
+	}
 	return r;
 }
 

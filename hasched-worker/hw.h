@@ -7,8 +7,11 @@
  * The program is one thread and one poll() loop (main.c) over: a self-pipe
  * for signals, the database connection's socket (LISTEN/NOTIFY), the pipes
  * of the running commands, the health endpoint's sockets and, with
- * --zookeeper, the ZooKeeper client's socket.  Database
- * calls are synchronous and short; connect_timeout, TCP keepalives and
+ * --zookeeper, the ZooKeeper client's socket.  The reports of successes
+ * (and, in pull mode, the next claim, in the same transaction) are sent
+ * without waiting: commands start and finish while the server commits;
+ * other database calls are synchronous and short (each waits for a
+ * statement sent first); connect_timeout, TCP keepalives and
  * tcp_user_timeout bound them when a server goes away.
  *
  *   main.c        arguments, the loop, signals, the log, a job's life
@@ -81,6 +84,7 @@ extern HwConfig hw_cfg;
 extern int64_t hw_now(void);	/* monotonic microseconds */
 extern void hw_log(const char *level, const char *fmt,...)
 			__attribute__((format(printf, 2, 3)));
+extern void hw_log_flush(void);	/* INFO lines are buffered until then */
 
 /* ------------------------------------------------------------------------
  * A job and the run of its command (run.c)
@@ -137,6 +141,7 @@ typedef struct HwJob
 	int64_t		next_heartbeat;
 
 	/* the report */
+	bool		sending;		/* its success is in the statement sent */
 	char	   *failure;		/* why the attempt failed; NULL: it succeeded */
 	int64_t		reporting_since;
 	int64_t		next_report;
@@ -179,13 +184,18 @@ extern int	hw_db_socket(void);
 extern bool hw_db_consume_notifies(void);
 extern HwDbResult hw_db_call(const char *sql, int nparams, const char *const *values,
 							 PGresult **res, char **errmsg);
+extern HwDbResult hw_db_send(const char *sql);
+extern bool hw_db_sent_busy(void);
+extern void hw_db_wait(void);
+extern bool hw_db_sent_result(HwDbResult *r, PGresult **res, char **errmsg);
+extern char *hw_db_literal(const char *s, size_t len);
 extern const char *hw_db_fatal_config(void);
 extern void hw_set_fatal_config(const char *why);
 extern void hw_db_close(void);
 
 extern HwDbResult hw_report_heartbeat(HwJob *job);
 extern HwDbResult hw_report_complete(HwJob *job);
-extern HwDbResult hw_report_complete_many(HwJob **jobs, int n);
+extern HwDbResult hw_report_send(HwJob **jobs, int n, const char *then);
 extern HwDbResult hw_report_fail(HwJob *job, const char *error, bool retry);
 
 /* ------------------------------------------------------------------------
@@ -204,6 +214,13 @@ struct HwSource
 	bool		(*readable) (HwSource *src);
 	/* take up to max jobs into jobs[0..]; the count, or -1 (see hw_db_up) */
 	int			(*fetch) (HwSource *src, HwJob **jobs, int max);
+	/*
+	 * optional, instead of fetch() while the database is up: the statement
+	 * that takes up to max jobs (malloc'd; sent with the reports of the
+	 * successes, without waiting), and the jobs from its result
+	 */
+	char	   *(*fetch_sql) (HwSource *src, int max);
+	int			(*fetch_take) (HwSource *src, PGresult *res, HwJob **jobs, int max);
 	/* the job's outcome is recorded (or its lease was stale): let it go */
 	void		(*settle) (HwSource *src, HwJob *job, bool recorded);
 	/* the connection came back: redo subscriptions (LISTEN); may be NULL */

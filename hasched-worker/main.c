@@ -46,8 +46,10 @@ HwSource   *hw_source = NULL;
 
 static const char *progname = "hasched-worker";
 static FILE *log_fp = NULL;
+static pid_t log_pid = 0;
 static int	sig_pipe[2] = {-1, -1};
 static HwJob *jobs = NULL;
+static int	nslots = 0;			/* jobs[]: running, or reporting */
 static HwHealth health;
 static bool have_health = false;
 static HwAmqpUrl *amqp_urls = NULL;
@@ -83,12 +85,22 @@ hw_log(const char *level, const char *fmt,...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(f, "%s.%03ldZ %s[%d] %s: ", when, ts.tv_nsec / 1000000, progname, (int) getpid(), level);
+	if (log_pid == 0)
+		log_pid = getpid();
+	fprintf(f, "%s.%03ldZ %s[%d] %s: ", when, ts.tv_nsec / 1000000, progname, (int) log_pid, level);
 	va_start(ap, fmt);
 	vfprintf(f, fmt, ap);
 	va_end(ap);
 	fputc('\n', f);
-	fflush(f);
+	/* INFO lines (two per job) go out before the loop waits (hw_log_flush) */
+	if (strcmp(level, "INFO") != 0)
+		fflush(f);
+}
+
+void
+hw_log_flush(void)
+{
+	fflush(log_fp ? log_fp : stderr);
 }
 
 static bool
@@ -527,10 +539,34 @@ jobs_in_use(void)
 {
 	int			n = 0;
 
-	for (int i = 0; i < hw_cfg.concurrency; i++)
+	for (int i = 0; i < nslots; i++)
 		if (jobs[i].phase != HW_FREE)
 			n++;
 	return n;
+}
+
+static int
+jobs_running(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < nslots; i++)
+		if (jobs[i].phase == HW_RUNNING)
+			n++;
+	return n;
+}
+
+/* How many jobs may be taken now: free slots, and room under --concurrency. */
+static int
+take_room(int reported)
+{
+	int			nfree = reported;
+	int			room = hw_cfg.concurrency - jobs_running();
+
+	for (int i = 0; i < nslots; i++)
+		if (jobs[i].phase == HW_FREE)
+			nfree++;
+	return nfree < room ? nfree : room;
 }
 
 static void
@@ -619,38 +655,146 @@ job_report(HwJob *job, int64_t now)
 	}
 }
 
+
 /*
- * The successes due for a report, in one statement (one commit for all:
- * with many short jobs the commits, not the commands, would set the pace).
- * A batch the server refuses, or a database that is down: each job is
- * reported by itself (job_report), which says which one is refused.
+ * The successes due are reported in one statement (one commit for all:
+ * with many short jobs the commits, not the commands, would set the pace),
+ * sent without waiting: the loop starts and reaps commands while the
+ * server commits, and cycle_done() settles them when the outcome comes.
+ * Sources with fetch_sql (pull) put the claim for the room there is then
+ * (counting the slots the successes free) into the same transaction.  A
+ * refused statement: each success is reported by itself (job_report),
+ * which says which one is refused.
  */
-static void
-report_successes(int64_t now, HwJob **batch)
+static bool cycle_on = false;	/* a statement sent, its outcome to come */
+static int	cycle_max = 0;		/* jobs it claims */
+static int	cycle_n = 0;		/* successes it reports */
+
+/*
+ * A success waits at most this long for others to be reported with it
+ * while commands still run (fewer, larger transactions: on a busy machine
+ * the server's CPU per commit sets the pace as much as the commit's wait).
+ */
+#define BATCH_WAIT_USEC		2000
+
+/*
+ * -1: the database is down; 0: nothing to send (*hold_until: when the
+ * successes held back for a larger batch go anyway); 1: sent.
+ */
+static int
+cycle_send(int64_t now, bool claim, HwJob **batch, int64_t *hold_until)
 {
 	int			n = 0;
+	int64_t		oldest = now;
+	char	   *then = NULL;
+	HwDbResult	r;
 
-	for (int i = 0; i < hw_cfg.concurrency; i++)
+	for (int i = 0; i < nslots; i++)
 	{
 		HwJob	   *job = &jobs[i];
 
 		if (job->phase == HW_REPORTING && job->failure == NULL && !job->report_alone &&
-			now >= job->next_report)
+			!job->sending && now >= job->next_report)
+		{
 			batch[n++] = job;
+			if (job->reporting_since < oldest)
+				oldest = job->reporting_since;
+		}
 	}
-	if (n < 2)
-		return;
-	if (hw_report_complete_many(batch, n) != HW_DB_OK)
+	/* more commands about to finish: report them together (up to BATCH_WAIT_USEC) */
+	if (n > 0 && n < (hw_cfg.concurrency + 1) / 2 && !draining && jobs_running() > 0 &&
+		now - oldest < BATCH_WAIT_USEC)
 	{
-		for (int i = 0; i < n; i++)
-			batch[i]->report_alone = true;
-		return;
+		*hold_until = oldest + BATCH_WAIT_USEC;
+		return 0;
 	}
+	cycle_max = claim ? take_room(n) : 0;
+	if (n == 0 && cycle_max == 0)
+		return 0;
+	if (cycle_max > 0 && (then = hw_source->fetch_sql(hw_source, cycle_max)) == NULL)
+	{
+		if (!hw_db_up())
+			return -1;
+		hw_log("FATAL", "out of memory");
+		exit(70);
+	}
+	r = hw_report_send(batch, n, then);
+	free(then);
+	if (r != HW_DB_OK)
+		return -1;
 	for (int i = 0; i < n; i++)
+		batch[i]->sending = true;
+	cycle_n = n;
+	cycle_on = true;
+	return 1;
+}
+
+/* The sent statement's outcome: settle the successes, start the jobs claimed. */
+static void
+cycle_done(int64_t now, HwJob **fetch_into, bool *wake, int64_t *next_fetch)
+{
+	HwDbResult	r;
+	PGresult   *res = NULL;
+	char	   *err = NULL;
+	int			got = 0;
+	int			nfree = 0;
+
+	if (!cycle_on || !hw_db_sent_result(&r, &res, &err))
+		return;
+	cycle_on = false;
+	for (int i = 0; i < nslots; i++)
 	{
-		hw_source->settle(hw_source, batch[i], true);
-		job_free(batch[i]);
+		HwJob	   *job = &jobs[i];
+
+		if (!job->sending)
+			continue;
+		job->sending = false;
+		if (r == HW_DB_OK)
+		{
+			hw_source->settle(hw_source, job, true);
+			job_free(job);
+		}
+		else if (r != HW_DB_DOWN)
+			job->report_alone = true;	/* by itself: which one is refused */
 	}
+	if (r == HW_DB_OK && cycle_max > 0)
+	{
+		for (int i = 0; i < nslots; i++)
+			if (jobs[i].phase == HW_FREE)
+				fetch_into[nfree++] = &jobs[i];
+		got = hw_source->fetch_take(hw_source, res, fetch_into,
+									nfree < cycle_max ? nfree : cycle_max);
+		now = hw_now();
+		for (int i = 0; i < got; i++)
+			job_start(fetch_into[i], now);
+		/* a full batch: more may wait */
+		*wake = got == cycle_max;
+		*next_fetch = now + hw_cfg.poll_usec;
+	}
+	else if (r == HW_DB_DOWN && cycle_max > 0)
+	{
+		int64_t		until;
+
+		*wake = false;
+		*next_fetch = hw_db_breaker(&until) == HW_BREAKER_OPEN && until > now ?
+			until : now + hw_cfg.poll_usec;
+	}
+	else if (r != HW_DB_OK && cycle_max > 0)
+	{
+		if (cycle_n == 0)
+		{
+			hw_log("WARNING", "claim on queue \"%s\" failed: %s", hw_cfg.queue, err ? err : "");
+			*next_fetch = now + hw_cfg.poll_usec;
+		}
+		else
+		{
+			hw_log("INFO", "%d completions and a claim in one transaction refused (%s); reporting them one by one",
+				   cycle_n, err ? err : "");
+			*wake = true;		/* the claim again, once they are reported */
+		}
+	}
+	PQclear(res);
+	free(err);
 }
 
 static void
@@ -705,7 +849,7 @@ static int
 health_report(char *body, size_t size)
 {
 	int64_t		now = hw_now();
-	int			in_use = jobs_in_use();
+	int			in_use = jobs_running();
 	bool		db_ok = hw_db_up();
 	bool		saturated = in_use >= hw_cfg.concurrency &&
 		(hw_source->waiting == NULL || hw_source->waiting(hw_source) > 0 || hw_cfg.amqp == NULL);
@@ -752,7 +896,7 @@ health_report(char *body, size_t size)
 static void
 kill_all(void)
 {
-	for (int i = 0; i < hw_cfg.concurrency; i++)
+	for (int i = 0; i < nslots; i++)
 		if (jobs[i].phase == HW_RUNNING && jobs[i].pid > 0)
 		{
 			jobs[i].stopping = true;
@@ -766,14 +910,15 @@ run_loop(void)
 {
 	struct pollfd *pfd;
 	HwJob	  **fetch_into;
-	int			npfd_max = 4 + 3 * hw_cfg.concurrency + 1 + HW_HEALTH_MAX_CLIENTS;
+	int			npfd_max = 4 + 3 * nslots + 1 + HW_HEALTH_MAX_CLIENTS;
 	bool		wake = true;	/* look for jobs now */
+	bool		async = hw_source->fetch_sql != NULL;	/* see cycle_send() */
 	int64_t		next_fetch = 0;
 	int64_t		drain_started = 0;
 	int			stop_signals = 0;
 
 	pfd = calloc((size_t) npfd_max, sizeof(struct pollfd));
-	fetch_into = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob *));
+	fetch_into = calloc((size_t) nslots, sizeof(HwJob *));
 	if (pfd == NULL || fetch_into == NULL)
 	{
 		hw_log("FATAL", "out of memory");
@@ -785,9 +930,12 @@ run_loop(void)
 		int64_t		now = hw_now();
 		int64_t		wake_at = now + 1000000;
 		int			nfree = 0;
+		int			room;
 		int			npfd = 0;
 		int			db_slot = -1;
 		int			zk_slot = -1;
+		int			sent_slot = -1;
+		int64_t		hold_until = 0;	/* successes held back for a batch until then */
 		int			health_first = -1;
 		short		zk_events;
 		int			zk_fd;
@@ -798,16 +946,18 @@ run_loop(void)
 			wake = true;
 
 		/* children that exited; jobs whose command finished; reports */
-		hw_run_reap(jobs, hw_cfg.concurrency);
-		for (int i = 0; i < hw_cfg.concurrency; i++)
+		hw_run_reap(jobs, nslots);
+		for (int i = 0; i < nslots; i++)
 			if (jobs[i].phase == HW_RUNNING && hw_run_done(&jobs[i], now))
 				job_finished(&jobs[i], now);
-		report_successes(now, fetch_into);
-		for (int i = 0; i < hw_cfg.concurrency; i++)
+		cycle_done(now, fetch_into, &wake, &next_fetch);
+		for (int i = 0; i < nslots; i++)
 		{
 			HwJob	   *job = &jobs[i];
 
-			if (job->phase == HW_REPORTING && now >= job->next_report)
+			/* one by one: failures, and successes a batch could not record */
+			if (job->phase == HW_REPORTING && now >= job->next_report && !job->sending &&
+				(job->failure != NULL || job->report_alone || !hw_db_up()))
 				job_report(job, now);
 			if (job->phase == HW_RUNNING && !job->exited && job->exec_errno == 0)
 			{
@@ -829,7 +979,7 @@ run_loop(void)
 			bool		only_reports = true;
 			int			in_use = 0;
 
-			for (int i = 0; i < hw_cfg.concurrency; i++)
+			for (int i = 0; i < nslots; i++)
 				if (jobs[i].phase != HW_FREE)
 				{
 					in_use++;
@@ -844,7 +994,7 @@ run_loop(void)
 			}
 			if (only_reports && now - drain_started >= DRAIN_REPORT_LIMIT_USEC)
 			{
-				for (int i = 0; i < hw_cfg.concurrency; i++)
+				for (int i = 0; i < nslots; i++)
 					if (jobs[i].phase == HW_REPORTING)
 						hw_log("ERROR", "job %lld: outcome not reported (database unreachable); it runs again after its lease",
 							   (long long) jobs[i].id);
@@ -855,17 +1005,43 @@ run_loop(void)
 		/* the source's own timers (AMQP: reconnect, heartbeats) */
 		if (hw_source->next_wake && !draining && hw_source->next_wake(hw_source) <= now)
 		{
-			if (jobs_in_use() < hw_cfg.concurrency)
+			if (take_room(0) > 0)
 				wake = true;
 			else
 				(void) hw_source->fetch(hw_source, fetch_into, 0);
 		}
 
 		/* take jobs */
-		for (int i = 0; i < hw_cfg.concurrency; i++)
+		room = take_room(0);
+		for (int i = 0; i < nslots && nfree < room; i++)
 			if (jobs[i].phase == HW_FREE)
 				fetch_into[nfree++] = &jobs[i];
-		if (!draining && nfree > 0 && (wake || now >= next_fetch) && hw_zk_may_claim())
+		if (async && (cycle_on || hw_db_up()))
+		{
+			/* the reports and the claim, sent; the loop goes on meanwhile */
+			if (!cycle_on)
+			{
+				bool		claim = !draining && (wake || now >= next_fetch) && hw_zk_may_claim();
+				int			rc = cycle_send(now, claim, fetch_into, &hold_until);
+
+				if (rc > 0 && claim)
+					wake = false;
+				else if (rc < 0 && claim)
+				{
+					int64_t		until;
+
+					next_fetch = hw_db_breaker(&until) == HW_BREAKER_OPEN && until > now ?
+						until : now + hw_cfg.poll_usec;
+					wake = false;
+				}
+				/* fetch_into was the batch: the free slots again */
+				nfree = 0;
+				for (int i = 0; i < nslots && nfree < room; i++)
+					if (jobs[i].phase == HW_FREE)
+						fetch_into[nfree++] = &jobs[i];
+			}
+		}
+		else if (!draining && nfree > 0 && (wake || now >= next_fetch) && hw_zk_may_claim())
 		{
 			int			asked = nfree;
 			int			got = hw_source->fetch(hw_source, fetch_into, asked);
@@ -900,6 +1076,10 @@ run_loop(void)
 			if (hw_db_breaker(&until) != HW_BREAKER_OPEN || now >= until)
 				(void) hw_db_get();
 		}
+		/* other sources: the reports of the successes, sent (settled when done) */
+		if (!async && !cycle_on && hw_db_up())
+			(void) cycle_send(now, false, fetch_into, &hold_until);
+
 		/*
 		 * A NOTIFY that came during a database call above was read by libpq
 		 * then: the socket will not wake us for it.
@@ -917,8 +1097,13 @@ run_loop(void)
 			saturated_since = 0;
 
 		/* what to wait for, and until when */
-		if (!draining && nfree > 0 && hw_zk_may_claim())
+		if (!draining && nfree > 0 && hw_zk_may_claim() && !cycle_on)
 			wake_at = wake ? now : (next_fetch < wake_at ? next_fetch : wake_at);
+		if (hold_until != 0 && hold_until < wake_at)
+			wake_at = hold_until > now ? hold_until : now;
+		/* the statement's outcome was read with a NOTIFY above: take it now */
+		if (cycle_on && !hw_db_sent_busy())
+			wake_at = now;
 		if (hw_source->next_wake && !draining)
 		{
 			int64_t		t = hw_source->next_wake(hw_source);
@@ -934,6 +1119,14 @@ run_loop(void)
 			pfd[npfd].fd = hw_source->fd(hw_source);
 			pfd[npfd++].events = POLLIN;
 		}
+		/* the result of the statement sent, when the source's fd is not the connection's */
+		if (cycle_on && hw_db_sent_busy() && hw_db_socket() >= 0 &&
+			(db_slot < 0 || pfd[db_slot].fd != hw_db_socket()))
+		{
+			sent_slot = npfd;
+			pfd[npfd].fd = hw_db_socket();
+			pfd[npfd++].events = POLLIN;
+		}
 		zk_fd = hw_zk_poll(&zk_events, &wake_at);
 		if (zk_fd >= 0)
 		{
@@ -941,7 +1134,7 @@ run_loop(void)
 			pfd[npfd].fd = zk_fd;
 			pfd[npfd++].events = zk_events;
 		}
-		for (int i = 0; i < hw_cfg.concurrency; i++)
+		for (int i = 0; i < nslots; i++)
 		{
 			HwJob	   *job = &jobs[i];
 
@@ -976,8 +1169,8 @@ run_loop(void)
 				if (job->exec_errno != 0)
 					wake_at = now;
 			}
-			else if (job->phase == HW_REPORTING && job->next_report < wake_at)
-				wake_at = job->next_report;
+			else if (job->phase == HW_REPORTING && job->next_report < wake_at && !cycle_on)
+				wake_at = job->next_report;	/* (else when the statement sent is done) */
 		}
 		if (have_health)
 		{
@@ -993,6 +1186,7 @@ run_loop(void)
 			}
 		}
 
+		hw_log_flush();
 		rc = poll(pfd, (nfds_t) npfd, wake_at > now ? (int) ((wake_at - now + 999) / 1000) : 0);
 		if (rc < 0 && errno != EINTR)
 		{
@@ -1045,15 +1239,18 @@ run_loop(void)
 			if (hw_source->readable(hw_source))
 				wake = true;
 		}
+		if (sent_slot >= 0 && pfd[sent_slot].revents)
+			(void) hw_db_consume_notifies();	/* reads the result */
 		if (zk_slot >= 0 && pfd[zk_slot].revents)
 			hw_zk_ready(pfd[zk_slot].revents);
 		/* the commands' pipes */
 		for (int k = 1; k < npfd; k++)
 		{
-			if (k == db_slot || k == zk_slot || (health_first >= 0 && k >= health_first) ||
+			if (k == db_slot || k == zk_slot || k == sent_slot ||
+				(health_first >= 0 && k >= health_first) ||
 				pfd[k].revents == 0)
 				continue;
-			for (int i = 0; i < hw_cfg.concurrency; i++)
+			for (int i = 0; i < nslots; i++)
 			{
 				HwJob	   *job = &jobs[i];
 
@@ -1132,18 +1329,25 @@ main(int argc, char **argv)
 		return EX_OSERR;
 	}
 
-	jobs = calloc((size_t) hw_cfg.concurrency, sizeof(HwJob));
-	if (hw_cfg.amqp != NULL)
+		if (hw_cfg.amqp != NULL)
 		hw_source = hw_source_amqp(amqp_urls, amqp_nurls, hw_cfg.queue, hw_cfg.amqp_queue_type,
 								   hw_cfg.concurrency);
 	else
 		hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
+	/*
+	 * Pull: twice --concurrency slots, at most --concurrency commands
+	 * running: a job whose outcome waits for the commit holds a slot, not
+	 * the room of a command (see cycle_send()).
+	 */
+	nslots = hw_source != NULL && hw_source->fetch_sql != NULL ? 2 * hw_cfg.concurrency :
+		hw_cfg.concurrency;
+	jobs = calloc((size_t) nslots, sizeof(HwJob));
 	if (jobs == NULL || hw_source == NULL)
 	{
 		fprintf(stderr, "%s: out of memory\n", progname);
 		return EX_OSERR;
 	}
-	for (int i = 0; i < hw_cfg.concurrency; i++)
+	for (int i = 0; i < nslots; i++)
 		job_free(&jobs[i]);
 
 	hw_log("INFO", "hasched-worker %s: %s queue \"%s\", concurrency %d, worker \"%s\"%s",
@@ -1157,5 +1361,6 @@ main(int argc, char **argv)
 	hw_zk_close();
 	hw_db_close();
 	hw_log("INFO", "exiting with status %d", status);
+	hw_log_flush();
 	return status;
 }

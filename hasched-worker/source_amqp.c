@@ -741,14 +741,16 @@ amqp_readable(HwSource *src)
 /*
  * Start a delivery's job: the server parses the body and calls start().
  * The row: job id, attempt, priority, lease token (from the body), then
- * start()'s (NULL when that attempt is finished).
+ * start()'s (NULL when that attempt is finished), then the tenant (from
+ * the body; a message without it, from an older dispatcher: "").
  */
 static const char *const START_SQL =
 "SELECT (m.b->>'job_id')::bigint, (m.b->>'attempt')::integer,"
 " coalesce((m.b->>'priority')::integer, 0), m.b->>'lease_token',"
 " s.lease_until IS NOT NULL, s.payload::text,"
 " extract(epoch FROM s.timeout)::float8,"
-" extract(epoch FROM s.lease_until - clock_timestamp())::float8"
+" extract(epoch FROM s.lease_until - clock_timestamp())::float8,"
+" coalesce(m.b->>'tenant', '')"
 " FROM (SELECT $1::jsonb AS b) m"
 " LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true";
 
@@ -758,7 +760,8 @@ static const char *const START_MANY_SQL =
 " coalesce((m.b->>'priority')::integer, 0), m.b->>'lease_token',"
 " s.lease_until IS NOT NULL, s.payload::text,"
 " extract(epoch FROM s.timeout)::float8,"
-" extract(epoch FROM s.lease_until - clock_timestamp())::float8"
+" extract(epoch FROM s.lease_until - clock_timestamp())::float8,"
+" coalesce(m.b->>'tenant', '')"
 " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS m(b, i)"
 " LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true"
 " ORDER BY m.i";
@@ -849,7 +852,8 @@ started(AmqpState *st, Delivery *d, PGresult *res, int i, HwJob *job)
 	job->payload = strdup(PQgetisnull(res, i, 5) ? "null" : PQgetvalue(res, i, 5));
 	job->timeout_s = atof(PQgetvalue(res, i, 6));
 	job->lease_s = atof(PQgetvalue(res, i, 7));
-	job->tenant[0] = '\0';
+	/* the submitter's role; "" from a dispatcher older than the tenant member */
+	snprintf(job->tenant, sizeof(job->tenant), "%s", PQgetvalue(res, i, 8));
 	job->source_data = d;
 	if (job->payload == NULL)
 	{

@@ -31,7 +31,8 @@ pull_fd(HwSource *src)
 {
 	PullState  *ps = src->state;
 
-	return ps->listening ? hw_db_socket() : -1;
+	/* also while a statement's result is to come */
+	return ps->listening || hw_db_sent_busy() ? hw_db_socket() : -1;
 }
 
 static bool
@@ -71,32 +72,17 @@ pull_reconnected(HwSource *src, PGconn *conn)
 	PQclear(r);
 }
 
-static int
-pull_fetch(HwSource *src, HwJob **jobs, int max)
-{
-	PullState  *ps = src->state;
-	char		maxs[16];
-	const char *v[3] = {ps->queue, ps->worker, maxs};
-	PGresult   *res;
-	char	   *err;
-	HwDbResult	r;
-	int			n;
+#define CLAIM_COLUMNS \
+	"SELECT job_id, token, payload::text, attempt, priority, tenant," \
+	" extract(epoch FROM timeout)::float8," \
+	" extract(epoch FROM lease_until - clock_timestamp())::float8"
 
-	snprintf(maxs, sizeof(maxs), "%d", max);
-	r = hw_db_call("SELECT job_id, token, payload::text, attempt, priority, tenant,"
-				   " extract(epoch FROM timeout)::float8,"
-				   " extract(epoch FROM lease_until - clock_timestamp())::float8"
-				   " FROM hasched.claim($1, $2, $3::integer)", 3, v, &res, &err);
-	if (r != HW_DB_OK)
-	{
-		if (err)
-		{
-			hw_log("WARNING", "claim on queue \"%s\" failed: %s", ps->queue, err);
-			free(err);
-		}
-		return -1;
-	}
-	n = PQntuples(res);
+/* The jobs of a claim's result into jobs[0..]; their count. */
+static int
+pull_take(HwSource *src, PGresult *res, HwJob **jobs, int max)
+{
+	int			n = PQntuples(res);
+
 	for (int i = 0; i < n && i < max; i++)
 	{
 		HwJob	   *job = jobs[i];
@@ -116,8 +102,55 @@ pull_fetch(HwSource *src, HwJob **jobs, int max)
 			exit(70);
 		}
 	}
+	return n < max ? n : max;
+}
+
+static int
+pull_fetch(HwSource *src, HwJob **jobs, int max)
+{
+	PullState  *ps = src->state;
+	char		maxs[16];
+	const char *v[3] = {ps->queue, ps->worker, maxs};
+	PGresult   *res;
+	char	   *err;
+	HwDbResult	r;
+	int			n;
+
+	snprintf(maxs, sizeof(maxs), "%d", max);
+	r = hw_db_call(CLAIM_COLUMNS " FROM hasched.claim($1, $2, $3::integer)", 3, v, &res, &err);
+	if (r != HW_DB_OK)
+	{
+		if (err)
+		{
+			hw_log("WARNING", "claim on queue \"%s\" failed: %s", ps->queue, err);
+			free(err);
+		}
+		return -1;
+	}
+	n = pull_take(src, res, jobs, max);
 	PQclear(res);
 	return n;
+}
+
+/* The claim as a statement of its own (literals: it is sent with the reports). */
+static char *
+pull_fetch_sql(HwSource *src, int max)
+{
+	PullState  *ps = src->state;
+	char	   *q = hw_db_literal(ps->queue, strlen(ps->queue));
+	char	   *w = hw_db_literal(ps->worker, strlen(ps->worker));
+	char	   *sql = NULL;
+	size_t		len;
+
+	if (q != NULL && w != NULL)
+	{
+		len = strlen(CLAIM_COLUMNS) + strlen(q) + strlen(w) + 64;
+		if ((sql = malloc(len)) != NULL)
+			snprintf(sql, len, CLAIM_COLUMNS " FROM hasched.claim(%s, %s, %d)", q, w, max);
+	}
+	free(q);
+	free(w);
+	return sql;
 }
 
 static void
@@ -141,6 +174,8 @@ hw_source_pull(const char *queue, const char *worker, bool listen)
 	src->fd = pull_fd;
 	src->readable = pull_readable;
 	src->fetch = pull_fetch;
+	src->fetch_sql = pull_fetch_sql;
+	src->fetch_take = pull_take;
 	src->settle = pull_settle;
 	src->reconnected = pull_reconnected;
 	src->state = ps;

@@ -919,7 +919,8 @@ read_batch(int32 *epoch)
 						   0, NULL);
 		plan = hs_prepare("SELECT j.id, j.queue, j.priority, j.attempt + 1,"
 						  " nextval('hasched.lease_id_seq'),"
-						  " (extract(epoch FROM j.timeout) * 1000)::bigint, j.payload::text"
+						  " (extract(epoch FROM j.timeout) * 1000)::bigint, j.payload::text,"
+						  " pg_get_userbyid(j.tenant)"
 						  " FROM unnest($1, $2) AS q (name, lim),"
 						  " LATERAL (SELECT * FROM hasched.job j WHERE j.queue = q.name"
 						  "   AND j.state IN ('scheduled', 'pending', 'failed')"
@@ -1019,7 +1020,8 @@ cork(bool on)
 
 /* the message body of the AMQP contract */
 static char *
-message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char *payload)
+message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char *payload,
+			 const char *tenant)
 {
 	StringInfoData s;
 
@@ -1029,6 +1031,8 @@ message_body(const Msg *m, int epoch, int priority, int64 timeout_ms, const char
 	escape_json(&s, hs_format_token(epoch, m->attempt, m->lease_id));
 	appendStringInfoString(&s, ", \"queue\": ");
 	escape_json(&s, m->queue);
+	appendStringInfoString(&s, ", \"tenant\": ");
+	escape_json(&s, tenant ? tenant : "");
 	appendStringInfo(&s, ", \"priority\": %d, \"timeout_ms\": " INT64_FORMAT ", \"payload\": %s}",
 					 priority, timeout_ms, payload);
 	return s.data;
@@ -1050,6 +1054,7 @@ read_and_publish(void)
 	int		   *priorities;
 	int64	   *timeouts;
 	char	  **payloads;
+	char	  **tenants;
 
 	nprobes = 0;
 	hs_xact_begin("hasched dispatcher: reading due jobs");
@@ -1076,6 +1081,7 @@ read_and_publish(void)
 	priorities = palloc(sizeof(int) * n);
 	timeouts = palloc(sizeof(int64) * n);
 	payloads = palloc(sizeof(char *) * n);
+	tenants = palloc(sizeof(char *) * n);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -1090,6 +1096,7 @@ read_and_publish(void)
 		m->lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 		timeouts[i] = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 		payloads[i] = SPI_getvalue(tup, desc, 7);
+		tenants[i] = SPI_getvalue(tup, desc, 8);
 		m->qcircuit = hs_circuit_get(HS_CIRCUIT_QUEUE, m->queue);
 	}
 	hs_xact_end(true);
@@ -1130,7 +1137,7 @@ read_and_publish(void)
 		props.content_type = amqp_cstring_bytes("application/json");
 		props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
 		props.message_id = amqp_cstring_bytes(msgid);
-		body = message_body(m, epoch, priorities[i], timeouts[i], payloads[i]);
+		body = message_body(m, epoch, priorities[i], timeouts[i], payloads[i], tenants[i]);
 		/* a broker that stops reading (a resource alarm) blocks the send */
 		blocking_begin();
 		rc = amqp_basic_publish(conn, channel, amqp_empty_bytes, amqp_cstring_bytes(rk), 1, 0,

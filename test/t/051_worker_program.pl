@@ -9,7 +9,9 @@
 #   - jobs run end to end: the payload on stdin and in HASCHED_PAYLOAD,
 #     HASCHED_JOB_ID and HASCHED_ATTEMPT set; stdout that is JSON is the
 #     result, other output a JSON string, no output no result; each result
-#     recorded once (attempt 1, no run rows);
+#     recorded once (attempt 1, no run rows); never more commands at
+#     once than --concurrency (the successes' reports and the next claim
+#     are sent in one transaction while commands run);
 #   - a job that always fails ends dead after its attempts, with the exit
 #     status and the tail of stderr as its error, and is not run again;
 #   - a job past its timeout has its process group killed (the command and
@@ -31,9 +33,7 @@ use strict;
 use warnings;
 
 use HaschedCluster;
-use IO::Socket::INET;
-use IPC::Run;
-use POSIX qw(WNOHANG);
+use HaschedWorker;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -41,92 +41,9 @@ use Time::HiRes qw(time usleep);
 # ---------------------------------------------------------------------------
 # the program and how to run it
 # ---------------------------------------------------------------------------
-my $bin = $ENV{HASCHED_WORKER_BIN};
-if (!defined $bin)
-{
-	$bin = 'hasched-worker/hasched-worker';
-	if (!-x $bin)
-	{
-		my $bindir = `pg_config --bindir`;
-		chomp $bindir;
-		$bin = "$bindir/hasched-worker";
-	}
-}
+my $bin = worker_bin();
 ok(-x $bin, "the hasched-worker program is built ($bin)");
-
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my @started;
-my $nstarted = 0;
-
-# Wait up to $secs for &$cond to be true.
-sub within
-{
-	my ($secs, $cond) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		return 1 if $cond->();
-		usleep(100_000);
-	}
-	return 0;
-}
-
-# Start a worker in the background; its output goes to its own log file.
-sub start_worker
-{
-	my (%o) = @_;
-	my $log = "$tmp/worker-" . ++$nstarted . '.log';
-	my @cmd = ($bin, '--db', $o{db}, '--queue', $o{queue}, @{ $o{args} // [] }, '--', @{ $o{cmd} });
-	my $pid = fork // die "fork: $!";
-	if ($pid == 0)
-	{
-		open STDIN, '<', '/dev/null';
-		open STDOUT, '>>', $log;
-		open STDERR, '>&', \*STDOUT;
-		exec @cmd or POSIX::_exit(127);
-	}
-	push @started, $pid;
-	return { pid => $pid, log => $log };
-}
-
-# Wait up to $secs for the worker to exit: its exit status, or undef.
-sub wait_exit
-{
-	my ($w, $secs) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		my $r = waitpid($w->{pid}, WNOHANG);
-		if ($r == $w->{pid})
-		{
-			@started = grep { $_ != $w->{pid} } @started;
-			return $? >> 8;
-		}
-		usleep(50_000);
-	}
-	return undef;
-}
-
-sub slurp_log
-{
-	my ($w) = @_;
-	return -f $w->{log} ? slurp_file($w->{log}) : '';
-}
-
-# Run the program in the foreground: (exit status, stdout, stderr).
-sub run_worker
-{
-	my @args = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ $bin, @args ], '<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(60));
-	return ($? >> 8, $out, $err);
-}
-
-END
-{
-	# any worker a failed test left behind
-	kill 'KILL', $_ for @started;
-}
+my $tmp = worker_tmp();
 
 # ---------------------------------------------------------------------------
 # the server
@@ -164,6 +81,11 @@ case "\$payload" in
 	echo \$\$ > "$tmp/fg.\$HASCHED_JOB_ID"
 	sleep 300 ;;
 *'"mode": "nap"'*) sleep 2; echo '{"napped": true}' ;;
+*'"mode": "count"'*)
+	touch "$tmp/conc/\$\$"
+	ls "$tmp/conc" | wc -l >> "$tmp/conc.counts"
+	sleep 0.3
+	rm -f "$tmp/conc/\$\$" ;;
 *) printf '{"stdin": %s, "env": %s, "job": %s, "attempt": %s}\\n' "\$payload" "\$HASCHED_PAYLOAD" "\$HASCHED_JOB_ID" "\$HASCHED_ATTEMPT" ;;
 esac
 EOS
@@ -224,6 +146,17 @@ is($node->query("SELECT count(*) FROM hasched.job WHERE id IN ($idlist) AND atte
 	'each job ran once');
 is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($idlist)"), '0',
 	'no failed attempt was recorded');
+
+# the slots of jobs whose reports are on their way are not room for more commands
+mkdir "$tmp/conc" or die;
+my $counted = $node->query(
+	q{SELECT string_agg(id::text, ',') FROM unnest(hasched.submit_many('e2e',
+		ARRAY(SELECT '{"mode": "count"}'::jsonb FROM generate_series(1, 16)))) id});
+ok($node->poll_within(60, "SELECT count(*) = 16 FROM hasched.job WHERE id IN ($counted) AND state = 'succeeded'"),
+	'16 jobs of 0.3 s succeed');
+my @counts = split /\n/, slurp_file("$tmp/conc.counts");
+is(scalar(grep { $_ > 4 } @counts), 0,
+	'--concurrency 4: never more than 4 commands at once (' . join(' ', @counts) . ')');
 kill 'TERM', $w->{pid};
 is(wait_exit($w, 30), 0, 'SIGTERM on an idle worker: exit 0');
 like(slurp_log($w), qr/listening on channel "hasched\.e2e"/, 'the worker listened for NOTIFY');
@@ -317,44 +250,33 @@ like(slurp_file($logfile), qr/SIGTERM: taking no more jobs.*drained/s, 'the log 
 # ---------------------------------------------------------------------------
 # GET /health
 # ---------------------------------------------------------------------------
-sub http
-{
-	my ($port, $request) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10)
-	  or return "no connection: $!";
-	print $s $request;
-	local $/;
-	my $resp = <$s> // '';
-	close $s;
-	return $resp;
-}
 my $hport = PostgreSQL::Test::Cluster::get_free_port();
 $w = start_worker(db => $db, queue => 'health',
 	args => [ '--health-port', $hport, '--stall-timeout', '2', '--poll-interval', '0.2' ], cmd => [$script]);
 my $resp = '';
 for (1 .. 100)
 {
-	$resp = http($hport, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+	$resp = http_request($hport, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
 	last if $resp =~ /^HTTP\/1.1 200/;
 	usleep(100_000);
 }
 like($resp, qr/^HTTP\/1.1 200 OK\r\n.*Content-Type: application\/json.*"status": "ok", "failed": \[\]/s,
 	'GET /health: 200 while idle and connected');
-like(http($hport, "POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), qr/^HTTP\/1.1 405 .*Allow: GET/s,
+like(http_request($hport, "POST /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), qr/^HTTP\/1.1 405 .*Allow: GET/s,
 	'POST: 405');
-like(http($hport, "GET /other HTTP/1.1\r\n\r\n"), qr/^HTTP\/1.1 404/, 'another path: 404');
+like(http_request($hport, "GET /other HTTP/1.1\r\n\r\n"), qr/^HTTP\/1.1 404/, 'another path: 404');
 
 $id = $node->query(q{SELECT hasched.submit('health', '{"mode": "sleep"}')});
 ok($node->wait_state($id, 'running'), 'a long job runs on the only slot');
 sleep 3;
-like(http($hport, "GET /health HTTP/1.1\r\n\r\n"),
+like(http_request($hport, "GET /health HTTP/1.1\r\n\r\n"),
 	qr/^HTTP\/1.1 503 .*"failed": \["progress"\].*"progress": \{"ok": false, "running": 1, "concurrency": 1/s,
 	'every slot busy and no job finished within --stall-timeout: 503 naming progress');
 $node->query("SELECT hasched.cancel($id)");
 $fg = slurp_file("$tmp/fg.$id");
 chomp $fg;
 ok(gone($fg), 'the cancelled job\'s command is killed (its heartbeat found the lease gone)');
-ok(within(10, sub { http($hport, "GET /health HTTP/1.1\r\n\r\n") =~ /^HTTP\/1.1 200/ }),
+ok(within(10, sub { http_request($hport, "GET /health HTTP/1.1\r\n\r\n") =~ /^HTTP\/1.1 200/ }),
 	'health is 200 again');
 like(slurp_log($w), qr/job $id: lease lost .*killing its command/, 'the log says why the command was killed');
 
@@ -366,7 +288,7 @@ $node->stop('fast');
 my $down = '';
 for (1 .. 100)
 {
-	$down = http($hport, "GET /health HTTP/1.1\r\n\r\n");
+	$down = http_request($hport, "GET /health HTTP/1.1\r\n\r\n");
 	last if $down =~ /^HTTP\/1.1 503/;
 	usleep(100_000);
 }
@@ -382,7 +304,7 @@ is($node->runs_of($napper), '', 'no failed attempt');
 my $up = '';
 for (1 .. 300)
 {
-	$up = http($hport, "GET /health HTTP/1.1\r\n\r\n");
+	$up = http_request($hport, "GET /health HTTP/1.1\r\n\r\n");
 	last if $up =~ /^HTTP\/1.1 200/;
 	usleep(100_000);
 }

@@ -19,7 +19,7 @@ use strict;
 use warnings;
 
 use HaschedCluster;
-use POSIX qw(WNOHANG);
+use HaschedWorker;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -27,83 +27,9 @@ use Time::HiRes qw(time usleep);
 # ---------------------------------------------------------------------------
 # the program and how to run it
 # ---------------------------------------------------------------------------
-my $bin = $ENV{HASCHED_WORKER_BIN};
-if (!defined $bin)
-{
-	$bin = 'hasched-worker/hasched-worker';
-	if (!-x $bin)
-	{
-		my $bindir = `pg_config --bindir`;
-		chomp $bindir;
-		$bin = "$bindir/hasched-worker";
-	}
-}
+my $bin = worker_bin();
 ok(-x $bin, "the hasched-worker program is built ($bin)");
-
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my @started;
-my $nstarted = 0;
-
-# Wait up to $secs for &$cond to be true.
-sub within
-{
-	my ($secs, $cond) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		return 1 if $cond->();
-		usleep(100_000);
-	}
-	return 0;
-}
-
-# Start a worker in the background; its output goes to its own log file.
-sub start_worker
-{
-	my (%o) = @_;
-	my $log = "$tmp/worker-" . ++$nstarted . '.log';
-	my @cmd = ($bin, '--db', $o{db}, '--queue', $o{queue}, @{ $o{args} // [] }, '--', @{ $o{cmd} });
-	my $pid = fork // die "fork: $!";
-	if ($pid == 0)
-	{
-		open STDIN, '<', '/dev/null';
-		open STDOUT, '>>', $log;
-		open STDERR, '>&', \*STDOUT;
-		exec @cmd or POSIX::_exit(127);
-	}
-	push @started, $pid;
-	return { pid => $pid, log => $log };
-}
-
-# Wait up to $secs for the worker to exit: its exit status, or undef.
-sub wait_exit
-{
-	my ($w, $secs) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		my $r = waitpid($w->{pid}, WNOHANG);
-		if ($r == $w->{pid})
-		{
-			@started = grep { $_ != $w->{pid} } @started;
-			return $? >> 8;
-		}
-		usleep(50_000);
-	}
-	return undef;
-}
-
-sub slurp_log
-{
-	my ($w) = @_;
-	return -f $w->{log} ? slurp_file($w->{log}) : '';
-}
-
-END
-{
-	# any worker a failed test left behind
-	kill 'KILL', $_ for @started;
-}
+my $tmp = worker_tmp();
 
 # ---------------------------------------------------------------------------
 # primary and standby
@@ -187,7 +113,7 @@ ok(within(30, sub { -f "$tmp/starts.crash" && slurp_file("$tmp/starts.crash") =~
 my ($cmd_pid) = slurp_file("$tmp/starts.crash") =~ /^start $id 1 (\d+)$/m;
 kill 'KILL', $w->{pid};
 waitpid($w->{pid}, 0);
-@started = grep { $_ != $w->{pid} } @started;
+forget_worker($w);
 ok(within(10, sub { !-e "/proc/$cmd_pid" || slurp_file("/proc/$cmd_pid/stat") =~ /^\d+ \(.*\) Z / }),
 	'the command died with its worker');
 my $w2 = start_worker(db => $db1, queue => 'crash', args => [ '--poll-interval', '0.2' ], cmd => [$script]);

@@ -31,9 +31,9 @@ use strict;
 use warnings;
 
 use HaschedCluster;
+use HaschedWorker qw(worker_bin worker_tmp within start_worker forget_worker wait_exit slurp_log run_worker http_request);
 use HaschedZooKeeper;
-use IO::Socket::INET;
-use POSIX qw(WNOHANG);
+use IPC::Run;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -44,102 +44,14 @@ my $lease = '5 minutes';
 # ---------------------------------------------------------------------------
 # the program and how to run it
 # ---------------------------------------------------------------------------
-my $bin = $ENV{HASCHED_WORKER_BIN};
-if (!defined $bin)
-{
-	$bin = 'hasched-worker/hasched-worker';
-	if (!-x $bin)
-	{
-		my $bindir = `pg_config --bindir`;
-		chomp $bindir;
-		$bin = "$bindir/hasched-worker";
-	}
-}
+my $bin = worker_bin();
 ok(-x $bin, "the hasched-worker program is built ($bin)");
-
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my @started;
-my $nstarted = 0;
-
-sub within
-{
-	my ($secs, $cond) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		return 1 if $cond->();
-		usleep(100_000);
-	}
-	return 0;
-}
-
-sub start_worker
-{
-	my (%o) = @_;
-	my $log = "$tmp/worker-" . ++$nstarted . '.log';
-	my @cmd = ($bin, '--db', $o{db}, '--queue', $o{queue}, @{ $o{args} // [] }, '--', @{ $o{cmd} });
-	my $pid = fork // die "fork: $!";
-	if ($pid == 0)
-	{
-		open STDIN, '<', '/dev/null';
-		open STDOUT, '>>', $log;
-		open STDERR, '>&', \*STDOUT;
-		exec @cmd or POSIX::_exit(127);
-	}
-	push @started, $pid;
-	return { pid => $pid, log => $log };
-}
-
-sub wait_exit
-{
-	my ($w, $secs) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		my $r = waitpid($w->{pid}, WNOHANG);
-		if ($r == $w->{pid})
-		{
-			@started = grep { $_ != $w->{pid} } @started;
-			return $? >> 8;
-		}
-		usleep(50_000);
-	}
-	return undef;
-}
-
-sub slurp_log
-{
-	my ($w) = @_;
-	return -f $w->{log} ? slurp_file($w->{log}) : '';
-}
+my $tmp = worker_tmp();
 
 sub health
 {
 	my ($port) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 10)
-	  or return "no connection: $!";
-	print $s "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
-	local $/;
-	my $resp = <$s> // '';
-	close $s;
-	return $resp;
-}
-
-END
-{
-	kill 'KILL', $_ for @started;
-	# the workers' own words, for a failure
-	if (!Test::More->builder->is_passing)
-	{
-		for my $i (1 .. $nstarted)
-		{
-			my $f = "$tmp/worker-$i.log";
-			next unless -f $f;
-			my @lines = split /\n/, slurp_file($f);
-			splice(@lines, 0, @lines - 40) if @lines > 40;
-			diag("worker-$i.log (the end):\n" . join("\n", @lines));
-		}
-	}
+	return http_request($port, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
 }
 
 # ---------------------------------------------------------------------------
@@ -241,7 +153,7 @@ is($node->job($id, 'state || \' \' || worker'), 'running w/1', 'the job is still
 my $t0 = time;
 kill 'KILL', $w1->{pid};
 waitpid($w1->{pid}, 0);
-@started = grep { $_ != $w1->{pid} } @started;
+forget_worker($w1);
 my $requeued;
 while (time < $t0 + 60)
 {

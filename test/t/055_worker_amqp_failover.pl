@@ -25,111 +25,16 @@ use strict;
 use warnings;
 
 use HaschedCluster;
+use HaschedWorker;
 use HaschedRabbitMQ;
-use IPC::Run;
-use POSIX qw(WNOHANG);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $bin = $ENV{HASCHED_WORKER_BIN};
-if (!defined $bin)
-{
-	$bin = 'hasched-worker/hasched-worker';
-	if (!-x $bin)
-	{
-		my $bindir = `pg_config --bindir`;
-		chomp $bindir;
-		$bin = "$bindir/hasched-worker";
-	}
-}
+my $bin = worker_bin();
 ok(-x $bin, "the hasched-worker program is built ($bin)");
-
-my $tmp = PostgreSQL::Test::Utils::tempdir;
-my @started;
-my $nstarted = 0;
-
-sub within
-{
-	my ($secs, $cond) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		return 1 if $cond->();
-		usleep(100_000);
-	}
-	return 0;
-}
-
-sub start_worker
-{
-	my (%o) = @_;
-	my $log = "$tmp/worker-" . ++$nstarted . '.log';
-	my @cmd = ($bin, '--db', $o{db}, '--amqp', $o{amqp}, '--queue', $o{queue},
-		'--amqp-queue-type', 'classic', @{ $o{args} // [] }, '--', @{ $o{cmd} });
-	my $pid = fork // die "fork: $!";
-	if ($pid == 0)
-	{
-		open STDIN, '<', '/dev/null';
-		open STDOUT, '>>', $log;
-		open STDERR, '>&', \*STDOUT;
-		exec @cmd or POSIX::_exit(127);
-	}
-	push @started, $pid;
-	return { pid => $pid, log => $log };
-}
-
-sub wait_exit
-{
-	my ($w, $secs) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		my $r = waitpid($w->{pid}, WNOHANG);
-		if ($r == $w->{pid})
-		{
-			@started = grep { $_ != $w->{pid} } @started;
-			return $? >> 8;
-		}
-		usleep(50_000);
-	}
-	return undef;
-}
-
-sub slurp_log
-{
-	my ($w) = @_;
-	return -f $w->{log} ? slurp_file($w->{log}) : '';
-}
-
-sub run_worker
-{
-	my @args = @_;
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ $bin, @args ], '<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout(60));
-	return ($? >> 8, $out, $err);
-}
-
-# GET /health: (status, body)
-sub health
-{
-	my ($port) = @_;
-	my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
-	  or return (0, '');
-	print $s "GET /health HTTP/1.0\r\n\r\n";
-	local $/;
-	my $r = <$s> // '';
-	close $s;
-	my ($code) = $r =~ m{^HTTP/1\.[01] (\d+)};
-	my ($body) = $r =~ /\r\n\r\n(.*)$/s;
-	return ($code // 0, $body // '');
-}
-
-END
-{
-	kill 'KILL', $_ for @started;
-}
+my $tmp = worker_tmp();
 
 # ---------------------------------------------------------------------------
 # broker, primary, standby

@@ -65,8 +65,9 @@ my ($token) = $node->query("SELECT epoch || ':' || attempt || ':' || lease_id FR
 my @m = $mq->get('hasched.mq.high', 10);
 is(scalar @m, 1, 'one message in hasched.mq.high');
 is($m[0]{message_id}, "$id:1", 'its message_id is job_id:attempt');
-like($m[0]{body}, qr/^\{"job_id": $id, "attempt": 1, "lease_token": "\Q$token\E", "queue": "mq", "priority": \d, "timeout_ms": 7000, "payload": \{"n": 1\}\}$/,
-	'its body carries the job id, attempt, the token of the row, queue, priority, timeout and payload');
+my $submitter = $node->query('SELECT current_user');
+like($m[0]{body}, qr/^\{"job_id": $id, "attempt": 1, "lease_token": "\Q$token\E", "queue": "mq", "tenant": "\Q$submitter\E", "priority": \d, "timeout_ms": 7000, "payload": \{"n": 1\}\}$/,
+	'its body carries the job id, attempt, the token of the row, queue, tenant (the submitting role), priority, timeout and payload');
 my @l = $mq->get('hasched.mq.low', 10);
 is(scalar @l, 1, 'the low-priority job went to hasched.mq.low');
 is($node->query("SELECT payload::text FROM hasched.start($id, '$token')", extra_params => [ '-U', 'wrk' ]),
