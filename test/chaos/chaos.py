@@ -18,8 +18,10 @@
 # two in AMQP mode (run and soak: one through HAProxy, one through the
 # multi-host string, each with the three brokers) and a cron schedule every
 # second whose runs are SQL jobs; the checker reads the surviving primary
-# and the generators' logs. Environment: CHAOS_PORT_BASE (25000), PG_BINDIR (where postgres and
-# hasched-worker are), CHAOS_RATE (submits per second per generator, 10).
+# and the generators' logs. Environment: CHAOS_PORT_BASE (25000),
+# PG_BINDIR (where postgres and hasched-worker are), CHAOS_RATE (submits
+# per second per generator, 10), CHAOS_RABBIT=0 (no RabbitMQ),
+# CHAOS_CIRCUIT_OPEN (10s).
 #
 # IDENTIFICATION
 #	test/chaos/chaos.py
@@ -835,6 +837,18 @@ def check(suite):
         'stuck_ids': [(j[0], j[2]) for j in stuck][:20],
         'dup_effect_keys': dup_effects[:20],
     }
+    # the quorum queues' members (one on each node, or the loss of one
+    # node is the loss of the queue)
+    res['rabbit_members'] = {}
+    for r in dep.rabbits:
+        if not r.alive():
+            continue
+        c = r.ctl('list_queues', '--no-table-headers', 'name', 'type', 'members', timeout=60)
+        for line in c.stdout.splitlines() if c.returncode == 0 else []:
+            p = line.split(None, 2)
+            if len(p) == 3 and p[0].startswith('hasched.chaos_amqp.'):
+                res['rabbit_members'][p[0]] = '%s, %d members' % (p[1], p[2].count('@'))
+        break
     # pull commands run more than once (at least once by design: a worker
     # killed mid-job, a lease lost)
     try:
@@ -877,8 +891,10 @@ def report(suite, res, rows, title, extra=''):
                % (time.strftime('%Y-%m-%d %H:%M', time.gmtime()), platform.node(),
                   platform.machine(), os.cpu_count(), os.getloadavg()[0].__round__(2),
                   deploy.TTL, deploy.LOOP_WAIT,
-                  'RabbitMQ 3.10 cluster of 3 with quorum queues (hasched.circuit_open_duration '
-                  '%s); ' % deploy.RABBIT_CIRCUIT_OPEN if suite.rabbit else '',
+                  'RabbitMQ 3.10 cluster of 3 (%s; hasched.circuit_open_duration %s); '
+                  % ('; '.join('%s %s' % kv for kv in sorted(res.get('rabbit_members', {})
+                                                             .items())) or 'no queue',
+                     deploy.RABBIT_CIRCUIT_OPEN) if suite.rabbit else '',
                   res['submits'], suite.rate, res['cron_runs']))
     out.append('')
     out.append('Per scenario, min / median / max over the runs, in seconds from the fault: '
