@@ -137,6 +137,7 @@ static char **declared = NULL;	/* broker queues declared on this connection */
 static int	ndeclared = 0;
 static int	declared_cap = 0;
 static bool lost = false;		/* the socket said the connection is gone */
+static bool nacked = false;		/* the broker nacked a message on this channel */
 
 static TimestampTz last_expiry = 0;
 static TimestampTz usable_at = 0;	/* the extension was found usable then */
@@ -372,7 +373,42 @@ open_channel(void)
 		return rpc_error("confirm.select", r);
 	next_tag = 1;
 	channel_gen++;
+	nacked = false;
 	return NULL;
+}
+
+/*
+ * After a basic.nack, publish on a new channel.  RabbitMQ 3.10 keeps, per
+ * channel and quorum queue, the member it took for the leader when the
+ * channel first published there; when that member's node is down, every
+ * publish of the channel is nacked until the node is back, even though
+ * another member leads the queue by then (the dispatcher moved to another
+ * broker while the election was running).  A new channel asks the queue's
+ * record again.  Only with no batch in flight: their confirms come on the
+ * old channel.
+ */
+static void
+renew_channel(void)
+{
+	amqp_rpc_reply_t r;
+	char	   *err;
+
+	blocking_begin();
+	r = amqp_channel_close(conn, channel, AMQP_REPLY_SUCCESS);
+	blocking_end();
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+	{
+		lost = true;
+		return;
+	}
+	if ((err = open_channel()) != NULL)
+	{
+		lost = true;
+		return;
+	}
+	ereport(LOG,
+			(errmsg("hasched dispatcher: the broker refused messages (basic.nack); publishing on a new channel of %s",
+					broker_name(cur_broker))));
 }
 
 /* the first certificate error of the TLS handshake under way ("" none) */
@@ -700,7 +736,10 @@ settle(Msg **msgs, int n, uint64 tag, bool multiple, const char *nack)
 			(!multiple && m->tag != tag))
 			continue;
 		if (nack)
+		{
 			fail_msg(m, nack);
+			nacked = true;
+		}
 		m->settled = true;
 	}
 }
@@ -1252,7 +1291,8 @@ dispatch_step(int *failed)
 	int			n = 0;
 
 	*failed = 0;
-	if (conn != NULL && !lost && ninflight < PIPELINE_DEPTH)
+	/* after a nack: no new batch until the channel is renewed */
+	if (conn != NULL && !lost && !nacked && ninflight < PIPELINE_DEPTH)
 		cur = read_and_publish();
 	if (cur)
 	{
@@ -1383,6 +1423,8 @@ dispatcher_round(void)
 		return Max((long) ((next_connect_at - GetCurrentTimestamp()) / 1000), 1);
 	}
 	n = dispatch_step(&failed);
+	if (nacked && ninflight == 0 && conn != NULL && !lost)
+		renew_channel();
 	if (lost)
 		disconnect("the connection was lost");
 	else if (conn != NULL)

@@ -12,12 +12,16 @@
 #   chaos.py loadgen DSN TAG OUT RATE   (internal: one load generator)
 #
 # The deployment is deploy.py's (ZooKeeper x3, Patroni x3 with hasched,
-# HAProxy, netgate); the load is load.py's generators (one through HAProxy,
-# one through a multi-host string), two hasched-workers in pull mode (one
-# with ZooKeeper liveness) and a cron schedule every second whose runs are
-# SQL jobs; the checker reads the surviving primary and the generators'
-# logs. Environment: CHAOS_PORT_BASE (25000), PG_BINDIR (where postgres and
-# hasched-worker are), CHAOS_RATE (submits per second per generator, 10).
+# HAProxy, netgate, and for run and soak a RabbitMQ cluster x3); the load is
+# load.py's generators (one through HAProxy, one through a multi-host
+# string), two hasched-workers in pull mode (one with ZooKeeper liveness),
+# two in AMQP mode (run and soak: one through HAProxy, one through the
+# multi-host string, each with the three brokers) and a cron schedule every
+# second whose runs are SQL jobs; the checker reads the surviving primary
+# and the generators' logs. Environment: CHAOS_PORT_BASE (25000),
+# PG_BINDIR (where postgres and hasched-worker are), CHAOS_RATE (submits
+# per second per generator, 10), CHAOS_RABBIT=0 (no RabbitMQ),
+# CHAOS_CIRCUIT_OPEN (10s).
 #
 # IDENTIFICATION
 #	test/chaos/chaos.py
@@ -27,6 +31,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -40,7 +45,8 @@ from deploy import log, http_get, children_of, rss_kb  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 SCENARIOS = ['pm_kill', 'node_kill', 'freeze', 'pm_stop', 'sync_kill', 'zk_one',
-             'zk_quorum', 'worker_kill', 'cutoff', 'region']
+             'zk_quorum', 'worker_kill', 'cutoff', 'rabbit_one', 'rabbit_all', 'region']
+RABBIT_SCENARIOS = ('rabbit_one', 'rabbit_all')
 TITLES = {
     'pm_kill': "SIGKILL of the primary's postmaster",
     'node_kill': "SIGKILL of the leader's Patroni and postmaster (node death)",
@@ -52,7 +58,11 @@ TITLES = {
     'worker_kill': 'a hasched-worker killed mid-job (SIGKILL)',
     'cutoff': 'primary cut off from the others (netgate drops its packets, 25 s)',
     'region': 'region loss: primary and sync standby killed, DR standby promoted by hand',
+    'rabbit_one': 'one RabbitMQ node killed (SIGKILL, 15 s)',
+    'rabbit_all': 'all three RabbitMQ nodes killed (SIGKILL, 30 s)',
 }
+QUEUES = ('chaos_sql', 'chaos_pull', 'chaos_amqp')
+QUEUES_SQL = "('chaos_sql', 'chaos_pull', 'chaos_amqp')"
 MISFIRE_S = 5.0          # hasched.misfire_threshold (default)
 
 
@@ -61,10 +71,13 @@ def now():
 
 
 class Suite:
-    def __init__(self, workdir, base, bindir, user, rate):
+    def __init__(self, workdir, base, bindir, user, rate, rabbit=True):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
-        self.dep = deploy.Deployment(os.path.join(workdir, 'deploy'), base, bindir, user)
+        self.rabbit = rabbit
+        self.dep = deploy.Deployment(os.path.join(workdir, 'deploy'), base, bindir, user,
+                                     rabbit=rabbit)
+        self.rabbit_rot = 0
         self.bindir = bindir
         self.base = base
         self.rate = rate
@@ -96,6 +109,11 @@ class Suite:
                        ('chaos_pull', 'pull', 16, '20 seconds')
                 ON CONFLICT DO NOTHING;
         """)
+        if self.rabbit:
+            # after deploy.py formed the RabbitMQ cluster: the dispatcher
+            # declares the quorum queues with a member on each node
+            ld.sql("INSERT INTO hasched.queue (name, transport, concurrency, lease) "
+                   "VALUES ('chaos_amqp', 'amqp', 16, '20 seconds') ON CONFLICT DO NOTHING")
         cron_sql = ("INSERT INTO chaos.effect (key, job_id) SELECT 'cron:' || "
                     "to_char(j.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), j.id "
                     "FROM hasched.executors() e JOIN hasched.job j ON j.id = e.job_id "
@@ -111,8 +129,9 @@ class Suite:
     def start_load(self):
         for tag, dsn in (('hap', self.dep.haproxy_dsn()), ('mh', self.dep.multihost_dsn())):
             out = os.path.join(self.dir, 'load-%s.log' % tag)
+            kinds = 'sql,pull,amqp' if self.rabbit else 'sql,pull'
             p = deploy.Proc('load-' + tag, [deploy.PYTHON, os.path.abspath(__file__), 'loadgen',
-                                             dsn, tag, out, str(self.rate)],
+                                             dsn, tag, out, str(self.rate), kinds],
                             os.path.join(self.dir, 'load-%s.out' % tag),
                             env=self.dep.env).start()
             self.loads[tag] = (p, out)
@@ -130,9 +149,18 @@ class Suite:
                     '--zookeeper-session-timeout', '4000',
                     '--health-port', str(self.base + 401),
                     '--', os.path.join(HERE, 'job.sh')]
-        return [hw, '--db', self.dep.haproxy_dsn(), '--queue', 'chaos_pull',     # w2: HAProxy
-                '--concurrency', '4', '--poll-interval', '1',
-                '--health-port', str(self.base + 402),
+        if k == 'w2':   # HAProxy
+            return [hw, '--db', self.dep.haproxy_dsn(), '--queue', 'chaos_pull',
+                    '--concurrency', '4', '--poll-interval', '1',
+                    '--health-port', str(self.base + 402),
+                    '--', os.path.join(HERE, 'job.sh')]
+        # AMQP: a1 through HAProxy, brokers from rabbit1 on (the
+        # dispatcher's order); a2 through the multi-host string, brokers
+        # from rabbit2 on; each fails over along its list
+        db = self.dep.haproxy_dsn() if k == 'a1' else self.dep.multihost_dsn()
+        return [hw, '--db', db, '--amqp', self.dep.rabbit_urls(1 if k == 'a1' else 2),
+                '--queue', 'chaos_amqp', '--concurrency', '4',
+                '--health-port', str(self.base + (403 if k == 'a1' else 404)),
                 '--', os.path.join(HERE, 'job.sh')]
 
     def start_worker(self, k):
@@ -143,7 +171,7 @@ class Suite:
                                       env=env).start()
 
     def start_workers(self):
-        for k in ('w1', 'w2'):
+        for k in ('w1', 'w2') + (('a1', 'a2') if self.rabbit else ()):
             self.start_worker(k)
 
     def stop(self):
@@ -442,6 +470,113 @@ class Suite:
         time.sleep(3)
         self.set_tags(dr, True)
 
+    # ---- RabbitMQ ----
+    def dispatcher_state(self):
+        """(status, broker index 1..3 it is connected to or None) of the
+        dispatcher on the leader, from hasched.health()."""
+        ld = self.dep.leader()
+        r = ld.try_sql("SELECT status, detail FROM hasched.health() "
+                       "WHERE component = 'dispatcher'", timeout_ms=1000) if ld else None
+        if not r:
+            return None, None
+        m = re.search(r'connected to broker (\d+) of', r[0][1] or '')
+        return r[0][0], (int(m.group(1)) if m and r[0][0] == 'ok' else None)
+
+    def sc_rabbit_one(self, inj):
+        """One node SIGKILLed for 15 s, then started again: the
+        dispatcher's broker in rounds 1 and 3, another one in round 2."""
+        _, cur = self.dispatcher_state()
+        rot = self.rabbit_rot
+        self.rabbit_rot += 1
+        wb = self.worker_brokers()
+        others = sorted(set(wb.values()) - {cur})
+        if cur is None:
+            i, why = rot % 3 + 1, 'the dispatcher was not connected'
+        elif rot % 2 == 0:
+            i, why = cur, "the dispatcher's"
+        elif others:
+            i = others[0]
+            why = "not the dispatcher's; %s's" % ', '.join(k for k, v in sorted(wb.items())
+                                                           if v == i)
+        else:
+            i, why = cur % 3 + 1, "no client's"
+        r = self.dep.rabbits[i - 1]
+        if rot % 2 == 0 and cur is not None:
+            on = [k for k, v in sorted(wb.items()) if v == i]
+            if on:
+                why += ' and %s\'s' % ', '.join(on)
+        inj['node'] = '%s (%s)' % (r.name, why)
+        inj['dispatcher_on'] = cur
+        inj['fault_t'] = now()
+        r.kill()
+        # where the dispatcher went, and when
+        end = inj['fault_t'] + 15
+        while now() < end:
+            st, b = self.dispatcher_state()
+            if cur == i and b is not None and b != i and 'dispatcher_moved_s' not in inj:
+                inj['dispatcher_moved_s'] = round(now() - inj['fault_t'], 2)
+                inj['dispatcher_to'] = 'rabbit%d' % b
+            time.sleep(0.1)
+        inj['restart_t'] = now()
+        r.start()
+        ok = r.wait_ready(120)
+        inj['broker_back_s'] = round(now() - inj['restart_t'], 1) if ok else None
+        if not self.dep.rabbit_wait(120):
+            inj['unsettled'] = 'RabbitMQ cluster not whole: %s' % self.dep.rabbit_running()
+
+    def sc_rabbit_all(self, inj):
+        """All three nodes SIGKILLed, 30 s, then started again together."""
+        inj['node'] = 'rabbit1+rabbit2+rabbit3'
+        inj['fault_t'] = now()
+        for r in self.dep.rabbits:
+            r.kill()
+        end = inj['fault_t'] + 30
+        while now() < end:
+            st, _ = self.dispatcher_state()
+            if st and st != 'ok' and 'dispatcher_noticed_s' not in inj:
+                inj['dispatcher_noticed_s'] = round(now() - inj['fault_t'], 2)
+                inj['dispatcher_said'] = st
+            time.sleep(0.2)
+        inj['restart_t'] = now()
+        for r in self.dep.rabbits:
+            r.start()
+        ok = self.dep.rabbit_wait(180)
+        inj['broker_back_s'] = round(now() - inj['restart_t'], 1) if ok else None
+        if not ok:
+            inj['unsettled'] = 'RabbitMQ cluster not whole: %s' % self.dep.rabbit_running()
+        end = now() + 90
+        while now() < end:
+            st, b = self.dispatcher_state()
+            if b is not None:
+                inj['dispatcher_back_s'] = round(now() - inj['restart_t'], 1)
+                break
+            time.sleep(0.2)
+        self.wait_amqp_done(inj['restart_t'], 90)
+
+    def wait_amqp_done(self, since, secs):
+        """Until an AMQP job completed after since (the checker measures
+        when from the job rows)."""
+        end = now() + secs
+        while now() < end:
+            ld = self.dep.leader()
+            r = ld.try_sql("SELECT count(*) FROM hasched.job WHERE queue = 'chaos_amqp' "
+                           "AND finished_at > to_timestamp(%s)", (since,)) if ld else None
+            if r and r[0][0] > 0:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def worker_brokers(self):
+        """{worker: broker index 1..3} of the AMQP workers connected now
+        (their health endpoints)."""
+        out = {}
+        for k, port in (('a1', self.base + 403), ('a2', self.base + 404)):
+            st, body = http_get(port, '/health', timeout=1)
+            m = re.search(r'"broker": \{"ok": true, "url": "[^"]*:(\d+)/', body or '')
+            if m:
+                out[k] = int(m.group(1)) - self.base - 500
+        return out
+
     def set_tags(self, nd, dr):
         with open(nd.config_path()) as f:
             conf = json.load(f)
@@ -490,8 +625,8 @@ class Suite:
         self.dep.wait_healthy(60)
         while now() < end:
             ld = self.dep.leader()
-            r = ld.try_sql("SELECT count(*) FROM hasched.job WHERE queue IN ('chaos_sql', "
-                           "'chaos_pull') AND state NOT IN ('succeeded', 'dead', 'cancelled')"
+            r = ld.try_sql("SELECT count(*) FROM hasched.job WHERE queue IN " + QUEUES_SQL +
+                           " AND state NOT IN ('succeeded', 'dead', 'cancelled')"
                            " AND (schedule IS NULL OR fire_at < now() - interval '3 seconds')"
                            ) if ld else None
             if r and r[0][0] == 0:
@@ -571,7 +706,7 @@ def check(suite):
     jobs = ld.sql("SELECT id, queue, state, attempt, idempotency_key, schedule, "
                   "extract(epoch FROM fire_at)::float8, extract(epoch FROM finished_at)::float8, "
                   "result, extract(epoch FROM started_at)::float8 "
-                  "FROM hasched.job WHERE queue IN ('chaos_sql', 'chaos_pull')",
+                  "FROM hasched.job WHERE queue IN " + QUEUES_SQL,
                   timeout_ms=120000)
     effects = ld.sql("SELECT key, count(*) FROM chaos.effect GROUP BY key", timeout_ms=120000)
     acks, errs = [], []
@@ -596,7 +731,8 @@ def check(suite):
     lost = [a for a in acks if a[1] not in by_key]
     wrong_id = [a for a in acks if a[1] in by_key and by_key[a[1]][0] != a[2]]
     # stale results: a pull job's result names another attempt than its own
-    stale = [j for j in jobs if j[1] == 'chaos_pull' and j[2] == 'succeeded' and j[8]
+    stale = [j for j in jobs if j[1] in ('chaos_pull', 'chaos_amqp') and j[2] == 'succeeded'
+             and j[8]
              and isinstance(j[8], dict) and j[8].get('attempt') != j[3]]
     eff = dict(effects)
     dup_effects = sorted(k for k, c in eff.items() if c > 1 and not k.startswith('cron:'))
@@ -624,6 +760,8 @@ def check(suite):
     # per injection
     injs = suite.injections
     finishes = sorted(j[7] for j in jobs if j[7] is not None)
+    amqp_done = sorted(j[7] for j in jobs if j[1] == 'chaos_amqp' and j[7] is not None)
+    amqp_start = sorted(j[9] for j in jobs if j[1] == 'chaos_amqp' and j[9] is not None)
     ack_times = [a[0] for a in acks]
     import bisect
     rows = []
@@ -646,6 +784,21 @@ def check(suite):
             g, end = max(((b - a, b) for a, b in zip(pts, pts[1:])), default=(0, ft))
             inj['pause_s'] = round(g, 2)
             inj['recovery_s'] = round(end - ft, 2) if g > 1.0 else 0.0
+        if suite.rabbit:
+            # AMQP jobs alone: the longest pause in their starts (the
+            # dispatch) and in their completions, from the fault to the
+            # next fault (or the end of the window: the rabbit scenarios
+            # return once AMQP jobs complete again)
+            for key, ts in (('amqp_start_pause_s', amqp_start),
+                            ('amqp_pause_s', amqp_done)):
+                seg = [ft] + ts[bisect.bisect_right(ts, ft):bisect.bisect_left(ts, nxt)] + [nxt]
+                inj[key] = round(max(b - a for a, b in zip(seg, seg[1:])), 2)
+            if inj.get('restart_t'):
+                # the brokers were started again then: the first AMQP job
+                # completed after that
+                k = bisect.bisect_right(amqp_done, inj['restart_t'])
+                inj['amqp_recovery_s'] = (round(amqp_done[k] - inj['restart_t'], 2)
+                                          if k < len(amqp_done) else None)
         promo = log_times(suite, ft, nxt)
         inj.update(promo)
         # longest gap in accepted submits from the last ack before the fault
@@ -684,6 +837,18 @@ def check(suite):
         'stuck_ids': [(j[0], j[2]) for j in stuck][:20],
         'dup_effect_keys': dup_effects[:20],
     }
+    # the quorum queues' members (one on each node, or the loss of one
+    # node is the loss of the queue)
+    res['rabbit_members'] = {}
+    for r in dep.rabbits:
+        if not r.alive():
+            continue
+        c = r.ctl('list_queues', '--no-table-headers', 'name', 'type', 'members', timeout=60)
+        for line in c.stdout.splitlines() if c.returncode == 0 else []:
+            p = line.split(None, 2)
+            if len(p) == 3 and p[0].startswith('hasched.chaos_amqp.'):
+                res['rabbit_members'][p[0]] = '%s, %d members' % (p[1], p[2].count('@'))
+        break
     # pull commands run more than once (at least once by design: a worker
     # killed mid-job, a lease lost)
     try:
@@ -721,11 +886,16 @@ def report(suite, res, rows, title, extra=''):
     out.append('### %s' % title)
     out.append('')
     out.append('%s UTC on %s (%s, %d cores, load average %s at the end); Patroni 3.0.2 on '
-               'ZooKeeper, ttl %d / loop_wait %d, synchronous_mode_strict; %d submits '
+               'ZooKeeper, ttl %d / loop_wait %d, synchronous_mode_strict; %s%d submits '
                '(%d per second per generator, 2 generators), %d cron runs.'
                % (time.strftime('%Y-%m-%d %H:%M', time.gmtime()), platform.node(),
                   platform.machine(), os.cpu_count(), os.getloadavg()[0].__round__(2),
-                  deploy.TTL, deploy.LOOP_WAIT, res['submits'], suite.rate, res['cron_runs']))
+                  deploy.TTL, deploy.LOOP_WAIT,
+                  'RabbitMQ 3.10 cluster of 3 (%s; hasched.circuit_open_duration %s); '
+                  % ('; '.join('%s %s' % kv for kv in sorted(res.get('rabbit_members', {})
+                                                             .items())) or 'no queue',
+                     deploy.RABBIT_CIRCUIT_OPEN) if suite.rabbit else '',
+                  res['submits'], suite.rate, res['cron_runs']))
     out.append('')
     out.append('Per scenario, min / median / max over the runs, in seconds from the fault: '
                '*promoted* = Patroni promoted a node (its log); *acting* = a node answers '
@@ -735,11 +905,15 @@ def report(suite, res, rows, title, extra=''):
                '*pause* = that pause; *gap* = the longest time without an accepted submit; '
                '*lost* = acknowledged submits missing afterwards; *cron missed* = seconds '
                'without a cron run ("beyond" = later than the recovery + the misfire '
-               'threshold, 5 s).')
+               'threshold, 5 s).' + (' *AMQP pause* = the longest pause in the completions of '
+               'AMQP jobs alone (in their starts, i.e. the dispatch, in the notes).'
+               if suite.rabbit else ''))
     out.append('')
-    out.append('| scenario | runs | promoted | acting | resume | recovery | pause | gap | lost | '
-               'cron missed (beyond) | split brain | notes |')
-    out.append('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |')
+    amqp_col = ' AMQP pause |' if suite.rabbit else ''
+    out.append('| scenario | runs | promoted | acting | resume | recovery | pause |%s gap | lost | '
+               'cron missed (beyond) | split brain | notes |' % amqp_col)
+    out.append('| --- | --- | --- | --- | --- | --- | --- |%s --- | --- | --- | --- | --- |'
+               % (' --- |' if suite.rabbit else ''))
     for sc in SCENARIOS:
         rs = [r for r in rows if r['scenario'] == sc]
         if not rs:
@@ -768,16 +942,34 @@ def report(suite, res, rows, title, extra=''):
             notes.append('the cut-off node\'s `/primary` stopped answering 200 after %s s '
                          '(then: %s)' % (', '.join(fmt(r.get('old_primary_stops_s')) for r in rs),
                                          ', '.join(str(r.get('old_primary_then')) for r in rs)))
+        if sc == 'rabbit_one':
+            for r in rs:
+                notes.append('%s: the dispatcher %s; AMQP starts paused %s s; the node back '
+                             '%s s after its restart'
+                             % (r.get('node'), 'moved to %s after %s s' % (
+                                 r.get('dispatcher_to'), fmt(r.get('dispatcher_moved_s')))
+                                if r.get('dispatcher_moved_s') is not None else
+                                'stayed on rabbit%s' % r.get('dispatcher_on'),
+                                fmt(r.get('amqp_start_pause_s')), fmt(r.get('broker_back_s'))))
+        if sc == 'rabbit_all':
+            for r in rs:
+                notes.append('health said "%s" %s s after the kill; cluster back %s s after '
+                             'the restart, dispatcher connected %s s, first AMQP job '
+                             'completed %s s after it'
+                             % (r.get('dispatcher_said'), fmt(r.get('dispatcher_noticed_s')),
+                                fmt(r.get('broker_back_s')), fmt(r.get('dispatcher_back_s')),
+                                fmt(r.get('amqp_recovery_s'))))
         errs = [r['error'] for r in rs if r.get('error')]
         if errs:
             notes.append('not run: ' + '; '.join(errs))
         uns = [r['unsettled'] for r in rs if r.get('unsettled')]
         if uns:
             notes.append('not healthy after the heal: ' + '; '.join(uns))
-        out.append('| %s | %d | %s | %s | %s | %s | %s | %s | %d | %d (%d) | %s | %s |' % (
+        out.append('| %s | %d | %s | %s | %s | %s | %s |%s %s | %d | %d (%d) | %s | %s |' % (
             TITLES[sc], len(rs), rng([r.get('patroni_s') for r in rs]),
             rng([r.get('acting_s') for r in rs]), rng([r.get('resume_s') for r in rs]),
             rng([r.get('recovery_s') for r in rs]), rng([r.get('pause_s') for r in rs]),
+            ' %s |' % rng([r.get('amqp_pause_s') for r in rs]) if suite.rabbit else '',
             rng([r.get('max_gap_s') for r in rs]),
             sum(r.get('lost', 0) for r in rs), sum(r.get('cron_missed', 0) for r in rs),
             sum(r.get('cron_missed_beyond', 0) for r in rs),
@@ -847,6 +1039,19 @@ def targets(res, rows):
     line(zk_ok and max(zk_ok) <= 1.0,
          'one ZooKeeper node lost: no pause beyond 1 s (longest submit gap %s s)'
          % (fmt(max(zk_ok)) if zk_ok else '-'))
+    r1 = [r for r in rows if r['scenario'] == 'rabbit_one']
+    if r1:
+        worst = max(max(r.get('amqp_start_pause_s') or 0, r.get('amqp_pause_s') or 0)
+                    for r in r1)
+        line(worst <= 1.0, 'one RabbitMQ node lost: no pause in AMQP dispatch beyond 1 s '
+             '(longest pause in AMQP starts %s s, in AMQP completions %s s, over %d runs)'
+             % (fmt(max(r.get('amqp_start_pause_s') or 0 for r in r1)),
+                fmt(max(r.get('amqp_pause_s') or 0 for r in r1)), len(r1)))
+    ra = [r.get('amqp_recovery_s') for r in rows if r['scenario'] == 'rabbit_all']
+    if ra:
+        line(all(v is not None for v in ra),
+             'all RabbitMQ nodes lost for 30 s: AMQP jobs completed again after the restart '
+             '(first after %s s)' % ', '.join(fmt(v) for v in ra))
     wk = [r.get('held_done_s') for r in rows if r['scenario'] == 'worker_kill']
     line(all(v is not None and v <= 20 + 5 for v in wk),
          'worker crash: its jobs done again within the lease (20 s) + one run (%s)'
@@ -863,7 +1068,7 @@ def targets(res, rows):
 
 # ---------------------------------------------------------------------------
 
-def make_suite(a):
+def make_suite(a, rabbit=True):
     base = int(os.environ.get('CHAOS_PORT_BASE', a.port_base))
     bindir = os.environ.get('PG_BINDIR') or subprocess.check_output(
         [os.environ.get('PG_CONFIG', '/usr/lib/postgresql/15/bin/pg_config'), '--bindir'],
@@ -871,7 +1076,7 @@ def make_suite(a):
     import pwd
     user = pwd.getpwuid(os.getuid()).pw_name
     rate = float(os.environ.get('CHAOS_RATE', '10'))
-    return Suite(os.path.abspath(a.dir), base, bindir, user, rate)
+    return Suite(os.path.abspath(a.dir), base, bindir, user, rate, rabbit)
 
 
 def write_report(a, text):
@@ -883,8 +1088,10 @@ def write_report(a, text):
 
 
 def cmd_run(a):
-    s = make_suite(a)
     scen = a.scenarios.split(',') if a.scenarios else SCENARIOS
+    s = make_suite(a, rabbit=os.environ.get('CHAOS_RABBIT', '1') != '0')
+    if not s.rabbit:
+        scen = [x for x in scen if x not in RABBIT_SCENARIOS]
     for sc in scen:
         if sc not in SCENARIOS:
             sys.exit('unknown scenario %s (known: %s)' % (sc, ', '.join(SCENARIOS)))
@@ -919,7 +1126,8 @@ def cmd_run(a):
 
 
 def cmd_smoke(a):
-    s = make_suite(a)
+    # no RabbitMQ: the CI smoke stays short
+    s = make_suite(a, rabbit=False)
     rc = 0
     t0 = now()
     try:
@@ -1011,7 +1219,8 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == 'loadgen':
         import load
         dsn, tag, out, rate = sys.argv[2:6]
-        load.loadgen(dsn, tag, out, float(rate), 10.0)
+        kinds = sys.argv[6].split(',') if len(sys.argv) > 6 else ['sql', 'pull']
+        load.loadgen(dsn, tag, out, float(rate), 10.0, kinds)
         return 0
     ap = argparse.ArgumentParser()
     ap.add_argument('cmd', choices=['run', 'soak', 'smoke'])

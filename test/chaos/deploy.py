@@ -16,10 +16,15 @@
 #                            its way to ZooKeeper i: netgate B+200+10n+i
 #   HAProxy                  writes B+300, stats B+301
 #   hasched-worker health    B+400+k
+#   RabbitMQ node i (1..3)   AMQP B+500+i, Erlang distribution B+510+i;
+#                            their own epmd B+520 (no system epmd shared)
 #
-# The RabbitMQ cluster of issue 9 (3 nodes, quorum queues) goes in
-# Deployment.start_rabbitmq() once the dispatcher has landed: ports
-# B+500.. are kept for it.
+# The RabbitMQ cluster (Deployment(rabbit=True); `make chaos` and `make
+# soak`, not the CI smoke): three rabbitmq-server nodes rabbit1..3@localhost
+# joined into one cluster, each with its own mnesia, log and configuration
+# directories, one .erlang.cookie in the deployment's HOME for RabbitMQ,
+# started in parallel; the dispatcher's quorum queues get a member on every
+# node (they are declared once the cluster is formed).
 #
 # IDENTIFICATION
 #	test/chaos/deploy.py
@@ -43,6 +48,8 @@ PATRONI = '/usr/bin/patroni'
 PATRONICTL = '/usr/bin/patronictl'
 PYTHON = '/usr/bin/python3'
 HAPROXY = '/usr/sbin/haproxy'
+RABBIT_SBIN = '/usr/lib/rabbitmq/bin'
+EPMD = '/usr/bin/epmd'
 SCOPE = 'chaos'
 NAMESPACE = '/service'
 
@@ -52,6 +59,9 @@ LOOP_WAIT = 1
 RETRY_TIMEOUT = 4
 HS_ZK_SESSION_MS = 6000
 HS_ZK_MARGIN_MS = 2000
+# a broker's circuit, once open, lets a probe through after this (the
+# default 60 s is the wait after all brokers are back, at worst)
+RABBIT_CIRCUIT_OPEN = os.environ.get('CHAOS_CIRCUIT_OPEN', '10s')
 
 
 def log(msg):
@@ -269,6 +279,15 @@ class Node:
             'tags': {'nofailover': self.dr, 'nosync': self.dr,
                      'noloadbalance': False, 'clonefrom': False},
         }
+        if dep.rabbit:
+            # the dispatcher: every broker, tried in order; a job whose
+            # message no worker started within the dispatch lease is
+            # published again (a message lost with the brokers)
+            conf['postgresql']['parameters'].update({
+                'hasched.amqp_url': ','.join(r.url() for r in dep.rabbits),
+                'hasched.dispatch_lease': '60s',
+                'hasched.circuit_open_duration': RABBIT_CIRCUIT_OPEN,
+            })
         # JSON is YAML
         with open(self.config_path(), 'w') as f:
             json.dump(conf, f, indent=1)
@@ -323,8 +342,152 @@ class Node:
             return None
 
 
+class Rabbit:
+    """One RabbitMQ node of the cluster (Debian's rabbitmq-server 3.10)."""
+
+    def __init__(self, dep, i):
+        b = dep.base
+        self.dep = dep
+        self.i = i
+        self.name = 'rabbit%d' % i
+        self.node = 'rabbit%d@localhost' % i
+        self.dir = os.path.join(dep.dir, 'rmq%d' % i)
+        self.port = b + 500 + i
+        self.dist_port = b + 510 + i
+        self.proc = None
+
+    def url(self):
+        return 'amqp://guest:guest@127.0.0.1:%d' % self.port
+
+    def configure(self):
+        d = self.dir
+        for sub in ('etc', 'mnesia', 'log'):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        with open(os.path.join(d, 'etc', 'rabbitmq.conf'), 'w') as f:
+            f.write('listeners.tcp.1 = 127.0.0.1:%d\n'
+                    'loopback_users = none\n'
+                    'log.console = false\n'
+                    'log.file.level = info\n'
+                    'disk_free_limit.absolute = 1MB\n'
+                    'vm_memory_high_watermark.relative = 0.3\n'
+                    # a node that comes back waits for its peers this long
+                    # (10 x 30 s by default) before it gives up
+                    'mnesia_table_loading_retry_timeout = 10000\n'
+                    'mnesia_table_loading_retry_limit = 30\n' % self.port)
+        with open(os.path.join(d, 'etc', 'rabbitmq-env.conf'), 'w') as f:
+            f.write('# hasched chaos broker %s\n' % self.name)
+        with open(os.path.join(d, 'etc', 'enabled_plugins'), 'w') as f:
+            f.write('[].\n')
+        with open(os.path.join(d, 'etc', 'advanced.config'), 'w') as f:
+            f.write('[].\n')
+
+    def env(self):
+        d = self.dir
+        e = dict(self.dep.env)
+        e.update({
+            'HOME': self.dep.rabbit_home,
+            'RABBITMQ_CONF_ENV_FILE': os.path.join(d, 'etc', 'rabbitmq-env.conf'),
+            'RABBITMQ_CONFIG_FILE': os.path.join(d, 'etc', 'rabbitmq.conf'),
+            'RABBITMQ_ADVANCED_CONFIG_FILE': os.path.join(d, 'etc', 'advanced.config'),
+            'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(d, 'etc', 'enabled_plugins'),
+            'RABBITMQ_MNESIA_BASE': os.path.join(d, 'mnesia'),
+            'RABBITMQ_LOG_BASE': os.path.join(d, 'log'),
+            'RABBITMQ_PID_FILE': os.path.join(d, 'mnesia', 'beam.pid'),
+            'RABBITMQ_NODENAME': self.node,
+            'RABBITMQ_NODE_IP_ADDRESS': '127.0.0.1',
+            'RABBITMQ_NODE_PORT': str(self.port),
+            'RABBITMQ_DIST_PORT': str(self.dist_port),
+            # no busy-waiting schedulers: 3 nodes share 2 cores with the rest
+            'RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS':
+                '-kernel inet_dist_use_interface {127,0,0,1} '
+                '+sbwt none +sbwtdcpu none +sbwtdio none',
+            'ERL_EPMD_PORT': str(self.dep.epmd_port),
+            'ERL_EPMD_ADDRESS': '127.0.0.1',
+        })
+        return e
+
+    def start(self):
+        """Starts the node (returns at once; wait_ready() waits)."""
+        self.proc = Proc(self.name, [os.path.join(RABBIT_SBIN, 'rabbitmq-server')],
+                         os.path.join(self.dir, 'server.out'), env=self.env()).start()
+        return self.proc
+
+    def beam_pid(self):
+        """The beam.smp process in the node's process group (0: none)."""
+        if not self.proc:
+            return 0
+        for pid in [self.proc.pid] + children_of(self.proc.pid):
+            try:
+                with open('/proc/%d/comm' % pid) as f:
+                    if f.read().strip() == 'beam.smp':
+                        return pid
+            except OSError:
+                pass
+        return 0
+
+    def write_pidfile(self):
+        # scripts/lib.sh stops leftovers by this file
+        pid = self.beam_pid()
+        if pid:
+            with open(os.path.join(self.dir, 'rabbitmq.pid'), 'w') as f:
+                f.write('%d\n' % pid)
+
+    def accepts_amqp(self):
+        """True when the port answers the AMQP 0-9-1 header with a method
+        frame (connection.start)."""
+        try:
+            with socket.create_connection(('127.0.0.1', self.port), timeout=2) as s:
+                s.settimeout(3)
+                s.sendall(b'AMQP\x00\x00\x09\x01')
+                buf = s.recv(7)
+                return len(buf) == 7 and buf[0] == 1
+        except OSError:
+            return False
+
+    def wait_ready(self, secs):
+        end = time.time() + secs
+        while time.time() < end:
+            if self.accepts_amqp():
+                self.write_pidfile()
+                return True
+            if self.proc and not self.proc.alive():
+                return False
+            time.sleep(0.3)
+        return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.alive()
+
+    def kill(self):
+        """SIGKILL to the node's process group (the script, beam.smp and
+        its helpers); the shared epmd stays, as on a real host."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.p.wait()
+        self.proc = None
+        try:
+            os.unlink(os.path.join(self.dir, 'rabbitmq.pid'))
+        except OSError:
+            pass
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.stop(timeout=20)
+        self.kill()
+
+    def ctl(self, *args, timeout=120):
+        return subprocess.run([os.path.join(RABBIT_SBIN, 'rabbitmqctl'), '-n', self.node, '-q']
+                              + list(args), env=self.env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+
 class Deployment:
-    def __init__(self, workdir, base, bindir, user, log_prefix=''):
+    def __init__(self, workdir, base, bindir, user, log_prefix='', rabbit=False):
         self.dir = workdir
         self.base = base
         self.bindir = bindir
@@ -339,6 +502,11 @@ class Deployment:
         self.haproxy = None
         self.gate = None
         self.haproxy_port = base + 300
+        self.rabbit = rabbit
+        self.rabbits = [Rabbit(self, i) for i in (1, 2, 3)] if rabbit else []
+        self.rabbit_home = os.path.join(workdir, 'rabbit-home')
+        self.epmd_port = base + 520
+        self.epmd = None
 
     # ---- ZooKeeper ----
     def zk_connect(self):
@@ -491,9 +659,99 @@ listen primary
                 'connect_timeout=3 target_session_attrs=read-write'
                 % (','.join(str(nd.pg_pub) for nd in self.nodes), self.user))
 
+    # ---- RabbitMQ ----
+    def rabbit_urls(self, first=1):
+        """The brokers' URLs, comma-separated, from node first on."""
+        rs = self.rabbits[first - 1:] + self.rabbits[:first - 1]
+        return ','.join(r.url() for r in rs)
+
+    def start_rabbitmq(self):
+        """Starts the private epmd and the three nodes in parallel (returns
+        at once; rabbit_cluster() waits and joins them)."""
+        os.makedirs(self.rabbit_home, exist_ok=True)
+        cookie = os.path.join(self.rabbit_home, '.erlang.cookie')
+        if not os.path.exists(cookie):
+            fd = os.open(cookie, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            os.write(fd, ('HASCHEDCHAOS%d%d' % (self.base, os.getpid())).encode())
+            os.close(fd)
+        env = dict(self.env)
+        env['HOME'] = self.rabbit_home
+        self.epmd = Proc('epmd', [EPMD, '-port', str(self.epmd_port), '-address', '127.0.0.1'],
+                         os.path.join(self.dir, 'epmd.out'), env=env).start()
+        with open(os.path.join(self.dir, 'epmd.pid'), 'w') as f:
+            f.write('%d\n' % self.epmd.pid)
+        end = time.time() + 10
+        while time.time() < end and not port_open(self.epmd_port):
+            time.sleep(0.05)
+        for r in self.rabbits:
+            r.configure()
+            r.start()
+
+    def rabbit_cluster(self, secs=180):
+        """Waits for the three nodes, joins rabbit2 and rabbit3 to rabbit1,
+        checks the cluster has three running nodes."""
+        t0 = time.time()
+        for r in self.rabbits:
+            if not r.wait_ready(max(5, secs - (time.time() - t0))):
+                raise RuntimeError('RabbitMQ %s did not start (see %s/server.out, log/)'
+                                   % (r.node, r.dir))
+        log('RabbitMQ nodes up in %.0f s' % (time.time() - t0))
+        for r in self.rabbits[1:]:
+            for args in (('stop_app',), ('join_cluster', self.rabbits[0].node), ('start_app',)):
+                c = r.ctl(*args)
+                if c.returncode != 0:
+                    raise RuntimeError('rabbitmqctl -n %s %s: %s %s'
+                                       % (r.node, ' '.join(args), c.stdout, c.stderr))
+        for r in self.rabbits:
+            if not r.wait_ready(60):
+                raise RuntimeError('RabbitMQ %s did not come back after join_cluster' % r.node)
+        running = self.rabbit_running()
+        if len(running) != 3:
+            raise RuntimeError('RabbitMQ cluster has %s running' % running)
+        log('RabbitMQ cluster of %s formed in %.0f s' % (', '.join(running), time.time() - t0))
+
+    def rabbit_running(self):
+        """The running nodes of the cluster, as a node that answers sees it."""
+        for r in self.rabbits:
+            if not r.alive():
+                continue
+            c = r.ctl('cluster_status', '--formatter', 'json', timeout=60)
+            if c.returncode == 0:
+                try:
+                    return sorted(json.loads(c.stdout).get('running_nodes', []))
+                except ValueError:
+                    pass
+        return []
+
+    def rabbit_wait(self, secs=120):
+        """Every node accepts AMQP and the cluster has 3 running nodes."""
+        end = time.time() + secs
+        for r in self.rabbits:
+            if not r.wait_ready(max(1, end - time.time())):
+                return False
+        while time.time() < end:
+            if len(self.rabbit_running()) == 3:
+                return True
+            time.sleep(1)
+        return False
+
+    def stop_rabbitmq(self):
+        for r in self.rabbits:
+            r.stop()
+        if self.epmd:
+            self.epmd.kill()
+            self.epmd = None
+            try:
+                os.unlink(os.path.join(self.dir, 'epmd.pid'))
+            except OSError:
+                pass
+
     # ---- the whole ----
     def start(self):
         os.makedirs(self.dir, exist_ok=True)
+        if self.rabbit:
+            # slow to start on 2 cores: meanwhile ZooKeeper and Patroni
+            self.start_rabbitmq()
         self.zk_configure()
         for i in (1, 2, 3):
             self.zk_start(i)
@@ -513,6 +771,8 @@ listen primary
         if not self.wait_healthy(180, need_primary=False):
             raise RuntimeError('cluster not healthy after 180 s: %s' % self.describe())
         log('Patroni cluster up: %s' % self.describe())
+        if self.rabbit:
+            self.rabbit_cluster()
 
     def stop(self):
         for nd in self.nodes:
@@ -540,6 +800,7 @@ listen primary
                     pass
         if self.gate:
             self.gate.stop(timeout=5)
+        self.stop_rabbitmq()
 
     # ---- state ----
     def cluster(self):

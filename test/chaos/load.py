@@ -4,9 +4,10 @@
 # chaos.py: `chaos.py loadgen ...`).
 #
 # It submits continuously through one connection path (HAProxy, or a libpq
-# multi-host string with target_session_attrs=read-write), alternating an
-# SQL job (whose effect is one INSERT into chaos.effect naming the job's
-# key) and a pull job (run by hasched-worker). Each job has a client-side
+# multi-host string with target_session_attrs=read-write), in turn an SQL
+# job (whose effect is one INSERT into chaos.effect naming the job's key), a
+# pull job (run by hasched-worker) and, when the deployment has RabbitMQ,
+# an amqp job (dispatched to the brokers, run by hasched-worker --amqp). Each job has a client-side
 # unique key, sent as its idempotency key and in its payload. A submit whose
 # outcome is unknown (error, timeout) is sent again with the same key until
 # it returns, so every key gets one job. Every submit that returned is
@@ -71,7 +72,7 @@ class Watchdog:
                     self.deadline = None
 
 
-def loadgen(dsn, tag, out, rate, timeout):
+def loadgen(dsn, tag, out, rate, timeout, kinds=('sql', 'pull')):
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     f = open(out, 'a', buffering=1)
@@ -82,11 +83,12 @@ def loadgen(dsn, tag, out, rate, timeout):
     nxt = time.time()
     while not stop:
         key = '%s-%d' % (tag, seq)
-        if seq % 2 == 0:
+        kind = kinds[seq % len(kinds)]
+        if kind == 'sql':
             queue = 'chaos_sql'
             payload = {'sql': SQL_EFFECT.replace('%s', "'%s'" % key), 'key': key}
         else:
-            queue = 'chaos_pull'
+            queue = 'chaos_' + kind
             payload = {'key': key}
         try:
             if conn is None:

@@ -16,7 +16,10 @@
 #
 # Environment: PG_CONFIG, CHAOS_PORT_BASE (25000), CHAOS_REPEAT (3),
 # CHAOS_SCENARIOS (all), SOAK_MINUTES (30), SOAK_FAULT_EVERY (180),
-# CHAOS_RATE (10 submits/s per generator), HASCHED_KEEP_TMP=1 keeps the dir.
+# CHAOS_RATE (10 submits/s per generator), CHAOS_RABBIT=0 (run without the
+# RabbitMQ cluster; the smoke never starts it), CHAOS_CIRCUIT_OPEN (the
+# dispatcher's hasched.circuit_open_duration, 10s), HASCHED_KEEP_TMP=1
+# keeps the dir.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,8 +39,12 @@ if [ "${HASCHED_SKIP_BUILD:-0}" != 1 ]; then
     hs_as_root make -C "$root" -s PG_CONFIG="$PG_CONFIG" install >/dev/null \
         || hs_die "make install failed"
 fi
-for b in /usr/bin/patroni /usr/sbin/haproxy /usr/share/java/zookeeper.jar "$bindir/hasched-worker"; do
-    [ -e "$b" ] || hs_die "$b is missing (scripts/deps.sh installs patroni, haproxy, zookeeper; make install hasched-worker)"
+need=(/usr/bin/patroni /usr/sbin/haproxy /usr/share/java/zookeeper.jar "$bindir/hasched-worker")
+if [ "$cmd" != smoke ] && [ "${CHAOS_RABBIT:-1}" != 0 ]; then
+    need+=(/usr/lib/rabbitmq/bin/rabbitmq-server /usr/bin/epmd)
+fi
+for b in "${need[@]}"; do
+    [ -e "$b" ] || hs_die "$b is missing (scripts/deps.sh installs patroni, haproxy, zookeeper, rabbitmq-server; make install hasched-worker)"
 done
 
 work=$(mktemp -d /tmp/hasched-chaos.XXXXXX) || hs_die "mktemp failed"

@@ -32,6 +32,14 @@ HaschedRabbitMQ - start, stop, kill and restart a RabbitMQ broker in a test
   my @bodies = $mq->get('hasched.q.high', 10);   # basic.get and ack
   $mq->stop;                           # graceful, then SIGKILL
 
+  # a cluster of three: one epmd and one cookie, started in parallel
+  my $m1 = HaschedRabbitMQ->new('m1');
+  my $m2 = HaschedRabbitMQ->new('m2', cluster_with => $m1);
+  my $m3 = HaschedRabbitMQ->new('m3', cluster_with => $m1);
+  $_->start(nowait => 1) for ($m1, $m2, $m3);
+  $_->wait_started(120) for ($m1, $m2, $m3);
+  $_->join_cluster($m1) for ($m2, $m3);   # stop_app, join_cluster, start_app
+
 =head1 DESCRIPTION
 
 Each broker gets a directory under the test's tmp_check: etc/
@@ -76,19 +84,22 @@ my $get_src = dirname(__FILE__) . '/hasched_amqp_get.c';
 
 =over
 
-=item HaschedRabbitMQ->new($name, amqp_port => undef, tls => 0)
+=item HaschedRabbitMQ->new($name, amqp_port => undef, tls => 0, cluster_with => undef)
 
 Configures (does not start) a broker; ports are free loopback ports
 unless given.  With tls => 1 it also listens for amqps on tls_port, with a
 certificate for localhost and 127.0.0.1 signed by a CA made by the openssl
 command for this broker (ca_file; other_ca_file is a CA that signed
-nothing).
+nothing).  With cluster_with => $other, the broker uses $other's epmd
+(started and stopped by $other) and HOME (so the same .erlang.cookie), so
+that it can join $other's cluster.
 
 =cut
 
 sub new
 {
 	my ($class, $name, %opt) = @_;
+	my $peer = $opt{cluster_with};
 	my $self = bless {
 		name => $name,
 		# absolute: the broker resolves relative paths (logs, the quorum
@@ -97,12 +108,14 @@ sub new
 		port => $opt{amqp_port} // PostgreSQL::Test::Cluster::get_free_port(),
 		tls_port => $opt{tls} ? PostgreSQL::Test::Cluster::get_free_port() : 0,
 		dist_port => PostgreSQL::Test::Cluster::get_free_port(),
-		epmd_port => PostgreSQL::Test::Cluster::get_free_port(),
+		epmd_port => $peer ? $peer->{epmd_port} : PostgreSQL::Test::Cluster::get_free_port(),
+		epmd_shared => $peer ? 1 : 0,
 		pgid => 0,
 		pid => 0,
 		epmd_pid => 0,
 	}, $class;
 	$self->{node} = "rabbit$self->{port}\@localhost";
+	$self->{home} = $peer ? $peer->{home} : "$self->{dir}/home";
 	$self->_configure;
 	push @brokers, $self;
 	return $self;
@@ -138,6 +151,14 @@ EOF
 	_write("$d/etc/rabbitmq-env.conf", "# hasched test broker $self->{name}\n");
 	_write("$d/etc/enabled_plugins", "[].\n");
 	_write("$d/etc/advanced.config", "[].\n");
+	# one cookie for the nodes of a cluster, written before any starts
+	my $cookie = "$self->{home}/.erlang.cookie";
+	if (!-e $cookie)
+	{
+		make_path($self->{home});
+		_write($cookie, sprintf('HASCHEDTEST%d%d', $$, $self->{port}));
+		chmod 0400, $cookie;
+	}
 	return;
 }
 
@@ -186,7 +207,7 @@ sub _env
 	my ($self) = @_;
 	my $d = $self->{dir};
 	return (
-		HOME => "$d/home",
+		HOME => $self->{home},
 		RABBITMQ_CONF_ENV_FILE => "$d/etc/rabbitmq-env.conf",
 		RABBITMQ_CONFIG_FILE => "$d/etc/rabbitmq.conf",
 		RABBITMQ_ADVANCED_CONFIG_FILE => "$d/etc/advanced.config",
@@ -247,12 +268,13 @@ sub hasched_conf
 
 =pod
 
-=item $mq->start(wait => 60)
+=item $mq->start(wait => 60, nowait => 0)
 
-Starts the private epmd (unless running) and the broker (unless running);
-waits until the broker answers an AMQP protocol header with
-connection.start.  Restarting after kill9() keeps the ports and data.
-Returns the seconds it took.
+Starts the private epmd (unless running, or shared) and the broker
+(unless running); waits until the broker answers an AMQP protocol header
+with connection.start.  Restarting after kill9() keeps the ports and data.
+Returns the seconds it took.  With nowait => 1 it returns at once:
+wait_started() waits (so that several brokers start in parallel).
 
 =cut
 
@@ -278,17 +300,57 @@ sub start
 		$self->{pgid} = $pid;
 		$self->{pid} = 0;
 	}
-	$self->wait_ready($o{wait} // 60)
+	return 0 if $o{nowait};
+	$self->wait_started($o{wait} // 60);
+	return time - $t0;
+}
+
+=pod
+
+=item $mq->wait_started($secs)
+
+Waits until the broker started by start(nowait => 1) accepts AMQP (croaks
+after $secs) and notes its pid.
+
+=cut
+
+sub wait_started
+{
+	my ($self, $secs) = @_;
+	$self->wait_ready($secs)
 	  or croak "RabbitMQ $self->{name} did not accept AMQP on port $self->{port}"
 	  . " (see $self->{dir}/server.out and log/)";
 	$self->{pid} = $self->_beam_pid || $self->{pgid};
 	_write("$self->{dir}/rabbitmq.pid", "$self->{pid}\n");
-	return time - $t0;
+	return;
+}
+
+=pod
+
+=item $mq->join_cluster($other)
+
+Makes this (running, fresh) broker a member of $other's cluster:
+rabbitmqctl stop_app, join_cluster, start_app; croaks on failure.
+
+=cut
+
+sub join_cluster
+{
+	my ($self, $other) = @_;
+	for my $args ([ 'stop_app' ], [ 'join_cluster', $other->node ], [ 'start_app' ])
+	{
+		my ($rc, $out, $err) = $self->ctl(@$args);
+		croak "rabbitmqctl -n $self->{node} @$args: $err" if $rc != 0;
+	}
+	$self->wait_ready(60)
+	  or croak "RabbitMQ $self->{name} did not accept AMQP after joining";
+	return;
 }
 
 sub _start_epmd
 {
 	my ($self) = @_;
+	return if $self->{epmd_shared};
 	return if $self->{epmd_pid} && kill(0, $self->{epmd_pid});
 	my $pid = fork();
 	croak "fork: $!" unless defined $pid;
@@ -298,7 +360,7 @@ sub _start_epmd
 		open(STDIN, '<', '/dev/null');
 		open(STDOUT, '>>', "$self->{dir}/epmd.out");
 		open(STDERR, '>&', \*STDOUT);
-		$ENV{HOME} = "$self->{dir}/home";
+		$ENV{HOME} = $self->{home};
 		exec('epmd', '-port', $self->{epmd_port}, '-address', '127.0.0.1')
 		  or POSIX::_exit(127);
 	}
