@@ -645,13 +645,6 @@ sub silent_listener
 package HaschedRabbitMQ::SilentListener;
 
 sub port { return $_[0]{port}; }
-sub tls_port { return $_[0]{tls_port}; }
-
-# amqps://guest:guest@localhost:TLS_PORT (made with tls => 1), and the CA
-# file its certificate chains to; other_ca_file: a CA that did not sign it
-sub tls_url { return "amqps://guest:guest\@localhost:$_[0]{tls_port}"; }
-sub ca_file { return "$_[0]{dir}/tls/ca.pem"; }
-sub other_ca_file { return "$_[0]{dir}/tls/other-ca.pem"; }
 sub url  { return "amqp://guest:guest\@127.0.0.1:$_[0]{port}"; }
 
 sub accepted

@@ -1,6 +1,6 @@
 # Copyright: hasched contributors
 #
-# 084_amqp_cluster.pl: the dispatcher on a three-node RabbitMQ cluster with
+# 086_amqp_cluster.pl: the dispatcher on a three-node RabbitMQ cluster with
 # quorum queues (real rabbitmq-server 3.10, test/perl/HaschedRabbitMQ.pm),
 # when the broker it publishes to, which also leads the queue, is
 # SIGKILLed while jobs fall due:
@@ -15,7 +15,7 @@
 #   - each job has its message in the surviving brokers.
 #
 # Run (as an ordinary user, hasched installed):
-#   make REGRESS= installcheck PROVE_TESTS=test/t/084_amqp_cluster.pl
+#   make REGRESS= installcheck PROVE_TESTS=test/t/086_amqp_cluster.pl
 use strict;
 use warnings;
 
