@@ -29,7 +29,7 @@
  * for a job this worker still runs under the same token is attached to the
  * running job instead of running it twice.  Reconnects go through the
  * URLs in order, then wait (exponential backoff with full jitter, 200 ms
- * doubling up to 15 s) before the next round.
+ * doubling up to 5 s) before the next round.
  *
  * The body is parsed by the server, in the statement that calls start():
  * no JSON parser here.
@@ -55,7 +55,7 @@
 #define AMQP_HEARTBEAT_S	30
 #define CONNECT_TIMEOUT_S	3
 #define RECONNECT_BASE_USEC	200000
-#define RECONNECT_CAP_USEC	15000000
+#define RECONNECT_CAP_USEC	5000000
 /*
  * start() answers JQ006 for a message whose job is not dispatched yet: the
  * dispatcher records a job as dispatched only after the broker's confirm,
