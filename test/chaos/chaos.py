@@ -839,9 +839,11 @@ def targets(res, rows):
     rq = [r.get('resume_s') for r in rows if r.get('resume_s') is not None
           and r['scenario'] == 'zk_quorum']
     line(rq and max(rq) <= 1.0, 'scheduler resume <= 1 s after the promotion that follows a '
-         'ZooKeeper quorum loss (max %s s over %d): the promoted node\'s hasched waits for the '
-         'session of its own previous postmaster to expire (6 s after the quorum is back)'
-         % (fmt(max(rq)) if rq else '-', len(rq)))
+         'ZooKeeper quorum loss (max %s s over %d)%s'
+         % (fmt(max(rq)) if rq else '-', len(rq),
+            '' if rq and max(rq) <= 1.0 else
+            ': is the election znode of the promoted node\'s previous postmaster deleted '
+            '(its log: "deleted election znode ... previous postmaster")?'))
     zk = [r.get('max_gap_s') for r in rows if r['scenario'] == 'zk_one']
     zk_ok = [v for v in zk if v is not None]
     line(zk_ok and max(zk_ok) <= 1.0,
