@@ -947,6 +947,31 @@ def cmd_smoke(a):
     return rc
 
 
+# the kinds of hasched process whose memory the soak must show flat
+MEM_KINDS = ('scheduler', 'executor', 'coordinator', 'health listener', 'dispatcher',
+             'hasched-worker')
+MEM_FLAT_RULE = ('A process is flat when its RssAnon at the last sample is at most '
+                 '256 kB or 2 % above the highest of its warm-up samples (the first '
+                 'third of its samples, at least 2).')
+
+
+def mem_kind(name):
+    """The kind of a sampled process, from its description, or None."""
+    for kind in MEM_KINDS:
+        if ('hasched %s' % kind) in name or name.startswith(kind):
+            return kind
+    return None
+
+
+def mem_verdict(anon):
+    """('flat (+N kB)' or 'GROWS +N kB', flat) for a process's RssAnon samples."""
+    warm = max(2, len(anon) // 3)
+    base = max(anon[:warm])
+    growth = anon[-1] - base
+    flat = growth <= max(256, base * 0.02)
+    return ('%s %+d kB' % ('flat' if flat else 'GROWS', growth), flat)
+
+
 def cmd_soak(a):
     s = make_suite(a)
     faults = [x for x in SCENARIOS if x != 'region']
@@ -976,26 +1001,43 @@ def cmd_soak(a):
         for t, smp in s.rss:
             for k, (v, anon) in smp.items():
                 e = seen.setdefault(k, {'first': v, 'afirst': anon, 'first_t': t, 'max': v,
-                                        'amax': anon, 'n': 0})
+                                        'amax': anon, 'n': 0, 'anon': []})
                 e['last'], e['alast'], e['last_t'] = v, anon, t
                 e['max'] = max(e['max'], v)
                 e['amax'] = max(e['amax'], anon)
                 e['n'] += 1
+                e['anon'].append(anon)
         mem = ['| process | minutes sampled | own memory (RssAnon) first / last / max kB | '
-               'RSS first / last / max kB | samples |',
-               '| --- | --- | --- | --- | --- |']
+               'RSS first / last / max kB | samples | RssAnon after warm-up |',
+               '| --- | --- | --- | --- | --- | --- |']
+        kinds = {kind: [] for kind in MEM_KINDS}
         for k, e in sorted(seen.items(), key=lambda kv: (-kv[1]['n'], kv[0])):
+            kind = mem_kind(k)
             if e['n'] < 4:
                 continue
-            mem.append('| %s | %.1f | %d / %d / %d | %d / %d / %d | %d |' % (
+            verdict, flat = mem_verdict(e['anon'])
+            if kind:
+                kinds[kind].append(flat)
+            mem.append('| %s | %.1f | %d / %d / %d | %d / %d / %d | %d | %s |' % (
                 k, (e['last_t'] - e['first_t']) / 60, e['afirst'], e['alast'], e['amax'],
-                e['first'], e['last'], e['max'], e['n']))
+                e['first'], e['last'], e['max'], e['n'], verdict))
+        summary = []
+        for kind in MEM_KINDS:
+            v = kinds[kind]
+            if not v:
+                summary.append('%s: not sampled (no such process lived 4 samples)' % kind)
+            else:
+                summary.append('%s: %s (%d process%s)' % (
+                    kind, 'flat' if all(v) else 'GROWS in %d' % v.count(False),
+                    len(v), '' if len(v) == 1 else 'es'))
         extra = ('Memory, sampled every 30 s over %.0f min, for every process seen in 4 '
                  'samples or more, over its own life (a fault that restarts PostgreSQL gives '
                  'its hasched processes new pids). RssAnon is the process\'s own memory; '
                  'RSS also counts the shared buffers it touched (shared_buffers is 32 MB '
-                 'here), which grows for any PostgreSQL process and is no leak.\n\n%s'
-                 % ((last_t - first_t) / 60, '\n'.join(mem)))
+                 'here), which grows for any PostgreSQL process and is no leak. %s\n\n'
+                 'Flat, per kind of process: %s.\n\n%s'
+                 % ((last_t - first_t) / 60, MEM_FLAT_RULE, '; '.join(summary),
+                    '\n'.join(mem)))
         text = report(s, res, rows, 'Soak (`make soak`, %.0f min, a random fault every %d s)'
                       % ((now() - t0) / 60, a.fault_every), extra)
         text += '\n' + targets(res, rows)
