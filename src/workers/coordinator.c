@@ -27,10 +27,12 @@
  * sequential znode; the lowest sequence leads; the others each watch only
  * the znode just before their own, and look again when it goes.  After a
  * connection loss during the create, the coordinator first looks for a
- * znode of its own session before it creates another.  A znode left by an
- * earlier coordinator of this same server (same host, port, data directory
- * and postmaster start; its session not expired yet) is deleted, so that a
- * restarted coordinator does not wait for the old session to expire.  The
+ * znode of its own session before it creates another.  On each new session
+ * (a standby's too) the coordinator deletes the znodes left by this same
+ * server's earlier coordinators or postmasters whose sessions have not
+ * expired yet, when it can prove them its own (is_previous_incarnation), so
+ * that a restarted coordinator or PostgreSQL does not wait for the old
+ * session to expire.  The
  * leader's sequence number is its fencing token (fencing.c, and the
  * scheduler's epoch).  Only primaries take part: a standby holds a session
  * and waits; when it is promoted it joins the election and leads once the
@@ -373,8 +375,10 @@ typedef enum Incarnation
  * runs would let two servers act, so only what is provably dead is deleted:
  *
  * - the same postmaster (host, port, data directory and start time to the
- *   microsecond): a coordinator that this postmaster restarted, or this one's
- *   own earlier session.  The postmaster starts one coordinator at a time and
+ *   microsecond): a coordinator that this postmaster restarted (also after
+ *   a crash of another process, when the postmaster waits for all its
+ *   children to exit before it starts them again), or this one's own
+ *   earlier session.  The postmaster starts one coordinator at a time and
  *   the previous one has exited before it starts the next.
  *
  * - an earlier postmaster (start time older than ours) on the same data
@@ -385,18 +389,23 @@ typedef enum Incarnation
  *   a postmaster start on a data directory only when the previous postmaster
  *   is dead and no process of it is still attached to its shared memory, so
  *   its coordinator, scheduler and executors have all exited and cannot act
- *   any more.  This is the case after a crash restart, a restart in
- *   immediate mode, or Patroni restarting PostgreSQL to demote it.
+ *   any more.  This is the case after a restart in immediate mode, a
+ *   postmaster killed and started again, or Patroni restarting PostgreSQL
+ *   to demote it.
  *
  * The interlock holds only within one kernel.  A data directory copied (or
  * a volume moved, or a virtual machine cloned) to another host keeps its
  * path, and possibly its host name, port and even inode numbers, but not
  * the boot id, which the kernel draws at random at each boot: such a
  * server's znode is not this server's, and it is left to expire with its
- * session.  So is the znode of a postmaster of this host from before a
- * reboot (its session has usually expired by then anyway), a znode written
- * by 0.1.0 (no boot id), a znode with a newer start time than ours, and
- * everything when the boot id or the directory's identity cannot be read.
+ * session.  Containers on one host share the boot id but not their data
+ * directories' device and inode (two mounted file systems never share a
+ * device number in one kernel).  Left to expire too: the znode of a
+ * postmaster of this host from before a reboot (its session has usually
+ * expired by then anyway), a znode written by 0.1.0 (no boot id), a znode
+ * with a start time newer than ours (the clock stepped back: waiting is
+ * the safe side), and everything when the boot id or the directory's
+ * identity cannot be read.
  */
 static Incarnation
 is_previous_incarnation(const char *data)
