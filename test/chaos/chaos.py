@@ -470,16 +470,25 @@ class Suite:
 
     # ---- memory ----
     def sample_rss(self):
+        """{process: (VmRSS, RssAnon, role)}: role is the node's (primary or
+        standby, from Patroni's leader), since a standby's scheduler and
+        listener do less than a primary's and a promotion is no leak."""
         s = {}
+        try:
+            lead = self.dep.leader()
+        except Exception:  # noqa: BLE001 - no answer: role unknown
+            lead = None
         for name, pid in self.dep.hasched_pids().items():
             kb = rss_kb(pid)
             if kb:
-                s['%s [%d]' % (name, pid)] = kb
+                role = ('?' if lead is None else
+                        'primary' if name.startswith(lead.name + ' ') else 'standby')
+                s['%s [%d]' % (name, pid)] = kb + (role,)
         for k, w in self.workers.items():
             if w.alive():
                 kb = rss_kb(w.pid)
                 if kb:
-                    s['hasched-worker %s [%d]' % (k, w.pid)] = kb
+                    s['hasched-worker %s [%d]' % (k, w.pid)] = kb + ('worker',)
         self.rss.append((now(), s))
 
     # ---- the end ----
@@ -950,9 +959,14 @@ def cmd_smoke(a):
 # the kinds of hasched process whose memory the soak must show flat
 MEM_KINDS = ('scheduler', 'executor', 'coordinator', 'health listener', 'dispatcher',
              'hasched-worker')
-MEM_FLAT_RULE = ('A process is flat when its RssAnon at the last sample is at most '
-                 '256 kB or 2 % above the highest of its warm-up samples (the first '
-                 'third of its samples, at least 2).')
+MEM_MIN_SAMPLES = 20            # 10 min of samples 30 s apart, in one role
+MEM_FLAT_RULE = ('Verdict, on the longest stretch of at least %d samples (%d min) in '
+                 'which the process\'s node kept one role (primary or standby, from '
+                 'Patroni): flat when its RssAnon at the stretch\'s last sample is at '
+                 'most 256 kB or 2 %% above the highest of the stretch\'s warm-up '
+                 '(its first third); a process that never lived that long in one '
+                 'role is too short to tell. The samples are in the report\'s '
+                 '-rss.csv.' % (MEM_MIN_SAMPLES, MEM_MIN_SAMPLES // 2))
 
 
 def mem_kind(name):
@@ -963,13 +977,28 @@ def mem_kind(name):
     return None
 
 
-def mem_verdict(anon):
-    """('flat (+N kB)' or 'GROWS +N kB', flat) for a process's RssAnon samples."""
-    warm = max(2, len(anon) // 3)
+def mem_verdict(samples):
+    """(text, flat: True, False or None) for a process's [(t, RssAnon,
+    role)] samples (see MEM_FLAT_RULE)."""
+    stretches, cur = [], []
+    for smp in samples:
+        if cur and cur[-1][2] != smp[2]:
+            stretches.append(cur)
+            cur = []
+        cur.append(smp)
+    stretches.append(cur)
+    best = max(stretches, key=len)
+    if len(best) < MEM_MIN_SAMPLES:
+        return ('too short to tell (%.1f min as %s at most)'
+                % ((best[-1][0] - best[0][0]) / 60, best[0][2]), None)
+    anon = [x[1] for x in best]
+    warm = len(anon) // 3
     base = max(anon[:warm])
     growth = anon[-1] - base
     flat = growth <= max(256, base * 0.02)
-    return ('%s %+d kB' % ('flat' if flat else 'GROWS', growth), flat)
+    return ('%s %+d kB over %.1f min as %s' % ('flat' if flat else 'GROWS', growth,
+                                               (best[-1][0] - best[warm][0]) / 60,
+                                               best[0][2]), flat)
 
 
 def cmd_soak(a):
@@ -999,16 +1028,22 @@ def cmd_soak(a):
         first_t, last_t = s.rss[0][0], s.rss[-1][0]
         seen = {}
         for t, smp in s.rss:
-            for k, (v, anon) in smp.items():
+            for k, (v, anon, role) in smp.items():
                 e = seen.setdefault(k, {'first': v, 'afirst': anon, 'first_t': t, 'max': v,
                                         'amax': anon, 'n': 0, 'anon': []})
                 e['last'], e['alast'], e['last_t'] = v, anon, t
                 e['max'] = max(e['max'], v)
                 e['amax'] = max(e['amax'], anon)
                 e['n'] += 1
-                e['anon'].append(anon)
+                e['anon'].append((t, anon, role))
+        if a.report:
+            with open(a.report + '.rss.csv', 'w') as f:
+                f.write('t,process,role,vmrss_kb,rssanon_kb\n')
+                for t, smp in s.rss:
+                    for k, (v, anon, role) in sorted(smp.items()):
+                        f.write('%.1f,"%s",%s,%d,%d\n' % (t, k, role, v, anon))
         mem = ['| process | minutes sampled | own memory (RssAnon) first / last / max kB | '
-               'RSS first / last / max kB | samples | RssAnon after warm-up |',
+               'RSS first / last / max kB | samples | RssAnon after warm-up, in one role |',
                '| --- | --- | --- | --- | --- | --- |']
         kinds = {kind: [] for kind in MEM_KINDS}
         for k, e in sorted(seen.items(), key=lambda kv: (-kv[1]['n'], kv[0])):
@@ -1016,7 +1051,7 @@ def cmd_soak(a):
             if e['n'] < 4:
                 continue
             verdict, flat = mem_verdict(e['anon'])
-            if kind:
+            if kind and flat is not None:
                 kinds[kind].append(flat)
             mem.append('| %s | %.1f | %d / %d / %d | %d / %d / %d | %d | %s |' % (
                 k, (e['last_t'] - e['first_t']) / 60, e['afirst'], e['alast'], e['amax'],
@@ -1025,7 +1060,8 @@ def cmd_soak(a):
         for kind in MEM_KINDS:
             v = kinds[kind]
             if not v:
-                summary.append('%s: not sampled (no such process lived 4 samples)' % kind)
+                summary.append('%s: not shown (no such process lived %d min in one role)'
+                               % (kind, MEM_MIN_SAMPLES // 2))
             else:
                 summary.append('%s: %s (%d process%s)' % (
                     kind, 'flat' if all(v) else 'GROWS in %d' % v.count(False),
