@@ -27,10 +27,12 @@
  * sequential znode; the lowest sequence leads; the others each watch only
  * the znode just before their own, and look again when it goes.  After a
  * connection loss during the create, the coordinator first looks for a
- * znode of its own session before it creates another.  A znode left by an
- * earlier coordinator of this same server (same host, port, data directory
- * and postmaster start; its session not expired yet) is deleted, so that a
- * restarted coordinator does not wait for the old session to expire.  The
+ * znode of its own session before it creates another.  On each new session
+ * (a standby's too) the coordinator deletes the znodes left by this same
+ * server's earlier coordinators or postmasters whose sessions have not
+ * expired yet, when it can prove them its own (is_previous_incarnation), so
+ * that a restarted coordinator or PostgreSQL does not wait for the old
+ * session to expire.  The
  * leader's sequence number is its fencing token (fencing.c, and the
  * scheduler's epoch).  Only primaries take part: a standby holds a session
  * and waits; when it is promoted it joins the election and leads once the
@@ -57,12 +59,14 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zookeeper/zookeeper.h>
 
 #include "access/xlog.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
+#include "nodes/pg_list.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/postmaster.h"
 #include "storage/ipc.h"
@@ -279,29 +283,158 @@ client_log(const char *message)
  * ------------------------------------------------------------------------ */
 
 static char *identity_key = NULL;	/* host, port, data directory, postmaster start */
-static char *identity = NULL;	/* the key and the pid: the election znode's data */
+static char *identity = NULL;	/* the election znode's data (see make_identity) */
+static char *place_prefix = NULL;	/* "host=... started=": any postmaster here */
+static char *place_suffix = NULL;	/* " boot=... dir=...": this boot, this directory */
+static bool place_known = false;	/* boot id and directory identity read */
 static char id_hash[17];
 static char *root = NULL;		/* hasched.zookeeper_path */
 static char *election_dir = NULL;
 static char *workers_dir = NULL;
 
+/* The running kernel's boot id (Linux), or "" when there is none. */
+static void
+read_boot_id(char *out, size_t outlen)
+{
+	FILE	   *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	size_t		n = 0;
+
+	out[0] = '\0';
+	if (f == NULL)
+		return;
+	if (fgets(out, outlen, f) == NULL)
+		out[0] = '\0';
+	fclose(f);
+	/* keep hex digits and dashes only: it goes into a space-separated line */
+	for (char *p = out; *p; p++)
+		if (isxdigit((unsigned char) *p) || *p == '-')
+			out[n++] = *p;
+	out[n] = '\0';
+}
+
+/*
+ * Who this server is, written into its election znode:
+ *
+ *		host=H port=P data_directory=D started=S pid=N boot=B dir=DEV:INO
+ *
+ * S is the postmaster's start (PgStartTime, microseconds), B the kernel's
+ * boot id and DEV:INO the data directory's device and inode.  Version 0.1.0
+ * wrote the line up to pid=N and compares only up to "started=S " (its own
+ * restarted coordinator); the fields after pid are new and it ignores them.
+ * The znode's name carries a hash of everything but S and N, so that every
+ * incarnation of this server in this boot of this host has the same name
+ * prefix (see is_previous_incarnation).
+ */
 static void
 make_identity(void)
 {
 	char		host[256];
+	char		boot[64];
+	char		dir[64] = "";
+	struct stat st;
+	char	   *place;
 	uint64		h;
 
 	if (gethostname(host, sizeof(host)) != 0)
 		strlcpy(host, "unknown", sizeof(host));
 	host[sizeof(host) - 1] = '\0';
+	read_boot_id(boot, sizeof(boot));
+	if (stat(DataDir, &st) == 0)
+		snprintf(dir, sizeof(dir), "%llu:%llu",
+				 (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+	place_known = boot[0] != '\0' && dir[0] != '\0';
+	place_prefix = MemoryContextStrdup(TopMemoryContext,
+									   psprintf("host=%s port=%d data_directory=%s started=",
+												host, PostPortNumber, DataDir));
+	place_suffix = MemoryContextStrdup(TopMemoryContext,
+									   psprintf(" boot=%s dir=%s", boot, dir));
 	identity_key = MemoryContextStrdup(TopMemoryContext,
-									   psprintf("host=%s port=%d data_directory=%s started=%lld",
-												host, PostPortNumber, DataDir,
+									   psprintf("%s%lld", place_prefix,
 												(long long) PgStartTime));
 	identity = MemoryContextStrdup(TopMemoryContext,
-								   psprintf("%s pid=%d", identity_key, MyProcPid));
-	h = hash_bytes_extended((const unsigned char *) identity_key, strlen(identity_key), 0);
+								   psprintf("%s pid=%d%s", identity_key, MyProcPid,
+											place_suffix));
+	place = psprintf("%s%s", place_prefix, place_suffix);
+	h = hash_bytes_extended((const unsigned char *) place, strlen(place), 0);
 	snprintf(id_hash, sizeof(id_hash), "%016llx", (unsigned long long) h);
+}
+
+typedef enum Incarnation
+{
+	INC_OTHER,					/* not provably this server's: leave it */
+	INC_COORDINATOR,			/* an earlier coordinator of this postmaster */
+	INC_POSTMASTER				/* a coordinator of an earlier postmaster */
+} Incarnation;
+
+/*
+ * Is the election znode holding "data" one of this server's own, left by a
+ * process that is gone?  Its session may still be alive in ZooKeeper (up to
+ * the session timeout after the process died), and while it is, it stays
+ * first in the election: deleting it lets this server lead at once instead
+ * of after the session timeout.  Deleting the znode of a process that still
+ * runs would let two servers act, so only what is provably dead is deleted:
+ *
+ * - the same postmaster (host, port, data directory and start time to the
+ *   microsecond): a coordinator that this postmaster restarted (also after
+ *   a crash of another process, when the postmaster waits for all its
+ *   children to exit before it starts them again), or this one's own
+ *   earlier session.  The postmaster starts one coordinator at a time and
+ *   the previous one has exited before it starts the next.
+ *
+ * - an earlier postmaster (start time older than ours) on the same data
+ *   directory, by the same kernel: the same boot id, and the same device and
+ *   inode for the directory, not just the same path.  That postmaster is
+ *   gone, and so is every process it started: PostgreSQL's interlock
+ *   (postmaster.pid, and the shared memory segment whose id it records) lets
+ *   a postmaster start on a data directory only when the previous postmaster
+ *   is dead and no process of it is still attached to its shared memory, so
+ *   its coordinator, scheduler and executors have all exited and cannot act
+ *   any more.  This is the case after a restart in immediate mode, a
+ *   postmaster killed and started again, or Patroni restarting PostgreSQL
+ *   to demote it.
+ *
+ * The interlock holds only within one kernel.  A data directory copied (or
+ * a volume moved, or a virtual machine cloned) to another host keeps its
+ * path, and possibly its host name, port and even inode numbers, but not
+ * the boot id, which the kernel draws at random at each boot: such a
+ * server's znode is not this server's, and it is left to expire with its
+ * session.  Containers on one host share the boot id but not their data
+ * directories' device and inode (two mounted file systems never share a
+ * device number in one kernel).  Left to expire too: the znode of a
+ * postmaster of this host from before a reboot (its session has usually
+ * expired by then anyway), a znode written by 0.1.0 (no boot id), a znode
+ * with a start time newer than ours (the clock stepped back: waiting is
+ * the safe side), and everything when the boot id or the directory's
+ * identity cannot be read.
+ */
+static Incarnation
+is_previous_incarnation(const char *data)
+{
+	size_t		plen = strlen(place_prefix);
+	const char *p;
+	char	   *end;
+	long long	started;
+
+	if (data == NULL || strncmp(data, place_prefix, plen) != 0)
+		return INC_OTHER;
+	p = data + plen;
+	errno = 0;
+	started = strtoll(p, &end, 10);
+	if (end == p || errno != 0 || *end != ' ')
+		return INC_OTHER;
+	if (started == (long long) PgStartTime)
+		return INC_COORDINATOR;
+	if (!place_known || started > (long long) PgStartTime)
+		return INC_OTHER;
+	p = end;
+	if (strncmp(p, " pid=", 5) != 0)
+		return INC_OTHER;
+	p += 5;
+	if (!isdigit((unsigned char) *p))
+		return INC_OTHER;
+	while (isdigit((unsigned char) *p))
+		p++;
+	return strcmp(p, place_suffix) == 0 ? INC_POSTMASTER : INC_OTHER;
 }
 
 /* ------------------------------------------------------------------------
@@ -385,7 +518,7 @@ typedef enum Step
 	S_DIR_ELECTION,
 	S_DIR_WORKERS,
 	S_READY,					/* set up; a standby waits here */
-	E_LIST,						/* look for our own znode (or a stale one) */
+	E_LIST,						/* look for our own znode, or stale ones */
 	E_STALE_GET,
 	E_STALE_DELETE,
 	E_CREATE,
@@ -402,6 +535,9 @@ static int	parent_index = 0;
 static int	root_version = 0;
 static char *own_node = NULL;	/* our election znode's name (TopMemoryContext) */
 static char *stale_node = NULL;
+static Incarnation stale_kind = INC_OTHER;
+static List *not_stale = NIL;	/* znodes of this name prefix that are not ours */
+static bool cleaned = false;	/* this session looked for stale znodes */
 static char *pred_node = NULL;
 static char *leader_node = NULL;
 static char session_hex[17] = "";
@@ -522,6 +658,9 @@ open_session(void)
 	generation++;
 	for (int i = 0; i < N_CHANNELS; i++)
 		op_clear(&ops[i]);
+	cleaned = false;
+	list_free_deep(not_stale);
+	not_stale = NIL;
 	step = S_ROOT_GET;
 	error[0] = '\0';
 	granted_timeout = 0;
@@ -636,7 +775,8 @@ main_issue(bool primary)
 									 "", 0, &ZOO_OPEN_ACL_UNSAFE, 0, on_string, tag));
 			return true;
 		case S_READY:
-			if (!primary || error[0] != '\0')
+			/* a standby too deletes the stale znodes of this server */
+			if (error[0] != '\0' || (cleaned && !primary))
 				return false;
 			step = E_LIST;
 			return main_issue(primary);
@@ -749,9 +889,22 @@ election_check(const Op *op)
 	step = E_LEADER_GET;
 }
 
+static bool
+name_listed(List *names, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, names)
+	{
+		if (strcmp((const char *) lfirst(lc), name) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* Handle the answer of the current step. */
 static void
-main_result(int rc)
+main_result(int rc, bool primary)
 {
 	Op		   *op = &ops[CH_MAIN];
 
@@ -866,8 +1019,9 @@ main_result(int rc)
 			{
 				char	   *mine = psprintf("n_%s_%s_", id_hash, session_hex);
 				char	   *same_server = psprintf("n_%s_", id_hash);
+				const char *adopt = NULL;
+				const char *stale = NULL;
 
-				step = E_CREATE;
 				for (int i = 0; i < op->nchildren; i++)
 				{
 					const char *c = op->children[i];
@@ -875,35 +1029,53 @@ main_result(int rc)
 					if (node_seq(c) < 0)
 						continue;
 					if (strncmp(c, mine, strlen(mine)) == 0)
-					{
-						/* created before a connection loss: adopt it */
-						set_str(&own_node, c);
-						step = E_CHECK;
-						break;
-					}
-					if (strncmp(c, same_server, strlen(same_server)) == 0 &&
-						(stale_node == NULL || strcmp(stale_node, c) != 0))
-					{
-						set_str(&stale_node, c);
-						step = E_STALE_GET;
-					}
+						adopt = c;	/* created before a connection loss */
+					else if (strncmp(c, same_server, strlen(same_server)) == 0 &&
+							 !name_listed(not_stale, c))
+						stale = c;	/* maybe a previous incarnation's */
 				}
+				cleaned = stale == NULL;
+				if (stale != NULL)
+				{
+					set_str(&stale_node, stale);
+					step = E_STALE_GET;
+				}
+				else if (adopt != NULL)
+				{
+					set_str(&own_node, adopt);
+					step = E_CHECK;
+				}
+				else
+					step = primary ? E_CREATE : S_READY;
 			}
 			break;
 		case E_STALE_GET:
-			if (rc == ZOK && op->value &&
-				strncmp(op->value, identity_key, strlen(identity_key)) == 0 &&
-				op->value[strlen(identity_key)] == ' ')
+			stale_kind = rc == ZOK ? is_previous_incarnation(op->value) : INC_OTHER;
+			if (stale_kind != INC_OTHER)
 				step = E_STALE_DELETE;
 			else
-				step = rc == ZNONODE ? E_LIST : E_CREATE;	/* not ours after all */
+			{
+				/* gone, or not provably ours: leave it, look at the others */
+				if (rc == ZOK)
+				{
+					MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+					not_stale = lappend(not_stale, pstrdup(stale_node));
+					MemoryContextSwitchTo(old);
+				}
+				step = E_LIST;
+			}
 			break;
 		case E_STALE_DELETE:
 			if (rc == ZOK || rc == ZNONODE)
 			{
-				ereport(LOG,
-						(errmsg("hasched coordinator: deleted election znode %s of this server's previous coordinator",
-								stale_node)));
+				/* ZNONODE: its session expired meanwhile */
+				if (rc == ZOK)
+					ereport(LOG,
+							(errmsg("hasched coordinator: deleted election znode %s of this server's previous %s",
+									stale_node,
+									stale_kind == INC_POSTMASTER ? "postmaster" : "coordinator"),
+							 errdetail("Its session was still open in ZooKeeper; the process that held it is gone.")));
 				set_str(&stale_node, NULL);
 				step = E_LIST;
 			}
@@ -969,7 +1141,7 @@ drive_main(bool primary)
 		{
 			if (is_answer(rc))
 				hs_fencing_confirm(ops[CH_MAIN].sent);
-			main_result(rc);
+			main_result(rc, primary);
 			continue;
 		}
 		if (!connected || !main_issue(primary))

@@ -605,16 +605,25 @@ class Suite:
 
     # ---- memory ----
     def sample_rss(self):
+        """{process: (VmRSS, RssAnon, role)}: role is the node's (primary or
+        standby, from Patroni's leader), since a standby's scheduler and
+        listener do less than a primary's and a promotion is no leak."""
         s = {}
+        try:
+            lead = self.dep.leader()
+        except Exception:  # noqa: BLE001 - no answer: role unknown
+            lead = None
         for name, pid in self.dep.hasched_pids().items():
             kb = rss_kb(pid)
             if kb:
-                s['%s [%d]' % (name, pid)] = kb
+                role = ('?' if lead is None else
+                        'primary' if name.startswith(lead.name + ' ') else 'standby')
+                s['%s [%d]' % (name, pid)] = kb + (role,)
         for k, w in self.workers.items():
             if w.alive():
                 kb = rss_kb(w.pid)
                 if kb:
-                    s['hasched-worker %s [%d]' % (k, w.pid)] = kb
+                    s['hasched-worker %s [%d]' % (k, w.pid)] = kb + ('worker',)
         self.rss.append((now(), s))
 
     # ---- the end ----
@@ -1031,9 +1040,11 @@ def targets(res, rows):
     rq = [r.get('resume_s') for r in rows if r.get('resume_s') is not None
           and r['scenario'] == 'zk_quorum']
     line(rq and max(rq) <= 1.0, 'scheduler resume <= 1 s after the promotion that follows a '
-         'ZooKeeper quorum loss (max %s s over %d): the promoted node\'s hasched waits for the '
-         'session of its own previous postmaster to expire (6 s after the quorum is back)'
-         % (fmt(max(rq)) if rq else '-', len(rq)))
+         'ZooKeeper quorum loss (max %s s over %d)%s'
+         % (fmt(max(rq)) if rq else '-', len(rq),
+            '' if rq and max(rq) <= 1.0 else
+            ': is the election znode of the promoted node\'s previous postmaster deleted '
+            '(its log: "deleted election znode ... previous postmaster")?'))
     zk = [r.get('max_gap_s') for r in rows if r['scenario'] == 'zk_one']
     zk_ok = [v for v in zk if v is not None]
     line(zk_ok and max(zk_ok) <= 1.0,
@@ -1153,6 +1164,51 @@ def cmd_smoke(a):
     return rc
 
 
+# the kinds of hasched process whose memory the soak must show flat
+MEM_KINDS = ('scheduler', 'executor', 'coordinator', 'health listener', 'dispatcher',
+             'hasched-worker')
+MEM_MIN_SAMPLES = 20            # 10 min of samples 30 s apart, in one role
+MEM_FLAT_RULE = ('Verdict, on the longest stretch of at least %d samples (%d min) in '
+                 'which the process\'s node kept one role (primary or standby, from '
+                 'Patroni): flat when its RssAnon at the stretch\'s last sample is at '
+                 'most 256 kB or 2 %% above the highest of the stretch\'s warm-up '
+                 '(its first third); a process that never lived that long in one '
+                 'role is too short to tell. The samples are in the report\'s '
+                 '-rss.csv.' % (MEM_MIN_SAMPLES, MEM_MIN_SAMPLES // 2))
+
+
+def mem_kind(name):
+    """The kind of a sampled process, from its description, or None."""
+    for kind in MEM_KINDS:
+        if ('hasched %s' % kind) in name or name.startswith(kind):
+            return kind
+    return None
+
+
+def mem_verdict(samples):
+    """(text, flat: True, False or None) for a process's [(t, RssAnon,
+    role)] samples (see MEM_FLAT_RULE)."""
+    stretches, cur = [], []
+    for smp in samples:
+        if cur and cur[-1][2] != smp[2]:
+            stretches.append(cur)
+            cur = []
+        cur.append(smp)
+    stretches.append(cur)
+    best = max(stretches, key=len)
+    if len(best) < MEM_MIN_SAMPLES:
+        return ('too short to tell (%.1f min as %s at most)'
+                % ((best[-1][0] - best[0][0]) / 60, best[0][2]), None)
+    anon = [x[1] for x in best]
+    warm = len(anon) // 3
+    base = max(anon[:warm])
+    growth = anon[-1] - base
+    flat = growth <= max(256, base * 0.02)
+    return ('%s %+d kB over %.1f min as %s' % ('flat' if flat else 'GROWS', growth,
+                                               (best[-1][0] - best[warm][0]) / 60,
+                                               best[0][2]), flat)
+
+
 def cmd_soak(a):
     s = make_suite(a)
     faults = [x for x in SCENARIOS if x != 'region']
@@ -1180,28 +1236,52 @@ def cmd_soak(a):
         first_t, last_t = s.rss[0][0], s.rss[-1][0]
         seen = {}
         for t, smp in s.rss:
-            for k, (v, anon) in smp.items():
+            for k, (v, anon, role) in smp.items():
                 e = seen.setdefault(k, {'first': v, 'afirst': anon, 'first_t': t, 'max': v,
-                                        'amax': anon, 'n': 0})
+                                        'amax': anon, 'n': 0, 'anon': []})
                 e['last'], e['alast'], e['last_t'] = v, anon, t
                 e['max'] = max(e['max'], v)
                 e['amax'] = max(e['amax'], anon)
                 e['n'] += 1
+                e['anon'].append((t, anon, role))
+        if a.report:
+            with open(a.report + '.rss.csv', 'w') as f:
+                f.write('t,process,role,vmrss_kb,rssanon_kb\n')
+                for t, smp in s.rss:
+                    for k, (v, anon, role) in sorted(smp.items()):
+                        f.write('%.1f,"%s",%s,%d,%d\n' % (t, k, role, v, anon))
         mem = ['| process | minutes sampled | own memory (RssAnon) first / last / max kB | '
-               'RSS first / last / max kB | samples |',
-               '| --- | --- | --- | --- | --- |']
+               'RSS first / last / max kB | samples | RssAnon after warm-up, in one role |',
+               '| --- | --- | --- | --- | --- | --- |']
+        kinds = {kind: [] for kind in MEM_KINDS}
         for k, e in sorted(seen.items(), key=lambda kv: (-kv[1]['n'], kv[0])):
+            kind = mem_kind(k)
             if e['n'] < 4:
                 continue
-            mem.append('| %s | %.1f | %d / %d / %d | %d / %d / %d | %d |' % (
+            verdict, flat = mem_verdict(e['anon'])
+            if kind and flat is not None:
+                kinds[kind].append(flat)
+            mem.append('| %s | %.1f | %d / %d / %d | %d / %d / %d | %d | %s |' % (
                 k, (e['last_t'] - e['first_t']) / 60, e['afirst'], e['alast'], e['amax'],
-                e['first'], e['last'], e['max'], e['n']))
+                e['first'], e['last'], e['max'], e['n'], verdict))
+        summary = []
+        for kind in MEM_KINDS:
+            v = kinds[kind]
+            if not v:
+                summary.append('%s: not shown (no such process lived %d min in one role)'
+                               % (kind, MEM_MIN_SAMPLES // 2))
+            else:
+                summary.append('%s: %s (%d process%s)' % (
+                    kind, 'flat' if all(v) else 'GROWS in %d' % v.count(False),
+                    len(v), '' if len(v) == 1 else 'es'))
         extra = ('Memory, sampled every 30 s over %.0f min, for every process seen in 4 '
                  'samples or more, over its own life (a fault that restarts PostgreSQL gives '
                  'its hasched processes new pids). RssAnon is the process\'s own memory; '
                  'RSS also counts the shared buffers it touched (shared_buffers is 32 MB '
-                 'here), which grows for any PostgreSQL process and is no leak.\n\n%s'
-                 % ((last_t - first_t) / 60, '\n'.join(mem)))
+                 'here), which grows for any PostgreSQL process and is no leak. %s\n\n'
+                 'Flat, per kind of process: %s.\n\n%s'
+                 % ((last_t - first_t) / 60, MEM_FLAT_RULE, '; '.join(summary),
+                    '\n'.join(mem)))
         text = report(s, res, rows, 'Soak (`make soak`, %.0f min, a random fault every %d s)'
                       % ((now() - t0) / 60, a.fault_every), extra)
         text += '\n' + targets(res, rows)

@@ -116,5 +116,9 @@ out=${CHAOS_REPORT:-$here/out/$cmd-report.md}
 if [ -s "$work/report.md" ]; then
     mkdir -p "$(dirname "$out")"
     cp "$work/report.md" "$out" && hs_log "report: $out"
+    # the soak's memory samples (chaos.py writes them beside its report)
+    if [ -s "$work/report.md.rss.csv" ]; then
+        cp "$work/report.md.rss.csv" "${out%.md}-rss.csv" && hs_log "memory samples: ${out%.md}-rss.csv"
+    fi
 fi
 exit "$rc"

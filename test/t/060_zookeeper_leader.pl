@@ -67,7 +67,7 @@ my ($seq) = $znodes[0] =~ /_(\d{10})$/;
 is(($zk->client('get', '/hasched'))[1], 'hasched coordination root, version 1',
 	'the root znode is marked as hasched\'s');
 like(($zk->client('get', "/hasched/election/$znodes[0]"))[1],
-	qr/^host=\S+ port=${\ $node->port} data_directory=\S+ started=\d+ pid=\d+$/,
+	qr/^host=\S+ port=${\ $node->port} data_directory=\S+ started=\d+ pid=\d+ boot=[0-9a-f-]+ dir=\d+:\d+$/,
 	'the election znode says which server it is');
 
 my ($epoch, $token) = split /\|/,
