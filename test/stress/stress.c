@@ -29,7 +29,9 @@
  *                  claim whose statement is running, even one that fails,
  *                  taking up to what it asked);
  *                  printed with how long it stayed free and how many short
- *                  claims passed it meanwhile;
+ *                  claims passed it meanwhile; on a limited queue also what
+ *                  the logs counted as running while the latest such claim
+ *                  ran (its verdict rests on that count);
  *  double hand-outs a job returned by a committed claim while an earlier
  *                  committed claim's lease on it was neither released
  *                  (complete/fail/cancel) nor expired;
@@ -1514,6 +1516,9 @@ jev_cmp(const void *a, const void *b)
 		return x->job < y->job ? -1 : 1;
 	if (x->key != y->key)
 		return x->key < y->key ? -1 : 1;
+	/* on equal keys a lock comes first: an op's own release follows it */
+	if ((x->what == 'L') != (y->what == 'L'))
+		return x->what == 'L' ? -1 : 1;
 	return 0;
 }
 
@@ -1527,6 +1532,7 @@ typedef struct ClaimRef
 	int			asked;
 	int			got;
 	int			room;			/* limited queue: room left by the others (upper bound), else -1 */
+	size_t		op;				/* index in ops */
 } ClaimRef;
 static ClaimRef *qclaims[NQUEUES];
 static size_t nqclaims[NQUEUES];
@@ -1914,6 +1920,7 @@ analyse(PGconn *c)
 		cr->asked = o->asked;
 		cr->got = o->got;
 		cr->room = room;
+		cr->op = i;
 	}
 	for (int q = 0; q < NQUEUES; q++)
 		if (nqclaims[q])
@@ -1981,6 +1988,20 @@ analyse(PGconn *c)
 	{
 		Op		   *o = &ops[i];
 
+		/*
+		 * Where this op's own lock sorts.  In a transaction, at its
+		 * statement's end (its release or free event sorts at the commit's
+		 * begin, later).  In autocommit the commit happened somewhere within
+		 * the statement and sorts at its begin (cb == qb, the key that keeps
+		 * causal order with the other clients' ops): the lock sorts there
+		 * too, before it (jev_cmp puts a lock first on equal keys).  At the
+		 * statement's end it sorted after its own release: the job stayed
+		 * locked, or not waiting, in the log's eyes until some later event,
+		 * and a job failed, retried, updated or cancelled in vain in
+		 * autocommit escaped the stranding check meanwhile.
+		 */
+		int64_t		lkey = o->cb == o->qb ? o->qb : o->qe;
+
 		switch (o->type)
 		{
 			case 'S':
@@ -2005,25 +2026,25 @@ analyse(PGconn *c)
 			case 'R':
 				if (o->ok && o->st && o->kind == 'f' && strcmp(o->newstate, "failed") == 0)
 				{
-					add_jev(o->job, o->qe, o->qb, 'L', -1, -1, i);
+					add_jev(o->job, lkey, o->qb, 'L', -1, -1, i);
 					/* waiting again after the backoff (at most 10 ms) */
 					add_jev(o->job, o->cb, o->ce + 20000, 'F', -1, -1, i);
 				}
 				break;
 			case 'K':
-				add_jev(o->job, o->qe, o->qb, 'L', -1, -1, i);
+				add_jev(o->job, lkey, o->qb, 'L', -1, -1, i);
 				if (!(o->ok && o->st))
 					add_jev(o->job, o->cb, o->ce, 'R', -1, -1, i);
 				break;
 			case 'T':
-				add_jev(o->job, o->qe, o->qb, 'L', -1, -1, i);
+				add_jev(o->job, lkey, o->qb, 'L', -1, -1, i);
 				if (o->ok && o->st)
 					add_jev(o->job, o->cb, o->ce + 5000, 'F', -1, -1, i);
 				else
 					add_jev(o->job, o->cb, o->ce, 'R', -1, -1, i);
 				break;
 			case 'U':
-				add_jev(o->job, o->qe, o->qb, 'L', -1, -1, i);
+				add_jev(o->job, lkey, o->qb, 'L', -1, -1, i);
 				if (o->st)
 					add_jev(o->job, o->cb, o->ce, 'F', o->q, o->prio, i);
 				else
@@ -2049,6 +2070,7 @@ analyse(PGconn *c)
 		bool		waiting = false;
 		int			locks = 0;
 		int64_t		free_since = 0;
+		int64_t		due = 0;		/* when it became waiting (and due) last */
 
 		while (j < njev && jev[j].job == job)
 			j++;
@@ -2131,14 +2153,16 @@ analyse(PGconn *c)
 					if (locks > 0)
 						locks--;
 					waiting = true;
+					due = e->t;
 					if (locks == 0)
 						free_since = e->t;
 					break;
 				case 'R':
 					if (locks > 0)
 						locks--;
+					/* free again, but not before it became waiting and due */
 					if (locks == 0 && waiting)
-						free_since = e->t;
+						free_since = e->t > due ? e->t : due;
 					break;
 				case 'L':
 					{
@@ -2352,6 +2376,57 @@ analyse(PGconn *c)
 			printf("    job %" PRId64 ": the latest of those claims (%s) asked %d, got %d\n",
 				   str[i].job, str[i].last.rr ? "REPEATABLE READ" : "READ COMMITTED",
 				   str[i].last.asked, str[i].last.got);
+	/*
+	 * On a limited queue the verdict rests on the room the logs leave to
+	 * the latest short claim: list what the logs count as running on the
+	 * queue while its statement ran (each claim's jobs from its begin until
+	 * their release, or its rollback; a claim's statement, even a failed
+	 * one, holding what it asked).
+	 */
+	for (size_t i = 0; i < nstr && i < 25; i++)
+	{
+		Op		   *c0;
+		int			q;
+
+		if (str[i].last.room < 0 || (i > 0 && str[i].last.op == str[i - 1].last.op))
+			continue;
+		c0 = &ops[str[i].last.op];
+		q = c0->q;
+		printf("    claim of client %d at %.3f-%.3f s (job %" PRId64 " passed): counted as running on %s meanwhile:\n",
+			   c0->client, (c0->qb - start_us) / 1e6, (c0->qe - start_us) / 1e6, str[i].job,
+			   queues[q].name);
+		for (size_t k = 0; k < nops_all; k++)
+		{
+			Op		   *o = &ops[k];
+			int			inflight;
+
+			if (o == c0 || o->q != q || (o->type != 'C' && o->type != 'F'))
+				continue;
+			inflight = Min(o->asked, queues[q].limit) - (o->type == 'C' ? o->nj : 0);
+			if (inflight > 0 && o->qb <= c0->qe && o->qe >= c0->qb)
+				printf("      %c of client %d, statement %.3f-%.3f: %d asked, in flight\n",
+					   o->type, o->client, (o->qb - start_us) / 1e6, (o->qe - start_us) / 1e6,
+					   inflight);
+			if (o->type != 'C')
+				continue;
+			for (int j = 0; j < o->nj; j++)
+			{
+				int64_t		until = o->ce,
+							rb,
+							re;
+
+				if (o->st)
+				{
+					lease_release(o->jobs[j], o->tokens[j], o->qb, &rb, &re);
+					until = re == INT64_MAX ? end_us + 3600000000LL : re;
+				}
+				if (o->qb <= c0->qe && until >= c0->qb)
+					printf("      job %" PRId64 " of client %d's claim at %.3f-%.3f (%s), running until %.3f\n",
+						   o->jobs[j], o->client, (o->qb - start_us) / 1e6, (o->qe - start_us) / 1e6,
+						   o->st ? "committed" : "rolled back", (until - start_us) / 1e6);
+			}
+		}
+	}
 	/* the history of the first few, as the log has it */
 	for (size_t i = 0; i < nstr && i < 3; i++)
 	{
