@@ -28,6 +28,9 @@
  *                  from the log as an upper bound of the running jobs, a
  *                  claim whose statement is running, even one that fails,
  *                  taking up to what it asked);
+ *                  (a short claim that overlapped a failed claim statement on
+ *                  its queue does not count: that one may have held any job
+ *                  of the queue locked until its error);
  *                  printed with how long it stayed free and how many short
  *                  claims passed it meanwhile; on a limited queue also what
  *                  the logs counted as running while the latest such claim
@@ -1311,6 +1314,7 @@ load_log(const char *path, int client)
 					/* logs of older runs do not say what it asked: the limit */
 					o->asked = nt >= 6 ? atoi(tok[5]) : 1000000;
 					o->st = 0;
+					snprintf(o->res, sizeof(o->res), "%s", tok[4]);
 				}
 				continue;
 			case 'O':
@@ -1882,6 +1886,42 @@ analyse(PGconn *c)
 		}
 	}
 
+	/*
+	 * Failed claims per queue: a claim statement that ran and failed (a
+	 * serialization failure of a REPEATABLE READ claim, a statement timeout)
+	 * held row locks on waiting jobs of its queue until its error (the
+	 * error aborts the transaction, or the savepoint, at once): FOR UPDATE
+	 * SKIP LOCKED locks rows as the scan goes, and one that fails later
+	 * gives them back.  The log does not say which rows: a short claim
+	 * whose statement overlapped one proves nothing about the jobs of that
+	 * queue, as any of them may have been locked (not free) meanwhile.
+	 */
+	int64_t    *fq_b[NQUEUES],
+			   *fq_e[NQUEUES];
+	size_t		nfq[NQUEUES];
+	size_t		n_overlapped = 0;
+
+	for (int q = 0; q < NQUEUES; q++)
+	{
+		fq_b[q] = fq_e[q] = NULL;
+		nfq[q] = 0;
+	}
+	for (size_t i = 0; i < nops_all; i++)
+	{
+		Op		   *o = &ops[i];
+
+		/* 25P02: refused before it ran (the transaction had failed) */
+		if (o->type != 'F' || o->q < 0 || strcmp(o->res, "25P02") == 0)
+			continue;
+		if (nfq[o->q] % 1024 == 0)
+		{
+			fq_b[o->q] = realloc(fq_b[o->q], (nfq[o->q] + 1024) * sizeof(int64_t));
+			fq_e[o->q] = realloc(fq_e[o->q], (nfq[o->q] + 1024) * sizeof(int64_t));
+		}
+		fq_b[o->q][nfq[o->q]] = o->qb;
+		fq_e[o->q][nfq[o->q]++] = o->qe;
+	}
+
 	/* ---- short claims per queue ---- */
 	for (size_t i = 0; i < nops_all; i++)
 	{
@@ -1907,6 +1947,16 @@ analyse(PGconn *c)
 				printf("short claim on limited queue %s: client %d, statement %.6f-%.6f (mono %" PRId64 "-%" PRId64 "), asked %d, got %d, room %d\n",
 					   queues[o->q].name, o->client, (o->qb - start_us) / 1e6, (o->qe - start_us) / 1e6,
 					   o->qb, o->qe, o->asked, o->got, room);
+		}
+		if (is_short)
+		{
+			for (size_t k = 0; k < nfq[o->q]; k++)
+				if (fq_b[o->q][k] <= o->qe && fq_e[o->q][k] >= o->qb)
+				{
+					is_short = false;
+					n_overlapped++;
+					break;
+				}
 		}
 		if (is_short)
 			nshort++;
@@ -2338,6 +2388,8 @@ analyse(PGconn *c)
 		   nops_all - nfailed_claims, nsubmits, njobs_sub, nclaims, nshort, nreports, nrolled, n_pauses);
 	printf("longest claim statement: %.3f s; claims that took over 1 s: %d\n",
 		   max_claim_us / 1e6, claims_over_1s);
+	printf("short claims not counted as passing jobs: %zu (a failed claim on the queue,"
+		   " which may have held any of its jobs locked, ran meanwhile)\n", n_overlapped);
 	if (n_err_kinds)
 	{
 		printf("errors by SQLSTATE:");
