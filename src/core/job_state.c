@@ -731,22 +731,36 @@ hs_report_fail(const HsLease *lease, const char *error, bool retry)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 }
 
-/* Running jobs whose lease has ended: failed attempts.  Returns how many. */
+/*
+ * Running jobs whose lease has ended: failed attempts.  Returns how many.
+ * The scan of job_active_idx takes each queue's range up to now as its
+ * condition (queue = ANY (the queues) AND lease_until < $1, now passed in:
+ * clock_timestamp() cannot be an index condition).  It walks the entries
+ * of expired leases only, not the whole index: under an old snapshot the
+ * index keeps a dead entry for every job claimed since, and the scheduler
+ * runs this every round.
+ */
 uint64
 hs_requeue_expired(void)
 {
 	static SPIPlanPtr plan = NULL;
+	Datum		values[1];
 
 	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
 		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
-										  " WHERE x.state = 'running'"
-										  " AND x.lease_until < clock_timestamp()"
+										  " WHERE x.queue = ANY (ARRAY(SELECT q.name FROM hasched.queue q))"
+										  " AND x.lease_until < $1 AND x.state = 'running'"
 										  " FOR UPDATE SKIP LOCKED))",
 										  "true",
 										  "'lease expired at ' || j.lease_until::text",
 										  "lease_expired", true),
-						  0, NULL);
-	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+						  1, types);
+	}
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: requeue failed");
 	return SPI_processed;
 }

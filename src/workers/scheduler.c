@@ -203,8 +203,16 @@ executor_alive(int slot, int pid)
  * The primary's duties
  * ------------------------------------------------------------------------ */
 
+/*
+ * Running jobs of the SQL queues.  The queues come first, as an array the
+ * index scan of job_active_idx takes as its condition: one range per SQL
+ * queue, none without one.  (As "queue IN (SELECT ...)" the planner walked
+ * the whole index every round, and under an old snapshot that index keeps
+ * a dead entry for every job claimed since: the round grew with them.)
+ */
 #define SQL_RUNNING \
-	"j.state = 'running' AND j.queue IN (SELECT q.name FROM hasched.queue q WHERE q.transport = 'sql')"
+	"j.queue = ANY (ARRAY(SELECT q.name FROM hasched.queue q WHERE q.transport = 'sql'))" \
+	" AND j.state = 'running'"
 
 /* ------------------------------------------------------------------------
  * Isolated steps
