@@ -23,6 +23,7 @@ use warnings;
 
 use HaschedCluster;
 use HaschedRabbitMQ;
+use HaschedWorker;
 use IO::Socket::INET;
 use IPC::Run;
 use POSIX qw(WNOHANG);
@@ -30,30 +31,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $bin = $ENV{HASCHED_WORKER_BIN};
-if (!defined $bin)
-{
-	$bin = 'hasched-worker/hasched-worker';
-	if (!-x $bin)
-	{
-		my $bindir = `pg_config --bindir`;
-		chomp $bindir;
-		$bin = "$bindir/hasched-worker";
-	}
-}
+my $bin = worker_bin();
 my $tmp = PostgreSQL::Test::Utils::tempdir;
-
-sub within
-{
-	my ($secs, $cond) = @_;
-	my $end = time + $secs;
-	while (time < $end)
-	{
-		return 1 if $cond->();
-		usleep(100_000);
-	}
-	return 0;
-}
 
 my $mq = HaschedRabbitMQ->new('mq085', tls => 1);
 $mq->start;
