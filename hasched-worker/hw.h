@@ -59,6 +59,7 @@ typedef struct HwConfig
 	const char *queue;
 	const char *name;			/* worker name given to claim() */
 	int			concurrency;
+	int			prefetch;		/* jobs taken beyond --concurrency (see take_room) */
 	int64_t		poll_usec;		/* polling fallback interval */
 	int			health_port;	/* 0: no health endpoint */
 	const char *log_path;		/* NULL: stderr */
@@ -92,6 +93,7 @@ extern void hw_log_flush(void);	/* INFO lines are buffered until then */
 typedef enum HwPhase
 {
 	HW_FREE = 0,
+	HW_QUEUED,					/* claimed, waits for room under --concurrency */
 	HW_RUNNING,					/* the command runs (or its pipes drain) */
 	HW_REPORTING,				/* its outcome waits to be recorded */
 } HwPhase;
@@ -117,6 +119,7 @@ typedef struct HwJob
 	double		timeout_s;
 	double		lease_s;
 	void	   *source_data;	/* the source's own (an AMQP delivery, later) */
+	int64_t		taken;			/* when it was taken (queued jobs start oldest first) */
 
 	/* the command */
 	pid_t		pid;			/* also its process group; 0 once reaped */

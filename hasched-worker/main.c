@@ -41,6 +41,13 @@
 #define DRAIN_REPORT_LIMIT_USEC		(30 * 1000000LL)
 #define MAX_REPORT_TRIES			5
 
+/*
+ * Pull mode takes up to --prefetch jobs beyond --concurrency only while the
+ * commands finish this fast on average: a job taken ahead then waits about
+ * one command's run for its slot, not the length of a long job.
+ */
+#define PREFETCH_MAX_RUNTIME_USEC	(1000000LL)
+
 HwConfig	hw_cfg;
 HwSource   *hw_source = NULL;
 
@@ -49,7 +56,9 @@ static FILE *log_fp = NULL;
 static pid_t log_pid = 0;
 static int	sig_pipe[2] = {-1, -1};
 static HwJob *jobs = NULL;
-static int	nslots = 0;			/* jobs[]: running, or reporting */
+static int	nslots = 0;			/* jobs[]: queued, running, or reporting */
+static int64_t take_seq = 0;	/* HwJob.taken */
+static int64_t runtime_avg = -1;	/* moving average of the commands' run time, usec */
 static HwHealth health;
 static bool have_health = false;
 static HwAmqpUrl *amqp_urls = NULL;
@@ -165,8 +174,15 @@ usage(FILE *f)
 			"  --amqp-queue-type T   quorum (default) or classic: the x-queue-type the\n"
 			"                        queues are declared with (the server's\n"
 			"                        hasched.amqp_queue_type)\n"
-			"  --concurrency N       jobs run at once (1..%d, default 1); with --amqp also\n"
-			"                        the prefetch count\n"
+			"  --concurrency N       jobs run at once (1..%d, default 1)\n"
+			"  --prefetch N          jobs taken ahead of a free slot (0..%d).  Pull mode\n"
+			"                        (default --concurrency): up to N claimed jobs wait\n"
+			"                        for a slot (heartbeated), only while the commands\n"
+			"                        finish within 1 s on average.  With --amqp (default\n"
+			"                        0): the broker's prefetch count is --concurrency + N;\n"
+			"                        start() waits for a free slot, and a message held\n"
+			"                        past hasched.dispatch_lease is dispatched again\n"
+			"                        under a new attempt: only for short jobs\n"
 			"  --poll-interval SECS  look for jobs at least this often (default 1); a NOTIFY\n"
 			"                        wakes the worker at once for jobs due now\n"
 			"  --no-listen           poll only (for a connection pooler without LISTEN)\n"
@@ -210,7 +226,7 @@ usage(FILE *f)
 			"refused the worker's setup (unknown queue, wrong transport, permission denied,\n"
 			"bad broker credentials or vhost, queue arguments that differ); %d (EX_OSERR)\n"
 			"a system call failed.\n",
-			progname, progname, progname, HW_MAX_CONCURRENCY, EX_USAGE, EX_UNAVAILABLE,
+			progname, progname, progname, HW_MAX_CONCURRENCY, HW_MAX_CONCURRENCY, EX_USAGE, EX_UNAVAILABLE,
 			EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG, EX_OSERR);
 }
 
@@ -304,12 +320,13 @@ parse_args(int argc, char **argv)
 	{
 		OPT_DB = 256, OPT_QUEUE, OPT_CONC, OPT_POLL, OPT_HEALTH, OPT_LOG, OPT_NAME,
 		OPT_GRACE, OPT_MAXOUT, OPT_STALL, OPT_NOLISTEN, OPT_VERSION, OPT_ZK, OPT_ZK_PATH,
-		OPT_ZK_TIMEOUT, OPT_AMQP, OPT_AMQP_QTYPE, OPT_AMQP_CA, OPT_AMQP_NOVERIFY
+		OPT_ZK_TIMEOUT, OPT_AMQP, OPT_AMQP_QTYPE, OPT_AMQP_CA, OPT_AMQP_NOVERIFY, OPT_PREFETCH
 	};
 	static const struct option opts[] = {
 		{"db", required_argument, NULL, OPT_DB},
 		{"queue", required_argument, NULL, OPT_QUEUE},
 		{"concurrency", required_argument, NULL, OPT_CONC},
+		{"prefetch", required_argument, NULL, OPT_PREFETCH},
 		{"poll-interval", required_argument, NULL, OPT_POLL},
 		{"health-port", required_argument, NULL, OPT_HEALTH},
 		{"log", required_argument, NULL, OPT_LOG},
@@ -337,6 +354,7 @@ parse_args(int argc, char **argv)
 
 	memset(&hw_cfg, 0, sizeof(hw_cfg));
 	hw_cfg.concurrency = 1;
+	hw_cfg.prefetch = -1;		/* --concurrency */
 	hw_cfg.poll_usec = 1000000;
 	hw_cfg.kill_grace_usec = 5000000;
 	hw_cfg.max_output = 65536;
@@ -358,6 +376,9 @@ parse_args(int argc, char **argv)
 				break;
 			case OPT_CONC:
 				hw_cfg.concurrency = (int) int_arg("--concurrency", optarg, 1, HW_MAX_CONCURRENCY);
+				break;
+			case OPT_PREFETCH:
+				hw_cfg.prefetch = (int) int_arg("--prefetch", optarg, 0, HW_MAX_CONCURRENCY);
 				break;
 			case OPT_POLL:
 				hw_cfg.poll_usec = secs_arg("--poll-interval", optarg, 0.01, 3600);
@@ -433,6 +454,8 @@ parse_args(int argc, char **argv)
 	if (optind < 1 || strcmp(argv[optind - 1], "--") != 0)
 		bad_usage("put the command after \"--\" (found \"%s\")", argv[optind]);
 	hw_cfg.argv = argv + optind;
+	if (hw_cfg.prefetch < 0)
+		hw_cfg.prefetch = hw_cfg.amqp == NULL ? hw_cfg.concurrency : 0;
 	if (strchr(hw_cfg.db, '=') != NULL || strncmp(hw_cfg.db, "postgres", 8) == 0)
 	{
 		char	   *err = NULL;
@@ -556,12 +579,42 @@ jobs_running(void)
 	return n;
 }
 
-/* How many jobs may be taken now: free slots, and room under --concurrency. */
+static int
+jobs_queued(void)
+{
+	int			n = 0;
+
+	for (int i = 0; i < nslots; i++)
+		if (jobs[i].phase == HW_QUEUED)
+			n++;
+	return n;
+}
+
+/*
+ * Jobs that pull mode may claim beyond --concurrency now (HW_QUEUED):
+ * --prefetch while the commands are short (PREFETCH_MAX_RUNTIME_USEC), so
+ * that the claim sent while the reports commit finds the next jobs
+ * waiting instead of idle slots.  (With AMQP the broker holds them: its
+ * prefetch count is --concurrency + --prefetch.)
+ */
+static int
+prefetch_now(void)
+{
+	if (hw_source->fetch_sql == NULL || runtime_avg < 0 ||
+		runtime_avg > PREFETCH_MAX_RUNTIME_USEC)
+		return 0;
+	return hw_cfg.prefetch;
+}
+
+/*
+ * How many jobs may be taken now: free slots, and room under --concurrency
+ * plus what may wait for a slot.
+ */
 static int
 take_room(int reported)
 {
 	int			nfree = reported;
-	int			room = hw_cfg.concurrency - jobs_running();
+	int			room = hw_cfg.concurrency + prefetch_now() - jobs_running() - jobs_queued();
 
 	for (int i = 0; i < nslots; i++)
 		if (jobs[i].phase == HW_FREE)
@@ -593,14 +646,60 @@ job_start(HwJob *job, int64_t now)
 		hw_log("INFO", "job %lld attempt %d: started (pid %d)", (long long) job->id,
 			   job->attempt, (int) job->pid);
 	job->deadline = job->started + (int64_t) (job->timeout_s * 1e6);
-	job->next_heartbeat = job->started + (int64_t) (job->lease_s * 1e6 / 3);
+	/* a job that waited queued keeps the heartbeats it had (its lease is older) */
+	if (job->next_heartbeat == 0 ||
+		job->next_heartbeat > job->started + (int64_t) (job->lease_s * 1e6 / 3))
+		job->next_heartbeat = job->started + (int64_t) (job->lease_s * 1e6 / 3);
+}
+
+/* Queued jobs into the free room under --concurrency, oldest first. */
+static void
+start_queued(int64_t now)
+{
+	int			room = hw_cfg.concurrency - jobs_running();
+
+	while (room > 0)
+	{
+		HwJob	   *next = NULL;
+
+		for (int i = 0; i < nslots; i++)
+			if (jobs[i].phase == HW_QUEUED && (next == NULL || jobs[i].taken < next->taken))
+				next = &jobs[i];
+		if (next == NULL)
+			return;
+		job_start(next, now);
+		room--;
+	}
+}
+
+/*
+ * Jobs just taken: they wait as HW_QUEUED (their leases kept by heartbeats)
+ * until start_queued() gives them room.
+ */
+static void
+jobs_taken(HwJob **taken, int n, int64_t now)
+{
+	for (int i = 0; i < n; i++)
+	{
+		HwJob	   *job = taken[i];
+
+		job->phase = HW_QUEUED;
+		job->taken = ++take_seq;
+		job->fd_in = job->fd_out = job->fd_err = -1;
+		job->next_heartbeat = now + (job->lease_s > 0.3 ? (int64_t) (job->lease_s * 1e6 / 3) : 100000);
+	}
+	start_queued(now);
 }
 
 /* The command finished: the outcome waits to be reported. */
 static void
 job_finished(HwJob *job, int64_t now)
 {
+	int64_t		ran = now - job->started;
+
 	last_finish = now;
+	/* the moving average of the last ~8 run times */
+	runtime_avg = runtime_avg < 0 ? ran : runtime_avg + (ran - runtime_avg) / 8;
 	if (job->abandoned)
 	{
 		hw_log("INFO", "job %lld: its lease is gone; nothing reported", (long long) job->id);
@@ -765,8 +864,7 @@ cycle_done(int64_t now, HwJob **fetch_into, bool *wake, int64_t *next_fetch)
 		got = hw_source->fetch_take(hw_source, res, fetch_into,
 									nfree < cycle_max ? nfree : cycle_max);
 		now = hw_now();
-		for (int i = 0; i < got; i++)
-			job_start(fetch_into[i], now);
+		jobs_taken(fetch_into, got, now);
 		/* a full batch: more may wait */
 		*wake = got == cycle_max;
 		*next_fetch = now + hw_cfg.poll_usec;
@@ -806,6 +904,14 @@ job_heartbeat(HwJob *job, int64_t now)
 		case HW_DB_ERROR:
 			break;
 		case HW_DB_STALE:
+			if (job->phase == HW_QUEUED)
+			{
+				hw_log("WARNING", "job %lld: lease lost (cancelled, or expired and given away) before it started; dropped",
+					   (long long) job->id);
+				hw_source->settle(hw_source, job, false);
+				job_free(job);
+				return;
+			}
 			hw_log("WARNING", "job %lld: lease lost (cancelled, or expired and given away): killing its command",
 				   (long long) job->id);
 			job->abandoned = true;
@@ -896,12 +1002,30 @@ health_report(char *body, size_t size)
 static void
 kill_all(void)
 {
+	int64_t		now = hw_now();
+
 	for (int i = 0; i < nslots; i++)
-		if (jobs[i].phase == HW_RUNNING && jobs[i].pid > 0)
+	{
+		HwJob	   *job = &jobs[i];
+
+		if (job->phase == HW_RUNNING && job->pid > 0)
 		{
-			jobs[i].stopping = true;
-			hw_run_kill(&jobs[i], SIGKILL);
+			job->stopping = true;
+			hw_run_kill(job, SIGKILL);
 		}
+		else if (job->phase == HW_QUEUED)
+		{
+			/* never started: its attempt fails at once and is retried */
+			job->failure = strdup("the worker stopped before starting the command");
+			job->phase = HW_REPORTING;
+			job->reporting_since = job->next_report = now;
+			if (job->failure == NULL)
+			{
+				hw_log("FATAL", "out of memory");
+				exit(70);
+			}
+		}
+	}
 }
 
 /* Returns the exit status. */
@@ -950,6 +1074,7 @@ run_loop(void)
 		for (int i = 0; i < nslots; i++)
 			if (jobs[i].phase == HW_RUNNING && hw_run_done(&jobs[i], now))
 				job_finished(&jobs[i], now);
+		start_queued(now);
 		cycle_done(now, fetch_into, &wake, &next_fetch);
 		for (int i = 0; i < nslots; i++)
 		{
@@ -965,6 +1090,8 @@ run_loop(void)
 					job_heartbeat(job, now);
 				job_timers(job, now);
 			}
+			else if (job->phase == HW_QUEUED && now >= job->next_heartbeat)
+				job_heartbeat(job, now);
 		}
 		if (hw_db_fatal_config())
 		{
@@ -1171,6 +1298,8 @@ run_loop(void)
 			}
 			else if (job->phase == HW_REPORTING && job->next_report < wake_at && !cycle_on)
 				wake_at = job->next_report;	/* (else when the statement sent is done) */
+			else if (job->phase == HW_QUEUED && job->next_heartbeat < wake_at)
+				wake_at = job->next_heartbeat;
 		}
 		if (have_health)
 		{
@@ -1331,16 +1460,17 @@ main(int argc, char **argv)
 
 		if (hw_cfg.amqp != NULL)
 		hw_source = hw_source_amqp(amqp_urls, amqp_nurls, hw_cfg.queue, hw_cfg.amqp_queue_type,
-								   hw_cfg.concurrency);
+								   hw_cfg.concurrency + hw_cfg.prefetch);
 	else
 		hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
 	/*
-	 * Pull: twice --concurrency slots, at most --concurrency commands
-	 * running: a job whose outcome waits for the commit holds a slot, not
-	 * the room of a command (see cycle_send()).
+	 * Pull: twice --concurrency slots plus --prefetch, at most
+	 * --concurrency commands running: a job whose outcome waits for the
+	 * commit holds a slot, not the room of a command (see cycle_send()),
+	 * and so does a job claimed ahead (HW_QUEUED).
 	 */
-	nslots = hw_source != NULL && hw_source->fetch_sql != NULL ? 2 * hw_cfg.concurrency :
-		hw_cfg.concurrency;
+	nslots = hw_source != NULL && hw_source->fetch_sql != NULL ?
+		2 * hw_cfg.concurrency + hw_cfg.prefetch : hw_cfg.concurrency;
 	jobs = calloc((size_t) nslots, sizeof(HwJob));
 	if (jobs == NULL || hw_source == NULL)
 	{

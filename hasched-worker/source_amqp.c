@@ -20,8 +20,10 @@
  * Deliveries are read from the socket into three local FIFOs (one per
  * band) as soon as they arrive; fetch() starts them highest band first, as
  * many as there are free slots.  basic.qos prefetch_count is
- * --concurrency (per consumer: quorum queues have no global prefetch), so
- * the broker never hands this worker more than it can start soon.
+ * --concurrency plus --prefetch (0 unless given: per consumer, since
+ * quorum queues have no global prefetch, and fixed for the consumer's
+ * life), so the broker never hands this worker more than it can start
+ * soon.
  *
  * Lost connection: every delivery not yet acked is forgotten (the broker
  * gives it again, to this worker or another: start() with the same token
