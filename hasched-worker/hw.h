@@ -134,6 +134,7 @@ typedef struct HwJob
 	int			exec_errno;		/* the command could not be started */
 	int			status;			/* waitpid status */
 	bool		exited;
+	bool		spawning;		/* handed to a spawner thread, pid not known yet */
 	bool		timed_out;
 	bool		abandoned;		/* the lease is gone: kill, report nothing */
 	bool		stopping;		/* killed because the worker stops */
@@ -153,6 +154,8 @@ typedef struct HwJob
 } HwJob;
 
 extern bool hw_run_start(HwJob *job);
+extern int	hw_run_fd(void);
+extern void hw_run_spawned(void);
 extern void hw_run_read(HwJob *job, int fd);
 extern void hw_run_write_stdin(HwJob *job);
 extern void hw_run_kill(HwJob *job, int sig);

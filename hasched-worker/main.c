@@ -639,12 +639,10 @@ job_start(HwJob *job, int64_t now)
 {
 	job->phase = HW_RUNNING;
 	job->fd_in = job->fd_out = job->fd_err = -1;
+	/* "started (pid N)" is logged when a spawner thread started it */
 	if (!hw_run_start(job))
 		hw_log("WARNING", "job %lld: cannot run command \"%s\": %s",
 			   (long long) job->id, hw_cfg.argv[0], strerror(job->exec_errno));
-	else
-		hw_log("INFO", "job %lld attempt %d: started (pid %d)", (long long) job->id,
-			   job->attempt, (int) job->pid);
 	job->deadline = job->started + (int64_t) (job->timeout_s * 1e6);
 	/* a job that waited queued keeps the heartbeats it had (its lease is older) */
 	if (job->next_heartbeat == 0 ||
@@ -1008,8 +1006,9 @@ kill_all(void)
 	{
 		HwJob	   *job = &jobs[i];
 
-		if (job->phase == HW_RUNNING && job->pid > 0)
+		if (job->phase == HW_RUNNING)
 		{
+			/* (one still being spawned is killed as soon as its pid is known) */
 			job->stopping = true;
 			hw_run_kill(job, SIGKILL);
 		}
@@ -1034,7 +1033,7 @@ run_loop(void)
 {
 	struct pollfd *pfd;
 	HwJob	  **fetch_into;
-	int			npfd_max = 4 + 3 * nslots + 1 + HW_HEALTH_MAX_CLIENTS;
+	int			npfd_max = 5 + 3 * nslots + 1 + HW_HEALTH_MAX_CLIENTS;
 	bool		wake = true;	/* look for jobs now */
 	bool		async = hw_source->fetch_sql != NULL;	/* see cycle_send() */
 	int64_t		next_fetch = 0;
@@ -1059,6 +1058,7 @@ run_loop(void)
 		int			db_slot = -1;
 		int			zk_slot = -1;
 		int			sent_slot = -1;
+		int			spawn_slot = -1;
 		int64_t		hold_until = 0;	/* successes held back for a batch until then */
 		int			health_first = -1;
 		short		zk_events;
@@ -1069,7 +1069,8 @@ run_loop(void)
 		if (hw_zk_process())
 			wake = true;
 
-		/* children that exited; jobs whose command finished; reports */
+		/* commands started; children that exited; jobs whose command finished; reports */
+		hw_run_spawned();
 		hw_run_reap(jobs, nslots);
 		for (int i = 0; i < nslots; i++)
 			if (jobs[i].phase == HW_RUNNING && hw_run_done(&jobs[i], now))
@@ -1254,6 +1255,12 @@ run_loop(void)
 			pfd[npfd].fd = hw_db_socket();
 			pfd[npfd++].events = POLLIN;
 		}
+		if (hw_run_fd() >= 0)
+		{
+			spawn_slot = npfd;
+			pfd[npfd].fd = hw_run_fd();
+			pfd[npfd++].events = POLLIN;
+		}
 		zk_fd = hw_zk_poll(&zk_events, &wake_at);
 		if (zk_fd >= 0)
 		{
@@ -1372,10 +1379,12 @@ run_loop(void)
 			(void) hw_db_consume_notifies();	/* reads the result */
 		if (zk_slot >= 0 && pfd[zk_slot].revents)
 			hw_zk_ready(pfd[zk_slot].revents);
+		if (spawn_slot >= 0 && pfd[spawn_slot].revents)
+			hw_run_spawned();
 		/* the commands' pipes */
 		for (int k = 1; k < npfd; k++)
 		{
-			if (k == db_slot || k == zk_slot || k == sent_slot ||
+			if (k == db_slot || k == zk_slot || k == sent_slot || k == spawn_slot ||
 				(health_first >= 0 && k >= health_first) ||
 				pfd[k].revents == 0)
 				continue;
