@@ -84,6 +84,10 @@
 #   BENCH_WORKER_JOBS      no-op jobs run by hasched-worker per mode in step 11
 #                          (and fork + exec runs of the baseline) [5000; 1000]
 #   BENCH_WORKER_CONCURRENCY  hasched-worker --concurrency in step 11 [16]
+#   BENCH_WORKER_AMQP_PREFETCH  hasched-worker --prefetch in AMQP mode in step 11
+#                          [16; 0 is the program's default with --amqp, for
+#                          long jobs; pull mode runs with its default,
+#                          --concurrency]
 #   BENCH_WORKER_LATENCY_JOBS jobs submitted one by one per mode in step 11
 #                          [200; 50]
 #   BENCH_HEALTH_CONNECTIONS  wrk -c of step 12 [100]
@@ -183,6 +187,7 @@ my %C;    # lower-case names without BENCH_
 		LONG_DRAIN_RETENTION => [60, 60],
 		WORKER_JOBS          => [5000, 1000],
 		WORKER_CONCURRENCY   => [16, 16],
+		WORKER_AMQP_PREFETCH => [16, 16],
 		WORKER_LATENCY_JOBS  => [200, 50],);
 	for my $k (sort keys %defaults)
 	{
@@ -192,8 +197,9 @@ my %C;    # lower-case names without BENCH_
 		my $list = $k =~ /^(STEPS|SNAPSHOT_LOOPS|CLAIM_CLIENTS)$/;
 		for my $w ($k eq 'CLAIM_CLIENTS' || !$list ? @words : ())
 		{
-			fatal("BENCH_$k must be positive integers, not '$v'")
-			  unless $w =~ /^[1-9][0-9]*$/;
+			my $zero_ok = $k eq 'WORKER_AMQP_PREFETCH';
+			fatal("BENCH_$k must be " . ($zero_ok ? 'an integer >= 0' : 'positive integers') . ", not '$v'")
+			  unless $w =~ ($zero_ok ? qr/^(0|[1-9][0-9]*)$/ : qr/^[1-9][0-9]*$/);
 		}
 		fatal("BENCH_$k is empty") unless @words;
 		$C{ lc $k } = $list ? [@words] : $v;
@@ -1798,7 +1804,8 @@ sub step_worker
 	my @f1 = (forkexec_rate($fe, $N, 1));
 	my @fc = (forkexec_rate($fe, $N, $CC));
 	$w{pull} = worker_rate('pull', 'wpull', $N, '--concurrency', $CC);
-	$w{amqp} = worker_rate('amqp', 'wamqp', $N, '--concurrency', $CC, @amqp);
+	my $APF = $C{worker_amqp_prefetch};
+	$w{amqp} = worker_rate('amqp', 'wamqp', $N, '--concurrency', $CC, '--prefetch', $APF, @amqp);
 	push @f1, forkexec_rate($fe, $N, 1);
 	push @fc, forkexec_rate($fe, $N, $CC);
 	my $mean = sub { my @v = grep { defined } @_; @v ? (eval { my $t = 0; $t += $_ for @v; $t }) / @v : undef };
@@ -1816,7 +1823,7 @@ sub step_worker
 		[ 'pull (batched complete + claim, one transaction, sent without waiting)', f0($w{pull}{rate}), f0($w{forkc}),
 		  $ratio->($w{pull}{rate}, $w{forkc}), f0($w{fork1}), $ratio->($w{pull}{rate}, $w{fork1}),
 		  f0($w{pull}{wcpu}), f0($w{pull}{scpu}), $w{pull}{load} ],
-		[ 'AMQP (dispatcher, broker, start() + batched complete)', f0($w{amqp}{rate}), f0($w{forkc}),
+		[ "AMQP (dispatcher, broker, start() + batched complete; --prefetch $APF)", f0($w{amqp}{rate}), f0($w{forkc}),
 		  $ratio->($w{amqp}{rate}, $w{forkc}), f0($w{fork1}), $ratio->($w{amqp}{rate}, $w{fork1}),
 		  f0($w{amqp}{wcpu}), f0($w{amqp}{scpu}), $w{amqp}{load} ]);
 	my @lrows = map {
