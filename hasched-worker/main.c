@@ -1177,8 +1177,8 @@ run_loop(void)
 			now = hw_now();
 			if (got > 0)
 			{
-				for (int i = 0; i < got; i++)
-					job_start(fetch_into[i], now);
+				/* (a claim may take --prefetch jobs more than there is room to run) */
+				jobs_taken(fetch_into, got, now);
 				nfree -= got;
 			}
 			/* a full batch: more may wait; look again as soon as a slot is free */

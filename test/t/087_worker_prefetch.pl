@@ -12,6 +12,8 @@
 #     succeeds at attempt 1, no run row;
 #   - long jobs (1.5 s, above the 1 s bound on the average run time): the
 #     worker claims nothing ahead, never more than one running job;
+#   - across a restart of the server (reports and claims fail, the worker
+#     reconnects): never more than one command at once, every job done;
 #   - a second SIGTERM fails the jobs claimed ahead at once ("the worker
 #     stopped before starting the command"), so they are retried instead
 #     of waiting for their lease; --prefetch 0 claims nothing ahead;
@@ -38,6 +40,7 @@ $node->query(
 	CREATE ROLE wrk LOGIN IN ROLE hasched_worker;
 	INSERT INTO hasched.queue (name, lease) VALUES ('ahead', '1 second');
 	INSERT INTO hasched.queue (name, lease) VALUES ('long', '10 seconds');
+	INSERT INTO hasched.queue (name, lease) VALUES ('back', '30 seconds');
 	INSERT INTO hasched.queue (name, lease, backoff_base, backoff_max)
 	     VALUES ('stop', '60 seconds', '1 hour', '1 hour');
 	INSERT INTO hasched.queue (name, lease) VALUES ('none', '10 seconds');
@@ -134,6 +137,25 @@ $done = sub {
 $max = max_running('long', 60, $done);
 ok($done->(), '3 jobs of 1.5 s succeed');
 is($max, 1, 'jobs longer than 1 s on average: none claimed ahead (one running at a time)');
+kill 'TERM', $w->{pid};
+is(wait_exit($w, 30), 0, 'SIGTERM: exit 0');
+
+# ---------------------------------------------------------------------------
+# the server restarted while jobs are claimed ahead
+# ---------------------------------------------------------------------------
+$ids = submit('back', 30, 0.2);
+$w = start_worker(db => $db, queue => 'back', args => [ '--concurrency', '1', '--prefetch', '3' ],
+	cmd => [$script]);
+ok($node->poll_within(60, "SELECT count(*) >= 4 FROM hasched.job WHERE id IN ($ids) AND state = 'succeeded'"),
+	'short jobs run (their average run time is known)');
+$node->restart;
+$done = sub {
+	$node->query("SELECT count(*) = 30 FROM hasched.job WHERE id IN ($ids) AND state = 'succeeded'") eq 't';
+};
+ok(within(120, $done), '30 jobs succeed across a restart of the server');
+like(slurp_log($w), qr/connected to the database.*connected to the database/s, 'the worker reconnected');
+@c = counts('back');
+is(scalar(grep { $_ > 1 } @c), 0, 'never more than one command at once, after the reconnect too (' . scalar(@c) . ' samples)');
 kill 'TERM', $w->{pid};
 is(wait_exit($w, 30), 0, 'SIGTERM: exit 0');
 
