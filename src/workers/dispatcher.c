@@ -1157,6 +1157,7 @@ read_and_publish(void)
 		char	   *body;
 		amqp_basic_properties_t props;
 		int			rc;
+		bool		timed_out;
 
 		if (lost)
 		{
@@ -1177,14 +1178,23 @@ read_and_publish(void)
 		props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
 		props.message_id = amqp_cstring_bytes(msgid);
 		body = message_body(m, epoch, priorities[i], timeouts[i], payloads[i], tenants[i]);
-		/* a broker that stops reading (a resource alarm) blocks the send */
-		blocking_begin();
+		/*
+		 * A broker that stops reading (a resource alarm, a hung broker)
+		 * blocks the send once the socket buffers are full, and librabbitmq
+		 * waits for it without a limit: hasched.amqp_confirm_timeout is the
+		 * send's deadline too (the socket is shut down then).
+		 */
+		hs_worker_blocking_socket_within(amqp_get_sockfd(conn), hs_amqp_confirm_timeout);
 		rc = amqp_basic_publish(conn, channel, amqp_empty_bytes, amqp_cstring_bytes(rk), 1, 0,
 								&props, amqp_cstring_bytes(body));
+		timed_out = hs_worker_blocking_timed_out();
 		blocking_end();
 		if (rc != AMQP_STATUS_OK)
 		{
-			fail_conn(m, psprintf("publish failed: %s", amqp_error_string2(rc)));
+			fail_conn(m, timed_out ?
+					  psprintf("the broker did not read a publish within hasched.amqp_confirm_timeout (%d ms)",
+							   hs_amqp_confirm_timeout) :
+					  psprintf("publish failed: %s", amqp_error_string2(rc)));
 			lost = true;
 			continue;
 		}

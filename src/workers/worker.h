@@ -62,6 +62,8 @@ extern void hs_worker_run(const HsWorkerLoop *loop) pg_attribute_noreturn();
 extern void hs_xact_begin(const char *activity);
 extern void hs_xact_end(bool commit);
 extern void hs_worker_blocking_socket(pgsocket sock);
+extern void hs_worker_blocking_socket_within(pgsocket sock, int timeout_ms);
+extern bool hs_worker_blocking_timed_out(void);
 extern pgsocket hs_worker_tcp_connect(const char *host, int port, int timeout_ms,
 									  char **error);
 

@@ -100,6 +100,11 @@ wait_with_sockets(const HsWorkerLoop *loop, long delay)
 
 /* the socket a library call blocks on now, or -1 (see the file header) */
 static volatile sig_atomic_t blocking_socket = -1;
+/* hs_worker_blocking_socket_within(): its timeout, and whether it fired */
+static TimeoutId blocking_timeout_id;
+static bool blocking_timeout_registered = false;
+static bool blocking_timeout_on = false;
+static volatile sig_atomic_t blocking_timed_out = false;
 
 /*
  * Name the socket that the library calls from now on may block on (-1:
@@ -109,7 +114,55 @@ static volatile sig_atomic_t blocking_socket = -1;
 void
 hs_worker_blocking_socket(pgsocket sock)
 {
+	if (blocking_timeout_on)
+	{
+		disable_timeout(blocking_timeout_id, false);
+		blocking_timeout_on = false;
+	}
+	blocking_timed_out = false;
 	blocking_socket = sock;
+}
+
+/* the deadline passed: the call blocked on the socket returns (shut down) */
+static void
+blocking_deadline(void)
+{
+	int			sock = blocking_socket;
+
+	if (sock >= 0)
+	{
+		(void) shutdown(sock, SHUT_RDWR);
+		blocking_timed_out = true;
+	}
+}
+
+/*
+ * hs_worker_blocking_socket(), with a deadline: a call still blocked on
+ * the socket timeout_ms from now returns with the socket shut down (the
+ * connection is lost; hs_worker_blocking_timed_out() says why).  For
+ * librabbitmq's sends, which wait for the socket to take data with no time
+ * limit of their own.
+ */
+void
+hs_worker_blocking_socket_within(pgsocket sock, int timeout_ms)
+{
+	hs_worker_blocking_socket(sock);
+	if (sock < 0 || timeout_ms <= 0)
+		return;
+	if (!blocking_timeout_registered)
+	{
+		blocking_timeout_id = RegisterTimeout(USER_TIMEOUT, blocking_deadline);
+		blocking_timeout_registered = true;
+	}
+	enable_timeout_after(blocking_timeout_id, timeout_ms);
+	blocking_timeout_on = true;
+}
+
+/* Did the deadline of hs_worker_blocking_socket_within() end the call? */
+bool
+hs_worker_blocking_timed_out(void)
+{
+	return blocking_timed_out;
 }
 
 /* SIGTERM: die(), and end the wait of a library call blocked on a socket */

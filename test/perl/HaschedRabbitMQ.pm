@@ -467,6 +467,33 @@ sub kill9
 
 =pod
 
+=item $mq->pause, $mq->resume
+
+SIGSTOP / SIGCONT to the broker's beam.smp: a broker that stops reading
+its sockets (its connections stay open, the kernel's buffers fill) and
+comes back.  pause returns the pid it stopped (0: none found).
+
+=cut
+
+sub pause
+{
+	my ($self) = @_;
+	my $pid = $self->_beam_pid;
+	kill 'STOP', $pid if $pid;
+	$self->{paused} = $pid;
+	return $pid;
+}
+
+sub resume
+{
+	my ($self) = @_;
+	kill 'CONT', $self->{paused} if $self->{paused};
+	$self->{paused} = 0;
+	return;
+}
+
+=pod
+
 =item $mq->stop
 
 SIGTERM to the server (a clean shutdown), SIGKILL to its group after
@@ -477,6 +504,7 @@ SIGTERM to the server (a clean shutdown), SIGKILL to its group after
 sub stop
 {
 	my ($self) = @_;
+	$self->resume;
 	if ($self->{pgid})
 	{
 		kill 'TERM', ($self->{pid} || $self->{pgid});
