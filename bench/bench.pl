@@ -1726,6 +1726,9 @@ sub worker_rate
 {
 	my ($name, $queue, $n, @args) = @_;
 	my $batch = 1000;
+	# what the steps before left (dead rows, finished jobs) is vacuumed
+	# first: the server CPU below is this step's, not their autovacuum's
+	vacuum_all();
 	for (my $i = 0; $i < $n; $i += $batch)
 	{
 		my $k = $n - $i < $batch ? $n - $i : $batch;
