@@ -85,9 +85,8 @@
 #                          (and fork + exec runs of the baseline) [5000; 1000]
 #   BENCH_WORKER_CONCURRENCY  hasched-worker --concurrency in step 11 [16]
 #   BENCH_WORKER_AMQP_PREFETCH  hasched-worker --prefetch in AMQP mode in step 11
-#                          [16; 0 is the program's default with --amqp, for
-#                          long jobs; pull mode runs with its default,
-#                          --concurrency]
+#                          [16, the program's default: --concurrency; pull
+#                          mode runs with the default]
 #   BENCH_WORKER_LATENCY_JOBS jobs submitted one by one per mode in step 11
 #                          [200; 50]
 #   BENCH_HEALTH_CONNECTIONS  wrk -c of step 12 [100]

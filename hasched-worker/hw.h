@@ -239,6 +239,8 @@ struct HwSource
 	void		(*stop) (HwSource *src);
 	/* optional: jobs known to wait for a free slot */
 	int			(*waiting) (HwSource *src);
+	/* optional: how many jobs the source may hand over beyond --concurrency now */
+	void		(*ahead) (HwSource *src, int n);
 	void	   *state;
 };
 

@@ -175,14 +175,13 @@ usage(FILE *f)
 			"                        queues are declared with (the server's\n"
 			"                        hasched.amqp_queue_type)\n"
 			"  --concurrency N       jobs run at once (1..%d, default 1)\n"
-			"  --prefetch N          jobs taken ahead of a free slot (0..%d).  Pull mode\n"
-			"                        (default --concurrency): up to N claimed jobs wait\n"
-			"                        for a slot (heartbeated), only while the commands\n"
-			"                        finish within 1 s on average.  With --amqp (default\n"
-			"                        0): the broker's prefetch count is --concurrency + N;\n"
-			"                        start() waits for a free slot, and a message held\n"
-			"                        past hasched.dispatch_lease is dispatched again\n"
-			"                        under a new attempt: only for short jobs\n"
+			"  --prefetch N          jobs taken ahead of a free slot (0..%d, default\n"
+			"                        --concurrency), only while the commands finish\n"
+			"                        within 1 s on average: in pull mode up to N claimed\n"
+			"                        jobs wait for a slot (heartbeated); with --amqp the\n"
+			"                        broker's prefetch count is --concurrency + N (and\n"
+			"                        back to --concurrency when the commands get long,\n"
+			"                        the deliveries not started given back)\n"
 			"  --poll-interval SECS  look for jobs at least this often (default 1); a NOTIFY\n"
 			"                        wakes the worker at once for jobs due now\n"
 			"  --no-listen           poll only (for a connection pooler without LISTEN)\n"
@@ -455,7 +454,7 @@ parse_args(int argc, char **argv)
 		bad_usage("put the command after \"--\" (found \"%s\")", argv[optind]);
 	hw_cfg.argv = argv + optind;
 	if (hw_cfg.prefetch < 0)
-		hw_cfg.prefetch = hw_cfg.amqp == NULL ? hw_cfg.concurrency : 0;
+		hw_cfg.prefetch = hw_cfg.concurrency;
 	if (strchr(hw_cfg.db, '=') != NULL || strncmp(hw_cfg.db, "postgres", 8) == 0)
 	{
 		char	   *err = NULL;
@@ -591,17 +590,17 @@ jobs_queued(void)
 }
 
 /*
- * Jobs that pull mode may claim beyond --concurrency now (HW_QUEUED):
- * --prefetch while the commands are short (PREFETCH_MAX_RUNTIME_USEC), so
- * that the claim sent while the reports commit finds the next jobs
- * waiting instead of idle slots.  (With AMQP the broker holds them: its
- * prefetch count is --concurrency + --prefetch.)
+ * Jobs that may be taken beyond --concurrency now: --prefetch while the
+ * commands are short (PREFETCH_MAX_RUNTIME_USEC), none before the first
+ * finished.  Pull mode claims them (HW_QUEUED), so that the claim sent
+ * while the reports commit finds the next jobs waiting instead of idle
+ * slots; with AMQP the broker holds them (its prefetch count, which the
+ * source follows: HwSource.ahead).
  */
 static int
 prefetch_now(void)
 {
-	if (hw_source->fetch_sql == NULL || runtime_avg < 0 ||
-		runtime_avg > PREFETCH_MAX_RUNTIME_USEC)
+	if (runtime_avg < 0 || runtime_avg > PREFETCH_MAX_RUNTIME_USEC)
 		return 0;
 	return hw_cfg.prefetch;
 }
@@ -614,7 +613,8 @@ static int
 take_room(int reported)
 {
 	int			nfree = reported;
-	int			room = hw_cfg.concurrency + prefetch_now() - jobs_running() - jobs_queued();
+	int			ahead = hw_source->fetch_sql != NULL ? prefetch_now() : 0;
+	int			room = hw_cfg.concurrency + ahead - jobs_running() - jobs_queued();
 
 	for (int i = 0; i < nslots; i++)
 		if (jobs[i].phase == HW_FREE)
@@ -1130,6 +1130,10 @@ run_loop(void)
 			}
 		}
 
+		/* AMQP: the prefetch count follows the rule of prefetch_now() */
+		if (hw_source->ahead && !draining)
+			hw_source->ahead(hw_source, prefetch_now());
+
 		/* the source's own timers (AMQP: reconnect, heartbeats) */
 		if (hw_source->next_wake && !draining && hw_source->next_wake(hw_source) <= now)
 		{
@@ -1469,7 +1473,7 @@ main(int argc, char **argv)
 
 		if (hw_cfg.amqp != NULL)
 		hw_source = hw_source_amqp(amqp_urls, amqp_nurls, hw_cfg.queue, hw_cfg.amqp_queue_type,
-								   hw_cfg.concurrency + hw_cfg.prefetch);
+								   hw_cfg.concurrency);
 	else
 		hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
 	/*

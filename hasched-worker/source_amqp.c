@@ -20,10 +20,12 @@
  * Deliveries are read from the socket into three local FIFOs (one per
  * band) as soon as they arrive; fetch() starts them highest band first, as
  * many as there are free slots.  basic.qos prefetch_count is
- * --concurrency plus --prefetch (0 unless given: per consumer, since
- * quorum queues have no global prefetch, and fixed for the consumer's
- * life), so the broker never hands this worker more than it can start
- * soon.
+ * --concurrency, plus --prefetch while the commands are short (the loop's
+ * rule, given through amqp_ahead()), so the broker never hands this worker
+ * more than it can start soon.  The count is per consumer (quorum queues
+ * have no global prefetch) and fixed for a consumer's life: a change
+ * cancels the three consumers and consumes again; when it drops, the
+ * deliveries not started are given back.
  *
  * Lost connection: every delivery not yet acked is forgotten (the broker
  * gives it again, to this worker or another: start() with the same token
@@ -91,7 +93,10 @@ typedef struct AmqpState
 	int			url;			/* the URL connected to (or tried last) */
 	const char *queue;
 	const char *queue_type;
-	int			prefetch;
+	int			prefetch;		/* --concurrency */
+	int			ahead;			/* what the loop allows beyond it now */
+	int			qos;			/* the prefetch count the consumers have */
+	int64_t		qos_raised_at;	/* when it last grew (raised at most every 5 s) */
 
 	amqp_connection_state_t conn;
 	bool		up;
@@ -353,6 +358,94 @@ disconnect(AmqpState *st, bool schedule)
 		st->next_connect = hw_now();
 }
 
+static Delivery *pop(AmqpState *st);
+static void push_front(AmqpState *st, Delivery *d);
+
+/* basic.qos, then a consumer on each band's queue; false: st->error says why */
+static bool
+consume(AmqpState *st, int qos, bool *config_error)
+{
+	amqp_rpc_reply_t r;
+
+	if (qos > 65535)
+		qos = 65535;
+	amqp_basic_qos(st->conn, AMQP_CHANNEL, 0, (uint16_t) qos, 0);
+	r = amqp_get_rpc_reply(st->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+	{
+		reply_error(st, "basic.qos", r);
+		return false;
+	}
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		char		qname[128];
+		char		ctag[16];
+
+		snprintf(qname, sizeof(qname), "hasched.%s.%s", st->queue, band_name[b]);
+		snprintf(ctag, sizeof(ctag), "band%d", b);
+		amqp_basic_consume(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(qname),
+						   amqp_cstring_bytes(ctag), 0, 0, 0, amqp_empty_table);
+		r = amqp_get_rpc_reply(st->conn);
+		if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		{
+			char		what[200];
+
+			snprintf(what, sizeof(what), "consuming queue \"%s\"", qname);
+			reply_error(st, what, r);
+			*config_error = reply_is_config_error(r);
+			return false;
+		}
+	}
+	st->qos = qos;
+	return true;
+}
+
+/* basic.cancel of the three consumers; false: st->error says why */
+static bool
+cancel_consumers(AmqpState *st)
+{
+	for (int b = 0; b < HW_AMQP_BANDS; b++)
+	{
+		char		ctag[16];
+
+		snprintf(ctag, sizeof(ctag), "band%d", b);
+		if (amqp_basic_cancel(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(ctag)) == NULL)
+		{
+			reply_error(st, "basic.cancel", amqp_get_rpc_reply(st->conn));
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * The deliveries not started (and those waiting for a retry) back to the
+ * broker; how many.
+ */
+static int
+give_back(AmqpState *st)
+{
+	int			given = 0;
+	Delivery   *d;
+
+	while (st->retry)
+	{
+		d = st->retry;
+		st->retry = d->next;
+		d->next = NULL;
+		push_front(st, d);
+	}
+	while (st->up && (d = pop(st)) != NULL)
+	{
+		if (d->gen == st->gen)
+			(void) amqp_basic_reject(st->conn, AMQP_CHANNEL, d->tag, 1);
+		free(d->body);
+		free(d);
+		given++;
+	}
+	return given;
+}
+
 /* One connection attempt to one URL; true when consuming. */
 static bool
 connect_one(AmqpState *st, int i, bool *config_error)
@@ -434,40 +527,15 @@ connect_one(AmqpState *st, int i, bool *config_error)
 			goto fail;
 		}
 	}
-	amqp_basic_qos(st->conn, AMQP_CHANNEL, 0, (uint16_t) st->prefetch, 0);
-	r = amqp_get_rpc_reply(st->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-	{
-		reply_error(st, "basic.qos", r);
+	if (!consume(st, st->prefetch + st->ahead, config_error))
 		goto fail;
-	}
-	for (int b = 0; b < HW_AMQP_BANDS; b++)
-	{
-		char		qname[128];
-		char		ctag[16];
-
-		snprintf(qname, sizeof(qname), "hasched.%s.%s", st->queue, band_name[b]);
-		snprintf(ctag, sizeof(ctag), "band%d", b);
-		amqp_basic_consume(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(qname),
-						   amqp_cstring_bytes(ctag), 0, 0, 0, amqp_empty_table);
-		r = amqp_get_rpc_reply(st->conn);
-		if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		{
-			char		what[200];
-
-			snprintf(what, sizeof(what), "consuming queue \"%s\"", qname);
-			reply_error(st, what, r);
-			*config_error = reply_is_config_error(r);
-			goto fail;
-		}
-	}
 	st->url = i;
 	st->up = true;
 	st->gen++;
 	st->failures = 0;
 	st->error[0] = '\0';
 	hw_log("INFO", "consuming hasched.%s.{high,medium,low} on %s (prefetch %d, %s queues)",
-		   st->queue, u->shown, st->prefetch, st->queue_type);
+		   st->queue, u->shown, st->qos, st->queue_type);
 	return true;
 
 fail:
@@ -1090,36 +1158,55 @@ amqp_stop(HwSource *src)
 {
 	AmqpState  *st = src->state;
 	int			given = 0;
-	Delivery   *d;
 
 	if (!st->up)
 		return;
-	for (int b = 0; b < HW_AMQP_BANDS; b++)
-	{
-		char		ctag[16];
-
-		snprintf(ctag, sizeof(ctag), "band%d", b);
-		(void) amqp_basic_cancel(st->conn, AMQP_CHANNEL, amqp_cstring_bytes(ctag));
-	}
+	(void) cancel_consumers(st);
 	/* what arrived before the cancel took effect, and what waits for a retry */
 	(void) drain(st);
-	while (st->retry)
-	{
-		Delivery   *d = st->retry;
-
-		st->retry = d->next;
-		d->next = NULL;
-		push_front(st, d);
-	}
-	while (st->up && (d = pop(st)) != NULL)
-	{
-		if (d->gen == st->gen)
-			(void) amqp_basic_reject(st->conn, AMQP_CHANNEL, d->tag, 1);
-		free(d->body);
-		free(d);
-		given++;
-	}
+	given = give_back(st);
 	hw_log("INFO", "stopped consuming; %d deliveries not started given back to the broker", given);
+}
+
+/*
+ * The loop allows n deliveries beyond --concurrency now (its --prefetch
+ * rule).  A change of the prefetch count takes new consumers; when it
+ * drops (the commands got long), the deliveries not started go back to the
+ * broker rather than wait behind long commands (a message not started
+ * within hasched.dispatch_lease is dispatched again under a new attempt).
+ */
+static void
+amqp_ahead(HwSource *src, int n)
+{
+	AmqpState  *st = src->state;
+	bool		config_error = false;
+	int			given = 0;
+
+	if (n == st->ahead)
+		return;
+	/* commands that take about 1 s: grow at most every 5 s (shrink at once) */
+	if (n > st->ahead && st->qos_raised_at != 0 && hw_now() - st->qos_raised_at < 5000000)
+		return;
+	st->ahead = n;
+	if (!st->up || st->prefetch + n == st->qos)
+		return;
+	if (st->prefetch + n > st->qos)
+		st->qos_raised_at = hw_now();
+	if (!cancel_consumers(st))
+	{
+		disconnect(st, true);
+		return;
+	}
+	(void) drain(st);
+	if (st->prefetch + n < st->qos)
+		given = give_back(st);
+	if (!consume(st, st->prefetch + n, &config_error))
+	{
+		disconnect(st, true);
+		return;
+	}
+	hw_log("INFO", "prefetch count now %d (--concurrency %d + %d)%s", st->qos, st->prefetch, n,
+		   given > 0 ? "; deliveries not started given back to the broker" : "");
 }
 
 static int
@@ -1157,6 +1244,7 @@ hw_source_amqp(HwAmqpUrl *urls, int nurls, const char *queue, const char *queue_
 	src->next_wake = amqp_next_wake;
 	src->health = amqp_health;
 	src->waiting = amqp_waiting;
+	src->ahead = amqp_ahead;
 	src->stop = amqp_stop;
 	src->state = st;
 	return src;
