@@ -592,10 +592,11 @@ jobs_queued(void)
 /*
  * Jobs that may be taken beyond --concurrency now: --prefetch while the
  * commands are short (PREFETCH_MAX_RUNTIME_USEC), none before the first
- * finished.  Pull mode claims them (HW_QUEUED), so that the claim sent
- * while the reports commit finds the next jobs waiting instead of idle
- * slots; with AMQP the broker holds them (its prefetch count, which the
- * source follows: HwSource.ahead).
+ * finished.  They wait as HW_QUEUED (heartbeated) and start as commands
+ * finish: in pull mode the claim sent while the reports commit finds the
+ * next jobs waiting instead of idle slots; in AMQP mode the deliveries are
+ * started (start()) in batches instead of one call per freed slot, and the
+ * broker's prefetch count follows the same rule (HwSource.ahead).
  */
 static int
 prefetch_now(void)
@@ -613,8 +614,7 @@ static int
 take_room(int reported)
 {
 	int			nfree = reported;
-	int			ahead = hw_source->fetch_sql != NULL ? prefetch_now() : 0;
-	int			room = hw_cfg.concurrency + ahead - jobs_running() - jobs_queued();
+	int			room = hw_cfg.concurrency + prefetch_now() - jobs_running() - jobs_queued();
 
 	for (int i = 0; i < nslots; i++)
 		if (jobs[i].phase == HW_FREE)
@@ -1059,6 +1059,7 @@ run_loop(void)
 		int			zk_slot = -1;
 		int			sent_slot = -1;
 		int			spawn_slot = -1;
+		bool		fetch_ok;
 		int64_t		hold_until = 0;	/* successes held back for a batch until then */
 		int			health_first = -1;
 		short		zk_events;
@@ -1148,6 +1149,12 @@ run_loop(void)
 		for (int i = 0; i < nslots && nfree < room; i++)
 			if (jobs[i].phase == HW_FREE)
 				fetch_into[nfree++] = &jobs[i];
+		/*
+		 * fetch() (AMQP's start(), a call the loop waits for) while jobs
+		 * taken ahead still wait: only for half of --prefetch or more, not
+		 * for each slot that frees
+		 */
+		fetch_ok = nfree > 0 && !(jobs_queued() > 0 && nfree < (hw_cfg.prefetch + 1) / 2);
 		if (async && (cycle_on || hw_db_up()))
 		{
 			/* the reports and the claim, sent; the loop goes on meanwhile */
@@ -1173,7 +1180,7 @@ run_loop(void)
 						fetch_into[nfree++] = &jobs[i];
 			}
 		}
-		else if (!draining && nfree > 0 && (wake || now >= next_fetch) && hw_zk_may_claim())
+		else if (!draining && fetch_ok && (wake || now >= next_fetch) && hw_zk_may_claim())
 		{
 			int			asked = nfree;
 			int			got = hw_source->fetch(hw_source, fetch_into, asked);
@@ -1229,7 +1236,7 @@ run_loop(void)
 			saturated_since = 0;
 
 		/* what to wait for, and until when */
-		if (!draining && nfree > 0 && hw_zk_may_claim() && !cycle_on)
+		if (!draining && (async ? nfree > 0 : fetch_ok) && hw_zk_may_claim() && !cycle_on)
 			wake_at = wake ? now : (next_fetch < wake_at ? next_fetch : wake_at);
 		if (hold_until != 0 && hold_until < wake_at)
 			wake_at = hold_until > now ? hold_until : now;
@@ -1477,13 +1484,12 @@ main(int argc, char **argv)
 	else
 		hw_source = hw_source_pull(hw_cfg.queue, hw_cfg.name, hw_cfg.listen);
 	/*
-	 * Pull: twice --concurrency slots plus --prefetch, at most
-	 * --concurrency commands running: a job whose outcome waits for the
-	 * commit holds a slot, not the room of a command (see cycle_send()),
-	 * and so does a job claimed ahead (HW_QUEUED).
+	 * Twice --concurrency slots plus --prefetch, at most --concurrency
+	 * commands running: a job whose outcome waits for the commit holds a
+	 * slot, not the room of a command (see cycle_send()), and so does a
+	 * job taken ahead (HW_QUEUED).
 	 */
-	nslots = hw_source != NULL && hw_source->fetch_sql != NULL ?
-		2 * hw_cfg.concurrency + hw_cfg.prefetch : hw_cfg.concurrency;
+	nslots = 2 * hw_cfg.concurrency + hw_cfg.prefetch;
 	jobs = calloc((size_t) nslots, sizeof(HwJob));
 	if (jobs == NULL || hw_source == NULL)
 	{

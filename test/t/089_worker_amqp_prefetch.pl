@@ -5,8 +5,9 @@
 # broker's prefetch count follows the commands' run time.
 #
 #   - short jobs (0.3 s, --concurrency 1 --prefetch 3): the worker consumes
-#     again with prefetch 4 (RabbitMQ shows it), runs one command at a
-#     time, and each job once;
+#     again with prefetch 4 (RabbitMQ shows it), starts deliveries ahead
+#     (more than one job running in the table, never more than 4), runs
+#     one command at a time, and each job once;
 #   - long jobs (5 s): once the average passes 1 s it consumes with
 #     prefetch 1 again and gives the deliveries not started back to the
 #     broker; every job succeeds once, none re-dispatched (no run row);
@@ -99,8 +100,20 @@ is(prefetch_counts(), '1 1 1', 'RabbitMQ shows the three consumers with prefetch
 
 # short jobs: the count grows
 my $short = submit(12, 0.3);
-ok($node->poll_within(60, "SELECT count(*) = 12 FROM hasched.job WHERE id IN ($short) AND state = 'succeeded'"),
+my ($max, $end) = (0, time + 60);
+while (time < $end)
+{
+	my ($running, $done) = split /\|/, $node->query(
+		"SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'succeeded')
+		   FROM hasched.job WHERE id IN ($short)");
+	$max = $running if $running > $max;
+	last if $done == 12;
+	usleep(50_000);
+}
+ok($node->poll_within(5, "SELECT count(*) = 12 FROM hasched.job WHERE id IN ($short) AND state = 'succeeded'"),
 	'12 jobs of 0.3 s succeed');
+cmp_ok($max, '>', 1, "deliveries were started ahead of a free slot (up to $max running in the database)");
+cmp_ok($max, '<=', 4, "never more than --concurrency + --prefetch started ($max)");
 like(slurp_log($w), qr/prefetch count now 4 \(--concurrency 1 \+ 3\)/, 'the commands are short: prefetch 4');
 is(prefetch_counts(), '4 4 4', 'RabbitMQ shows the new consumers with prefetch 4');
 my @c = -f "$tmp/conc.counts" ? split(/\n/, slurp_file("$tmp/conc.counts")) : ();
