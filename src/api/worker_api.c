@@ -394,13 +394,16 @@ hasched_requeue_expired(PG_FUNCTION_ARGS)
 {
 	HsPrivileged priv;
 	uint64		n;
+	TimestampTz every;
 
+	/* every lease that has ended, however long ago */
+	TIMESTAMP_NOBEGIN(every);
 	hs_require_primary("requeue expired leases");
 	hs_require_leader("requeue expired leases");
 
 	hs_privileged_enter(&priv);
 	SPI_connect();
-	n = hs_requeue_expired();
+	n = hs_requeue_expired(every, GetCurrentTimestamp());
 	SPI_finish();
 	hs_privileged_leave(&priv);
 	PG_RETURN_INT32((int32) n);

@@ -323,7 +323,7 @@ extern uint64 hs_release_leases(const HsLease *leases, int n);
 extern uint64 hs_requeue_expired_job(int64 job_id);
 extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);
 extern void hs_stale_lease(const HsLease *lease, const char *what) pg_attribute_noreturn();
-extern uint64 hs_requeue_expired(void);
+extern uint64 hs_requeue_expired(TimestampTz from, TimestampTz upto);
 extern uint64 hs_end_attempts_now(const char *filter, const char *why, const char *outcome);
 extern bool hs_cancel_job(int64 job_id, Oid caller);
 extern void hs_retry_job(int64 job_id, Oid caller);
@@ -436,6 +436,7 @@ typedef struct HsFigures
 	TimestampTz counted_at;		/* 0: never counted */
 	int64		spacing_usec;	/* until the next count: stats_interval, or
 								 * more when counting is slow */
+	int64		cpu_usec;		/* CPU time the count used */
 	int			n_queues;		/* rows in queues[] */
 	int			queues_total;	/* queues with unfinished jobs */
 	bool		has_other;		/* the last row sums the queues past the bound */

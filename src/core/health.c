@@ -267,7 +267,9 @@ backlog_row(HsHealthRow *rows, int *n, const HsFigures *f, bool read, TimestampT
 						 seconds(Max(f->counted_at - t->oldest_due, 0)), f->oldest_due_queue);
 	else
 		appendStringInfoString(&d, "; no job is due");
-	appendStringInfo(&d, "; counted at %s", ts(f->counted_at));
+	appendStringInfo(&d, "; counted at %s, every %.1f s (the count used %.3f s of CPU)",
+					 ts(f->counted_at), seconds(Max((int64) hs_stats_interval * 1000, f->spacing_usec)),
+					 seconds(f->cpu_usec));
 	add_row(rows, n, "backlog", status, d.data);
 }
 

@@ -732,34 +732,38 @@ hs_report_fail(const HsLease *lease, const char *error, bool retry)
 }
 
 /*
- * Running jobs whose lease has ended: failed attempts.  Returns how many.
- * The scan of job_active_idx takes each queue's range up to now as its
- * condition (queue = ANY (the queues) AND lease_until < $1, now passed in:
- * clock_timestamp() cannot be an index condition).  It walks the entries
- * of expired leases only, not the whole index: under an old snapshot the
- * index keeps a dead entry for every job claimed since, and the scheduler
- * runs this every round.
+ * Running jobs whose lease ended before upto and not before from (DT_NOBEGIN:
+ * every one): failed attempts.  Returns how many.  The scan of
+ * job_active_idx takes each queue's range [from, upto) as its condition
+ * (queue = ANY (the queues) AND lease_until >= from AND lease_until < upto,
+ * the times passed in: clock_timestamp() cannot be an index condition).  It
+ * walks the entries of leases that ended in that range only, not the whole
+ * index: under an old snapshot the index keeps a dead entry for every job
+ * claimed since, and the scheduler runs this every round (over the leases
+ * that ended since its last round; see requeue_expired_leases).
  */
 uint64
-hs_requeue_expired(void)
+hs_requeue_expired(TimestampTz from, TimestampTz upto)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[1];
+	Datum		values[2];
 
 	if (plan == NULL)
 	{
-		Oid			types[1] = {TIMESTAMPTZOID};
+		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 
 		plan = hs_prepare(end_attempt_sql("j.ctid = ANY (ARRAY(SELECT x.ctid FROM hasched.job x"
 										  " WHERE x.queue = ANY (ARRAY(SELECT q.name FROM hasched.queue q))"
-										  " AND x.lease_until < $1 AND x.state = 'running'"
+										  " AND x.lease_until < $1 AND x.lease_until >= $2"
+										  " AND x.state = 'running'"
 										  " FOR UPDATE SKIP LOCKED))",
 										  "true",
 										  "'lease expired at ' || j.lease_until::text",
 										  "lease_expired", true),
-						  1, types);
+						  2, types);
 	}
-	values[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	values[0] = TimestampTzGetDatum(upto);
+	values[1] = TimestampTzGetDatum(from);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "hasched: requeue failed");
 	return SPI_processed;

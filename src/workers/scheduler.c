@@ -40,7 +40,10 @@
  *		src/workers/scheduler.c
  *
  *-------------------------------------------------------------------------
- */#include "postgres.h"
+ */
+#include "postgres.h"
+
+#include <sys/resource.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -61,6 +64,18 @@
 #define FENCED_POLL_MS		1000	/* the coordinator wakes it sooner */
 #define PRUNE_INTERVAL_US	(60 * USECS_PER_SEC)
 #define PRUNE_BATCH			10000
+
+/* CPU time (user + system) this process has used, in microseconds */
+static int64
+process_cpu_usec(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (int64) (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * USECS_PER_SEC +
+		ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
 
 /* ------------------------------------------------------------------------
  * Shared state
@@ -594,11 +609,53 @@ recover_orphans(void *arg)
 						(unsigned long long) retried)));
 }
 
-/* Expired leases: all in one statement, else job by job. */
+/*
+ * Expired leases.  Each round requeues the leases that ended since the
+ * last round: lease_until in [requeue_from, now), requeue_from being the
+ * "now" of the last round's scan, so that under an old snapshot a round
+ * walks the dead index entries of the leases that ended since the last
+ * round, not of every lease that ended since the snapshot (seen: 30,000
+ * buffers a round after a minute of claims; the figure kept growing).
+ *
+ * A round's scan requeues every running job whose lease ended in its range
+ * and that its snapshot sees and it can lock.  What it can miss stays
+ * behind requeue_from: a job that became running (or whose lease was moved
+ * back) in a transaction committed after that round's snapshot, with its
+ * lease already over (a claim whose transaction lasted longer than its
+ * lease), and a job that another transaction held locked (SKIP LOCKED) and
+ * then left running with its lease over (a heartbeat rolled back).  For
+ * them, a scan from the beginning (every lease that ended before now) runs
+ * at least every REQUEUE_RESCAN_US, or ten times the CPU time the last one
+ * used when that is longer (so that it takes at most a tenth of the
+ * scheduler's time however many dead entries it walks); and on the first
+ * round, after the server was fenced or the extension unusable, and after
+ * a backward step of the clock.  hasched.requeue_expired() always scans
+ * from the beginning.
+ */
+#define REQUEUE_RESCAN_US	(10 * USECS_PER_SEC)
+
+static TimestampTz requeue_from = DT_NOBEGIN;	/* DT_NOBEGIN: rescan next */
+static TimestampTz requeue_rescan_at = 0;	/* the last rescan began */
+static int64 requeue_rescan_cpu = 0;	/* CPU time the last rescan used */
+
+static void
+requeue_rescan_next(void)
+{
+	TIMESTAMP_NOBEGIN(requeue_from);
+}
+
+typedef struct RequeueRange
+{
+	TimestampTz from;
+	TimestampTz upto;
+} RequeueRange;
+
 static void
 requeue_all(void *arg)
 {
-	(void) hs_requeue_expired();
+	RequeueRange *r = arg;
+
+	(void) hs_requeue_expired(r->from, r->upto);
 }
 
 static void
@@ -614,10 +671,33 @@ requeue_expired_leases(void *arg)
 	int			n;
 	ErrorData  *all_error;
 	bool		job_failed = false;
+	RequeueRange r;
+	bool		rescan;
+	int64		cpu0 = 0;
 
-	all_error = hs_run_isolated(requeue_all, NULL);
+	r.upto = GetCurrentTimestamp();
+	rescan = TIMESTAMP_IS_NOBEGIN(requeue_from) || r.upto < requeue_from ||
+		r.upto - requeue_rescan_at >= Max(REQUEUE_RESCAN_US, 10 * requeue_rescan_cpu);
+	if (rescan)
+	{
+		TIMESTAMP_NOBEGIN(r.from);
+		cpu0 = process_cpu_usec();
+	}
+	else
+		r.from = requeue_from;
+	all_error = hs_run_isolated(requeue_all, &r);
 	if (all_error == NULL)
+	{
+		/* the next round starts where this one ended */
+		requeue_from = r.upto;
+		if (rescan)
+		{
+			requeue_rescan_at = r.upto;
+			requeue_rescan_cpu = Max(process_cpu_usec() - cpu0, 0);
+		}
 		return;
+	}
+	/* job by job, every expired lease; requeue_from stays (retried next round) */
 	ids = select_ids("SELECT id FROM hasched.job WHERE state = 'running'"
 					 " AND lease_until < clock_timestamp() ORDER BY lease_until, id", &n);
 	for (int i = 0; i < n; i++)
@@ -694,6 +774,7 @@ sql_work(bool *any_sql_queue, TimestampTz *next_due)
 static void
 step_takeover(void *arg)
 {
+	requeue_rescan_next();
 	become_primary();
 }
 
@@ -770,6 +851,7 @@ primary_tick(bool *became_primary)
 		*became_primary = true;
 		if (!hs_node_may_act())
 		{
+			requeue_rescan_next();
 			now = GetCurrentTimestamp();
 			SpinLockAcquire(&hs_shared->mutex);
 			hs_shared->last_tick = now;
@@ -792,6 +874,7 @@ primary_tick(bool *became_primary)
 		 * a restored database gets its epoch check and its jobs' recovery.
 		 */
 		*became_primary = false;
+		requeue_rescan_next();
 	}
 	/* the takeover first: until it has succeeded, nothing else runs */
 	else if (*became_primary || run_step("takeover", step_takeover, NULL))
@@ -881,18 +964,21 @@ primary_tick(bool *became_primary)
 
 /*
  * Microseconds from one count of the figures to the next: stats_interval,
- * or ten times what the last count took when that is longer (a deep
- * backlog, dead rows kept by an old snapshot), so that counting takes at
- * most a tenth of the scheduler's time; but never more than ten intervals,
- * since a count that waited on a lock (LOCK TABLE, an index build) was not
- * slow itself.
+ * or ten times the CPU time the last count used when that is longer (a
+ * deep backlog, dead rows kept by an old snapshot), so that counting takes
+ * at most a tenth of the scheduler's time however slow it gets.  CPU time,
+ * not the time the count took: a count that waited on a lock (LOCK TABLE)
+ * or for a CPU on a busy machine was not slow itself.  (Spacing by the
+ * time taken, capped at ten intervals for the lock waits' sake, let a
+ * count of seconds run every ten intervals: under an old snapshot the
+ * scheduler then spent a growing part of a core counting.)
  */
 static int64
-figures_spacing(int64 last_took)
+figures_spacing(int64 last_cpu)
 {
 	int64		interval = (int64) hs_stats_interval * 1000;
 
-	return Min(Max(interval, 10 * last_took), 10 * interval);
+	return Max(interval, 10 * last_cpu);
 }
 
 static void
@@ -905,20 +991,21 @@ step_figures(void *arg)
  * Every hasched.stats_interval, on the primary and on a standby, count the
  * unfinished jobs by queue and state and read the mode, in a transaction
  * of its own, and publish them for the health listener.  A count that
- * takes long (a deep backlog, dead rows kept by an old snapshot) is spaced
- * out to at most a tenth of the scheduler's time.  Returns the
+ * uses much CPU (a deep backlog, dead rows kept by an old snapshot) is
+ * spaced out to at most a tenth of the scheduler's time.  Returns the
  * milliseconds until the next count is due.
  */
 static long
 count_figures(void)
 {
 	static TimestampTz last_count = 0;
-	static int64 last_took = 0;
+	static int64 last_cpu = 0;
 	static HsFigures *figures = NULL;
 	TimestampTz now = GetCurrentTimestamp();
-	int64		interval = (int64) hs_stats_interval * 1000;
+	int64		interval;
+	int64		cpu0;
 
-	interval = figures_spacing(last_took);
+	interval = figures_spacing(last_cpu);
 	if (last_count != 0 && now - last_count < interval)
 		return (long) ((last_count + interval - now + 999) / 1000);
 	last_count = now;
@@ -929,15 +1016,17 @@ count_figures(void)
 		figures = hs_figures_alloc();
 		MemoryContextSwitchTo(old);
 	}
+	cpu0 = process_cpu_usec();
 	hs_xact_begin("hasched scheduler: counting jobs");
 	if (hs_extension_usable() && run_step("figures", step_figures, figures))
 	{
-		last_took = GetCurrentTimestamp() - now;
-		figures->spacing_usec = figures_spacing(last_took);
+		last_cpu = Max(process_cpu_usec() - cpu0, 0);
+		figures->cpu_usec = last_cpu;
+		figures->spacing_usec = figures_spacing(last_cpu);
 		hs_figures_publish(figures);
 	}
 	hs_xact_end(true);
-	return (long) (figures_spacing(last_took) / 1000);
+	return (long) (figures_spacing(last_cpu) / 1000);
 }
 
 /* A round began: health tells its age on every server (primary or standby). */
