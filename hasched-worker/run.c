@@ -240,6 +240,7 @@ spawner_main(void *arg)
 	{
 		SpawnReq   *r;
 		char		b = 1;
+		bool		first;
 
 		pthread_mutex_lock(&spawn_lock);
 		while (spawn_todo == NULL)
@@ -255,11 +256,13 @@ spawner_main(void *arg)
 			child(parent, r->in_r, r->out_w, r->err_w, r->envp, &r->child_errno);
 		r->fork_errno = r->pid < 0 ? errno : 0;
 
+		/* the loop is woken by the first outcome; it takes all there are */
 		pthread_mutex_lock(&spawn_lock);
+		first = spawn_done == NULL;
 		r->next = spawn_done;
 		spawn_done = r;
 		pthread_mutex_unlock(&spawn_lock);
-		while (write(spawn_pipe[1], &b, 1) < 0 && errno == EINTR)
+		while (first && write(spawn_pipe[1], &b, 1) < 0 && errno == EINTR)
 			;
 	}
 	return NULL;
