@@ -134,7 +134,6 @@ typedef struct HwJob
 	int			exec_errno;		/* the command could not be started */
 	int			status;			/* waitpid status */
 	bool		exited;
-	bool		spawning;		/* handed to a spawner thread, pid not known yet */
 	bool		timed_out;
 	bool		abandoned;		/* the lease is gone: kill, report nothing */
 	bool		stopping;		/* killed because the worker stops */

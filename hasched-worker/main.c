@@ -568,26 +568,18 @@ jobs_in_use(void)
 }
 
 static int
-jobs_running(void)
+jobs_in_phase(HwPhase phase)
 {
 	int			n = 0;
 
 	for (int i = 0; i < nslots; i++)
-		if (jobs[i].phase == HW_RUNNING)
+		if (jobs[i].phase == phase)
 			n++;
 	return n;
 }
 
-static int
-jobs_queued(void)
-{
-	int			n = 0;
-
-	for (int i = 0; i < nslots; i++)
-		if (jobs[i].phase == HW_QUEUED)
-			n++;
-	return n;
-}
+#define jobs_running()	jobs_in_phase(HW_RUNNING)
+#define jobs_queued()	jobs_in_phase(HW_QUEUED)
 
 /*
  * Jobs that may be taken beyond --concurrency now: --prefetch while the

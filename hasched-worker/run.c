@@ -329,7 +329,6 @@ hw_run_spawned(void)
 		close(r->err_w);
 		free(r->envp);
 		hw_buf_free(&r->env);
-		job->spawning = false;
 		if (r->pid < 0 || r->child_errno != 0)
 		{
 			job->exec_errno = r->pid < 0 ? r->fork_errno : r->child_errno;
@@ -406,7 +405,6 @@ hw_run_start(HwJob *job)
 	job->fd_out = out[0];
 	job->fd_err = err[0];
 	job->in_off = 0;
-	job->spawning = true;
 	set_nonblock(job->fd_in);
 	set_nonblock(job->fd_out);
 	set_nonblock(job->fd_err);

@@ -4,7 +4,7 @@
 # 089_worker_amqp_prefetch.pl: hasched-worker's --prefetch with --amqp: the
 # broker's prefetch count follows the commands' run time.
 #
-#   - short jobs (0.3 s, --concurrency 1 --prefetch 3): the worker consumes
+#   - short jobs (20 of 0.3 s, --concurrency 1 --prefetch 3): the worker consumes
 #     again with prefetch 4 (RabbitMQ shows it), starts deliveries ahead
 #     (more than one job running in the table, never more than 4), runs
 #     one command at a time, and each job once;
@@ -99,7 +99,7 @@ ok(within(30, sub { slurp_log($w) =~ /consuming hasched\.aq\.\{high,medium,low\}
 is(prefetch_counts(), '1 1 1', 'RabbitMQ shows the three consumers with prefetch 1');
 
 # short jobs: the count grows
-my $short = submit(12, 0.3);
+my $short = submit(20, 0.3);
 my ($max, $end) = (0, time + 60);
 while (time < $end)
 {
@@ -107,11 +107,11 @@ while (time < $end)
 		"SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'succeeded')
 		   FROM hasched.job WHERE id IN ($short)");
 	$max = $running if $running > $max;
-	last if $done == 12;
+	last if $done == 20;
 	usleep(50_000);
 }
-ok($node->poll_within(5, "SELECT count(*) = 12 FROM hasched.job WHERE id IN ($short) AND state = 'succeeded'"),
-	'12 jobs of 0.3 s succeed');
+ok($node->poll_within(5, "SELECT count(*) = 20 FROM hasched.job WHERE id IN ($short) AND state = 'succeeded'"),
+	'20 jobs of 0.3 s succeed');
 cmp_ok($max, '>', 1, "deliveries were started ahead of a free slot (up to $max running in the database)");
 cmp_ok($max, '<=', 4, "never more than --concurrency + --prefetch started ($max)");
 like(slurp_log($w), qr/prefetch count now 4 \(--concurrency 1 \+ 3\)/, 'the commands are short: prefetch 4');
