@@ -672,7 +672,9 @@ SELECT q.name, q.transport, q.concurrency,
 		   count(*) FILTER (WHERE j.state IN ('running', 'dispatched')) AS running,
 		   min(j.run_at) FILTER (WHERE j.state IN ('scheduled', 'pending', 'failed') AND j.run_at <= pg_catalog.now()) AS oldest_due
 	  FROM hasched.job j
-	 WHERE j.state IN ('scheduled', 'pending', 'failed', 'running', 'dispatched')
+	 -- the two sets of the partial indexes job_waiting_idx and job_active_idx:
+	 -- a bitmap OR of both, not a scan of the finished jobs
+	 WHERE j.state IN ('scheduled', 'pending', 'failed') OR j.state IN ('running', 'dispatched')
 	 GROUP BY j.queue) c ON c.queue = q.name;
 COMMENT ON VIEW hasched.queues IS
 	'Queues with depth: pending (due now), scheduled (future), retrying (waiting out a backoff), running, the age of the oldest due job, and whether hasched.pause_queue() paused it (since when, why).';

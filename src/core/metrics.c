@@ -368,7 +368,11 @@ add_figures(HsQueueFigures *to, const HsQueueFigures *q)
  * f (from hs_figures_alloc).  Inside a transaction with SPI, as the
  * scheduler; on a standby too (what has been replayed).  Finished jobs are
  * not counted (their totals are the counters): counting them would read
- * the whole history every time.
+ * the whole history every time.  The condition is written as the two sets
+ * of the partial indexes job_waiting_idx and job_active_idx, so that it is
+ * a bitmap OR of the two: one list of the five states matches neither
+ * index, and the count was a sequential scan of the whole table (0.15 s a
+ * count over 3 million finished jobs, with two parallel workers).
  */
 void
 hs_figures_count(HsFigures *f)
@@ -388,7 +392,8 @@ hs_figures_count(HsFigures *f)
 					" EXISTS (SELECT 1 FROM hasched.queue q"
 					"   WHERE q.name = j.queue AND q.paused_at IS NOT NULL)"
 					" FROM hasched.job j"
-					" WHERE state IN ('scheduled', 'pending', 'running', 'dispatched', 'failed')"
+					" WHERE state IN ('scheduled', 'pending', 'failed')"
+					"   OR state IN ('running', 'dispatched')"
 					" GROUP BY queue, state ORDER BY queue", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: counting the jobs failed");
 	rows = SPI_processed;

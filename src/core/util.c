@@ -87,8 +87,10 @@ owner_inval(Datum arg, int cacheid, uint32 hashvalue)
  * job table was small would scan all of it once it is large (a full scan of
  * hasched.job per scheduler round was seen in a benchmark).  Every one of
  * them has an index that fits.  (JIT goes off with it: the cost of a
- * disabled scan would pass jit_above_cost.)  The two settings are only
- * changed for the duration of the planning.
+ * disabled scan would pass jit_above_cost.)  Nor do they plan parallel
+ * workers: the scheduler spaces its work by its own CPU time, which a
+ * parallel worker's is not, and the workers are the users' queries' to
+ * take.  The settings are only changed for the duration of the planning.
  */
 static PlannedStmt *
 privileged_planner(Query *parse, const char *query_string, int cursorOptions,
@@ -97,6 +99,7 @@ privileged_planner(Query *parse, const char *query_string, int cursorOptions,
 	PlannedStmt *result;
 	bool		save_seqscan = enable_seqscan;
 	bool		save_jit = jit_enabled;
+	int			save_parallel = max_parallel_workers_per_gather;
 
 	if (privileged_depth == 0)
 		return prev_planner_hook ?
@@ -105,6 +108,7 @@ privileged_planner(Query *parse, const char *query_string, int cursorOptions,
 
 	enable_seqscan = false;
 	jit_enabled = false;
+	max_parallel_workers_per_gather = 0;
 	PG_TRY();
 	{
 		result = prev_planner_hook ?
@@ -115,6 +119,7 @@ privileged_planner(Query *parse, const char *query_string, int cursorOptions,
 	{
 		enable_seqscan = save_seqscan;
 		jit_enabled = save_jit;
+		max_parallel_workers_per_gather = save_parallel;
 	}
 	PG_END_TRY();
 	return result;
@@ -202,12 +207,16 @@ hs_privileged_leave(HsPrivileged *priv)
 
 /*
  * For the background workers, whose every statement is hasched's: plan
- * with sequential scans and JIT off for the whole session (the executors
- * turn both back to their reset values around the SQL of jobs).
+ * with sequential scans, JIT and parallel workers off for the whole
+ * session, as privileged_planner() does (the executors turn the three back
+ * to their reset values around the SQL of jobs).
  */
 void
 hs_plan_for_queues(GucAction action)
 {
+	(void) set_config_option("max_parallel_workers_per_gather", "0",
+							 PGC_USERSET, PGC_S_SESSION,
+							 action, true, 0, false);
 	(void) set_config_option("enable_seqscan", "off",
 							 PGC_USERSET, PGC_S_SESSION,
 							 action, true, 0, false);

@@ -1027,6 +1027,10 @@ run_job(int k)
 			(void) set_config_option("jit", GetConfigOptionResetString("jit"),
 									 PGC_USERSET, PGC_S_SESSION,
 									 GUC_ACTION_SAVE, true, 0, false);
+			(void) set_config_option("max_parallel_workers_per_gather",
+									 GetConfigOptionResetString("max_parallel_workers_per_gather"),
+									 PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 			SetUserIdAndSecContext(owner_oid, save_sec | SECURITY_LOCAL_USERID_CHANGE |
 								   SECURITY_RESTRICTED_OPERATION);
 

@@ -714,7 +714,14 @@ requeue_expired_leases(void *arg)
 		report_failure("requeue_expired", 0, all_error);
 }
 
-/* Delete history older than hasched.history_retention, a batch at a time. */
+/*
+ * Delete history older than hasched.history_retention, a batch at a time.
+ * The cutoff is a constant of the statement (now(): the round's start), so
+ * that it bounds the scan of each finished_at (at) index: with
+ * clock_timestamp(), which is volatile, it was only a filter, and every
+ * prune read the whole index and its rows (0.5 s a minute over 3 million
+ * finished jobs, none to delete).
+ */
 static void
 prune_one(void *arg)
 {
@@ -724,7 +731,7 @@ prune_one(void *arg)
 static void
 prune_history(void)
 {
-	char	   *cutoff = psprintf("clock_timestamp() - interval '%d seconds'", hs_history_retention);
+	char	   *cutoff = psprintf("now() - interval '%d seconds'", hs_history_retention);
 	char	   *sql[4];
 
 	sql[0] = psprintf("DELETE FROM hasched.job_run WHERE ctid = ANY (ARRAY("
