@@ -507,6 +507,41 @@ sub server_cpu
 	return $t;
 }
 
+# The server's CPU ticks by process: { pid => [ticks, title] }; the
+# processes that exited (and were reaped) are the postmaster's cutime + cstime
+# under pid 0.
+sub server_cpu_by_proc
+{
+	my $pm = $PID{ $NODE->name } or return {};
+	my @s = proc_stat($pm);
+	my %t = (0 => [ ($s[13] // 0) + ($s[14] // 0), 'exited processes (sessions, ...)' ],
+		$pm => [ ($s[11] // 0) + ($s[12] // 0), 'postmaster' ]);
+	for my $c (children_of($pm))
+	{
+		my @cs = proc_stat($c);
+		(my $title = slurp("/proc/$c/cmdline")) =~ s/\0+/ /g;
+		$title =~ s/^postgres: (\S+: )?//;
+		$t{$c} = [ ($cs[11] // 0) + ($cs[12] // 0), $title ];
+	}
+	return \%t;
+}
+
+# The processes that used the most of the server's CPU between two
+# server_cpu_by_proc readings: "title ms, ..." (the first $n).
+sub top_cpu
+{
+	my ($from, $to, $n) = @_;
+	my @d;
+	for my $pid (keys %$to)
+	{
+		my $d = $to->{$pid}[0] - ($from->{$pid} ? $from->{$pid}[0] : 0);
+		push @d, [ $d, $to->{$pid}[1] ] if $d > 0;
+	}
+	@d = sort { $b->[0] <=> $a->[0] } @d;
+	splice(@d, $n) if @d > $n;
+	return join(', ', map { sprintf('%s %.0f ms', $_->[1], $_->[0] / $HZ * 1000) } @d) || 'none';
+}
+
 # Wait (up to 5 s) until at most $open client sessions are left and every
 # backend that exited has been reaped: only then is the CPU of the backends
 # of a run in the postmaster's cutime (a zombie shows none of its own).
@@ -758,12 +793,20 @@ sub holder_state
 	            FROM pg_stat_activity WHERE application_name = 'bench_snapshot_holder'");
 }
 
-# true while a job of queue 'noop' waits or runs: two EXISTS, each answered
-# by one of hasched's partial indexes
-my $NOOP_LEFT = "(EXISTS (SELECT 1 FROM hasched.job WHERE queue = 'noop'
+# SQL that is true while a job of the queue waits or runs: two EXISTS, each
+# answered by one of hasched's partial indexes (a condition on the finished
+# states would read the whole history: after step 4, a poll of
+# count(*) ... state = 'succeeded' every 0.1 s took more server CPU than
+# the jobs it waited for)
+sub jobs_left
+{
+	my ($queue) = @_;
+	return "(EXISTS (SELECT 1 FROM hasched.job WHERE queue = '$queue'
                     AND state IN ('scheduled', 'pending', 'failed'))
-             OR EXISTS (SELECT 1 FROM hasched.job WHERE queue = 'noop'
+             OR EXISTS (SELECT 1 FROM hasched.job WHERE queue = '$queue'
                     AND state IN ('running', 'dispatched')))";
+}
+my $NOOP_LEFT = jobs_left('noop');
 
 sub wait_idle_executors
 {
@@ -1735,9 +1778,10 @@ sub worker_rate
 	}
 	query('CHECKPOINT');
 	my $cpu0 = settled_cpu(0);
+	my $by0 = server_cpu_by_proc();
 	my $load0 = loadavg();
 	my $pid = worker_start($name, $queue, @args);
-	my $done = wait_sql(600, "SELECT count(*) = $n FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
+	wait_sql(600, "SELECT NOT " . jobs_left($queue));
 	# the worker's own CPU (not its commands'): before it exits
 	my @ws = proc_stat($pid);
 	my $wticks = ($ws[11] // 0) + ($ws[12] // 0);
@@ -1746,14 +1790,16 @@ sub worker_rate
 	$r{load} = "$load0 -> " . loadavg();
 	$r{wcpu} = cpu_us($wticks, $n);
 	$r{scpu} = cpu_us(settled_cpu(0) - $cpu0, $n);
+	$r{top} = top_cpu($by0, server_cpu_by_proc(), 4);
 	@r{qw(n secs)} = split /\|/, query(
 		"SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
 		   FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
 	$r{rate} = $r{secs} ? $r{n} / $r{secs} : undef;
-	$r{note} = $done ? '' : "only $r{n} of $n succeeded within 600 s";
+	$r{note} = $r{n} == $n ? '' : "only $r{n} of $n succeeded within 600 s";
 	say(sprintf('  %-6s %s jobs in %s s: %s jobs/s; CPU per job: worker %s us, server %s us; load %s%s',
 			$name, $r{n}, f2($r{secs}), f0($r{rate}), f0($r{wcpu}), f0($r{scpu}), $r{load},
 			$r{note} ? " ($r{note})" : ''));
+	say("         server CPU by process: $r{top}");
 	query("DELETE FROM hasched.job WHERE queue = '$queue'");
 	return \%r;
 }
