@@ -462,7 +462,7 @@ extern HsFigures *hs_figures_alloc(void);
 extern bool hs_figures_read(HsFigures *f);
 extern bool hs_figures_read_totals(HsFigures *f);
 extern void hs_figures_publish(const HsFigures *f);
-extern void hs_figures_count(HsFigures *f);
+extern bool hs_figures_count_step(HsFigures *f, bool restart);
 extern void hs_executor_start_failed(void);
 extern TimestampTz hs_executor_start_failed_at(void);
 extern const char *hs_mode_name(int mode);

@@ -16,7 +16,7 @@
  *		  subtransaction that aborts takes back what it counted.  Refused submits (quota, rate, read-only) and
  *		  the epochs the scheduler opens are counted at once;
  *		- the figures the scheduler counts every hasched.stats_interval
- *		  (hs_figures_count): jobs not finished by queue and state, the
+ *		  (hs_figures_count_step): jobs not finished by queue and state, the
  *		  oldest due job, the mode of hasched.state.  At most
  *		  hasched.metrics_max_queues queues have a row, the deepest; the
  *		  others are summed into one row, "(other)" (no queue can have that
@@ -363,43 +363,68 @@ add_figures(HsQueueFigures *to, const HsQueueFigures *q)
 }
 
 /*
- * Count the jobs not finished by queue and state, the backlog of due jobs
- * in queues not paused (the degradation's signal), and read the mode, into
- * f (from hs_figures_alloc).  Inside a transaction with SPI, as the
- * scheduler; on a standby too (what has been replayed).  Finished jobs are
- * not counted (their totals are the counters): counting them would read
- * the whole history every time.  The condition is written as the two sets
- * of the partial indexes job_waiting_idx and job_active_idx, so that it is
- * a bitmap OR of the two: one list of the five states matches neither
- * index, and the count was a sequential scan of the whole table (0.15 s a
- * count over 3 million finished jobs, with two parallel workers).
+ * The count of the jobs not finished, in steps (hs_figures_count_step):
+ * the waiting jobs a chunk at a time in the order of job_waiting_idx, each
+ * chunk in a transaction of its own, then the running and dispatched ones
+ * and the mode.  Between the steps the scheduler does its other work: a
+ * count of millions of waiting jobs in one statement took a second, and
+ * the NOTIFYs of pull workers, the rounds and the cron firings waited for
+ * it (seen: submit -> start of 0.8-1 s in pull mode beside a backlog of 6
+ * million jobs in another queue).  The table moves between the chunks: a
+ * job whose key moves past the position of the count (a retry) may be
+ * counted twice, or not at all (a claim); the figures are as exact as a
+ * count that takes that long can be.
  */
-void
-hs_figures_count(HsFigures *f)
-{
-	HsQueueFigures *all;
-	int			n = 0;
-	uint64		rows;
-	TupleDesc	desc;
-	int			keep;
+#define FIGURES_CHUNK 5000
 
-	memset(f, 0, offsetof(HsFigures, queues));
-	if (SPI_execute("SELECT queue, state::text, count(*),"
-					" min(run_at) FILTER (WHERE state IN ('scheduled', 'pending', 'failed')"
-					"   AND run_at <= now()),"
-					" count(*) FILTER (WHERE state IN ('scheduled', 'pending', 'failed')"
-					"   AND run_at <= now()),"
-					" EXISTS (SELECT 1 FROM hasched.queue q"
-					"   WHERE q.name = j.queue AND q.paused_at IS NOT NULL)"
-					" FROM hasched.job j"
-					" WHERE state IN ('scheduled', 'pending', 'failed')"
-					"   OR state IN ('running', 'dispatched')"
-					" GROUP BY queue, state ORDER BY queue", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "hasched: counting the jobs failed");
-	rows = SPI_processed;
-	desc = SPI_tuptable->tupdesc;
-	all = palloc0(sizeof(HsQueueFigures) * (rows + 1));
-	for (uint64 i = 0; i < rows; i++)
+typedef struct FiguresCount
+{
+	bool		active;
+	bool		waiting_done;	/* the waiting jobs are counted */
+	bool		have_key;		/* the position: the last waiting job counted */
+	char		queue[HS_QUEUE_NAME_MAX];
+	int16		priority;
+	TimestampTz run_at;
+	int64		id;
+	HsQueueFigures *all;		/* per queue, in the order first met */
+	int			n;
+	int			cap;
+	int64		backlog;
+	TimestampTz backlog_oldest;
+} FiguresCount;
+
+static FiguresCount fc;
+static MemoryContext fc_cxt = NULL;
+
+/* The queue's entry in fc.all, added when new. */
+static HsQueueFigures *
+fc_queue(const char *queue)
+{
+	for (int i = fc.n - 1; i >= 0; i--)
+		if (strcmp(fc.all[i].queue, queue) == 0)
+			return &fc.all[i];
+	if (fc.n == fc.cap)
+	{
+		fc.cap = fc.cap ? 2 * fc.cap : 16;
+		fc.all = fc.all ? repalloc(fc.all, sizeof(HsQueueFigures) * fc.cap) :
+			MemoryContextAlloc(fc_cxt, sizeof(HsQueueFigures) * fc.cap);
+	}
+	memset(&fc.all[fc.n], 0, sizeof(HsQueueFigures));
+	strlcpy(fc.all[fc.n].queue, queue, HS_QUEUE_NAME_MAX);
+	return &fc.all[fc.n++];
+}
+
+/*
+ * Add the rows of a count (queue, state, count, oldest due, due count,
+ * queue paused) to fc; the total of their counts.
+ */
+static int64
+fc_add_rows(void)
+{
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	int64		total = 0;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		char	   *queue = SPI_getvalue(tup, desc, 1);
@@ -409,22 +434,154 @@ hs_figures_count(HsFigures *f)
 		Datum		due = SPI_getbinval(tup, desc, 4, &isnull);
 		HsQueueFigures q;
 
-		if (n == 0 || strcmp(all[n - 1].queue, queue) != 0)
-			strlcpy(all[n++].queue, queue, HS_QUEUE_NAME_MAX);
+		total += count;
 		memset(&q, 0, sizeof(q));
 		if (state >= 0 && state < HS_NUM_STATES)
 			q.jobs[state] = count;
 		q.oldest_due = isnull ? 0 : DatumGetTimestampTz(due);
-		add_figures(&all[n - 1], &q);
+		add_figures(fc_queue(queue), &q);
 		/* the backlog of the degradation (degrade.c): due jobs of queues not paused */
 		if (!DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull)))
 		{
-			f->backlog += DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-			if (q.oldest_due != 0 && (f->backlog_oldest == 0 || q.oldest_due < f->backlog_oldest))
-				f->backlog_oldest = q.oldest_due;
+			fc.backlog += DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+			if (q.oldest_due != 0 && (fc.backlog_oldest == 0 || q.oldest_due < fc.backlog_oldest))
+				fc.backlog_oldest = q.oldest_due;
 		}
 	}
+	return total;
+}
 
+/* the columns of fc_add_rows(), from rows "c" of hasched.job */
+#define FIGURES_COLUMNS \
+	"SELECT c.queue, c.state::text, count(*)," \
+	" min(c.run_at) FILTER (WHERE c.state IN ('scheduled', 'pending', 'failed')" \
+	"   AND c.run_at <= now())," \
+	" count(*) FILTER (WHERE c.state IN ('scheduled', 'pending', 'failed')" \
+	"   AND c.run_at <= now())," \
+	" EXISTS (SELECT 1 FROM hasched.queue q" \
+	"   WHERE q.name = c.queue AND q.paused_at IS NOT NULL)"
+
+/* the waiting jobs after the count's position (if any), in the index's order */
+#define WAITING_AFTER(cols, key) \
+	"SELECT " cols " FROM hasched.job" \
+	" WHERE state IN ('scheduled', 'pending', 'failed')" key \
+	" ORDER BY queue, priority, run_at, id"
+#define AFTER_KEY " AND (queue, priority, run_at, id) > ($1, $2, $3, $4)"
+#define CHUNK_COUNT(key) \
+	FIGURES_COLUMNS " FROM (" WAITING_AFTER("queue, state, run_at", key) \
+	" LIMIT " CppAsString2(FIGURES_CHUNK) ") c GROUP BY c.queue, c.state"
+/* the chunk's last job: index-only */
+#define CHUNK_END(key) \
+	WAITING_AFTER("queue, priority, run_at, id", key) \
+	" OFFSET " CppAsString2(FIGURES_CHUNK) " - 1 LIMIT 1"
+
+/*
+ * The next chunk of waiting jobs; true when it was the last.  Two
+ * statements: the count of FIGURES_CHUNK jobs (a scan of the index in its
+ * order, stopped by the LIMIT), then the key of the last of them, the next
+ * chunk's start (an index-only scan).  (A row comparison as the upper
+ * bound of the count did not stop its scan; one statement that also
+ * returned the last key materialized the rows and cost 2.4 times as much.)
+ */
+static bool
+fc_count_waiting(void)
+{
+	static SPIPlanPtr count_first = NULL;
+	static SPIPlanPtr count_next = NULL;
+	static SPIPlanPtr end_first = NULL;
+	static SPIPlanPtr end_next = NULL;
+	Datum		values[4];
+	Datum	   *args = NULL;
+	SPIPlanPtr	count_plan;
+	SPIPlanPtr	end_plan;
+	TupleDesc	desc;
+	HeapTuple	last;
+	bool		isnull;
+
+	hs_plan(&count_first, CHUNK_COUNT(""), 0);
+	hs_plan(&end_first, CHUNK_END(""), 0);
+	hs_plan(&count_next, CHUNK_COUNT(AFTER_KEY), 4, TEXTOID, INT2OID, TIMESTAMPTZOID, INT8OID);
+	hs_plan(&end_next, CHUNK_END(AFTER_KEY), 4, TEXTOID, INT2OID, TIMESTAMPTZOID, INT8OID);
+	count_plan = fc.have_key ? count_next : count_first;
+	end_plan = fc.have_key ? end_next : end_first;
+	if (fc.have_key)
+	{
+		values[0] = CStringGetTextDatum(fc.queue);
+		values[1] = Int16GetDatum(fc.priority);
+		values[2] = TimestampTzGetDatum(fc.run_at);
+		values[3] = Int64GetDatum(fc.id);
+		args = values;
+	}
+	if (SPI_execute_plan(count_plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: counting the jobs failed");
+	if (fc_add_rows() < FIGURES_CHUNK)
+		return true;
+	if (SPI_execute_plan(end_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: counting the jobs failed");
+	if (SPI_processed == 0)
+		return true;
+	desc = SPI_tuptable->tupdesc;
+	last = SPI_tuptable->vals[0];
+	strlcpy(fc.queue, SPI_getvalue(last, desc, 1), HS_QUEUE_NAME_MAX);
+	fc.priority = DatumGetInt16(SPI_getbinval(last, desc, 2, &isnull));
+	fc.run_at = DatumGetTimestampTz(SPI_getbinval(last, desc, 3, &isnull));
+	fc.id = DatumGetInt64(SPI_getbinval(last, desc, 4, &isnull));
+	fc.have_key = true;
+	return false;
+}
+
+/*
+ * One step of the count of the jobs not finished by queue and state, the
+ * backlog of due jobs in queues not paused (the degradation's signal), and
+ * the mode; inside a transaction with SPI, as the scheduler, on a standby
+ * too (what has been replayed).  A step reads FIGURES_CHUNK waiting jobs at
+ * most; the last step (true) fills f (from hs_figures_alloc).  Finished
+ * jobs are not counted (their totals are the counters): counting them
+ * would read the whole history every time.  Each condition is the set of
+ * one of the partial indexes job_waiting_idx and job_active_idx: one list
+ * of the five states matched neither index, and the count was a
+ * sequential scan of the whole table (0.15 s a count over 3 million
+ * finished jobs, with two parallel workers).
+ *
+ * restart: begin a new count (else go on with the one begun).  An error
+ * in a step leaves the count to be begun again.
+ */
+bool
+hs_figures_count_step(HsFigures *f, bool restart)
+{
+	static SPIPlanPtr active = NULL;
+	HsQueueFigures *all;
+	int			n;
+	int			keep;
+
+	if (fc_cxt == NULL)
+		fc_cxt = AllocSetContextCreate(TopMemoryContext, "hasched figures count",
+									   ALLOCSET_SMALL_SIZES);
+	if (restart || !fc.active)
+	{
+		MemoryContextReset(fc_cxt);
+		memset(&fc, 0, sizeof(fc));
+		fc.active = true;
+	}
+	/* an error below: the next step begins again */
+	fc.active = false;
+	if (!fc.waiting_done)
+	{
+		fc.waiting_done = fc_count_waiting();
+		fc.active = true;
+		return false;
+	}
+	hs_plan(&active, FIGURES_COLUMNS " FROM hasched.job c"
+			" WHERE c.state IN ('running', 'dispatched') GROUP BY c.queue, c.state", 0);
+	if (SPI_execute_plan(active, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: counting the jobs failed");
+	(void) fc_add_rows();
+
+	memset(f, 0, offsetof(HsFigures, queues));
+	f->backlog = fc.backlog;
+	f->backlog_oldest = fc.backlog_oldest;
+	all = fc.all;
+	n = fc.n;
 	/* the deepest queues get rows; the rest are summed into "(other)" */
 	qsort(all, n, sizeof(HsQueueFigures), deeper_first);
 	keep = Min(n, hs_metrics_max_queues);
@@ -470,4 +627,7 @@ hs_figures_count(HsFigures *f)
 		f->mode_since = isnull ? 0 : DatumGetTimestampTz(since);
 	}
 	f->counted_at = GetCurrentTimestamp();
+	MemoryContextReset(fc_cxt);
+	memset(&fc, 0, sizeof(fc));
+	return true;
 }

@@ -988,34 +988,49 @@ figures_spacing(int64 last_cpu)
 	return Max(interval, 10 * last_cpu);
 }
 
+typedef struct FiguresStep
+{
+	HsFigures  *f;
+	bool		restart;
+	bool		done;
+} FiguresStep;
+
 static void
 step_figures(void *arg)
 {
-	hs_figures_count((HsFigures *) arg);
+	FiguresStep *st = (FiguresStep *) arg;
+
+	st->done = hs_figures_count_step(st->f, st->restart);
 }
 
 /*
  * Every hasched.stats_interval, on the primary and on a standby, count the
- * unfinished jobs by queue and state and read the mode, in a transaction
- * of its own, and publish them for the health listener.  A count that
- * uses much CPU (a deep backlog, dead rows kept by an old snapshot) is
- * spaced out to at most a tenth of the scheduler's time.  Returns the
- * milliseconds until the next count is due.
+ * unfinished jobs by queue and state and read the mode, and publish them
+ * for the health listener.  The count goes a step at a time, each in a
+ * transaction of its own (hs_figures_count_step: a chunk of the waiting
+ * jobs), with the rest of the scheduler's work in between: a deep backlog
+ * no longer holds up the NOTIFYs, rounds and firings for the length of a
+ * whole count.  A count that uses much CPU (a deep backlog, dead rows kept
+ * by an old snapshot) is spaced out to at most a tenth of the scheduler's
+ * time.  Returns the milliseconds until the next step is due (0 while a
+ * count is under way).
  */
 static long
 count_figures(void)
 {
 	static TimestampTz last_count = 0;
 	static int64 last_cpu = 0;
+	static bool counting = false;
+	static int64 count_cpu = 0;
 	static HsFigures *figures = NULL;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		interval;
 	int64		cpu0;
+	FiguresStep st;
 
 	interval = figures_spacing(last_cpu);
-	if (last_count != 0 && now - last_count < interval)
+	if (!counting && last_count != 0 && now - last_count < interval)
 		return (long) ((last_count + interval - now + 999) / 1000);
-	last_count = now;
 	if (figures == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
@@ -1023,16 +1038,28 @@ count_figures(void)
 		figures = hs_figures_alloc();
 		MemoryContextSwitchTo(old);
 	}
+	st.f = figures;
+	st.restart = !counting;
+	st.done = false;
+	if (!counting)
+	{
+		last_count = now;
+		count_cpu = 0;
+	}
 	cpu0 = process_cpu_usec();
 	hs_xact_begin("hasched scheduler: counting jobs");
-	if (hs_extension_usable() && run_step("figures", step_figures, figures))
+	counting = hs_extension_usable() && run_step("figures", step_figures, &st) && !st.done;
+	hs_xact_end(true);
+	count_cpu += Max(process_cpu_usec() - cpu0, 0);
+	if (st.done)
 	{
-		last_cpu = Max(process_cpu_usec() - cpu0, 0);
+		last_cpu = count_cpu;
 		figures->cpu_usec = last_cpu;
 		figures->spacing_usec = figures_spacing(last_cpu);
 		hs_figures_publish(figures);
 	}
-	hs_xact_end(true);
+	if (counting)
+		return 0;
 	return (long) (figures_spacing(last_cpu) / 1000);
 }
 
