@@ -51,6 +51,8 @@
 #
 # Environment (default, then the BENCH_QUICK=1 default where it differs):
 #   BENCH_STEPS            steps to run [1-11; quick: 1-8 10 11]
+#   BENCH_EXTRA_CONF       postgresql.conf lines added to the bench servers'
+#                          (e.g. "hasched.stats_interval = '1h'") [none]
 #   BENCH_SECONDS          length of each pgbench run of steps 1-3 and of the
 #                          pull-API baseline of step 5 [15; 3]
 #   BENCH_SNAPSHOT_SECONDS length of each run of step 4 [60; 10]
@@ -424,6 +426,8 @@ EOF
 		  . "max_wal_size = 4GB\ncheckpoint_timeout = 15min\n";
 	}
 	$conf .= $opt{conf} // '';
+	# BENCH_EXTRA_CONF: settings of the bench servers' own, last (to compare)
+	$conf .= "# BENCH_EXTRA_CONF\n$ENV{BENCH_EXTRA_CONF}\n" if ($ENV{BENCH_EXTRA_CONF} // '') ne '';
 	return $conf;
 }
 
