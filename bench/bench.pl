@@ -680,6 +680,21 @@ sub waiting
 		  . " WHERE queue = 'default' AND state IN ('scheduled', 'pending', 'failed')");
 }
 
+# drop_waiting(KIND): the jobs a run left waiting in queue 'default' go.  The
+# millions that steps 4 and 5 leave were a backlog beside every later step,
+# which the scheduler counts (at most a tenth of a CPU, in bursts that fell
+# into the short runs of steps 5 and 11 or not).
+sub drop_waiting
+{
+	my ($kind) = @_;
+	my $t0 = time;
+	my $left = query("WITH d AS (DELETE FROM " . table_of($kind)
+		  . " WHERE queue = 'default' AND state IN ('scheduled', 'pending', 'failed') RETURNING 1)"
+		  . " SELECT count(*) FROM d");
+	say(sprintf('  deleted the %d jobs left waiting (%.0f s)', $left, time - $t0));
+	return;
+}
+
 # top_up(KIND, N): at least N jobs wait in the table of KIND (not measured)
 sub top_up
 {
@@ -1094,15 +1109,7 @@ sub step_snapshot
 		}
 		$r->{note} = 'queue ran dry: raise the prefill' if waiting($kind) == 0;
 		$R{$name} = $r;
-		# the millions of jobs the run left waiting go: they were a backlog
-		# beside every later step, which the scheduler counts (at most a
-		# tenth of a CPU, in bursts that fell into the short runs of steps
-		# 5 and 11 or not)
-		my $t0 = time;
-		my $left = query("WITH d AS (DELETE FROM " . table_of($kind)
-			  . " WHERE queue = 'default' AND state IN ('scheduled', 'pending', 'failed') RETURNING 1)"
-			  . " SELECT count(*) FROM d");
-		say(sprintf('  deleted the %d jobs left waiting (%.0f s)', $left, time - $t0));
+		drop_waiting($kind);
 		# leave nothing for autovacuum to chew on during the next run
 		vacuum_all();
 		push @rows, [
@@ -1172,6 +1179,7 @@ sub pull_api_baseline
 	my $pull = pgbench_run('drain_baseline_pull_api', script => $LOOP_SCRIPT{$kind},
 		batch => 100, clients => $c, comment => 'step 5 baseline, after the restart');
 	$pull->{note} = 'queue ran dry' if defined $pull->{tps} && waiting($kind) == 0;
+	drop_waiting($kind);
 	vacuum_all();
 	return $pull;
 }
