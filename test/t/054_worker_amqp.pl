@@ -15,6 +15,9 @@
 #     and recorded once (attempt 1, no failed run), every message acked;
 #     HASCHED_TENANT is the submitter's role (the message's "tenant");
 #     highest band first when several wait;
+#   - jobs submitted one at a time to an idle worker: start() waits for
+#     the dispatcher's commit of its confirm instead of refusing the token
+#     (before, nearly every message got JQ006 "The job is pending" first);
 #   - a worker killed with SIGKILL mid-job: its command dies with it, the
 #     broker delivers the message again, the next worker starts the job
 #     with the same token and its result is recorded once;
@@ -147,6 +150,24 @@ is(join(',', sort { $a cmp $b } keys %{ { map { (-f "$tmp/tenant.$_" ? slurp_fil
 	$submitter, 'HASCHED_TENANT is the submitting role (the message carries the tenant)');
 ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0 }),
 	'every message was acked (none ready on the broker)');
+
+# Jobs one at a time to the idle worker: the broker delivers each message
+# before the dispatcher has committed its confirm; start() waits for that
+# commit (a few ms) rather than refusing the token, which logged an ERROR
+# for nearly every message (JQ006, "The job is pending") and cost the
+# worker a retry.
+my $log_from = -s $node->logfile;
+my @one = map {
+	my $id = $node->query(qq{SELECT hasched.submit('e2e', '{"n": 1$_}')});
+	usleep(50_000);
+	$id
+} 1 .. 15;
+my $onelist = join(',', @one);
+ok($node->poll_within(20, "SELECT count(*) = 15 FROM hasched.job WHERE id IN ($onelist) AND state = 'succeeded'"),
+	'15 jobs submitted one at a time succeed');
+my $pending_refusals = () = slurp_file($node->logfile, $log_from) =~ /The job is pending and that token is not its current lease; the start was not recorded/g;
+cmp_ok($pending_refusals, '<=', 3,
+	"start() waited for the dispatcher's commit ($pending_refusals of 15 refused as pending)");
 my ($hc, $hb) = health($hport);
 is($hc, 200, 'health: 200 with the broker connected');
 like($hb, qr/"broker": \{"ok": true/, 'and the broker check is ok');
