@@ -600,13 +600,21 @@ prefetch_now(void)
 
 /*
  * How many jobs may be taken now: free slots, and room under --concurrency
- * plus what may wait for a slot.
+ * plus what may wait for a slot.  A job whose outcome is not recorded yet
+ * still holds its place: it is running in the database until its report
+ * commits, and the worker never holds more than --concurrency + what may
+ * wait there (in AMQP mode start() is a statement of its own, and was
+ * called before the report of the job it followed: TAP 089 saw 5 jobs
+ * running with --concurrency 1 --prefetch 3).  reported: the jobs whose
+ * report commits with the claim being sent (pull mode), whose places are
+ * free for it.
  */
 static int
 take_room(int reported)
 {
 	int			nfree = reported;
-	int			room = hw_cfg.concurrency + prefetch_now() - jobs_running() - jobs_queued();
+	int			room = hw_cfg.concurrency + prefetch_now() - jobs_running() - jobs_queued() -
+		(jobs_in_phase(HW_REPORTING) - reported);
 
 	for (int i = 0; i < nslots; i++)
 		if (jobs[i].phase == HW_FREE)
