@@ -379,7 +379,6 @@ add_figures(HsQueueFigures *to, const HsQueueFigures *q)
 
 typedef struct FiguresCount
 {
-	bool		active;
 	bool		waiting_done;	/* the waiting jobs are counted */
 	bool		have_key;		/* the position: the last waiting job counted */
 	char		queue[HS_QUEUE_NAME_MAX];
@@ -543,8 +542,8 @@ fc_count_waiting(void)
  * sequential scan of the whole table (0.15 s a count over 3 million
  * finished jobs, with two parallel workers).
  *
- * restart: begin a new count (else go on with the one begun).  An error
- * in a step leaves the count to be begun again.
+ * restart: begin a new count (else go on with the one begun); after an
+ * error in a step the caller begins again (the scheduler does).
  */
 bool
 hs_figures_count_step(HsFigures *f, bool restart)
@@ -557,18 +556,14 @@ hs_figures_count_step(HsFigures *f, bool restart)
 	if (fc_cxt == NULL)
 		fc_cxt = AllocSetContextCreate(TopMemoryContext, "hasched figures count",
 									   ALLOCSET_SMALL_SIZES);
-	if (restart || !fc.active)
+	if (restart)
 	{
 		MemoryContextReset(fc_cxt);
 		memset(&fc, 0, sizeof(fc));
-		fc.active = true;
 	}
-	/* an error below: the next step begins again */
-	fc.active = false;
 	if (!fc.waiting_done)
 	{
 		fc.waiting_done = fc_count_waiting();
-		fc.active = true;
 		return false;
 	}
 	hs_plan(&active, FIGURES_COLUMNS " FROM hasched.job c"
