@@ -75,6 +75,7 @@ typedef struct HwConfig
 	const char *zk_path;		/* hasched's root znode (hasched.zookeeper_path) */
 	int			zk_timeout_ms;	/* the session timeout asked for */
 	char	  **argv;			/* the command */
+	char	   *exec_path;		/* argv[0] as found in PATH at start (malloc'd) */
 } HwConfig;
 
 extern HwConfig hw_cfg;

@@ -42,6 +42,8 @@
 #define DRAIN_AFTER_EXIT_USEC	1000000
 /* environment strings are limited to 128 kB by the kernel */
 #define MAX_ENV_PAYLOAD			(100 * 1024)
+/* what an empty pipe takes without blocking: one page, the least it has */
+#define PIPE_ONE_WRITE			4096
 /* threads that vfork (see the header) */
 #define HW_SPAWNERS				4
 
@@ -225,6 +227,10 @@ child(pid_t parent, int in_r, int out_w, int err_w, char **envp, volatile int *e
 		for (int fd = 3; fd < 65536; fd++)
 			(void) close(fd);
 	}
+	/* where the command was found at start; else (gone since, or a script
+	 * without #!) what execvp does: PATH again, /bin/sh for ENOEXEC */
+	if (hw_cfg.exec_path != NULL)
+		execve(hw_cfg.exec_path, hw_cfg.argv, envp);
 	execvpe(hw_cfg.argv[0], hw_cfg.argv, envp);
 fail:
 	*exec_errno = errno ? errno : ENOEXEC;
@@ -339,8 +345,7 @@ hw_run_spawned(void)
 		}
 		else
 		{
-			/* both sides set the group: whichever runs first, it exists before a kill */
-			(void) setpgid(r->pid, r->pid);
+			/* the child set its group before its exec, which vfork() waited for */
 			job->pid = r->pid;
 			hw_log("INFO", "job %lld attempt %d: started (pid %d)", (long long) job->id,
 				   job->attempt, (int) job->pid);
@@ -405,9 +410,17 @@ hw_run_start(HwJob *job)
 	job->fd_out = out[0];
 	job->fd_err = err[0];
 	job->in_off = 0;
-	set_nonblock(job->fd_in);
-	set_nonblock(job->fd_out);
-	set_nonblock(job->fd_err);
+	/*
+	 * A payload that an empty pipe surely holds (a page: the least a pipe
+	 * has) is written now, and stdin closed: no poll for it.  A larger one
+	 * goes as the command reads it, from the loop.  stdout and stderr stay
+	 * blocking: the loop reads once each time poll says there is something
+	 * (or the end), which never blocks.
+	 */
+	if (strlen(job->payload) <= PIPE_ONE_WRITE)
+		hw_run_write_stdin(job);
+	else
+		set_nonblock(job->fd_in);
 
 	spawn_pending++;
 	pthread_mutex_lock(&spawn_lock);
@@ -419,7 +432,8 @@ hw_run_start(HwJob *job)
 	pthread_cond_signal(&spawn_cond);
 	pthread_mutex_unlock(&spawn_lock);
 
-	hw_run_write_stdin(job);
+	if (job->fd_in >= 0)
+		hw_run_write_stdin(job);
 	return true;
 }
 
@@ -449,7 +463,11 @@ hw_run_write_stdin(HwJob *job)
 	}
 }
 
-/* fd of the job is readable (or hung up): take what is there. */
+/*
+ * fd of the job is readable (or hung up): take what is there, in one
+ * read() (the fd blocks; a pipe holds 64 kB by default, as much as one read
+ * takes, and what is left makes the next poll return at once).
+ */
 void
 hw_run_read(HwJob *job, int fd)
 {
@@ -461,8 +479,6 @@ hw_run_read(HwJob *job, int fd)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && errno == EAGAIN)
-			return;
 		if (n <= 0)
 		{
 			close(fd);
@@ -488,6 +504,7 @@ hw_run_read(HwJob *job, int fd)
 				job->err[(job->err_total + (size_t) i) % HW_STDERR_TAIL] = buf[i];
 			job->err_total += (size_t) n;
 		}
+		return;
 	}
 }
 

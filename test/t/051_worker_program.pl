@@ -81,6 +81,7 @@ case "\$payload" in
 	echo \$\$ > "$tmp/fg.\$HASCHED_JOB_ID"
 	sleep 300 ;;
 *'"mode": "nap"'*) sleep 2; echo '{"napped": true}' ;;
+*'"mode": "size"'*) printf '{"bytes": %s}\\n' "\$(printf %s "\$payload" | wc -c)" ;;
 *'"mode": "count"'*)
 	touch "$tmp/conc/\$\$"
 	ls "$tmp/conc" | wc -l >> "$tmp/conc.counts"
@@ -146,6 +147,19 @@ is($node->query("SELECT count(*) FROM hasched.job WHERE id IN ($idlist) AND atte
 	'each job ran once');
 is($node->query("SELECT count(*) FROM hasched.job_run WHERE job_id IN ($idlist)"), '0',
 	'no failed attempt was recorded');
+
+# payloads of every size reach stdin whole: one that the pipe takes at once
+# (written before the command starts), one larger than a page, and one
+# larger than the pipe and than the environment takes (written as the
+# command reads it)
+my $sizes = join(',', split /\n/, $node->query(
+	q{SELECT unnest(hasched.submit_many('e2e', ARRAY(SELECT jsonb_build_object('mode', 'size', 'pad', repeat('x', n))
+	                                                   FROM unnest(ARRAY[3000, 10000, 300000]) n)))}));
+ok($node->poll_within(60, "SELECT count(*) = 3 FROM hasched.job WHERE id IN ($sizes) AND state = 'succeeded'"),
+	'jobs with payloads of 3 kB, 10 kB and 300 kB succeed');
+is($node->query("SELECT string_agg((result->>'bytes' = octet_length(payload::text)::text)::text, ' ' ORDER BY id)"
+		  . " FROM hasched.job WHERE id IN ($sizes)"),
+	'true true true', 'each command read its whole payload on stdin');
 
 # the slots of jobs whose reports are on their way are not room for more commands
 mkdir "$tmp/conc" or die;
