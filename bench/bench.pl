@@ -1786,6 +1786,9 @@ sub forkexec_rate
 	return $out =~ /^[\d.]+$/ ? $out : undef;
 }
 
+# the broker's beam.smp in step 11 (its CPU is printed for the AMQP mode)
+my $BROKER_PID;
+
 sub worker_rate
 {
 	my ($name, $queue, $n, @args) = @_;
@@ -1802,6 +1805,7 @@ sub worker_rate
 	my $cpu0 = settled_cpu(0);
 	my $by0 = server_cpu_by_proc();
 	my $load0 = loadavg();
+	my @b0 = $BROKER_PID ? proc_stat($BROKER_PID) : ();
 	my $pid = worker_start($name, $queue, @args);
 	# every 0.5 s: each poll is a psql and a new session (a few ms of CPU),
 	# which every 0.1 s took 3-4% of the machine from the worker and its
@@ -1817,6 +1821,11 @@ sub worker_rate
 	$r{wcpu} = cpu_us($wticks, $n);
 	$r{scpu} = cpu_us(settled_cpu(0) - $cpu0, $n);
 	$r{top} = top_cpu($by0, server_cpu_by_proc(), 4);
+	if (@b0 && grep { $_ eq '--amqp' } @args)
+	{
+		my @b1 = proc_stat($BROKER_PID);
+		$r{bcpu} = cpu_us(($b1[11] // 0) + ($b1[12] // 0) - $b0[11] - $b0[12], $n) if @b1;
+	}
 	@r{qw(n secs)} = split /\|/, query(
 		"SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))
 		   FROM hasched.job WHERE queue = '$queue' AND state = 'succeeded'");
@@ -1826,6 +1835,7 @@ sub worker_rate
 			$name, $r{n}, f2($r{secs}), f0($r{rate}), f0($r{wcpu}), f0($r{scpu}), $r{load},
 			$r{note} ? " ($r{note})" : ''));
 	say("         server CPU by process: $r{top}");
+	say(sprintf('         the broker (beam.smp): %s us of CPU per job', f0($r{bcpu}))) if defined $r{bcpu};
 	query("DELETE FROM hasched.job WHERE queue = '$queue'");
 	return \%r;
 }
@@ -1867,6 +1877,7 @@ sub step_worker
 	my $mq = HaschedRabbitMQ->new('bench');
 	my $mq_secs = $mq->start;
 	my $url = $mq->url;
+	$BROKER_PID = $mq->{pid};
 	say(sprintf('  broker %s (started in %.1f s)', $url, $mq_secs // 0));
 	$NODE->append_conf('postgresql.conf', $mq->hasched_conf . "hasched.amqp_queue_type = 'classic'\n");
 	node_restart($NODE);

@@ -229,6 +229,8 @@ struct HwSource
 	int			(*fetch_take) (HwSource *src, PGresult *res, HwJob **jobs, int max);
 	/* the job's outcome is recorded (or its lease was stale): let it go */
 	void		(*settle) (HwSource *src, HwJob *job, bool recorded);
+	/* optional: the settles of a batch of reports begin (true), or end */
+	void		(*settle_batch) (HwSource *src, bool begin);
 	/* the connection came back: redo subscriptions (LISTEN); may be NULL */
 	void		(*reconnected) (HwSource *src, PGconn *conn);
 	/* optional: when fetch() wants to be called at the latest (reconnects, heartbeats) */

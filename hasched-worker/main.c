@@ -847,6 +847,8 @@ cycle_done(int64_t now, HwJob **fetch_into, bool *wake, int64_t *next_fetch)
 	if (!cycle_on || !hw_db_sent_result(&r, &res, &err))
 		return;
 	cycle_on = false;
+	if (r == HW_DB_OK && cycle_n > 0 && hw_source->settle_batch)
+		hw_source->settle_batch(hw_source, true);
 	for (int i = 0; i < nslots; i++)
 	{
 		HwJob	   *job = &jobs[i];
@@ -862,6 +864,8 @@ cycle_done(int64_t now, HwJob **fetch_into, bool *wake, int64_t *next_fetch)
 		else if (r != HW_DB_DOWN)
 			job->report_alone = true;	/* by itself: which one is refused */
 	}
+	if (r == HW_DB_OK && cycle_n > 0 && hw_source->settle_batch)
+		hw_source->settle_batch(hw_source, false);
 	if (r == HW_DB_OK && cycle_max > 0)
 	{
 		for (int i = 0; i < nslots; i++)

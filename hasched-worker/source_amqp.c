@@ -50,8 +50,11 @@
 #include <amqp_tcp_socket.h>
 #include <openssl/ssl.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #define AMQP_CHANNEL		1
@@ -610,6 +613,22 @@ ack(AmqpState *st, uint64_t gen, uint64_t tag)
 		snprintf(st->error, sizeof(st->error), "basic.ack: %s", amqp_error_string2(rc));
 		disconnect(st, true);
 	}
+}
+
+/*
+ * The acks of a batch of reports go in one TCP segment: the socket is
+ * corked while they are written, uncorked after (which sends them).  One
+ * send() per ack had the broker read and handle each by itself.
+ */
+static void
+amqp_settle_batch(HwSource *src, bool begin)
+{
+	AmqpState  *st = src->state;
+	int			v = begin ? 1 : 0;
+	int			fd = st->up ? amqp_get_sockfd(st->conn) : -1;
+
+	if (fd >= 0)
+		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
 }
 
 /* A frame that is not a delivery: the broker closes the channel or the connection, cancels. */
@@ -1240,6 +1259,7 @@ hw_source_amqp(HwAmqpUrl *urls, int nurls, const char *queue, const char *queue_
 	src->readable = amqp_readable;
 	src->fetch = amqp_fetch;
 	src->settle = amqp_settle;
+	src->settle_batch = amqp_settle_batch;
 	src->reconnected = NULL;
 	src->next_wake = amqp_next_wake;
 	src->health = amqp_health;
