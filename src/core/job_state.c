@@ -821,20 +821,29 @@ hs_requeue_expired_job(int64 job_id)
  */
 #define START_WAIT_MS 20
 
-/* The job waits to be marked dispatched under this lease (see above). */
+/*
+ * The job waits to be marked dispatched under this lease (see above), or
+ * has been marked since the UPDATE looked (the dispatcher committed
+ * between the two statements: seen in TAP 054, a start refused 1 ms after
+ * the delivery, the job dispatched under that very token).  Either way
+ * the UPDATE is worth another try.
+ */
 static bool
 dispatch_in_flight(const HsLease *lease)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
+	Datum		values[4];
 
 	hs_plan(&plan, "SELECT 1 FROM hasched.job j WHERE j.id = $1"
-			" AND j.state IN ('scheduled', 'pending', 'failed')"
-			" AND j.attempt + 1 = $2 AND (j.lease_id IS NULL OR j.lease_id < $3)",
-			3, INT8OID, INT4OID, INT8OID);
+			" AND ((j.state IN ('scheduled', 'pending', 'failed')"
+			"   AND j.attempt + 1 = $2 AND (j.lease_id IS NULL OR j.lease_id < $3))"
+			"  OR (j.state IN ('dispatched', 'running')"
+			"   AND j.attempt = $2 AND j.lease_id = $3 AND j.epoch = $4))",
+			4, INT8OID, INT4OID, INT8OID, INT4OID);
 	values[0] = Int64GetDatum(lease->job_id);
 	values[1] = Int32GetDatum(lease->attempt);
 	values[2] = Int64GetDatum(lease->lease_id);
+	values[3] = Int32GetDatum(lease->epoch);
 	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: reading job %lld failed", (long long) lease->job_id);
 	return SPI_processed > 0;
