@@ -273,6 +273,7 @@ extern char *hs_clip_error(const char *error);
 extern char *hs_format_token(int32 epoch, int32 attempt, int64 lease_id);
 extern SPIPlanPtr hs_prepare(const char *sql, int nargs, Oid *argtypes);
 extern void hs_plan(SPIPlanPtr *slot, const char *sql, int nargs,...);
+extern int	hs_execute_in_index_order(SPIPlanPtr plan, Datum *args, long count);
 extern Datum hs_int8_array(Datum *elems, int n);
 extern Datum hs_int4_array(Datum *elems, int n);
 extern void hs_check_text_arg(const char *what, const char *value, int maxlen);

@@ -37,7 +37,6 @@
 
 #include "access/xact.h"
 #include "executor/spi.h"
-#include "optimizer/cost.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -475,35 +474,11 @@ fc_add_rows(void)
 	WAITING_AFTER("queue, priority, run_at, id", key) \
 	" OFFSET " CppAsString2(FIGURES_CHUNK) " - 1 LIMIT 1"
 
-/*
- * Run a statement of the chunked count, planned (when its generic plan is
- * made or remade) as a walk of job_waiting_idx in its order: no bitmap
- * scan, no sort.  Its plan is kept for the scheduler's life; one made
- * while the table has no statistics (a new install, before autovacuum's
- * first ANALYZE) expected a few hundred waiting jobs and read them all
- * through a bitmap scan, sorted them and kept 5,000: every chunk of a
- * count of 1.5 million jobs read all 1.5 million (TAP 078).
- */
+/* A statement of the chunked count: a walk of job_waiting_idx in its order. */
 static void
 fc_execute(SPIPlanPtr plan, Datum *args, long count)
 {
-	bool		save_bitmap = enable_bitmapscan;
-	bool		save_sort = enable_sort;
-	int			rc;
-
-	enable_bitmapscan = false;
-	enable_sort = false;
-	PG_TRY();
-	{
-		rc = SPI_execute_plan(plan, args, NULL, true, count);
-	}
-	PG_FINALLY();
-	{
-		enable_bitmapscan = save_bitmap;
-		enable_sort = save_sort;
-	}
-	PG_END_TRY();
-	if (rc != SPI_OK_SELECT)
+	if (hs_execute_in_index_order(plan, args, count) != SPI_OK_SELECT)
 		elog(ERROR, "hasched: counting the jobs failed");
 }
 

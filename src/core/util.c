@@ -501,6 +501,38 @@ hs_plan(SPIPlanPtr *slot, const char *sql, int nargs,...)
 	*slot = hs_prepare(sql, nargs, types);
 }
 
+/*
+ * Execute a read-only kept plan whose ORDER BY ... LIMIT follows an index:
+ * planned (when its generic plan is made or remade, inside the execution)
+ * with bitmap scans and sorts off besides what hs_plan_for_queues() and
+ * privileged_planner() turn off.  A plan made while the table has no
+ * statistics (a new install, before autovacuum's first ANALYZE) expected a
+ * few hundred rows and read them all through a bitmap scan, sorted them
+ * and kept the LIMIT: each chunk of the scheduler's count of 1.5 million
+ * waiting jobs read all 1.5 million (TAP 078).  Returns SPI's code.
+ */
+int
+hs_execute_in_index_order(SPIPlanPtr plan, Datum *args, long count)
+{
+	bool		save_bitmap = enable_bitmapscan;
+	bool		save_sort = enable_sort;
+	int			rc;
+
+	enable_bitmapscan = false;
+	enable_sort = false;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, NULL, true, count);
+	}
+	PG_FINALLY();
+	{
+		enable_bitmapscan = save_bitmap;
+		enable_sort = save_sort;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
 /* An int8[] or int4[] of n Datums, for a statement's array parameter. */
 Datum
 hs_int8_array(Datum *elems, int n)
