@@ -222,11 +222,18 @@ struct HwSource
 	int			(*fetch) (HwSource *src, HwJob **jobs, int max);
 	/*
 	 * optional, instead of fetch() while the database is up: the statement
-	 * that takes up to max jobs (malloc'd; sent with the reports of the
-	 * successes, without waiting), and the jobs from its result
+	 * that takes up to max jobs (malloc'd; "" when there is nothing to
+	 * take now; sent with the reports of the successes, without waiting),
+	 * and the jobs from its result (*more: others are known to wait)
 	 */
 	char	   *(*fetch_sql) (HwSource *src, int max);
-	int			(*fetch_take) (HwSource *src, PGresult *res, HwJob **jobs, int max);
+	int			(*fetch_take) (HwSource *src, PGresult *res, HwJob **jobs, int max, bool *more);
+	/*
+	 * optional: that statement was not committed (alone: without reports
+	 * in its transaction, so the statement itself was refused; down: the
+	 * database went away)
+	 */
+	void		(*fetch_failed) (HwSource *src, bool alone, bool down);
 	/* the job's outcome is recorded (or its lease was stale): let it go */
 	void		(*settle) (HwSource *src, HwJob *job, bool recorded);
 	/* optional: the settles of a batch of reports begin (true), or end */
@@ -302,6 +309,9 @@ extern void hw_zk_close(void);
  * Output handling (json.c)
  * ------------------------------------------------------------------------ */
 extern bool hw_json_valid(const char *s, size_t len);
+extern bool hw_json_member(const char *s, size_t len, const char *key, const char **val,
+						   size_t *vlen);
+extern bool hw_json_string_value(const char *val, size_t vlen, char *out, size_t size);
 extern void hw_utf8_clean(char *s, size_t len);
 
 #endif							/* HW_H */

@@ -292,3 +292,175 @@ hw_utf8_clean(char *s, size_t len)
 		i += n;
 	}
 }
+
+/*
+ * The value of the member key of the JSON object s[0..len), at the top
+ * level: *val and *vlen span its text.  False when s is not an object or
+ * has no such member (keys are compared as written: the contract's keys
+ * have no escapes).
+ */
+bool
+hw_json_member(const char *s, size_t len, const char *key, const char **val, size_t *vlen)
+{
+	JsonParse	j = {s, s + len};
+	size_t		klen = strlen(key);
+
+	json_space(&j);
+	if (j.p >= j.end || *j.p++ != '{')
+		return false;
+	json_space(&j);
+	if (j.p < j.end && *j.p == '}')
+		return false;
+	for (;;)
+	{
+		const char *k;
+		const char *v;
+		bool		match;
+
+		json_space(&j);
+		k = j.p;
+		if (!json_string(&j))
+			return false;
+		match = (size_t) (j.p - k) == klen + 2 && memcmp(k + 1, key, klen) == 0;
+		json_space(&j);
+		if (j.p >= j.end || *j.p++ != ':')
+			return false;
+		json_space(&j);
+		v = j.p;
+		if (!json_value(&j, 1))
+			return false;
+		if (match)
+		{
+			*val = v;
+			*vlen = (size_t) (j.p - v);
+			return true;
+		}
+		json_space(&j);
+		if (j.p >= j.end || *j.p == '}')
+			return false;
+		if (*j.p++ != ',')
+			return false;
+	}
+}
+
+static void
+put_utf8(char *out, size_t *o, unsigned cp)
+{
+	if (cp < 0x80)
+		out[(*o)++] = (char) cp;
+	else if (cp < 0x800)
+	{
+		out[(*o)++] = (char) (0xC0 | (cp >> 6));
+		out[(*o)++] = (char) (0x80 | (cp & 0x3F));
+	}
+	else if (cp < 0x10000)
+	{
+		out[(*o)++] = (char) (0xE0 | (cp >> 12));
+		out[(*o)++] = (char) (0x80 | ((cp >> 6) & 0x3F));
+		out[(*o)++] = (char) (0x80 | (cp & 0x3F));
+	}
+	else
+	{
+		out[(*o)++] = (char) (0xF0 | (cp >> 18));
+		out[(*o)++] = (char) (0x80 | ((cp >> 12) & 0x3F));
+		out[(*o)++] = (char) (0x80 | ((cp >> 6) & 0x3F));
+		out[(*o)++] = (char) (0x80 | (cp & 0x3F));
+	}
+}
+
+static int
+hex4(const char *p)
+{
+	int			v = 0;
+
+	for (int i = 0; i < 4; i++)
+	{
+		char		h = p[i];
+
+		v <<= 4;
+		if (is_digit(h))
+			v |= h - '0';
+		else if (h >= 'a' && h <= 'f')
+			v |= h - 'a' + 10;
+		else if (h >= 'A' && h <= 'F')
+			v |= h - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/*
+ * The JSON string val[0..vlen) (as hw_json_member spans it) unescaped into
+ * out (NUL-terminated, UTF-8).  False when it is not a string, or does not
+ * fit in size bytes.
+ */
+bool
+hw_json_string_value(const char *val, size_t vlen, char *out, size_t size)
+{
+	JsonParse	j = {val, val + vlen};
+	size_t		o = 0;
+
+	if (!json_string(&j) || j.p != j.end || size == 0)
+		return false;
+	for (const char *p = val + 1; p < val + vlen - 1;)
+	{
+		unsigned	cp;
+
+		if (o + 5 > size)
+			return false;
+		if (*p != '\\')
+		{
+			out[o++] = *p++;
+			continue;
+		}
+		p++;
+		switch (*p)
+		{
+			case 'b':
+				cp = '\b';
+				break;
+			case 'f':
+				cp = '\f';
+				break;
+			case 'n':
+				cp = '\n';
+				break;
+			case 'r':
+				cp = '\r';
+				break;
+			case 't':
+				cp = '\t';
+				break;
+			case 'u':
+				{
+					int			hi = hex4(p + 1);
+
+					p += 4;
+					cp = (unsigned) hi;
+					/* a surrogate pair: the low half follows as \uDC00..\uDFFF */
+					if (hi >= 0xD800 && hi <= 0xDBFF && p + 6 < val + vlen &&
+						p[1] == '\\' && p[2] == 'u')
+					{
+						int			lo = hex4(p + 3);
+
+						if (lo >= 0xDC00 && lo <= 0xDFFF)
+						{
+							cp = 0x10000 + (((unsigned) hi - 0xD800) << 10) + ((unsigned) lo - 0xDC00);
+							p += 6;
+						}
+					}
+					if (cp >= 0xD800 && cp <= 0xDFFF)
+						cp = 0xFFFD;	/* a lone surrogate */
+					break;
+				}
+			default:
+				cp = (unsigned char) *p;	/* " \ / */
+				break;
+		}
+		p++;
+		put_utf8(out, &o, cp);
+	}
+	out[o] = '\0';
+	return true;
+}

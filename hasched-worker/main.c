@@ -784,7 +784,8 @@ static int	cycle_n = 0;		/* successes it reports */
 
 /*
  * -1: the database is down; 0: nothing to send (*hold_until: when the
- * successes held back for a larger batch go anyway); 1: sent.
+ * successes held back for a larger batch go anyway); 1: sent; 2: nothing
+ * to report, and the source had nothing to take.
  */
 static int
 cycle_send(int64_t now, bool claim, HwJob **batch, int64_t *hold_until)
@@ -823,10 +824,24 @@ cycle_send(int64_t now, bool claim, HwJob **batch, int64_t *hold_until)
 		hw_log("FATAL", "out of memory");
 		exit(70);
 	}
+	if (then != NULL && then[0] == '\0')
+	{
+		/* nothing to take now (AMQP: no delivery waits) */
+		free(then);
+		then = NULL;
+		cycle_max = 0;
+		if (n == 0)
+			return 2;
+	}
 	r = hw_report_send(batch, n, then);
 	free(then);
 	if (r != HW_DB_OK)
+	{
+		/* not sent: what the source took for it waits again */
+		if (cycle_max > 0 && hw_source->fetch_failed)
+			hw_source->fetch_failed(hw_source, n == 0, true);
 		return -1;
+	}
 	for (int i = 0; i < n; i++)
 		batch[i]->sending = true;
 	cycle_n = n;
@@ -872,33 +887,35 @@ cycle_done(int64_t now, HwJob **fetch_into, bool *wake, int64_t *next_fetch)
 			if (jobs[i].phase == HW_FREE)
 				fetch_into[nfree++] = &jobs[i];
 		got = hw_source->fetch_take(hw_source, res, fetch_into,
-									nfree < cycle_max ? nfree : cycle_max);
+									nfree < cycle_max ? nfree : cycle_max, wake);
 		now = hw_now();
 		jobs_taken(fetch_into, got, now);
-		/* a full batch: more may wait */
-		*wake = got == cycle_max;
 		*next_fetch = now + hw_cfg.poll_usec;
 	}
 	else if (r == HW_DB_DOWN && cycle_max > 0)
 	{
 		int64_t		until;
 
+		if (hw_source->fetch_failed)
+			hw_source->fetch_failed(hw_source, cycle_n == 0, true);
 		*wake = false;
 		*next_fetch = hw_db_breaker(&until) == HW_BREAKER_OPEN && until > now ?
 			until : now + hw_cfg.poll_usec;
 	}
 	else if (r != HW_DB_OK && cycle_max > 0)
 	{
+		if (hw_source->fetch_failed)
+			hw_source->fetch_failed(hw_source, cycle_n == 0, false);
 		if (cycle_n == 0)
 		{
-			hw_log("WARNING", "claim on queue \"%s\" failed: %s", hw_cfg.queue, err ? err : "");
+			hw_log("WARNING", "taking jobs of queue \"%s\" failed: %s", hw_cfg.queue, err ? err : "");
 			*next_fetch = now + hw_cfg.poll_usec;
 		}
 		else
 		{
-			hw_log("INFO", "%d completions and a claim in one transaction refused (%s); reporting them one by one",
+			hw_log("INFO", "%d completions and the taking of jobs in one transaction refused (%s); reporting them one by one",
 				   cycle_n, err ? err : "");
-			*wake = true;		/* the claim again, once they are reported */
+			*wake = true;		/* the jobs again, once they are reported */
 		}
 	}
 	PQclear(res);
@@ -1147,13 +1164,17 @@ run_loop(void)
 		if (hw_source->ahead && !draining)
 			hw_source->ahead(hw_source, prefetch_now());
 
-		/* the source's own timers (AMQP: reconnect, heartbeats) */
+		/*
+		 * the source's own timers (AMQP: reconnect, heartbeats, deliveries
+		 * to start again), handled now (fetch() of none): a start sent with
+		 * the reports may still be out, and the loop would go round with
+		 * poll(0) until it is back
+		 */
 		if (hw_source->next_wake && !draining && hw_source->next_wake(hw_source) <= now)
 		{
+			(void) hw_source->fetch(hw_source, fetch_into, 0);
 			if (take_room(0) > 0)
 				wake = true;
-			else
-				(void) hw_source->fetch(hw_source, fetch_into, 0);
 		}
 
 		/* take jobs */
@@ -1177,6 +1198,12 @@ run_loop(void)
 
 				if (rc > 0 && claim)
 					wake = false;
+				else if (rc == 2)
+				{
+					/* nothing waits: the source's fd or timers say when */
+					wake = false;
+					next_fetch = now + hw_cfg.poll_usec;
+				}
 				else if (rc < 0 && claim)
 				{
 					int64_t		until;

@@ -7,19 +7,23 @@
  * The contract with the dispatcher is /work/tools/AMQP_CONTRACT.md, in
  * short: the queue Q's jobs come on the three durable queues
  * hasched.Q.{high,medium,low}; a message's body is a JSON object with the
- * job id, attempt and lease token.  For each delivery the worker calls
- * hasched.start(job_id, token):
- *   - a row: the job is ours (dispatched -> running, or a redelivery of a
+ * job id, attempt and lease token.  The worker starts deliveries with
+ * hasched.start(job_ids[], tokens[]), one row per delivery:
+ *   - run: the job is ours (dispatched -> running, or a redelivery of a
  *     job whose worker died before acking): run it;
- *   - no row: that attempt's outcome is already recorded: ack, drop;
- *   - JQ006: the token is stale (re-dispatched, cancelled): ack, drop;
- *     but only once JQ006 held for STALE_RETRY_USEC: the message may come
- *     before the dispatcher recorded the broker's confirm (see below).
+ *   - finished: that attempt's outcome is already recorded: ack, drop;
+ *   - stale: the token is not the job's (re-dispatched, cancelled): ack,
+ *     drop; but while the job is still pending only after STALE_RETRY_USEC:
+ *     the message may come before the dispatcher recorded the broker's
+ *     confirm (see below).
  * The message is acked only after the report committed (settle()).
  *
  * Deliveries are read from the socket into three local FIFOs (one per
- * band) as soon as they arrive; fetch() starts them highest band first, as
- * many as there are free slots.  basic.qos prefetch_count is
+ * band) as soon as they arrive; they are started highest band first, as
+ * many as there are free slots, by a statement sent with the reports of
+ * the jobs just finished (fetch_sql: one transaction, one commit, and the
+ * loop goes on meanwhile, as the claim of pull mode does); fetch() sends
+ * the same statement and waits, while the database is down.  basic.qos prefetch_count is
  * --concurrency, plus --prefetch while the commands are short (the loop's
  * rule, given through amqp_ahead()), so the broker never hands this worker
  * more than it can start soon.  The count is per consumer (quorum queues
@@ -35,8 +39,9 @@
  * URLs in order, then wait (exponential backoff with full jitter, 200 ms
  * doubling up to 5 s) before the next round.
  *
- * The body is parsed by the server, in the statement that calls start():
- * no JSON parser here.
+ * The body's job_id, lease_token, priority and tenant are read here
+ * (json.c): a body that is not the contract's is dropped before it could
+ * fail a transaction shared with reports; the payload comes from start().
  *
  * IDENTIFICATION
  *		hasched-worker/source_amqp.c
@@ -84,8 +89,12 @@ typedef struct Delivery
 	int64_t		stale_since;	/* start() first answered JQ006 */
 	int64_t		retry_at;		/* start() again then */
 	int			stale_tries;
-	int64_t		job_id;			/* once started */
+	/* from the body (parse_body) */
+	int64_t		job_id;
 	char		token[HS_TOKEN_BUFSZ];
+	int			attempt;
+	int			priority;
+	char		tenant[128];
 	struct Delivery *next;
 } Delivery;
 
@@ -115,6 +124,10 @@ typedef struct AmqpState
 	int			npending;
 	Delivery   *inflight;		/* started, not settled */
 	Delivery   *retry;			/* start() said stale: asked again soon */
+	Delivery  **cycle;			/* in the statement sent with the reports */
+	int			ncycle;
+	int			cycle_cap;
+	int			singles;		/* a batch was refused: start this many one by one */
 } AmqpState;
 
 /* ------------------------------------------------------------------------
@@ -828,49 +841,140 @@ amqp_readable(HwSource *src)
 }
 
 /*
- * Start a delivery's job: the server parses the body and calls start().
- * The row: job id, attempt, priority, lease token (from the body), then
- * start()'s (NULL when that attempt is finished), then the tenant (from
- * the body; a message without it, from an older dispatcher: "").
+ * The contract's members of a delivery's body, read here: the statement
+ * that starts deliveries takes their job ids and tokens as arrays, and a
+ * body that is not the contract's is dropped before it could fail the
+ * transaction it would share with reports.  False: not the contract's
+ * (no integer job_id, no well-formed lease_token).  The body is freed (the
+ * job's payload comes from start()): a delivery with no body was read.
  */
-static const char *const START_SQL =
-"SELECT (m.b->>'job_id')::bigint, (m.b->>'attempt')::integer,"
-" coalesce((m.b->>'priority')::integer, 0), m.b->>'lease_token',"
-" s.lease_until IS NOT NULL, s.payload::text,"
-" extract(epoch FROM s.timeout)::float8,"
-" extract(epoch FROM s.lease_until - clock_timestamp())::float8,"
-" coalesce(m.b->>'tenant', '')"
-" FROM (SELECT $1::jsonb AS b) m"
-" LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true";
+static bool
+parse_body(Delivery *d)
+{
+	size_t		len = strlen(d->body);
+	const char *v;
+	size_t		n;
+	char		num[32];
+	char	   *end;
+	int32_t		epoch;
+	int32_t		attempt;
+	int64_t		lease_id;
 
-/* The same for several deliveries in one statement (one commit): $1 a JSON array of bodies. */
-static const char *const START_MANY_SQL =
-"SELECT (m.b->>'job_id')::bigint, (m.b->>'attempt')::integer,"
-" coalesce((m.b->>'priority')::integer, 0), m.b->>'lease_token',"
-" s.lease_until IS NOT NULL, s.payload::text,"
-" extract(epoch FROM s.timeout)::float8,"
-" extract(epoch FROM s.lease_until - clock_timestamp())::float8,"
-" coalesce(m.b->>'tenant', '')"
-" FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS m(b, i)"
-" LEFT JOIN LATERAL hasched.start((m.b->>'job_id')::bigint, m.b->>'lease_token', $2) s ON true"
-" ORDER BY m.i";
+	if (!hw_json_member(d->body, len, "job_id", &v, &n) || n == 0 || n >= sizeof(num))
+		return false;
+	memcpy(num, v, n);
+	num[n] = '\0';
+	errno = 0;
+	d->job_id = strtoll(num, &end, 10);
+	if (errno != 0 || *end != '\0' || end == num)
+		return false;
+	if (!hw_json_member(d->body, len, "lease_token", &v, &n) ||
+		!hw_json_string_value(v, n, d->token, sizeof(d->token)) ||
+		!hs_token_parse(d->token, &epoch, &attempt, &lease_id))
+		return false;
+	d->attempt = attempt;
+	d->priority = 0;
+	if (hw_json_member(d->body, len, "priority", &v, &n) && n < sizeof(num))
+	{
+		memcpy(num, v, n);
+		num[n] = '\0';
+		d->priority = atoi(num);
+	}
+	/* the submitter's role; "" from a dispatcher older than the tenant member */
+	if (!hw_json_member(d->body, len, "tenant", &v, &n) ||
+		!hw_json_string_value(v, n, d->tenant, sizeof(d->tenant)))
+		d->tenant[0] = '\0';
+	free(d->body);
+	d->body = NULL;
+	return true;
+}
 
 /*
- * start() said stale.  The job still waits to be dispatched (its detail:
- * "The job is pending ..."; also scheduled, or failed waiting for its
- * retry): the message may have come before the dispatcher recorded its
- * confirm: ask again soon, for up to STALE_RETRY_USEC.  Any other state (a
- * newer attempt dispatched or running, the job finished or cancelled):
- * truly stale, drop it now (holding it would hold a prefetch slot).
+ * The deliveries to start now: up to max (one while st->singles says a
+ * batch was refused), highest band first, into ds[]; bodies that are not
+ * the contract's are acked and dropped on the way.
+ */
+static int
+take_deliveries(AmqpState *st, Delivery **ds, int max)
+{
+	int			n = 0;
+
+	if (st->singles > 0 && max > 1)
+		max = 1;
+	while (n < max && st->npending > 0)
+	{
+		Delivery   *d = pop(st);
+
+		/* (a delivery back from a refused or retried start was read already) */
+		if (d->body != NULL && !parse_body(d))
+		{
+			hw_log("WARNING", "delivery %llu is not a job message (no integer job_id and lease token): acked and dropped; body: %.200s",
+				   (unsigned long long) d->tag, d->body);
+			drop(st, d);
+			continue;
+		}
+		ds[n++] = d;
+	}
+	if (n > 0 && st->singles > 0)
+		st->singles--;
+	return n;
+}
+
+/*
+ * The two array literals of start() for ds[0..n): job ids and tokens
+ * (digits and colons only: parse_body checked them).  False: no memory.
+ */
+static bool
+start_arrays(Delivery **ds, int n, char **ids, char **toks)
+{
+	size_t		il = 0,
+				tl = 0;
+
+	*ids = malloc((size_t) n * 22 + 3);
+	*toks = malloc((size_t) n * (HS_TOKEN_BUFSZ + 1) + 3);
+	if (*ids == NULL || *toks == NULL)
+	{
+		free(*ids);
+		free(*toks);
+		return false;
+	}
+	(*ids)[il++] = '{';
+	(*toks)[tl++] = '{';
+	for (int i = 0; i < n; i++)
+	{
+		il += (size_t) sprintf(*ids + il, "%s%lld", i ? "," : "", (long long) ds[i]->job_id);
+		tl += (size_t) sprintf(*toks + tl, "%s%s", i ? "," : "", ds[i]->token);
+	}
+	strcpy(*ids + il, "}");
+	strcpy(*toks + tl, "}");
+	return true;
+}
+
+/*
+ * start() of many messages (the array form): one row per delivery, in
+ * their order: job_id, outcome (run, finished, stale), the job's state,
+ * and for run its payload, timeout and the seconds its lease has left.
+ */
+#define START_COLUMNS \
+	"SELECT s.job_id, s.outcome, s.state, s.payload::text," \
+	" extract(epoch FROM s.timeout)::float8," \
+	" extract(epoch FROM s.lease_until - clock_timestamp())::float8"
+
+/*
+ * start() said stale.  The job still waits to be dispatched (pending; also
+ * scheduled, or failed waiting for its retry): the message may have come
+ * before the dispatcher recorded its confirm: ask again soon, for up to
+ * STALE_RETRY_USEC.  Any other state (a newer attempt dispatched or
+ * running, the job finished or cancelled, no such job): truly stale, drop
+ * it now (holding it would hold a prefetch slot).
  */
 static void
-stale(AmqpState *st, Delivery *d, const char *err)
+stale(AmqpState *st, Delivery *d, const char *state)
 {
 	int64_t		now = hw_now();
-	bool		waiting = err != NULL &&
-		(strstr(err, "The job is pending ") != NULL ||
-		 strstr(err, "The job is scheduled ") != NULL ||
-		 strstr(err, "The job is failed ") != NULL);
+	bool		waiting = state != NULL &&
+		(strcmp(state, "pending") == 0 || strcmp(state, "scheduled") == 0 ||
+		 strcmp(state, "failed") == 0);
 
 	if (d->stale_since == 0)
 		d->stale_since = now;
@@ -878,6 +982,9 @@ stale(AmqpState *st, Delivery *d, const char *err)
 	{
 		int64_t		delay = 5000LL << (d->stale_tries < 7 ? d->stale_tries : 7);
 
+		if (d->stale_tries == 0)
+			hw_log("INFO", "delivery %llu: job %lld is still %s (its dispatch not recorded yet): asked again",
+				   (unsigned long long) d->tag, (long long) d->job_id, state);
 		d->stale_tries++;
 		d->retry_at = now + (delay < 500000 ? delay : 500000);
 		d->next = st->retry;
@@ -885,41 +992,26 @@ stale(AmqpState *st, Delivery *d, const char *err)
 		return;
 	}
 	if (waiting)
-		hw_log("INFO", "delivery %llu: stale lease token (%s) for %.1f s: acked and dropped",
-			   (unsigned long long) d->tag, err ? err : "",
+		hw_log("INFO", "delivery %llu: stale lease token %s for job %lld (the job is %s) for %.1f s: acked and dropped",
+			   (unsigned long long) d->tag, d->token, (long long) d->job_id, state,
 			   (double) (now - d->stale_since) / 1e6);
 	else
-		hw_log("INFO", "delivery %llu: stale lease token (%s): acked and dropped",
-			   (unsigned long long) d->tag, err ? err : "");
+		hw_log("INFO", "delivery %llu: stale lease token %s for job %lld (%s%s): acked and dropped",
+			   (unsigned long long) d->tag, d->token, (long long) d->job_id,
+			   state ? "the job is " : "no such job", state ? state : "");
 	drop(st, d);
 }
 
 /*
- * Row i of a start statement's result for delivery d: fills *job and
- * returns true when the job is to run here; else the delivery is settled
- * (dropped, or attached to the job already running here).
+ * Row i of start()'s result is delivery d's, to run: fills *job and
+ * returns true; false when a delivery of the same job and token already
+ * runs here (given again after a reconnect: attached to the running job).
  */
 static bool
 started(AmqpState *st, Delivery *d, PGresult *res, int i, HwJob *job)
 {
 	Delivery   *dup;
 
-	if (PQgetisnull(res, i, 0) || PQgetisnull(res, i, 3))
-	{
-		hw_log("WARNING", "delivery %llu has no job_id or lease_token: acked and dropped; body: %.200s",
-			   (unsigned long long) d->tag, d->body);
-		drop(st, d);
-		return false;
-	}
-	d->job_id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-	snprintf(d->token, sizeof(d->token), "%s", PQgetvalue(res, i, 3));
-	if (strcmp(PQgetvalue(res, i, 4), "t") != 0)
-	{
-		hw_log("INFO", "job %lld attempt %s: already finished: acked and dropped",
-			   (long long) d->job_id, PQgetvalue(res, i, 1));
-		drop(st, d);
-		return false;
-	}
 	/* given again while this worker runs it (a reconnect): keep running it */
 	for (dup = st->inflight; dup; dup = dup->next)
 		if (dup->job_id == d->job_id && strcmp(dup->token, d->token) == 0)
@@ -930,174 +1022,253 @@ started(AmqpState *st, Delivery *d, PGresult *res, int i, HwJob *job)
 			   (long long) d->job_id);
 		dup->tag = d->tag;
 		dup->gen = d->gen;
-		free(d->body);
 		free(d);
 		return false;
 	}
 	job->id = d->job_id;
 	snprintf(job->token, sizeof(job->token), "%s", d->token);
-	job->attempt = PQgetisnull(res, i, 1) ? 0 : atoi(PQgetvalue(res, i, 1));
-	job->priority = atoi(PQgetvalue(res, i, 2));
-	job->payload = strdup(PQgetisnull(res, i, 5) ? "null" : PQgetvalue(res, i, 5));
-	job->timeout_s = atof(PQgetvalue(res, i, 6));
-	job->lease_s = atof(PQgetvalue(res, i, 7));
-	/* the submitter's role; "" from a dispatcher older than the tenant member */
-	snprintf(job->tenant, sizeof(job->tenant), "%s", PQgetvalue(res, i, 8));
+	job->attempt = d->attempt;
+	job->priority = d->priority;
+	job->payload = strdup(PQgetisnull(res, i, 3) ? "null" : PQgetvalue(res, i, 3));
+	job->timeout_s = atof(PQgetvalue(res, i, 4));
+	job->lease_s = atof(PQgetvalue(res, i, 5));
+	snprintf(job->tenant, sizeof(job->tenant), "%s", d->tenant);
 	job->source_data = d;
 	if (job->payload == NULL)
 	{
 		hw_log("FATAL", "out of memory");
 		exit(70);
 	}
-	free(d->body);
-	d->body = NULL;
 	d->next = st->inflight;
 	st->inflight = d;
 	return true;
 }
 
 /*
- * Several deliveries in one statement.  -1: the database is down (the
- * deliveries are back in their FIFOs); -2: the statement was refused (a
- * stale token, a malformed body: each is started by itself, which tells
- * which; the deliveries are the caller's); else how many jobs were filled,
- * the rest settled.
+ * start()'s result for ds[0..n): the jobs to run into jobs[0..] (at most
+ * max; their count), the other deliveries settled (dropped, retried,
+ * attached to the job running here).
  */
 static int
-start_many(AmqpState *st, Delivery **ds, int n, HwJob **jobs)
+take_started(AmqpState *st, PGresult *res, Delivery **ds, int n, HwJob **jobs, int max)
 {
-	HwBuf		arr = {0};
-	const char *v[2];
-	PGresult   *res;
-	char	   *err;
-	HwDbResult	r;
 	int			got = 0;
 
+	if (PQntuples(res) != n || PQnfields(res) != 6)
+	{
+		/* not this worker's hasched: the messages come again after the dispatch lease */
+		hw_log("WARNING", "start() of %d deliveries answered %d rows of %d columns; acked and dropped (is the server's hasched as new as this worker?)",
+			   n, PQntuples(res), PQnfields(res));
+		for (int i = 0; i < n; i++)
+			drop(st, ds[i]);
+		return 0;
+	}
 	for (int i = 0; i < n; i++)
 	{
-		size_t		len = strlen(ds[i]->body);
-		char	   *p = realloc(arr.data, arr.len + len + 3);
+		Delivery   *d = ds[i];
+		const char *outcome = PQgetvalue(res, i, 1);
+		const char *state = PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2);
 
-		if (p == NULL)
+		if (strcmp(outcome, "run") == 0)
 		{
-			hw_log("FATAL", "out of memory");
-			exit(70);
+			if (got >= max)
+				push_front(st, d);	/* (not asked for more than max) */
+			else if (started(st, d, res, i, jobs[got]))
+				got++;
 		}
-		arr.data = p;
-		arr.data[arr.len++] = i == 0 ? '[' : ',';
-		memcpy(arr.data + arr.len, ds[i]->body, len);
-		arr.len += len;
+		else if (strcmp(outcome, "finished") == 0)
+		{
+			hw_log("INFO", "job %lld attempt %d: already finished (%s): acked and dropped",
+				   (long long) d->job_id, d->attempt, state ? state : "");
+			drop(st, d);
+		}
+		else
+			stale(st, d, state);
 	}
-	arr.data[arr.len++] = ']';
-	arr.data[arr.len] = '\0';
-	v[0] = arr.data;
-	v[1] = hw_cfg.name;
-	r = hw_db_call(START_MANY_SQL, 2, v, &res, &err);
-	free(arr.data);
-	free(err);
-	if (r == HW_DB_DOWN || (r == HW_DB_ERROR && hw_db_fatal_config()))
-	{
-		for (int i = n - 1; i >= 0; i--)
-			push_front(st, ds[i]);
-		return -1;
-	}
-	if (r != HW_DB_OK)
-		return -2;
-	if (PQntuples(res) != n)
-	{
-		PQclear(res);
-		return -2;
-	}
-	for (int i = 0; i < n; i++)
-		if (started(st, ds[i], res, i, jobs[got]))
-			got++;
-	PQclear(res);
 	return got;
 }
 
-static int
-amqp_fetch(HwSource *src, HwJob **jobs, int max)
+/*
+ * The start of ds[0..n) was not committed.  down: the database went away:
+ * they wait for it, in order.  Refused with other deliveries (not alone:
+ * reports shared the transaction, or a batch): back in order, and a
+ * refused batch is started one delivery at a time next (which says which
+ * one is refused).  Refused alone: asked again with the stale back-off
+ * (5 ms doubling to 500 ms) for STALE_RETRY_USEC, then acked and dropped
+ * (its job is dispatched again after hasched.dispatch_lease).
+ */
+static void
+start_failed(AmqpState *st, Delivery **ds, int n, bool alone, bool down)
 {
-	AmqpState  *st = src->state;
-	int			got = 0;
-	Delivery  **batch = NULL;
-	int			nbatch = 0;
+	if (!down && alone && n == 1)
+	{
+		Delivery   *d = ds[0];
+		int64_t		now = hw_now();
 
+		if (d->stale_since == 0)
+			d->stale_since = now;
+		if (now - d->stale_since < STALE_RETRY_USEC)
+		{
+			int64_t		delay = 5000LL << (d->stale_tries < 7 ? d->stale_tries : 7);
+
+			d->stale_tries++;
+			d->retry_at = now + (delay < 500000 ? delay : 500000);
+			d->next = st->retry;
+			st->retry = d;
+		}
+		else
+		{
+			hw_log("WARNING", "delivery %llu (job %lld): start() refused for %.1f s: acked and dropped",
+				   (unsigned long long) d->tag, (long long) d->job_id,
+				   (double) (now - d->stale_since) / 1e6);
+			drop(st, d);
+		}
+		return;
+	}
+	if (!down && alone && n > 1)
+		st->singles = n;
+	for (int i = n - 1; i >= 0; i--)
+	{
+		if (ds[i]->gen != st->gen)
+			free(ds[i]);		/* its connection is gone: the broker gives it again */
+		else
+			push_front(st, ds[i]);
+	}
+}
+
+/* What fetch() and fetch_sql() do first: connect, read, retries due. */
+static void
+amqp_prepare(AmqpState *st)
+{
 	if (!st->up && hw_now() >= st->next_connect)
 		try_connect(st);
 	if (st->up)
 		(void) drain(st);		/* also sends the heartbeats due */
 	retry_due(st);
+}
 
-	/* several waiting (a backlog): start them in one statement */
-	if (max > 1 && st->npending > 1)
+/* The start of up to max deliveries, as a statement to send with the reports. */
+static char *
+amqp_fetch_sql(HwSource *src, int max)
+{
+	AmqpState  *st = src->state;
+	char	   *ids;
+	char	   *toks;
+	char	   *w;
+	char	   *sql = NULL;
+	int			n;
+
+	amqp_prepare(st);
+	if (max > st->cycle_cap)
 	{
-		int			want = max < st->npending ? max : st->npending;
+		Delivery  **p = realloc(st->cycle, sizeof(Delivery *) * (size_t) max);
 
-		batch = malloc(sizeof(Delivery *) * (size_t) want);
-		if (batch == NULL)
-		{
-			hw_log("FATAL", "out of memory");
-			exit(70);
-		}
-		while (nbatch < want)
-			batch[nbatch++] = pop(st);
-		got = start_many(st, batch, nbatch, jobs);
-		if (got != -2)
-		{
-			free(batch);
-			return got;
-		}
-		/* refused: each by itself, in the same order */
-		got = 0;
-		for (int i = nbatch - 1; i >= 0; i--)
-			push_front(st, batch[i]);
-		free(batch);
-		hw_log("INFO", "%d deliveries refused in one statement; starting them one by one", nbatch);
+		if (p == NULL)
+			return NULL;
+		st->cycle = p;
+		st->cycle_cap = max;
 	}
-
-	while (got < max && st->npending > 0)
+	n = take_deliveries(st, st->cycle, max);
+	if (n == 0)
+		return strdup("");
+	w = hw_db_literal(hw_cfg.name, strlen(hw_cfg.name));
+	if (w != NULL && start_arrays(st->cycle, n, &ids, &toks))
 	{
-		Delivery   *d = pop(st);
-		const char *v[2] = {d->body, hw_cfg.name};
-		PGresult   *res;
-		char	   *err;
-		HwDbResult	r;
+		size_t		len = strlen(START_COLUMNS) + strlen(ids) + strlen(toks) + strlen(w) + 80;
 
-		r = hw_db_call(START_SQL, 2, v, &res, &err);
-		if (r == HW_DB_DOWN || (r == HW_DB_ERROR && hw_db_fatal_config()))
-		{
-			free(err);
-			push_front(st, d);
-			return got > 0 ? got : -1;
-		}
-		if (r == HW_DB_STALE)
-		{
-			stale(st, d, err);
-			free(err);
-			continue;
-		}
-		if (r == HW_DB_ERROR)
-		{
-			/* a body that is not the contract's JSON, an unknown job */
-			hw_log("WARNING", "delivery %llu refused (%s): acked and dropped; body: %.200s",
-				   (unsigned long long) d->tag, err ? err : "", d->body);
-			free(err);
-			drop(st, d);
-			continue;
-		}
-		if (PQntuples(res) != 1)
-		{
-			hw_log("WARNING", "delivery %llu is not a JSON object: acked and dropped; body: %.200s",
-				   (unsigned long long) d->tag, d->body);
-			PQclear(res);
-			drop(st, d);
-			continue;
-		}
-		if (started(st, d, res, 0, jobs[got]))
-			got++;
-		PQclear(res);
+		if ((sql = malloc(len)) != NULL)
+			snprintf(sql, len, START_COLUMNS " FROM hasched.start('%s'::bigint[], '%s'::text[], %s) s",
+					 ids, toks, w);
+		free(ids);
+		free(toks);
 	}
+	free(w);
+	if (sql == NULL)
+		start_failed(st, st->cycle, n, false, true);
+	else
+		st->ncycle = n;
+	return sql;
+}
+
+static int
+amqp_fetch_take(HwSource *src, PGresult *res, HwJob **jobs, int max, bool *more)
+{
+	AmqpState  *st = src->state;
+	int			got = take_started(st, res, st->cycle, st->ncycle, jobs, max);
+
+	st->ncycle = 0;
+	*more = st->npending > 0;
+	return got;
+}
+
+static void
+amqp_fetch_failed(HwSource *src, bool alone, bool down)
+{
+	AmqpState  *st = src->state;
+
+	start_failed(st, st->cycle, st->ncycle, alone, down);
+	st->ncycle = 0;
+}
+
+/*
+ * fetch(): the same start, waited for (the loop's way while the database
+ * is down, which also reconnects it); max 0: only the broker's reads,
+ * heartbeats and reconnects.
+ */
+static int
+amqp_fetch(HwSource *src, HwJob **jobs, int max)
+{
+	AmqpState  *st = src->state;
+	Delivery  **ds;
+	char	   *ids;
+	char	   *toks;
+	const char *v[3];
+	PGresult   *res = NULL;
+	char	   *err = NULL;
+	HwDbResult	r;
+	int			n;
+	int			got;
+
+	amqp_prepare(st);
+	if (max <= 0 || st->npending == 0)
+		return 0;
+	if ((ds = malloc(sizeof(Delivery *) * (size_t) max)) == NULL)
+	{
+		hw_log("FATAL", "out of memory");
+		exit(70);
+	}
+	n = take_deliveries(st, ds, max);
+	if (n == 0)
+	{
+		free(ds);
+		return 0;
+	}
+	if (!start_arrays(ds, n, &ids, &toks))
+	{
+		hw_log("FATAL", "out of memory");
+		exit(70);
+	}
+	v[0] = ids;
+	v[1] = toks;
+	v[2] = hw_cfg.name;
+	r = hw_db_call(START_COLUMNS " FROM hasched.start($1::bigint[], $2::text[], $3) s",
+				   3, v, &res, &err);
+	free(ids);
+	free(toks);
+	if (r != HW_DB_OK)
+	{
+		bool		down = r == HW_DB_DOWN || hw_db_fatal_config();
+
+		if (!down)
+			hw_log("WARNING", "start() of %d deliveries refused: %s", n, err ? err : "");
+		start_failed(st, ds, n, true, down);
+		free(err);
+		free(ds);
+		return down ? -1 : 0;
+	}
+	got = take_started(st, res, ds, n, jobs, max);
+	PQclear(res);
+	free(ds);
 	return got;
 }
 
@@ -1233,7 +1404,7 @@ amqp_waiting(HwSource *src)
 {
 	AmqpState  *st = src->state;
 
-	int			n = st->npending;
+	int			n = st->npending + st->ncycle;
 
 	for (Delivery *d = st->retry; d; d = d->next)
 		n++;
@@ -1258,6 +1429,9 @@ hw_source_amqp(HwAmqpUrl *urls, int nurls, const char *queue, const char *queue_
 	src->fd = amqp_fd;
 	src->readable = amqp_readable;
 	src->fetch = amqp_fetch;
+	src->fetch_sql = amqp_fetch_sql;
+	src->fetch_take = amqp_fetch_take;
+	src->fetch_failed = amqp_fetch_failed;
 	src->settle = amqp_settle;
 	src->settle_batch = amqp_settle_batch;
 	src->reconnected = NULL;

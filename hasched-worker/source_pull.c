@@ -79,9 +79,12 @@ pull_reconnected(HwSource *src, PGconn *conn)
 
 /* The jobs of a claim's result into jobs[0..]; their count. */
 static int
-pull_take(HwSource *src, PGresult *res, HwJob **jobs, int max)
+pull_take(HwSource *src, PGresult *res, HwJob **jobs, int max, bool *more)
 {
 	int			n = PQntuples(res);
+
+	/* a full batch: more may wait */
+	*more = n >= max;
 
 	for (int i = 0; i < n && i < max; i++)
 	{
@@ -127,7 +130,11 @@ pull_fetch(HwSource *src, HwJob **jobs, int max)
 		}
 		return -1;
 	}
-	n = pull_take(src, res, jobs, max);
+	{
+		bool		more;
+
+		n = pull_take(src, res, jobs, max, &more);
+	}
 	PQclear(res);
 	return n;
 }

@@ -830,6 +830,15 @@ COMMENT ON FUNCTION hasched.start(bigint, text, text) IS
 REVOKE ALL ON FUNCTION hasched.start(bigint, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION hasched.start(bigint, text, text) TO hasched_worker;
 
+CREATE FUNCTION hasched.start(job_ids bigint[], tokens text[], worker text DEFAULT NULL)
+RETURNS TABLE (job_id bigint, outcome text, state text, payload jsonb, timeout interval,
+			   lease_until timestamptz)
+	LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'hasched_start_many';
+COMMENT ON FUNCTION hasched.start(bigint[], text[], text) IS
+	'Start many jobs received from the broker in one statement: one row per message, in their order, with its outcome: run (payload, timeout, lease_until given), finished (that attempt already ended with a recorded outcome: drop the message) or stale (the token is not the job''s lease: drop it; state is the job''s state now, NULL when there is no such job). A stale token is an outcome here, not an error.';
+REVOKE ALL ON FUNCTION hasched.start(bigint[], text[], text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION hasched.start(bigint[], text[], text) TO hasched_worker;
+
 /*
  * The dispatcher's circuit breakers (one per broker of hasched.amqp_url and
  * one per amqp queue), from this server's shared memory.

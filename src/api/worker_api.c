@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(hasched_complete_many);
 PG_FUNCTION_INFO_V1(hasched_fail);
 PG_FUNCTION_INFO_V1(hasched_requeue_expired);
 PG_FUNCTION_INFO_V1(hasched_start);
+PG_FUNCTION_INFO_V1(hasched_start_many);
 
 #define MAX_CLAIM_BATCH		10000
 
@@ -229,64 +230,99 @@ check_distinct_ids(Datum *ids, int n)
 	pfree(sorted);
 }
 
-Datum
-hasched_complete_many(PG_FUNCTION_ARGS)
+/*
+ * The job_ids[] and tokens[] arguments (0 and 1) of the array forms as
+ * leases (*out, palloc'd); returns how many.  NULLs, arrays of different
+ * lengths and malformed tokens are JQ013, with the hints given.
+ */
+static int
+read_lease_arrays(FunctionCallInfo fcinfo, const char *pairs_hint, const char *token_hint,
+				  HsLease **out)
 {
-	HsPrivileged priv;
-	ArrayType  *ids_arr;
-	ArrayType  *tok_arr;
 	Datum	   *ids;
 	Datum	   *toks;
 	bool	   *id_nulls;
 	bool	   *tok_nulls;
 	int			n;
 	int			ntok;
-	Datum	   *epochs;
-	Datum	   *attempts;
-	Datum	   *leases;
-	uint64		done;
+	HsLease    *leases;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("job_ids and tokens must not be null")));
-	ids_arr = PG_GETARG_ARRAYTYPE_P(0);
-	tok_arr = PG_GETARG_ARRAYTYPE_P(1);
-	deconstruct_array(ids_arr, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &ids, &id_nulls, &n);
-	deconstruct_array(tok_arr, TEXTOID, -1, false, TYPALIGN_INT, &toks, &tok_nulls, &ntok);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(0), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &ids, &id_nulls, &n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
+					  &toks, &tok_nulls, &ntok);
 	if (n != ntok)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("%d job ids given with %d tokens", n, ntok),
-				 errhint("Pass the job ids and tokens that claim() returned, in pairs.")));
+				 errhint("%s", pairs_hint)));
+	leases = palloc(sizeof(HsLease) * (n + 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (id_nulls[i] || tok_nulls[i])
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("job id and token %d must not be null", i + 1)));
+		leases[i].job_id = DatumGetInt64(ids[i]);
+		leases[i].token = TextDatumGetCString(toks[i]);
+		if (!hs_token_parse(leases[i].token, &leases[i].epoch, &leases[i].attempt,
+							&leases[i].lease_id))
+			ereport(ERROR,
+					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+					 errmsg("malformed lease token \"%s\"", leases[i].token),
+					 errhint("%s", token_hint)));
+	}
+	*out = leases;
+	return n;
+}
+
+/* The worker argument (argno) of start(): NULL, or checked. */
+static char *
+read_worker_arg(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *worker;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	worker = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	hs_check_text_arg("worker", worker, 200);
+	return worker;
+}
+
+Datum
+hasched_complete_many(PG_FUNCTION_ARGS)
+{
+	HsPrivileged priv;
+	HsLease    *lease;
+	Datum	   *ids;
+	int			n;
+	Datum	   *epochs;
+	Datum	   *attempts;
+	Datum	   *leases;
+	uint64		done;
+
+	n = read_lease_arrays(fcinfo, "Pass the job ids and tokens that claim() returned, in pairs.",
+						  "Pass the token that claim() returned with the job, of the form epoch:attempt:lease.",
+						  &lease);
 	if (!PG_ARGISNULL(2) && ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(2)),
 										   ARR_DIMS(PG_GETARG_ARRAYTYPE_P(2))) != n)
 		ereport(ERROR,
 				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
 				 errmsg("results must have one element per job id, or be null")));
+	ids = palloc(sizeof(Datum) * (n + 1));
 	epochs = palloc(sizeof(Datum) * (n + 1));
 	attempts = palloc(sizeof(Datum) * (n + 1));
 	leases = palloc(sizeof(Datum) * (n + 1));
 	for (int i = 0; i < n; i++)
 	{
-		int32		e,
-					a;
-		int64		l;
-		char	   *t;
-
-		if (id_nulls[i] || tok_nulls[i])
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("job id and token %d must not be null", i + 1)));
-		t = TextDatumGetCString(toks[i]);
-		if (!hs_token_parse(t, &e, &a, &l))
-			ereport(ERROR,
-					(errcode(HS_ERRCODE_INVALID_ARGUMENT),
-					 errmsg("malformed lease token \"%s\"", t),
-					 errhint("Pass the token that claim() returned with the job, of the form epoch:attempt:lease.")));
-		epochs[i] = Int32GetDatum(e);
-		attempts[i] = Int32GetDatum(a);
-		leases[i] = Int64GetDatum(l);
+		ids[i] = Int64GetDatum(lease[i].job_id);
+		epochs[i] = Int32GetDatum(lease[i].epoch);
+		attempts[i] = Int32GetDatum(lease[i].attempt);
+		leases[i] = Int64GetDatum(lease[i].lease_id);
 	}
 	check_distinct_ids(ids, n);
 	if (!PG_ARGISNULL(2))
@@ -425,11 +461,7 @@ hasched_start(PG_FUNCTION_ARGS)
 	char	   *worker = NULL;
 
 	read_lease(fcinfo, &lease);
-	if (!PG_ARGISNULL(2))
-	{
-		worker = text_to_cstring(PG_GETARG_TEXT_PP(2));
-		hs_check_text_arg("worker", worker, 200);
-	}
+	worker = read_worker_arg(fcinfo, 2);
 	hs_require_primary("start a job");
 	hs_require_leader("start a job");
 
@@ -451,5 +483,72 @@ hasched_start(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	hs_privileged_leave(&priv);
+	return (Datum) 0;
+}
+
+/*
+ * start(job_ids[], tokens[], worker = NULL): start() for many messages in
+ * one statement.  One row per message, in their order: job_id, outcome
+ * ('run': run it, with payload, timeout and lease_until; 'finished': that
+ * attempt's outcome is already recorded; 'stale': the token is not the
+ * job's lease), and the job's state now (NULL: no such job).  Unlike the
+ * one-message form, a stale token is an outcome, not an error: the
+ * others still start, and a worker can send this with its reports in one
+ * transaction.  Bad arguments (NULLs, a malformed token, arrays of
+ * different lengths) are errors, and nothing starts.
+ */
+Datum
+hasched_start_many(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			n;
+	char	   *worker;
+	HsLease    *leases;
+	HsStartResult *res;
+	HsPrivileged priv;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	n = read_lease_arrays(fcinfo, "Pass the job id and lease token of each message, in pairs.",
+						  "Pass the token of the message, of the form epoch:attempt:lease.",
+						  &leases);
+	if (n > MAX_CLAIM_BATCH)
+		ereport(ERROR,
+				(errcode(HS_ERRCODE_INVALID_ARGUMENT),
+				 errmsg("at most %d jobs can be started in one call, not %d", MAX_CLAIM_BATCH, n)));
+	worker = read_worker_arg(fcinfo, 2);
+	hs_require_primary("start jobs");
+	hs_require_leader("start jobs");
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (n == 0)
+		return (Datum) 0;
+	res = palloc(sizeof(HsStartResult) * n);
+
+	hs_privileged_enter(&priv);
+	SPI_connect();
+	hs_start_dispatched_many(leases, n, worker, res, cxt);
+	SPI_finish();
+	hs_privileged_leave(&priv);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		out[6];
+		bool		nulls[6] = {false, false, false, true, true, true};
+		static const char *const outcome[] = {"run", "finished", "stale"};
+
+		out[0] = Int64GetDatum(leases[i].job_id);
+		out[1] = CStringGetTextDatum(outcome[res[i].outcome]);
+		nulls[2] = res[i].state == NULL;
+		out[2] = nulls[2] ? (Datum) 0 : CStringGetTextDatum(res[i].state);
+		if (res[i].outcome == HS_START_RUN)
+		{
+			out[3] = res[i].payload;
+			nulls[3] = res[i].payload_null;
+			out[4] = res[i].timeout;
+			out[5] = res[i].lease_until;
+			nulls[4] = nulls[5] = false;
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, nulls);
+	}
 	return (Datum) 0;
 }

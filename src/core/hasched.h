@@ -306,6 +306,24 @@ typedef struct HsLease
 	char	   *token;
 } HsLease;
 
+/* What start() of one message in many came to (hs_start_dispatched_many) */
+typedef enum HsStartOutcome
+{
+	HS_START_RUN,				/* started: run it */
+	HS_START_FINISHED,			/* that attempt's outcome is recorded: drop it */
+	HS_START_STALE				/* not the job's lease: drop it */
+} HsStartOutcome;
+
+typedef struct HsStartResult
+{
+	HsStartOutcome outcome;
+	char	   *state;			/* the job's state now; NULL: no such job */
+	Datum		payload;		/* HS_START_RUN: */
+	bool		payload_null;
+	Datum		timeout;
+	Datum		lease_until;
+} HsStartResult;
+
 extern const char *hs_state_name(HsJobState state);
 extern HsJobState hs_state_from_name(const char *name);
 extern bool hs_transition_allowed(HsJobState from, HsJobState to);
@@ -320,6 +338,8 @@ extern void hs_check_result_size(int64 job_id, Datum result);
 extern Datum hs_report_fail(const HsLease *lease, const char *error, bool retry);
 extern bool hs_restamp_lease(const HsLease *lease);
 extern bool hs_start_dispatched(const HsLease *lease, const char *worker);
+extern void hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
+									 HsStartResult *out, MemoryContext outcxt);
 extern uint64 hs_release_leases(const HsLease *leases, int n);
 extern uint64 hs_requeue_expired_job(int64 job_id);
 extern TimestampTz hs_report_heartbeat(const HsLease *lease, Datum lease_iv, bool lease_null);

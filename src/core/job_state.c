@@ -32,6 +32,7 @@
 #include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
 
@@ -889,6 +890,164 @@ hs_start_dispatched(const HsLease *lease, const char *worker)
 		waited++;
 	}
 	hs_stale_lease(lease, "start");
+}
+
+/*
+ * start() of many messages in one statement (the array form, what
+ * hasched-worker sends with the reports of its finished jobs): for each
+ * lease, what hs_start_dispatched() decides, but as an outcome in out[i]
+ * instead of an error, so that one stale message does not undo the others
+ * (nor the reports sent in the same transaction):
+ *  - HS_START_RUN: started (or renewed: a redelivery); payload, timeout
+ *    and lease_until set;
+ *  - HS_START_FINISHED: that attempt's outcome is already recorded;
+ *  - HS_START_STALE: the token is not the job's lease (state NULL: no
+ *    such job).
+ * The jobs are started in one UPDATE; those it did not match are looked at
+ * one by one (a rare path: redeliveries, cancels), and those whose
+ * dispatch is in flight are tried again, together, every millisecond for
+ * up to START_WAIT_MS in all.  Leases are taken in job id order (the
+ * dispatcher's batches lock in that order too).  The datums are copied
+ * into outcxt.  Inside SPI, as the owner.
+ */
+static int
+cmp_lease_by_id(const void *a, const void *b)
+{
+	const HsLease *x = *(const HsLease *const *) a;
+	const HsLease *y = *(const HsLease *const *) b;
+
+	return x->job_id < y->job_id ? -1 : x->job_id > y->job_id;
+}
+
+void
+hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
+						 HsStartResult *out, MemoryContext outcxt)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr state_plan = NULL;
+	const HsLease **todo = palloc(sizeof(HsLease *) * (n + 1));
+	int		   *todo_ix = palloc(sizeof(int) * (n + 1));
+	Datum	   *ids = palloc(sizeof(Datum) * (n + 1));
+	Datum	   *epochs = palloc(sizeof(Datum) * (n + 1));
+	Datum	   *attempts = palloc(sizeof(Datum) * (n + 1));
+	Datum	   *lease_ids = palloc(sizeof(Datum) * (n + 1));
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			ntodo = n;
+	int			waited = 0;
+	int			nother = 0;
+
+	hs_plan(&plan, "UPDATE hasched.job j SET state = 'running',"
+			" started_at = clock_timestamp(),"
+			" lease_until = clock_timestamp() + coalesce((SELECT q.lease"
+			"   FROM hasched.queue q WHERE q.name = j.queue), interval '30 seconds'),"
+			" worker = coalesce($5, j.worker)"
+			" FROM unnest($1, $2, $3, $4) AS l (id, epoch, attempt, lease_id)"
+			" WHERE j.id = l.id AND j.state::text IN ('dispatched', 'running')"
+			" AND j.epoch = l.epoch AND j.attempt = l.attempt AND j.lease_id = l.lease_id"
+			" RETURNING j.id, j.epoch, j.attempt, j.lease_id, j.payload, j.timeout, j.lease_until",
+			5, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT8ARRAYOID, TEXTOID);
+	for (int i = 0; i < n; i++)
+	{
+		todo[i] = &leases[i];
+		out[i].outcome = HS_START_STALE;
+		out[i].state = NULL;
+	}
+	qsort(todo, n, sizeof(HsLease *), cmp_lease_by_id);
+	if (worker != NULL)
+		values[4] = CStringGetTextDatum(worker);
+	else
+		nulls[4] = 'n';
+
+	while (ntodo > 0)
+	{
+		int			nnext = 0;
+
+		for (int i = 0; i < ntodo; i++)
+		{
+			ids[i] = Int64GetDatum(todo[i]->job_id);
+			epochs[i] = Int32GetDatum(todo[i]->epoch);
+			attempts[i] = Int32GetDatum(todo[i]->attempt);
+			lease_ids[i] = Int64GetDatum(todo[i]->lease_id);
+		}
+		lease_array_params(ntodo, ids, epochs, attempts, lease_ids, values);
+		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "hasched: starting jobs failed");
+
+		/* the rows started: every message of theirs (a job given twice) runs */
+		for (uint64 k = 0; k < SPI_processed; k++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[k];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			int32		epoch = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+			int32		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			int64		lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+
+			for (int i = 0; i < ntodo; i++)
+			{
+				const HsLease *l = todo[i];
+				HsStartResult *r;
+				MemoryContext old;
+
+				if (l == NULL || l->job_id != id || l->epoch != epoch ||
+					l->attempt != attempt || l->lease_id != lease_id)
+					continue;
+				r = &out[l - leases];
+				r->outcome = HS_START_RUN;
+				old = MemoryContextSwitchTo(outcxt);
+				r->payload = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
+				r->payload_null = isnull;
+				r->timeout = datumCopy(SPI_getbinval(tup, desc, 6, &isnull), false, sizeof(Interval));
+				r->lease_until = SPI_getbinval(tup, desc, 7, &isnull);
+				r->state = pstrdup("running");
+				MemoryContextSwitchTo(old);
+				todo[i] = NULL;
+			}
+		}
+
+		/* the others: finished, stale, or (a dispatch in flight) worth another try */
+		for (int i = 0; i < ntodo; i++)
+		{
+			const HsLease *l = todo[i];
+
+			if (l == NULL)
+				continue;
+			if (completed_by_lease(l) || failed_by_lease(l) != (Datum) 0)
+				out[l - leases].outcome = HS_START_FINISHED;
+			else if (waited < START_WAIT_MS && !IsolationUsesXactSnapshot() &&
+					 dispatch_in_flight(l))
+			{
+				todo[nnext++] = l;
+				continue;
+			}
+			todo_ix[nother++] = (int) (l - leases);
+		}
+		ntodo = nnext;
+		if (ntodo > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1L, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+			waited++;
+		}
+	}
+
+	/* the state now of the jobs not started (NULL: no such job) */
+	hs_plan(&state_plan, "SELECT state::text FROM hasched.job WHERE id = $1", 1, INT8OID);
+	for (int k = 0; k < nother; k++)
+	{
+		HsStartResult *r = &out[todo_ix[k]];
+
+		values[0] = Int64GetDatum(leases[todo_ix[k]].job_id);
+		if (SPI_execute_plan(state_plan, values, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "hasched: reading job failed");
+		if (SPI_processed > 0)
+			r->state = MemoryContextStrdup(outcxt, SPI_getvalue(SPI_tuptable->vals[0],
+																SPI_tuptable->tupdesc, 1));
+	}
 }
 
 /*

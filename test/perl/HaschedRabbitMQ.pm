@@ -598,6 +598,28 @@ sub get
 	return @msgs;
 }
 
+=pod
+
+=item $mq->publish($queue, @bodies)
+
+Publishes each body (one line of text) as a persistent message to $queue
+through the default exchange, and waits for the broker's confirms: a
+message that is not the dispatcher's, as a test needs one.
+
+=cut
+
+sub publish
+{
+	my ($self, $queue, @bodies) = @_;
+	my $bin = _get_client();
+	my ($out, $err) = ('', '');
+	my $in = join('', map { "$_\n" } @bodies);
+	IPC::Run::run([ $bin, '127.0.0.1', $self->{port}, $queue, 0, 'publish' ],
+		'<', \$in, '>', \$out, '2>', \$err)
+	  or croak "hasched_amqp_get publish failed: $err";
+	return;
+}
+
 # compiles test/perl/hasched_amqp_get.c once per tmp_check
 sub _get_client
 {

@@ -3,9 +3,12 @@
  * MAX messages from QUEUE by basic.get and prints one line per message:
  * message_id, routing key, redelivered (0/1) and the body, tab-separated.
  * With "ack" each message is acked; with "noack" they are left unacked
- * and return to the queue when the client disconnects.
+ * and return to the queue when the client disconnects.  With "publish"
+ * it publishes instead: each line of stdin is the body of a persistent
+ * message to QUEUE (the default exchange), waiting for the broker's
+ * confirms (MAX is ignored).
  *
- * usage: hasched_amqp_get HOST PORT QUEUE MAX ack|noack
+ * usage: hasched_amqp_get HOST PORT QUEUE MAX ack|noack|publish
  *
  * Copyright: hasched contributors
  *
@@ -49,7 +52,7 @@ main(int argc, char **argv)
 
 	if (argc != 6)
 	{
-		fprintf(stderr, "usage: %s HOST PORT QUEUE MAX ack|noack\n", argv[0]);
+		fprintf(stderr, "usage: %s HOST PORT QUEUE MAX ack|noack|publish\n", argv[0]);
 		return 64;
 	}
 	max = atoi(argv[4]);
@@ -65,6 +68,57 @@ main(int argc, char **argv)
 						 "guest", "guest"), "login");
 	amqp_channel_open(conn, 1);
 	die_reply(amqp_get_rpc_reply(conn), "channel.open");
+	if (strcmp(argv[5], "publish") == 0)
+	{
+		char		line[65536];
+		int			n = 0;
+		amqp_basic_properties_t props;
+
+		amqp_confirm_select(conn, 1);
+		die_reply(amqp_get_rpc_reply(conn), "confirm.select");
+		props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
+		props.delivery_mode = 2;
+		while (fgets(line, sizeof(line), stdin) != NULL)
+		{
+			line[strcspn(line, "\n")] = '\0';
+			if (amqp_basic_publish(conn, 1, amqp_empty_bytes, amqp_cstring_bytes(argv[3]),
+								   1, 0, &props, amqp_cstring_bytes(line)) != AMQP_STATUS_OK)
+			{
+				fprintf(stderr, "basic.publish failed\n");
+				return 1;
+			}
+			n++;
+		}
+		/* the confirms (and a basic.return, were the queue missing) */
+		while (n > 0)
+		{
+			amqp_frame_t f;
+
+			if (amqp_simple_wait_frame(conn, &f) != AMQP_STATUS_OK)
+			{
+				fprintf(stderr, "waiting for confirms failed\n");
+				return 1;
+			}
+			if (f.frame_type != AMQP_FRAME_METHOD)
+				continue;
+			if (f.payload.method.id == AMQP_BASIC_ACK_METHOD)
+			{
+				amqp_basic_ack_t *a = f.payload.method.decoded;
+
+				n = a->multiple ? 0 : n - 1;
+			}
+			else if (f.payload.method.id == AMQP_BASIC_RETURN_METHOD ||
+					 f.payload.method.id == AMQP_BASIC_NACK_METHOD)
+			{
+				fprintf(stderr, "a message was returned or nacked\n");
+				return 1;
+			}
+		}
+		amqp_channel_close(conn, 1, AMQP_REPLY_SUCCESS);
+		amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+		amqp_destroy_connection(conn);
+		return 0;
+	}
 	for (i = 0; i < max; i++)
 	{
 		amqp_rpc_reply_t r;

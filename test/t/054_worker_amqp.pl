@@ -25,6 +25,12 @@
 #     under a new token) and is not run again;
 #   - a message whose job was cancelled while it waited on the broker
 #     (its token is stale) is acked and dropped, not run;
+#   - messages that are not the dispatcher's (not JSON, no integer job_id,
+#     no well-formed token), a finished attempt's, a token that never held
+#     its job and a job that does not exist, among good ones: each dropped
+#     and named in the log, the good ones run (one start() for them all);
+#     one for the next attempt of a job still pending is asked again for
+#     5 s (as if its dispatch were not recorded yet), then dropped;
 #   - /health: 200 with the broker connected; 503 naming "broker" while
 #     the broker is down; back to 200 after the broker restarts (the worker
 #     reconnects with backoff) and jobs flow again;
@@ -153,10 +159,10 @@ ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0
 
 # Jobs one at a time to the idle worker: the broker delivers each message
 # before the dispatcher has committed its confirm; start() waits for that
-# commit (a few ms) rather than refusing the token, which logged an ERROR
-# for nearly every message (JQ006, "The job is pending") and cost the
-# worker a retry.
-my $log_from = -s $node->logfile;
+# commit (a few ms) rather than answering that the token is not the job's
+# (before, nearly every message was refused, "The job is pending", and
+# cost the worker a retry; the worker logs each one it asks again).
+my $wlog_from = length(slurp_log($w));
 my @one = map {
 	my $id = $node->query(qq{SELECT hasched.submit('e2e', '{"n": 1$_}')});
 	usleep(50_000);
@@ -165,7 +171,7 @@ my @one = map {
 my $onelist = join(',', @one);
 ok($node->poll_within(20, "SELECT count(*) = 15 FROM hasched.job WHERE id IN ($onelist) AND state = 'succeeded'"),
 	'15 jobs submitted one at a time succeed');
-my $pending_refusals = () = slurp_file($node->logfile, $log_from) =~ /The job is pending and that token is not its current lease; the start was not recorded/g;
+my $pending_refusals = () = substr(slurp_log($w), $wlog_from) =~ /job \d+ is still pending \(its dispatch not recorded yet\): asked again/g;
 cmp_ok($pending_refusals, '<=', 3,
 	"start() waited for the dispatcher's commit ($pending_refusals of 15 refused as pending)");
 my ($hc, $hb) = health($hport);
@@ -212,6 +218,64 @@ ok(within(30, sub { slurp_log($w) =~ /job $cid .*(already finished|stale lease t
 ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0 }), 'nothing left on the broker');
 is(runs_of_command($cid), 0, 'the cancelled job did not run');
 is($node->job($cid, 'state'), 'cancelled', 'and stays cancelled');
+kill 'TERM', $w->{pid};
+is(wait_exit($w, 30), 0, 'the worker stops');
+
+# ---------------------------------------------------------------------------
+# messages that are not the dispatcher's, among good ones
+# ---------------------------------------------------------------------------
+# The worker starts what it received in one statement (start()'s array
+# form), sent in the transaction of its reports: a message that is not a
+# job's, a finished attempt's, a stale token and a job that does not exist
+# must each be settled by itself, without failing the others' start.
+my $done = $ids[0];
+my $done_token = $node->query("SELECT epoch || ':' || attempt || ':' || lease_id FROM hasched.job WHERE id = $done");
+my ($de, $da, $dl) = split /:/, $done_token;
+my $never_token = "$de:$da:" . ($dl + 100000);
+# a job that stays pending (its queue paused), and a message with the token
+# of its next attempt: as if the broker delivered before the dispatcher
+# recorded the confirm; the worker asks again for 5 s, then drops it
+$node->query(q{INSERT INTO hasched.queue (name, transport) VALUES ('held', 'amqp');
+	SELECT hasched.pause_queue('held')});
+my $held = $node->query(q{SELECT hasched.submit('held', '{"h": 1}')});
+my $held_token = "$de:1:999999999";
+$mq->publish('hasched.e2e.medium',
+	qq({"job_id": $held, "lease_token": "$held_token"}),
+	'not json at all',
+	'{"job_id": "seven", "lease_token": "1:1:1"}',
+	'{"job_id": 7}',
+	'{"job_id": 7, "lease_token": "x:y"}',
+	qq({"job_id": $done, "lease_token": "$done_token"}),
+	qq({"job_id": $done, "lease_token": "$never_token"}),
+	'{"job_id": 999999999, "lease_token": "1:1:1"}');
+my @mixed = split /\n/, $node->query(
+	q{SELECT unnest(hasched.submit_many('e2e',
+		ARRAY(SELECT jsonb_build_object('m', i) FROM generate_series(1, 5) i)))});
+my $mixedlist = join(',', @mixed);
+ok($node->poll_within(20, "SELECT count(*) = 5 FROM hasched.job WHERE id IN ($mixedlist) AND state = 'dispatched'"),
+	'5 jobs dispatched behind 8 messages that are not the dispatcher\'s');
+$w = start_worker(db => $db, amqp => $url, queue => 'e2e', args => [ '--concurrency', '16' ],
+	cmd => [$script]);
+ok($node->poll_within(20, "SELECT count(*) = 5 FROM hasched.job WHERE id IN ($mixedlist) AND state = 'succeeded' AND attempt = 1"),
+	'the 5 jobs succeed under their first attempt');
+ok(within(20, sub { slurp_log($w) =~ /stale lease token \Q$held_token\E for job $held \(the job is pending\) for 5\.\d s: acked and dropped/ }),
+	'a message for a job still pending is asked again for 5 s, then dropped');
+like(slurp_log($w), qr/job $held is still pending \(its dispatch not recorded yet\): asked again/,
+	'its first retry is logged');
+is($node->job($held, 'state'), 'pending', 'and that job stays pending');
+ok(within(20, sub { my $q = $mq->queues; ($q->{'hasched.e2e.medium'} // -1) == 0 }),
+	'every message was acked, the bad ones too');
+my $wl = slurp_log($w);
+my $not_jobs = () = $wl =~ /delivery \d+ is not a job message \(no integer job_id and lease token\): acked and dropped/g;
+is($not_jobs, 4, 'the 4 bodies that are not the contract\'s are dropped, each named in the log');
+like($wl, qr/job $done attempt $da: already finished \(succeeded\): acked and dropped/,
+	'a finished attempt\'s message is dropped without running');
+like($wl, qr/stale lease token \Q$never_token\E for job $done \(the job is succeeded\): acked and dropped/,
+	'a token that never held the job is dropped as stale');
+like($wl, qr/stale lease token 1:1:1 for job 999999999 \(no such job\): acked and dropped/,
+	'a message for a job that does not exist is dropped');
+unlike($wl, qr/refused/, 'no start or report was refused');
+is(runs_of_command($done), 1, 'the finished job did not run again');
 kill 'TERM', $w->{pid};
 is(wait_exit($w, 30), 0, 'the worker stops');
 

@@ -12,7 +12,11 @@
 #     (complete(), or fail()): no row, nothing changed;
 #   - any other token (a newer attempt, a cancelled job, a token that never
 #     held the job): JQ006, nothing changed; a malformed token JQ013; only
-#     hasched_worker may call it.
+#     hasched_worker may call it;
+#   - the array form, start(job_ids[], tokens[], worker): one row per
+#     message in their order, with its outcome (run, finished, or stale
+#     with the job's state: an outcome, not an error); a dispatch in flight
+#     waited for; bad arguments are errors and start nothing.
 #
 # The dispatch itself (the dispatcher's UPDATE after the broker's confirm)
 # is played here by a superuser's UPDATE of the row with a fresh token; the
@@ -26,6 +30,7 @@ use warnings;
 use HaschedCluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 
 my $node = HaschedCluster->primary('main');
 $node->query(
@@ -129,5 +134,71 @@ like(
 		extra_params => [ '-U', 'sub' ]),
 	qr/permission denied for function start/,
 	'a submitter may not call start()');
+
+# ---------------------------------------------------------------------------
+# the array form: start(job_ids[], tokens[], worker), one row per message
+# ---------------------------------------------------------------------------
+sub start_many
+{
+	my ($ids, $tokens, %o) = @_;
+	my $sql = "SELECT job_id || '|' || outcome || '|' || coalesce(state, '(null)') || '|'"
+	  . " || coalesce(payload::text, '') || '|' || coalesce((lease_until > now() + interval '9 minutes')::text, '')"
+	  . " FROM hasched.start(ARRAY[" . join(',', @$ids) . "]::bigint[],"
+	  . " ARRAY[" . join(',', map { "'$_'" } @$tokens) . "]::text[], 'w2')";
+	return $o{error}
+	  ? $node->query_error($sql, extra_params => [ '-U', $o{user} // 'wrk' ])
+	  : $node->query($sql, extra_params => [ '-U', $o{user} // 'wrk' ]);
+}
+
+my @m = map { $node->query(qq{SELECT hasched.submit('mq', '{"m": $_}')}) } 1 .. 5;
+my @t = map { dispatch($_) } @m;
+# $m[3]: finished under its token; $m[4]: re-dispatched (its first token stale)
+$node->query("UPDATE hasched.job SET state = 'running', started_at = now() WHERE id = $m[3]");
+$node->query("SELECT hasched.complete($m[3], '$t[3]', '{}')", extra_params => [ '-U', 'wrk' ]);
+$node->query("UPDATE hasched.job SET state = 'pending' WHERE id = $m[4]");
+my $t4new = dispatch($m[4]);
+my $started = start_many(
+	[ $m[1], $m[0], $m[3], $m[4], 999999, $m[0], $m[2] ],
+	[ $t[1], $t[0], $t[3], $t[4], $t[0], $t[0], $t[2] ]);
+is($started, join("\n",
+		"$m[1]|run|running|{\"m\": 2}|true",
+		"$m[0]|run|running|{\"m\": 1}|true",
+		"$m[3]|finished|succeeded||",
+		"$m[4]|stale|dispatched||",
+		"999999|stale|(null)||",
+		"$m[0]|run|running|{\"m\": 1}|true",
+		"$m[2]|run|running|{\"m\": 3}|true"),
+	'one row per message in their order: run (twice for a job given twice), finished, stale with the job\'s state, no such job');
+is($node->query("SELECT string_agg(state || ' ' || coalesce(worker, '-'), ',' ORDER BY id) FROM hasched.job WHERE id IN ($m[0], $m[1], $m[2], $m[4])"),
+	'running w2,running w2,running w2,dispatched -', 'the jobs to run are running under the worker named; the stale one is untouched');
+is(start_many([ $m[1] ], [ $t[1] ]), "$m[1]|run|running|{\"m\": 2}|true",
+	'a redelivery of a running job runs again (its lease renewed)');
+
+# a dispatch not yet recorded: asked again for up to 20 ms, then stale (pending)
+my $p = $node->query(q{SELECT hasched.submit('mq', '{"m": 6}')});
+my ($pe) = split /:/, $t[0];
+my $t0 = time;
+is(start_many([$p], ["$pe:1:999999999"]), "$p|stale|pending||",
+	'a token for the next attempt of a pending job (its dispatch in flight) is stale after the wait');
+cmp_ok(time - $t0, '>=', 0.02, 'which lasted at least 20 ms');
+is($node->job($p, 'state'), 'pending', 'and the job stays pending');
+
+# bad arguments: an error, and nothing starts
+my $b = $node->query(q{SELECT hasched.submit('mq', '{"m": 7}')});
+my $bt = dispatch($b);
+like(start_many([ $b, $m[0] ], [ $bt, 'nonsense' ], error => 1),
+	qr/ERROR:\s+JQ013: malformed lease token "nonsense"/, 'a malformed token: JQ013');
+like(start_many([ $b, $m[0] ], [$bt], error => 1),
+	qr/ERROR:\s+JQ013: 2 job ids given with 1 tokens/, 'arrays of different lengths: JQ013');
+like($node->query_error("SELECT * FROM hasched.start(ARRAY[$b, NULL], ARRAY['$bt', '$bt'])", extra_params => [ '-U', 'wrk' ]),
+	qr/ERROR:\s+JQ013: job id and token 2 must not be null/, 'a NULL element: JQ013 naming it');
+like($node->query_error("SELECT * FROM hasched.start(array_fill(${b}::bigint, ARRAY[10001]), array_fill('${bt}'::text, ARRAY[10001]))",
+		extra_params => [ '-U', 'wrk' ]),
+	qr/ERROR:\s+JQ013: at most 10000 jobs can be started in one call, not 10001/, 'more than 10000: JQ013');
+is($node->job($b, 'state'), 'dispatched', 'after each, the job is still dispatched');
+like(start_many([$b], [$bt], user => 'sub', error => 1),
+	qr/permission denied for function start/, 'a submitter may not call the array form either');
+is($node->query("SELECT count(*) FROM hasched.start(ARRAY[]::bigint[], ARRAY[]::text[])",
+		extra_params => [ '-U', 'wrk' ]), '0', 'empty arrays: no row');
 
 done_testing();
