@@ -491,6 +491,16 @@ sub proc_stat
 	return split ' ', $s;    # [1] ppid, [11] utime, [12] stime, [13] cutime, [14] cstime
 }
 
+# The machine's CPU ticks from /proc/stat: [idle + iowait, all]
+sub machine_ticks
+{
+	my ($cpu) = slurp('/proc/stat') =~ /^cpu\s+(.*)$/m;
+	my @t = split ' ', $cpu // '';
+	my $all = 0;
+	$all += $_ for @t[ 0 .. 7 ];
+	return [ ($t[3] // 0) + ($t[4] // 0), $all ];
+}
+
 sub children_of
 {
 	my ($ppid) = @_;
@@ -613,15 +623,30 @@ sub pgbench_run
 	query('CHECKPOINT');
 	my $cpu0 = server_cpu();
 	my $output = '';
+	my @samples;
 	{
 		local $ENV{PGOPTIONS} = $o{pgoptions} if $o{pgoptions};
 		local @ENV{qw(PGHOST PGPORT PGUSER PGDATABASE)} =
 		  ($NODE->host, $NODE->port, $DB, $DB);
-		IPC::Run::run([ 'pgbench', @args ], '>', \$output, '2>&1');
+		my $h = IPC::Run::start([ 'pgbench', @args ], '>', "$OUTDIR/$name.txt", '2>&1');
+		# windows => W: the server's CPU ticks and the machine's idle and
+		# busy ticks at 0, W, T - W and T s (step 4: whether the last
+		# window cost more CPU per job, or the server waited)
+		if (my $W = $o{windows})
+		{
+			my $t0 = time;
+			for my $at (0, $W, $secs - $W, $secs)
+			{
+				my $d = $t0 + $at - time;
+				sleep $d if $d > 0;
+				push @samples, [ server_cpu(), machine_ticks() ];
+			}
+		}
+		$h->finish;
+		$output = slurp("$OUTDIR/$name.txt");
 	}
 	my $rc = $? >> 8;    # IPC::Run sets $? as system() does
 	my $ticks = settled_cpu($o{sessions} // 0) - $cpu0;
-	spew("$OUTDIR/$name.txt", $output);
 
 	my %r = (output => $output);
 	($r{tps}) = $output =~ /^tps = ([\d.]+)/m;
@@ -635,6 +660,7 @@ sub pgbench_run
 		return { note => 'pgbench failed' };
 	}
 	$r{note} = 'clients aborted' if $output =~ /aborted/;
+	$r{samples} = \@samples if @samples == 4;
 	$r{jobs} = $r{tps} * $per;
 	$r{cpu} = cpu_us($ticks, ($r{tx} // 0) * $per);
 	say(sprintf('  %-28s tps %s  latency %s ms  server CPU %s us/job%s',
@@ -1085,7 +1111,7 @@ sub step_snapshot
 		vacuum_all();
 		my $holder = holder_start(table_of($kind));
 		my $r = pgbench_run($name, script => $LOOP_SCRIPT{$kind}, batch => 100,
-			clients => $c, seconds => $SS, progress => 1, sessions => 1,
+			clients => $c, seconds => $SS, progress => 1, sessions => 1, windows => $W,
 			comment => 'with the snapshot holder');
 		plans($name) if $kind eq 'hasched';
 		$r->{holder_after} = holder_state();
@@ -1108,6 +1134,25 @@ sub step_snapshot
 				   FROM unnest($arr) WITH ORDINALITY u(v, i),
 				        (SELECT cardinality($arr) AS n) c");
 		}
+		# the first and last windows: server CPU per job, the machine idle
+		if (my $sm = $r->{samples} and @persec >= 2 * $W)
+		{
+			my ($jf, $jl) = (0, 0);
+			$jf += $_ for @persec[ 0 .. $W - 1 ];
+			$jl += $_ for @persec[ -$W .. -1 ];
+			my $idle = sub {
+				my ($a, $b) = @_;
+				my $all = $b->[1][1] - $a->[1][1];
+				return $all > 0 ? 100 * ($b->[1][0] - $a->[1][0]) / $all : undef;
+			};
+			$r->{cpu_first} = cpu_us($sm->[1][0] - $sm->[0][0], $jf);
+			$r->{cpu_last} = cpu_us($sm->[3][0] - $sm->[2][0], $jl);
+			$r->{idle_first} = $idle->($sm->[0], $sm->[1]);
+			$r->{idle_last} = $idle->($sm->[2], $sm->[3]);
+			say(sprintf('  first / last %d s: server CPU %s / %s us per job; machine idle %s%% / %s%%',
+					$W, fus($r->{cpu_first}), fus($r->{cpu_last}),
+					f0($r->{idle_first}), f0($r->{idle_last})));
+		}
 		$r->{note} = 'queue ran dry: raise the prefill' if waiting($kind) == 0;
 		$R{$name} = $r;
 		drop_waiting($kind);
@@ -1120,6 +1165,8 @@ sub step_snapshot
 			  . ($r->{note} ? " ($r->{note})" : ''),
 			f0($r->{jobs}), f0($r->{first}), f0($r->{last}),
 			f2(ratio($r->{last}, $r->{first})), fus($r->{cpu}),
+			fus($r->{cpu_first}) . ' / ' . fus($r->{cpu_last}),
+			f0($r->{idle_first}) . '% / ' . f0($r->{idle_last}) . '%',
 			$kind =~ /^hasched/ ? '>= 0.90' : '(expected to degrade)' ];
 	}
 	my $plain = $R{snapshot_plain2} // $R{snapshot_plain1};
@@ -1136,7 +1183,8 @@ sub step_snapshot
 	}
 	section("### 4. batch-100 claim + complete for $SS s with an old snapshot held (-c $c)\n\n",
 		md_table([ 'loop', 'mean jobs/s', "first $W s jobs/s", "last $W s jobs/s",
-				'last/first', 'server CPU us/job', 'target' ], 'lrrrrrl', @rows),
+				'last/first', 'server CPU us/job', "server CPU us/job, first / last $W s",
+				"machine idle, first / last $W s", 'target' ], 'lrrrrrrrl', @rows),
 		"\njobs/s per $W s window:\n\n",
 		(map { "- $_: " . na($R{"snapshot_$_"}{series}) . "\n" } @{ $C{snapshot_loops} }),
 		"\nEach loop had its own holder: psql, BEGIN ISOLATION LEVEL REPEATABLE READ; ",
