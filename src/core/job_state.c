@@ -906,9 +906,9 @@ hs_start_dispatched(const HsLease *lease, const char *worker)
  * The jobs are started in one UPDATE; those it did not match are looked at
  * one by one (a rare path: redeliveries, cancels), and those whose
  * dispatch is in flight are tried again, together, every millisecond for
- * up to START_WAIT_MS in all.  Leases are taken in job id order (the
- * dispatcher's batches lock in that order too).  The datums are copied
- * into outcxt.  Inside SPI, as the owner.
+ * up to START_WAIT_MS in all.  The leases go to the UPDATE in job id
+ * order, and the rows it returns are matched to them by binary search.
+ * The datums are copied into outcxt.  Inside SPI, as the owner.
  */
 static int
 cmp_lease_by_id(const void *a, const void *b)
@@ -926,6 +926,7 @@ hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
 	static SPIPlanPtr plan = NULL;
 	static SPIPlanPtr state_plan = NULL;
 	const HsLease **todo = palloc(sizeof(HsLease *) * (n + 1));
+	bool	   *run = palloc0(sizeof(bool) * (n + 1));	/* todo[i] started */
 	int		   *todo_ix = palloc(sizeof(int) * (n + 1));
 	Datum	   *ids = palloc(sizeof(Datum) * (n + 1));
 	Datum	   *epochs = palloc(sizeof(Datum) * (n + 1));
@@ -965,6 +966,7 @@ hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
 
 		for (int i = 0; i < ntodo; i++)
 		{
+			run[i] = false;
 			ids[i] = Int64GetDatum(todo[i]->job_id);
 			epochs[i] = Int32GetDatum(todo[i]->epoch);
 			attempts[i] = Int32GetDatum(todo[i]->attempt);
@@ -985,14 +987,27 @@ hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
 			int32		attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 			int64		lease_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 
-			for (int i = 0; i < ntodo; i++)
+			int			lo = 0,
+						hi = ntodo;
+
+			/* the first lease of that job in todo[] (sorted by job id) */
+			while (lo < hi)
+			{
+				int			mid = lo + (hi - lo) / 2;
+
+				if (todo[mid]->job_id < id)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (int i = lo; i < ntodo && todo[i]->job_id == id; i++)
 			{
 				const HsLease *l = todo[i];
 				HsStartResult *r;
 				MemoryContext old;
 
-				if (l == NULL || l->job_id != id || l->epoch != epoch ||
-					l->attempt != attempt || l->lease_id != lease_id)
+				if (run[i] || l->epoch != epoch || l->attempt != attempt ||
+					l->lease_id != lease_id)
 					continue;
 				r = &out[l - leases];
 				r->outcome = HS_START_RUN;
@@ -1003,7 +1018,7 @@ hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
 				r->lease_until = SPI_getbinval(tup, desc, 7, &isnull);
 				r->state = pstrdup("running");
 				MemoryContextSwitchTo(old);
-				todo[i] = NULL;
+				run[i] = true;
 			}
 		}
 
@@ -1012,7 +1027,7 @@ hs_start_dispatched_many(const HsLease *leases, int n, const char *worker,
 		{
 			const HsLease *l = todo[i];
 
-			if (l == NULL)
+			if (run[i])
 				continue;
 			if (completed_by_lease(l) || failed_by_lease(l) != (Datum) 0)
 				out[l - leases].outcome = HS_START_FINISHED;
