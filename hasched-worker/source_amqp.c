@@ -23,10 +23,10 @@
  * many as there are free slots, by a statement sent with the reports of
  * the jobs just finished (fetch_sql: one transaction, one commit, and the
  * loop goes on meanwhile, as the claim of pull mode does); fetch() sends
- * the same statement and waits, while the database is down.  basic.qos prefetch_count is
- * --concurrency, plus --prefetch while the commands are short (the loop's
- * rule, given through amqp_ahead()), so the broker never hands this worker
- * more than it can start soon.  The count is per consumer (quorum queues
+ * the same statement and waits, while the database is down.
+ * basic.qos prefetch_count is --concurrency, plus --prefetch while the
+ * commands are short (the loop's rule, given through amqp_ahead()), so the
+ * broker never hands this worker more than it can start soon.  The count is per consumer (quorum queues
  * have no global prefetch) and fixed for a consumer's life: a change
  * cancels the three consumers and consumes again; when it drops, the
  * deliveries not started are given back.
