@@ -10,7 +10,7 @@
 # make demo                 the local demo (scripts/demo.sh)
 # make bench                benchmarks (bench/run.sh runs bench/bench.pl); prints
 #                           tables, asserts nothing; BENCH_QUICK=1: a smoke run
-# make unittest             unit tests of the cron parser (test/unit)
+# make unittest             unit tests of the cron parser and the worker's JSON helpers (test/unit)
 # make zk-long              the ZooKeeper TAP tests 061-063 with a 20 s session
 #                           timeout (the suite uses 6 s)
 # make check-layers         the include rules between src/ layers (CI runs it)

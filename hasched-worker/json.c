@@ -84,6 +84,29 @@ json_number(JsonParse *j)
 	return true;
 }
 
+/* The four hex digits at p (four bytes there) as a number, or -1 if one is not hex. */
+static int
+hex4(const char *p)
+{
+	int			v = 0;
+
+	for (int i = 0; i < 4; i++)
+	{
+		char		h = p[i];
+
+		v <<= 4;
+		if (is_digit(h))
+			v |= h - '0';
+		else if (h >= 'a' && h <= 'f')
+			v |= h - 'a' + 10;
+		else if (h >= 'A' && h <= 'F')
+			v |= h - 'A' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
 static bool
 json_string(JsonParse *j)
 {
@@ -105,27 +128,12 @@ json_string(JsonParse *j)
 			c = (unsigned char) *j->p++;
 			if (c == 'u')
 			{
-				unsigned	code = 0;
+				int			code = j->end - j->p >= 4 ? hex4(j->p) : -1;
 
-				for (int i = 0; i < 4; i++)
-				{
-					char		h;
-
-					if (j->p >= j->end)
-						return false;
-					h = *j->p++;
-					code <<= 4;
-					if (is_digit(h))
-						code |= (unsigned) (h - '0');
-					else if (h >= 'a' && h <= 'f')
-						code |= (unsigned) (h - 'a' + 10);
-					else if (h >= 'A' && h <= 'F')
-						code |= (unsigned) (h - 'A' + 10);
-					else
-						return false;
-				}
-				if (code == 0)
-					return false;	/* jsonb refuses \u0000 */
+				/* (jsonb refuses \u0000) */
+				if (code <= 0)
+					return false;
+				j->p += 4;
 			}
 			else if (!strchr("\"\\/bfnrt", c))
 				return false;
@@ -368,27 +376,6 @@ put_utf8(char *out, size_t *o, unsigned cp)
 	}
 }
 
-static int
-hex4(const char *p)
-{
-	int			v = 0;
-
-	for (int i = 0; i < 4; i++)
-	{
-		char		h = p[i];
-
-		v <<= 4;
-		if (is_digit(h))
-			v |= h - '0';
-		else if (h >= 'a' && h <= 'f')
-			v |= h - 'a' + 10;
-		else if (h >= 'A' && h <= 'F')
-			v |= h - 'A' + 10;
-		else
-			return -1;
-	}
-	return v;
-}
 
 /*
  * The JSON string val[0..vlen) (as hw_json_member spans it) unescaped into

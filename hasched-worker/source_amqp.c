@@ -56,7 +56,6 @@
 #include <openssl/ssl.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -637,11 +636,8 @@ static void
 amqp_settle_batch(HwSource *src, bool begin)
 {
 	AmqpState  *st = src->state;
-	int			v = begin ? 1 : 0;
-	int			fd = st->up ? amqp_get_sockfd(st->conn) : -1;
 
-	if (fd >= 0)
-		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+	hs_socket_cork(st->up ? amqp_get_sockfd(st->conn) : -1, begin);
 }
 
 /* A frame that is not a delivery: the broker closes the channel or the connection, cancels. */

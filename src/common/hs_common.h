@@ -30,6 +30,9 @@ extern void hs_token_format(char *buf, size_t bufsz, int32_t epoch,
 extern bool hs_token_parse(const char *token, int32_t *epoch,
 						   int32_t *attempt, int64_t *lease_id);
 
+/* TCP_CORK on a socket, or off (see socket.c). */
+extern void hs_socket_cork(int fd, bool on);
+
 /* Delay before the next attempt, in microseconds (see backoff.c). */
 extern int64_t hs_backoff_usec(int attempt, int64_t base_usec,
 							   int64_t cap_usec, double jitter);

@@ -43,7 +43,6 @@
 #include "postgres.h"
 
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -1050,11 +1049,7 @@ release_probes(int *list, int n)
 static void
 cork(bool on)
 {
-	int			v = on ? 1 : 0;
-	int			fd = conn != NULL ? amqp_get_sockfd(conn) : -1;
-
-	if (fd >= 0)
-		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &v, sizeof(v));
+	hs_socket_cork(conn != NULL ? amqp_get_sockfd(conn) : -1, on);
 }
 
 /* the message body of the AMQP contract */

@@ -95,6 +95,15 @@ EOS
 close $fh;
 chmod 0755, $script;
 
+# n jobs submitted to queue e2e at once, payloads {"<key>": 1..n}: their ids
+sub submit_e2e
+{
+	my ($n, $key) = @_;
+	return split /\n/, $node->query(
+		qq{SELECT unnest(hasched.submit_many('e2e',
+			ARRAY(SELECT jsonb_build_object('$key', i) FROM generate_series(1, $n) i)))});
+}
+
 sub runs_of_command
 {
 	my ($id) = @_;
@@ -136,9 +145,7 @@ like($out, qr/--amqp URL.*--amqp-queue-type.*EX_CONFIG/s, '--help documents --am
 my $w = start_worker(db => $db, amqp => $url, queue => 'e2e',
 	args => [ '--concurrency', '4', '--health-port', my $hport = PostgreSQL::Test::Cluster::get_free_port() ],
 	cmd => [$script]);
-my @ids = split /\n/, $node->query(
-	q{SELECT unnest(hasched.submit_many('e2e',
-		ARRAY(SELECT jsonb_build_object('n', i) FROM generate_series(1, 30) i)))});
+my @ids = submit_e2e(30, 'n');
 my $idlist = join(',', @ids);
 ok($node->poll_within(20, "SELECT count(*) = 30 FROM hasched.job WHERE id IN ($idlist) AND state = 'succeeded'"),
 	'30 jobs of an amqp queue succeed through the dispatcher and hasched-worker');
@@ -248,9 +255,7 @@ $mq->publish('hasched.e2e.medium',
 	qq({"job_id": $done, "lease_token": "$done_token"}),
 	qq({"job_id": $done, "lease_token": "$never_token"}),
 	'{"job_id": 999999999, "lease_token": "1:1:1"}');
-my @mixed = split /\n/, $node->query(
-	q{SELECT unnest(hasched.submit_many('e2e',
-		ARRAY(SELECT jsonb_build_object('m', i) FROM generate_series(1, 5) i)))});
+my @mixed = submit_e2e(5, 'm');
 my $mixedlist = join(',', @mixed);
 ok($node->poll_within(20, "SELECT count(*) = 5 FROM hasched.job WHERE id IN ($mixedlist) AND state = 'dispatched'"),
 	'5 jobs dispatched behind 8 messages that are not the dispatcher\'s');
