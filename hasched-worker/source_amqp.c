@@ -4,8 +4,8 @@
  *		The AMQP job source: jobs of an amqp queue, delivered by RabbitMQ
  *		(librabbitmq-c 0.11, one connection, one channel, no threads).
  *
- * The contract with the dispatcher is /work/tools/AMQP_CONTRACT.md, in
- * short: the queue Q's jobs come on the three durable queues
+ * The contract with the dispatcher is in the README ("RabbitMQ transport",
+ * Messages); in short: the queue Q's jobs come on the three durable queues
  * hasched.Q.{high,medium,low}; a message's body is a JSON object with the
  * job id, attempt and lease token.  The worker starts deliveries with
  * hasched.start(job_ids[], tokens[]), one row per delivery:

@@ -797,7 +797,7 @@ hs_requeue_expired_job(int64 job_id)
 
 /*
  * start(): a worker that received a job's message from the broker starts
- * it (the AMQP contract, /work/tools/AMQP_CONTRACT.md and the README).  The
+ * it (the message contract: README, "RabbitMQ transport", Messages).  The
  * job must hold the message's token:
  *  - dispatched under it: it becomes running, its lease (the queue's) from
  *    now on;
