@@ -57,6 +57,10 @@
 #                          pull-API baseline of step 5 [15; 3]
 #   BENCH_SNAPSHOT_SECONDS length of each run of step 4 [60; 10]
 #   BENCH_WINDOW           seconds averaged at the start and end of step 4 [10; 3]
+#   BENCH_SNAPSHOT_WARMUP  seconds each loop of step 4 runs before the snapshot
+#                          holder starts, to bring the buffer pool to its
+#                          steady state (0: none, the run starts from a
+#                          CHECKPOINT) [30; 5]
 #   BENCH_SNAPSHOT_LOOPS   loops of step 4: hasched, hasched_many, plain2,
 #                          plain1 [hasched plain2]
 #   BENCH_SUBMIT_CLIENTS   pgbench -c of steps 1-2 [8]
@@ -167,6 +171,7 @@ my %C;    # lower-case names without BENCH_
 		SECONDS              => [15, 3],
 		SNAPSHOT_SECONDS     => [60, 10],
 		WINDOW               => [10, 3],
+		SNAPSHOT_WARMUP      => [30, 5],
 		SNAPSHOT_LOOPS       => ['hasched plain2', 'hasched plain2'],
 		SUBMIT_CLIENTS       => [8, 8],
 		CLAIM_CLIENTS        => ['4', '4'],
@@ -198,7 +203,7 @@ my %C;    # lower-case names without BENCH_
 		my $list = $k =~ /^(STEPS|SNAPSHOT_LOOPS|CLAIM_CLIENTS)$/;
 		for my $w ($k eq 'CLAIM_CLIENTS' || !$list ? @words : ())
 		{
-			my $zero_ok = $k eq 'WORKER_AMQP_PREFETCH';
+			my $zero_ok = $k =~ /^(WORKER_AMQP_PREFETCH|SNAPSHOT_WARMUP)$/;
 			fatal("BENCH_$k must be " . ($zero_ok ? 'an integer >= 0' : 'positive integers') . ", not '$v'")
 			  unless $w =~ ($zero_ok ? qr/^(0|[1-9][0-9]*)$/ : qr/^[1-9][0-9]*$/);
 		}
@@ -508,6 +513,13 @@ sub children_of
 	return grep { /^\d+$/ && ((proc_stat($_))[1] // 0) == $ppid } readdir $d;
 }
 
+# buffer_writes(): pg_stat_bgwriter's buffers written by the checkpointer,
+# by the background writer and by the backends (evicting a dirty buffer)
+sub buffer_writes
+{
+	return [ split /\|/, query('SELECT buffers_checkpoint, buffers_clean, buffers_backend FROM pg_stat_bgwriter') ];
+}
+
 sub server_cpu
 {
 	my ($node) = @_;
@@ -620,7 +632,8 @@ sub pgbench_run
 	  . ($o{comment} ? "   # $o{comment}" : '');
 	s{^bench/}{$HERE/} for @args;
 
-	query('CHECKPOINT');
+	# (checkpoint => 0: not, the buffer pool stays as it is)
+	query('CHECKPOINT') if $o{checkpoint} // 1;
 	my $cpu0 = server_cpu();
 	my $output = '';
 	my @samples;
@@ -629,9 +642,10 @@ sub pgbench_run
 		local @ENV{qw(PGHOST PGPORT PGUSER PGDATABASE)} =
 		  ($NODE->host, $NODE->port, $DB, $DB);
 		my $h = IPC::Run::start([ 'pgbench', @args ], '>', "$OUTDIR/$name.txt", '2>&1');
-		# windows => W: the server's CPU ticks and the machine's idle and
-		# busy ticks at 0, W, T - W and T s (step 4: whether the last
-		# window cost more CPU per job, or the server waited)
+		# windows => W: the server's CPU ticks, the machine's idle and
+		# busy ticks and the buffer writes at 0, W, T - W and T s (step 4:
+		# whether the last window cost more CPU per job, or the server
+		# waited, and who wrote the buffers in each window)
 		if (my $W = $o{windows})
 		{
 			my $t0 = time;
@@ -639,7 +653,7 @@ sub pgbench_run
 			{
 				my $d = $t0 + $at - time;
 				sleep $d if $d > 0;
-				push @samples, [ server_cpu(), machine_ticks() ];
+				push @samples, [ server_cpu(), machine_ticks(), buffer_writes() ];
 			}
 		}
 		$h->finish;
@@ -1091,9 +1105,18 @@ sub step_claim
 # pgbench --progress=1), averaged in SQL.  A plain queue degrades as its
 # index fills with dead entries the old snapshot keeps; hasched's claim
 # cursors should not.
+#
+# The same loop runs BENCH_SNAPSHOT_WARMUP seconds first, without the
+# holder, and the measured run follows without a CHECKPOINT.  Started from
+# a CHECKPOINT instead, the first window had every buffer clean, and the
+# drop that came when the buffer pool (1 GB) had no clean buffer left and
+# the sessions began to write dirty ones out themselves (22 s into the run,
+# at 55,000 jobs/s) was counted as the old snapshot's: 0.1.0 measured 0.77
+# so on this machine.  Each window's buffer writes (checkpointer,
+# background writer, sessions) are printed beside it.
 sub step_snapshot
 {
-	my ($SS, $c) = ($C{snapshot_seconds}, $C{claim_clients}[0]);
+	my ($SS, $c, $WU) = ($C{snapshot_seconds}, $C{claim_clients}[0], $C{snapshot_warmup});
 	my $W = $C{window};
 	$W = int($SS / 2) if $W > $SS / 2;
 	$W = 1 if $W < 1;
@@ -1105,14 +1128,17 @@ sub step_snapshot
 		# twice what step 3 measured (claims under an old snapshot can run
 		# faster than those 3-15 s did), or twice BENCH_CLAIM_RATE_100
 		my $est = $R{"claim_${kind}_b100_c$c"}{jobs} || $C{claim_rate_100};
-		my $need = $est * $SS * 2;
+		my $need = $est * ($SS + $WU) * 2;
 		$need = 10000 if $need < 10000;
 		top_up($kind, $need);
 		vacuum_all();
+		pgbench_run("${name}_warmup", script => $LOOP_SCRIPT{$kind}, batch => 100,
+			clients => $c, seconds => $WU, comment => 'warm-up, no holder yet')
+		  if $WU > 0;
 		my $holder = holder_start(table_of($kind));
 		my $r = pgbench_run($name, script => $LOOP_SCRIPT{$kind}, batch => 100,
 			clients => $c, seconds => $SS, progress => 1, sessions => 1, windows => $W,
-			comment => 'with the snapshot holder');
+			checkpoint => $WU == 0, comment => 'with the snapshot holder, right after');
 		plans($name) if $kind eq 'hasched';
 		$r->{holder_after} = holder_state();
 		say("  snapshot holder after the run: $r->{holder_after}");
@@ -1149,9 +1175,17 @@ sub step_snapshot
 			$r->{cpu_last} = cpu_us($sm->[3][0] - $sm->[2][0], $jl);
 			$r->{idle_first} = $idle->($sm->[0], $sm->[1]);
 			$r->{idle_last} = $idle->($sm->[2], $sm->[3]);
+			# buffers written by the checkpointer / bgwriter / sessions
+			my $writes = sub {
+				my ($a, $b) = @_;
+				return join(' / ', map { ($b->[2][$_] // 0) - ($a->[2][$_] // 0) } 0 .. 2);
+			};
+			$r->{writes_first} = $writes->($sm->[0], $sm->[1]);
+			$r->{writes_last} = $writes->($sm->[2], $sm->[3]);
 			say(sprintf('  first / last %d s: server CPU %s / %s us per job; machine idle %s%% / %s%%',
 					$W, fus($r->{cpu_first}), fus($r->{cpu_last}),
 					f0($r->{idle_first}), f0($r->{idle_last})));
+			say("  buffers written by the checkpointer / bgwriter / sessions: first $W s $r->{writes_first}; last $W s $r->{writes_last}");
 		}
 		$r->{note} = 'queue ran dry: raise the prefill' if waiting($kind) == 0;
 		$R{$name} = $r;
@@ -1167,6 +1201,7 @@ sub step_snapshot
 			f2(ratio($r->{last}, $r->{first})), fus($r->{cpu}),
 			fus($r->{cpu_first}) . ' / ' . fus($r->{cpu_last}),
 			f0($r->{idle_first}) . '% / ' . f0($r->{idle_last}) . '%',
+			na($r->{writes_first}) . '; ' . na($r->{writes_last}),
 			$kind =~ /^hasched/ ? '>= 0.90' : '(expected to degrade)' ];
 	}
 	my $plain = $R{snapshot_plain2} // $R{snapshot_plain1};
@@ -1184,10 +1219,13 @@ sub step_snapshot
 	section("### 4. batch-100 claim + complete for $SS s with an old snapshot held (-c $c)\n\n",
 		md_table([ 'loop', 'mean jobs/s', "first $W s jobs/s", "last $W s jobs/s",
 				'last/first', 'server CPU us/job', "server CPU us/job, first / last $W s",
-				"machine idle, first / last $W s", 'target' ], 'lrrrrrrrl', @rows),
+				"machine idle, first / last $W s",
+				"buffers written by checkpointer / bgwriter / sessions, first; last $W s",
+				'target' ], 'lrrrrrrrrl', @rows),
 		"\njobs/s per $W s window:\n\n",
 		(map { "- $_: " . na($R{"snapshot_$_"}{series}) . "\n" } @{ $C{snapshot_loops} }),
-		"\nEach loop had its own holder: psql, BEGIN ISOLATION LEVEL REPEATABLE READ; ",
+		($WU > 0 ? "\nEach loop ran $WU s without a holder first (the buffer pool's steady state), then at once with it.\n" : "\nEach run started from a CHECKPOINT (BENCH_SNAPSHOT_WARMUP=0).\n"),
+		"Each loop had its own holder: psql, BEGIN ISOLATION LEVEL REPEATABLE READ; ",
 		"SELECT count(*) FROM <table>; then idle in transaction until the run ended. After each run:\n\n",
 		(map { "- $_: " . na($R{"snapshot_$_"}{holder_after}) . "\n" } @{ $C{snapshot_loops} }));
 	return;
