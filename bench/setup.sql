@@ -44,7 +44,7 @@ CREATE UNIQUE INDEX bench_plain_idempotency_idx ON bench_plain (tenant, idempote
 -- and indexes, and each index is work an INSERT does
 CREATE INDEX bench_plain_active_idx ON bench_plain (queue, lease_until)
 	WHERE state IN ('running', 'dispatched');
-CREATE INDEX bench_plain_tenant_idx ON bench_plain (tenant, created_at);
+CREATE INDEX bench_plain_created_idx ON bench_plain USING brin (created_at);
 CREATE INDEX bench_plain_finished_idx ON bench_plain (finished_at)
 	WHERE state IN ('succeeded', 'dead', 'cancelled');
 CREATE SEQUENCE bench_plain_lease_seq;

@@ -4,7 +4,7 @@
 -- pgtap, hasched has been done (scripts/pgtap.sh). Self-contained: all in
 -- one transaction that is rolled back.
 BEGIN;
-SELECT plan(103);
+SELECT plan(105);
 
 -- ------------------------------------------------------------------------
 -- Schema, tables, views, sequences (17)
@@ -176,6 +176,10 @@ SELECT doesnt_match(
 SELECT has_index('hasched', 'job', 'job_idempotency_idx', ARRAY['tenant', 'idempotency_key'],
 	'idempotency index on (tenant, idempotency_key): keys are per tenant');
 SELECT index_is_unique('hasched', 'job', 'job_idempotency_idx', 'job_idempotency_idx is unique');
+SELECT is((SELECT am.amname::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_am am ON am.oid = c.relam
+	  WHERE c.oid = 'hasched.job_created_idx'::regclass), 'brin',
+	'jobs by creation time: a BRIN index on created_at (a claim or report adds no entry to it)');
+SELECT hasnt_index('hasched', 'job', 'job_tenant_idx', 'no B-tree on (tenant, created_at): 0.1.0''s is dropped');
 SELECT has_trigger('hasched', 'job', 'hasched_job_state', 'state trigger hasched_job_state exists');
 SELECT trigger_is('hasched', 'job', 'hasched_job_state', 'hasched', 'job_state_trigger',
 	'hasched_job_state calls hasched.job_state_trigger()');
