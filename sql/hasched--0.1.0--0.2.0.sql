@@ -467,7 +467,7 @@ DELETE FROM hasched.quota_use WHERE used = 0;
  * the tenants view.  A BRIN index is written only when a version lands in
  * a range of pages it has summarized with older times.  Bench step 4
  * (2026-11-30): 29 us of server CPU per claimed and completed job in two
- * runs, against 33-34 in six with the B-tree.  The count reads the pages
+ * runs, against 33-34 in nine with the B-tree.  The count reads the pages
  * written since the day began (and those not yet summarized), filtering
  * by tenant.
  */
