@@ -50,6 +50,7 @@
 #include "utils/datum.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -216,17 +217,66 @@ hs_owner_refusal(Oid owner, Oid submitted_by)
  * an OID as a number, and a restore into another server would hand the rows
  * to whichever role has that number there (OIDs are reused).  So the
  * scheduler rewrites them to OID 0, which no role has: after a role is
- * dropped (any change of pg_authid sets the flag, and it is set at start),
- * its jobs, schedules and events name no role.  The schedules are also
- * deactivated, with an event; the jobs go dead when an executor meets them.
+ * dropped, its jobs, schedules and events name no role.  The schedules are
+ * also deactivated, with an event; the jobs go dead when an executor meets
+ * them.  A change of pg_authid sets a flag; the scheduler then reads the
+ * roles, and rewrites only when one it saw at its last pass is gone (and
+ * at its first pass).  With 3 million jobs, the rewrite took 0.65 s of the
+ * scheduler's CPU for each role created or altered before (2026-11-30).
  */
 static bool roles_changed = true;
 static bool roles_callback_set = false;
+
+/* The roles that existed at the last pass, in OID order (NULL: no pass yet) */
+static Oid *known_roles = NULL;
+static int	n_known_roles = 0;
+/* a pass began and did not end (it failed): the next round does it again */
+static bool pass_unfinished = false;
 
 static void
 authid_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	roles_changed = true;
+}
+
+/*
+ * The roles now, in OID order (palloc'd in the current context), and
+ * whether one that existed at the last pass has gone.  Any change of
+ * pg_authid (a role created or altered, a password set) sets roles_changed,
+ * and the rewrite reads every row of hasched.job: only a drop needs it.
+ * The first pass (the scheduler's start) always does, for the roles dropped
+ * while it was not running.
+ */
+static bool
+a_role_was_dropped(Oid **roles, int *nroles)
+{
+	Oid		   *now_roles;
+	int			n;
+	int			k = 0;
+	bool		dropped = known_roles == NULL;
+
+	if (SPI_execute("SELECT oid FROM pg_catalog.pg_authid ORDER BY oid", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "hasched: reading the roles failed");
+	n = (int) SPI_processed;
+	now_roles = palloc(sizeof(Oid) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		now_roles[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	/* both in OID order: is every known role still there? */
+	for (int i = 0; i < n_known_roles && !dropped; i++)
+	{
+		while (k < n && now_roles[k] < known_roles[i])
+			k++;
+		if (k == n || now_roles[k] != known_roles[i])
+			dropped = true;
+	}
+	*roles = now_roles;
+	*nroles = n;
+	return dropped;
 }
 
 #define DROPPED(col) \
@@ -251,18 +301,30 @@ hs_forget_dropped_roles(void)
 		"   'detail', 'its owner or tenant role was dropped'), d.tenant FROM d",
 		"UPDATE hasched.event e SET tenant = 0 WHERE " DROPPED("e.tenant"),
 	};
+	Oid		   *roles;
+	int			nroles;
 
 	if (!roles_callback_set)
 	{
 		CacheRegisterSyscacheCallback(AUTHOID, authid_changed, (Datum) 0);
 		roles_callback_set = true;
 	}
-	if (!roles_changed)
+	if (!roles_changed && !pass_unfinished)
 		return;
-	roles_changed = false;
-	for (int i = 0; i < lengthof(sql); i++)
-		if (SPI_execute(sql[i], false, 0) < 0)
-			elog(ERROR, "hasched: forgetting dropped roles failed");
+	roles_changed = false;		/* a change from now on sets it again */
+	pass_unfinished = true;
+	if (a_role_was_dropped(&roles, &nroles))
+	{
+		for (int i = 0; i < lengthof(sql); i++)
+			if (SPI_execute(sql[i], false, 0) < 0)
+				elog(ERROR, "hasched: forgetting dropped roles failed");
+	}
+	if (known_roles != NULL)
+		pfree(known_roles);
+	known_roles = MemoryContextAlloc(TopMemoryContext, sizeof(Oid) * Max(nroles, 1));
+	memcpy(known_roles, roles, sizeof(Oid) * nroles);
+	n_known_roles = nroles;
+	pass_unfinished = false;
 }
 
 /* ------------------------------------------------------------------------
