@@ -109,5 +109,19 @@ cmp_ok(query("SELECT count(*) FROM hasched.job WHERE schedule IN ('rs-every', 't
 is(query(q{SELECT bool_and(NOT active) FROM hasched.schedule WHERE name IN ('rs-every', 'tt-every')}), 't',
 	'turned on again, they are deactivated again');
 
+# The rewrite reads every job, so the scheduler does it only when a role it
+# knew is gone, not on every change of pg_authid: a row naming an OID that
+# no role has (written here by a superuser) keeps it through a CREATE ROLE
+# and an ALTER ROLE, and loses it at the next DROP ROLE.
+my $probe = query(q{INSERT INTO hasched.event (kind, detail, tenant)
+	VALUES ('probe', '{}', 4000000000::oid::regrole) RETURNING id});
+query(q{CREATE ROLE probe_a; ALTER ROLE probe_a PASSWORD 'x'});
+sleep(2.5);    # the scheduler's naptime is 1 s
+is(query("SELECT tenant::oid FROM hasched.event WHERE id = $probe"), '4000000000',
+	'a role created and altered: no rewrite of the rows');
+query(q{DROP ROLE probe_a});
+ok($node->poll_within(10, "SELECT tenant::oid = 0 FROM hasched.event WHERE id = $probe"),
+	'a role dropped: the rows of roles that do not exist name no role');
+
 $node->stop;
 done_testing();
