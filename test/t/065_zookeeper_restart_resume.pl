@@ -101,6 +101,17 @@ is(scalar @z, 1, 'one election znode again');
 isnt($z[0], $old, 'the new one');
 my $sj = $node->submit_sql(q{INSERT INTO public.ran (tag) VALUES ('after restart')});
 ok($node->wait_state($sj, 'succeeded'), 'the new leader runs SQL jobs');
+# A worker's outcomes commit asynchronously: the immediate stop below could
+# lose this job's, its row and its effect alike, and the job (one attempt
+# allowed) would then end dead after the restart, an attempt cut short by
+# the crash.  Without the flush below this failed in 4 of 4 runs once
+# job_created_idx was BRIN (2026-11-30), and passed in 2 of 2 with the
+# B-tree it replaced: the outcome's asynchronous commit reached the disk
+# later, for a reason not traced.  Restarts are what this test is about,
+# not that: a transaction that writes WAL and commits synchronously
+# flushes it, this outcome's included (one that writes none commits
+# asynchronously).
+$node->safe_psql('postgres', 'CREATE TABLE flush_wal (); DROP TABLE flush_wal');
 
 # ---------------------------------------------------------------------------
 # (b) znodes that look like this server's but are not provably its own stay
@@ -154,11 +165,7 @@ ok($node->poll_within(30,
 		'leader'),
 	'once they are gone it leads');
 ok($node->wait_state($held, 'succeeded'), 'and the held job runs');
-# A worker's outcomes commit asynchronously: the immediate stop may have
-# lost the first job's, its row and its effect alike; it is then retried
-# as a job of an earlier term, beside the held one (seen once in CI: the
-# count below, read as soon as the held job succeeded, found 1).
-ok($node->wait_state($sj, 'succeeded'), 'the job that ran before the stop has succeeded, again if its outcome was lost');
+is($node->job($sj, 'state'), 'succeeded', 'the job that ran before the stop is still succeeded');
 is($node->query(q{SELECT count(*) FROM public.ran}), '2', 'each SQL job ran once');
 
 sub wait_for_log
