@@ -376,7 +376,6 @@ put_utf8(char *out, size_t *o, unsigned cp)
 	}
 }
 
-
 /*
  * The JSON string val[0..vlen) (as hw_json_member spans it) unescaped into
  * out (NUL-terminated, UTF-8).  False when it is not a string, or does not

@@ -26,10 +26,10 @@
  * the same statement and waits, while the database is down.
  * basic.qos prefetch_count is --concurrency, plus --prefetch while the
  * commands are short (the loop's rule, given through amqp_ahead()), so the
- * broker never hands this worker more than it can start soon.  The count is per consumer (quorum queues
- * have no global prefetch) and fixed for a consumer's life: a change
- * cancels the three consumers and consumes again; when it drops, the
- * deliveries not started are given back.
+ * broker never hands this worker more than it can start soon.  The count
+ * is per consumer (quorum queues have no global prefetch) and fixed for a
+ * consumer's life: a change cancels the three consumers and consumes
+ * again; when it drops, the deliveries not started are given back.
  *
  * Lost connection: every delivery not yet acked is forgotten (the broker
  * gives it again, to this worker or another: start() with the same token

@@ -20,35 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) || defined(__clang__)
-#define TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define TEST_PRINTF(f, a)
-#endif
-
-static int	n_passed;
-static int	n_failed;
-
-static void check(int line, bool ok, const char *fmt,...) TEST_PRINTF(3, 4);
-
-/* Count one check; describe it if it failed. */
-static void
-check(int line, bool ok, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (ok)
-	{
-		n_passed++;
-		return;
-	}
-	n_failed++;
-	printf("FAIL test_cron.c:%d: ", line);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	printf("\n");
-}
+#include "unit_check.h"
 
 /* A set of values as a bit mask, from a list ending in -1. */
 static uint64_t
@@ -796,6 +768,5 @@ main(void)
 	test_next();
 	test_brute_force();
 
-	printf("%d passed, %d failed\n", n_passed, n_failed);
-	return n_failed == 0 ? 0 : 1;
+	return unit_summary();
 }

@@ -6,8 +6,7 @@
  *		contract's members from a message body (hw_json_member,
  *		hw_json_string_value).
  *
- * A plain C program, as test_cron.c: every failed check prints one line
- * naming its source line; the run ends with "N passed, N failed".
+ * A plain C program, as test_cron.c, with its checks (unit_check.h).
  *
  * IDENTIFICATION
  *		test/unit/test_json.c
@@ -19,22 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int	n_passed;
-static int	n_failed;
-
-#define CHECK(ok) check(__LINE__, (ok), #ok)
-
-static void
-check(int line, bool ok, const char *what)
-{
-	if (ok)
-		n_passed++;
-	else
-	{
-		n_failed++;
-		printf("test_json.c:%d: failed: %s\n", line, what);
-	}
-}
+#include "unit_check.h"
 
 static bool
 valid(const char *s)
@@ -107,6 +91,5 @@ main(void)
 	CHECK(string_member("{\"t\": \"\\ud800x\"}", "t", out, sizeof(out)) &&
 		  strcmp(out, "\xef\xbf\xbdx") == 0);	/* a lone surrogate: U+FFFD */
 
-	printf("%d passed, %d failed\n", n_passed, n_failed);
-	return n_failed > 0;
+	return unit_summary();
 }
